@@ -1,0 +1,64 @@
+"""aiguard: guard the functions that call your models.
+
+Example:
+    >>> import aiguard
+    >>> @aiguard.guard("ticket-triage", confidence="score", threshold=0.8,
+    ...                fallback=aiguard.Default({"label": "other", "score": 1.0}))
+    ... def triage(ticket: str) -> dict[str, object]:
+    ...     return {"label": "bug", "score": 0.6}
+    >>> triage("it crashed")
+    {'label': 'other', 'score': 1.0}
+    >>> aiguard.last_outcome().reason
+    <Reason.LOW_CONFIDENCE: 'low_confidence'>
+"""
+
+from ._core import last_outcome
+from ._version import __version__
+from .config import AiguardConfig, FeatureConfig, configure, load_config
+from .exceptions import (
+    AiguardError,
+    ConfigError,
+    ModelTimeout,
+    NotServed,
+    ReviewError,
+    ReviewPending,
+    StoreError,
+)
+from .fallbacks import Default, Fallback, FallbackContext, HumanReview, Rules
+from .guard import AsyncGuarded, Guarded, guard
+from .outcome import Attempt, Outcome, Reason, Source
+from .review import ReviewQueue
+from .store import ReviewItem, SQLiteStore, Store, open_store
+
+__all__ = [
+    "AiguardConfig",
+    "AiguardError",
+    "AsyncGuarded",
+    "Attempt",
+    "ConfigError",
+    "Default",
+    "Fallback",
+    "FallbackContext",
+    "FeatureConfig",
+    "Guarded",
+    "HumanReview",
+    "ModelTimeout",
+    "NotServed",
+    "Outcome",
+    "Reason",
+    "ReviewError",
+    "ReviewItem",
+    "ReviewPending",
+    "ReviewQueue",
+    "Rules",
+    "SQLiteStore",
+    "Source",
+    "Store",
+    "StoreError",
+    "__version__",
+    "configure",
+    "guard",
+    "last_outcome",
+    "load_config",
+    "open_store",
+]

@@ -1,0 +1,425 @@
+"""The decision logic of a guarded call, written once and free of I/O.
+
+``Core`` holds a guard's compiled settings and decides: ``judge`` says whether a model result may
+be served; ``flow`` walks the fallback chain as a generator that yields the next handler to run
+and is sent back what it did, so the sync and async drivers in ``guard.py`` only execute.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import inspect
+import math
+import numbers
+from collections.abc import Callable, Generator, Mapping
+from datetime import timedelta
+from time import perf_counter
+from typing import Any
+
+from . import _ids, _internal
+from ._state import UNSET, state
+from .exceptions import ConfigError, ModelTimeout, NotServed, ReviewPending, StoreError
+from .fallbacks import Fallback, FallbackContext, Rules, _Queued
+from .outcome import Attempt, Outcome, Reason, Source, _served
+
+_last: contextvars.ContextVar[Outcome[Any] | tuple[Any, ...] | None] = contextvars.ContextVar(
+    "aiguard_last_outcome", default=None
+)
+_MISSING: Any = object()
+SERVED = Reason.SERVED
+
+Extract = Callable[[Any], Any]
+Validator = Callable[[Any], Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Spec:
+    """The arguments given to ``guard()``; UNSET means "inherit from configuration"."""
+
+    feature: str
+    confidence: Any = UNSET
+    threshold: Any = UNSET
+    timeout: Any = UNSET
+    validate: tuple[Validator, ...] = ()
+    catch: tuple[type[BaseException], ...] = (Exception,)
+    fallback: tuple[Fallback, ...] = ()
+
+
+def check_feature(feature: Any) -> str:
+    if not isinstance(feature, str) or not feature.strip() or feature != feature.strip():
+        raise ConfigError(
+            f"feature={feature!r} is invalid: must be a non-empty name without surrounding spaces"
+        )
+    return feature
+
+
+def check_threshold(feature: str, value: Any) -> float | None:
+    if value is None or value is UNSET:
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(
+            f"feature {feature!r}: threshold={value!r} is invalid: must be a number in [0, 1]"
+        )
+    f = float(value)
+    if not 0.0 <= f <= 1.0:
+        raise ConfigError(
+            f"feature {feature!r}: threshold={value!r} is invalid: must be a number in [0, 1]"
+        )
+    return f
+
+
+def check_timeout(feature: str, value: Any) -> float | None:
+    if value is None or value is UNSET:
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+        seconds = math.nan
+    else:
+        seconds = float(value)
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ConfigError(
+            f"feature {feature!r}: timeout={value!r} is invalid: must be a positive number of "
+            "seconds or a timedelta"
+        )
+    return seconds
+
+
+def check_confidence(feature: str, value: Any) -> Any:
+    if value is None or value is UNSET or callable(value):
+        return value
+    if isinstance(value, str) and value:
+        return value
+    raise ConfigError(
+        f"feature {feature!r}: confidence={value!r} is invalid: give an attribute or key name, "
+        "or a callable that takes the result and returns a float in [0, 1]"
+    )
+
+
+def check_catch(feature: str, value: Any) -> tuple[type[BaseException], ...]:
+    types = value if isinstance(value, tuple) else (value,)
+    if not types or not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
+        raise ConfigError(
+            f"feature {feature!r}: catch={value!r} is invalid: give an exception type or a tuple "
+            "of exception types"
+        )
+    return types
+
+
+def check_validate(feature: str, value: Any) -> tuple[Validator, ...]:
+    items = value if isinstance(value, list | tuple) else (value,)
+    out: list[Validator] = []
+    for i, v in enumerate(items):
+        if isinstance(v, type) and hasattr(v, "model_validate"):
+            out.append(_pydantic_validator(v))
+        elif callable(v):
+            out.append(v)
+        else:
+            raise ConfigError(
+                f"feature {feature!r}: validate[{i}]={v!r} is invalid: give a callable that "
+                "checks the result, or a pydantic model type"
+            )
+    return tuple(out)
+
+
+def _pydantic_validator(model: Any) -> Validator:
+    def validate(result: Any) -> None:
+        model.model_validate(result, from_attributes=not isinstance(result, Mapping))
+
+    validate.__qualname__ = model.__qualname__
+    return validate
+
+
+def check_fallback(feature: str, value: Any) -> tuple[Fallback, ...]:
+    if value is None:
+        return ()
+    items = value if isinstance(value, list | tuple) else (value,)
+    out: list[Fallback] = []
+    for i, h in enumerate(items):
+        if isinstance(h, Fallback):
+            out.append(h)
+        elif isinstance(h, type) and issubclass(h, Fallback):
+            raise ConfigError(
+                f"feature {feature!r}: fallback[{i}]={h.__name__} is a class: pass an instance, "
+                f"e.g. {h.__name__}(...)"
+            )
+        elif callable(h):
+            out.append(Rules(h))
+        else:
+            raise ConfigError(
+                f"feature {feature!r}: fallback[{i}]={h!r} is invalid: give a handler such as "
+                "aiguard.Rules(fn), aiguard.Default(value), aiguard.HumanReview(), or a callable"
+            )
+    return tuple(out)
+
+
+def _by_name(name: str) -> Extract:
+    def extract(result: Any) -> Any:
+        if type(result) is dict:
+            return result.get(name, _MISSING)
+        value = getattr(result, name, _MISSING)
+        if value is _MISSING and isinstance(result, Mapping):
+            value = result.get(name, _MISSING)
+        return value
+
+    return extract
+
+
+class Core:
+    """One guard's compiled settings and its decisions."""
+
+    __slots__ = (
+        "catch",
+        "chain",
+        "confidence_name",
+        "extract",
+        "feature",
+        "fn",
+        "generation",
+        "is_async",
+        "signature",
+        "spec",
+        "threshold",
+        "timeout",
+        "validators",
+    )
+
+    def __init__(self, fn: Callable[..., Any], spec: Spec, *, is_async: bool) -> None:
+        self.fn = fn
+        self.spec = spec
+        self.feature = spec.feature
+        self.is_async = is_async
+        self.catch = spec.catch
+        self.chain = spec.fallback
+        self.validators = spec.validate
+        try:
+            self.signature: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):
+            self.signature = None
+        for handler in self.chain:
+            handler.bind(fn, is_async=is_async, feature=spec.feature)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Merge the guard's own arguments over the configured ones for its feature."""
+        with state.lock:
+            generation = state.generation
+            cfg = state.features.get(self.feature)
+        spec = self.spec
+
+        def pick(name: str) -> Any:
+            own = getattr(spec, name)
+            if own is not UNSET:
+                return own
+            return getattr(cfg, name) if cfg is not None else None
+
+        confidence = pick("confidence")
+        threshold = pick("threshold")
+        if threshold is not None and confidence is None:
+            raise ConfigError(
+                f"feature {self.feature!r}: threshold={threshold!r} needs confidence=: say which "
+                "attribute, key or callable gives the result's confidence"
+            )
+        self.confidence_name = confidence if isinstance(confidence, str) else None
+        self.extract: Extract | None = (
+            _by_name(confidence) if isinstance(confidence, str) else confidence
+        )
+        self.threshold: float | None = threshold
+        self.timeout: float | None = pick("timeout")
+        self.generation = generation
+
+    # -- the served path -------------------------------------------------------------------------
+
+    def judge(self, result: Any) -> tuple[Reason, float | None, str | None]:
+        """May ``result`` be served? ``(reason, confidence, detail)``; reason ``served`` if so."""
+        for check in self.validators:
+            try:
+                ok = check(result)
+            except Exception as exc:
+                return Reason.INVALID_OUTPUT, None, f"{_name(check)} rejected the result: {exc!r}"
+            if ok is False:
+                return Reason.INVALID_OUTPUT, None, f"{_name(check)} returned False"
+        extract = self.extract
+        if extract is None:
+            return SERVED, None, None
+        try:
+            raw = extract(result)
+        except Exception as exc:
+            return Reason.INVALID_CONFIDENCE, None, f"reading the confidence failed: {exc!r}"
+        if raw.__class__ is float:
+            c: float = raw
+        elif isinstance(raw, numbers.Real) and not isinstance(raw, bool):
+            c = float(raw)
+        elif raw is _MISSING or raw is None:
+            where = f" {self.confidence_name!r}" if self.confidence_name else ""
+            return Reason.INVALID_CONFIDENCE, None, f"confidence{where} is missing"
+        else:
+            return (
+                Reason.INVALID_CONFIDENCE,
+                None,
+                f"confidence {raw!r} is a {type(raw).__name__}, not a number",
+            )
+        if not 0.0 <= c <= 1.0:  # also false for NaN
+            return Reason.INVALID_CONFIDENCE, None, f"confidence {c!r} is outside [0, 1]"
+        threshold = self.threshold
+        if threshold is not None and c < threshold:
+            return Reason.LOW_CONFIDENCE, c, f"confidence {c:g} < threshold {threshold:g}"
+        return SERVED, c, None
+
+    def served(self, raw: tuple[Any, ...]) -> Outcome[Any]:
+        """The Outcome for a raw served record ``(core, n, result, confidence, threshold, t0, t1,
+        t2)``, which is all the served path keeps until somebody asks."""
+        _, n, result, confidence, threshold, t0, t1, t2 = raw
+        return _served(self.feature, threshold, n, result, confidence, t0, t1, t2)
+
+    # -- the fallback path -----------------------------------------------------------------------
+
+    def context(
+        self,
+        n: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        reason: Reason,
+        *,
+        result: Any = None,
+        confidence: float | None = None,
+        exception: BaseException | None = None,
+        detail: str | None = None,
+    ) -> FallbackContext:
+        return FallbackContext(
+            feature=self.feature,
+            call_id=_ids.call_id(n),
+            reason=reason,
+            args=args,
+            kwargs=kwargs,
+            model_result=result,
+            confidence=confidence,
+            exception=exception,
+            detail=detail,
+            signature=self.signature,
+        )
+
+    def failed(
+        self, n: int, args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException | None
+    ) -> FallbackContext:
+        """The context for a model call that raised ``exc`` (None: aiguard's timeout fired)."""
+        if exc is None:
+            assert self.timeout is not None
+            return self.context(
+                n, args, kwargs, Reason.TIMEOUT, detail=f"no result within {self.timeout:g} s"
+            )
+        reason = Reason.TIMEOUT if isinstance(exc, TimeoutError) else Reason.ERROR
+        return self.context(n, args, kwargs, reason, exception=exc, detail=repr(exc))
+
+    def flow(
+        self, ctx: FallbackContext, t0: float, t1: float | None
+    ) -> Generator[Fallback, tuple[bool, Any], Outcome[Any]]:
+        """Walk the fallback chain: yields each handler, is sent ``(ok, value_or_exception)``."""
+        attempts: list[Attempt] = []
+        for handler in self.chain:
+            ok, value = yield handler
+            if not ok:
+                if isinstance(value, ConfigError):
+                    raise value  # a configuration bug is surfaced, not passed on
+                if isinstance(value, StoreError):
+                    _internal.report(f"fallback {handler.name} of {self.feature!r}", value)
+                attempts.append(Attempt(handler.name, handler.source, value))
+                continue
+            if isinstance(value, _Queued):
+                outcome = self.outcome(
+                    ctx, t0, t1, handler.source, value.placeholder, attempts, value.item.id
+                )
+                self.publish(outcome)
+                if not value.has_placeholder:
+                    raise ReviewPending(value.item.id, outcome)
+                return outcome
+            outcome = self.outcome(ctx, t0, t1, handler.source, value, attempts)
+            self.publish(outcome)
+            return outcome
+        outcome = self.outcome(ctx, t0, t1, None, None, attempts)
+        self.publish(outcome)
+        if ctx.exception is not None:
+            raise ctx.exception
+        if ctx.reason is Reason.TIMEOUT:
+            raise ModelTimeout(
+                outcome,
+                f"feature {self.feature!r}: the model gave no result within {self.timeout:g} s "
+                "and no fallback answered",
+            )
+        raise NotServed(outcome)
+
+    def outcome(
+        self,
+        ctx: FallbackContext,
+        t0: float,
+        t1: float | None,
+        source: Source | None,
+        value: Any,
+        attempts: list[Attempt],
+        review_id: str | None = None,
+    ) -> Outcome[Any]:
+        return Outcome(
+            value=value,
+            call_id=ctx.call_id,
+            feature=self.feature,
+            source=source,
+            reason=ctx.reason,
+            confidence=ctx.confidence,
+            threshold=self.threshold,
+            latency=perf_counter() - t0,
+            model_latency=None if t1 is None else t1 - t0,
+            exception=ctx.exception,
+            attempts=tuple(attempts),
+            review_id=review_id,
+            model_result=ctx.model_result,
+            detail=ctx.detail,
+            started_at=_ids.wall_time(t0),
+        )
+
+    def unhandled(
+        self, n: int, args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException, t0: float
+    ) -> None:
+        """Record the Outcome of a call whose exception is not in ``catch`` (it propagates)."""
+        ctx = self.context(n, args, kwargs, Reason.ERROR, exception=exc, detail=repr(exc))
+        self.publish(self.outcome(ctx, t0, perf_counter(), None, None, []))
+
+    @staticmethod
+    def publish(outcome: Outcome[Any]) -> None:
+        _last.set(outcome)
+        if state.observers:
+            notify(outcome)
+
+
+def notify(outcome: Outcome[Any]) -> None:
+    for observer in state.observers:
+        try:
+            observer(outcome)
+        except Exception as exc:
+            _internal.report("outcome observer", exc)
+
+
+def last_outcome() -> Outcome[Any] | None:
+    """The Outcome of the latest guarded call in this thread or asyncio task, if any.
+
+    Example:
+        >>> import aiguard
+        >>> @aiguard.guard("greet")
+        ... def greet(name: str) -> str:
+        ...     return "hi " + name
+        >>> greet("ada")
+        'hi ada'
+        >>> aiguard.last_outcome().call_id.startswith("ag_")
+        True
+    """
+    last = _last.get()
+    if last is None or last.__class__ is Outcome:
+        return last  # type: ignore[return-value]
+    core: Core = last[0]  # type: ignore[index]
+    outcome = core.served(last)  # type: ignore[arg-type]
+    _last.set(outcome)
+    return outcome
+
+
+def _name(check: Callable[..., Any]) -> str:
+    return "validator " + getattr(check, "__qualname__", type(check).__name__)

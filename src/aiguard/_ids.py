@@ -1,0 +1,49 @@
+"""Call ids and timestamps, cheap enough for the per-call path.
+
+A call id is ``ag_`` + 16 hex digits drawn at random once per process (again after ``fork``) + a
+per-process counter in hex. The hot path only takes the next counter value (an int); the string is
+built when someone asks for it, and is the same every time. The random part makes ids unique across
+processes and replicas; the counter makes them unique within one.
+
+Timestamps: the hot path reads only ``time.perf_counter()``; a wall-clock POSIX time is derived
+from it against one reference pair taken at import.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import time
+
+_prefix = ""
+_counter = itertools.count(1)
+next_number = _counter.__next__
+_wall0 = time.time()
+_perf0 = time.perf_counter()
+
+
+def _reset() -> None:
+    global _prefix, _counter, next_number
+    _prefix = "ag_" + secrets.token_hex(8) + "_"
+    _counter = itertools.count(1)
+    next_number = _counter.__next__
+
+
+_reset()
+os.register_at_fork(after_in_child=_reset)
+
+
+def call_id(n: int) -> str:
+    """The call id for counter value ``n`` of this process."""
+    return f"{_prefix}{n:x}"
+
+
+def new_call_id() -> str:
+    """A fresh call id."""
+    return call_id(next_number())
+
+
+def wall_time(perf: float) -> float:
+    """The POSIX time at which ``time.perf_counter()`` read ``perf``."""
+    return _wall0 + (perf - _perf0)

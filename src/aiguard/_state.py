@@ -1,0 +1,105 @@
+"""The process-wide configuration, in one locked object.
+
+Guards compile their settings against ``state.generation``; every change bumps it, and a guard
+whose compiled generation is older recompiles on its next call (one integer compare per call).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from .config import FeatureConfig
+    from .outcome import Outcome
+    from .store import Store
+
+STORE_ENV = "AIGUARD_STORE"
+
+
+class _Unset:
+    """Type of :data:`UNSET`: "not given here, inherit the default"; distinct from ``None``."""
+
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNSET: Any = _Unset()
+
+
+class State:
+    """Global switches. Read without the lock on the hot path; changed under it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.generation = 0
+        self.store_spec: Any = UNSET  # a path, a Store, None (explicitly off) or UNSET (env)
+        self._store: Store | None = None
+        self.features: dict[str, FeatureConfig] = {}
+        self.timeout_workers = 32
+        self.observers: tuple[Callable[[Outcome[Any]], None], ...] = ()
+
+    def bump(self) -> None:
+        with self.lock:
+            self.generation += 1
+
+    def store(self) -> Store:
+        """The configured store, opened on first use; ConfigError naming the fix if none."""
+        store = self._store
+        if store is not None:
+            return store
+        with self.lock:
+            if self._store is None:
+                self._store = self._open()
+            return self._store
+
+    def _open(self) -> Store:
+        from .store import open_store
+
+        spec = self.store_spec
+        if spec is UNSET:
+            spec = os.environ.get(STORE_ENV) or None
+        if spec is None:
+            raise ConfigError(
+                "no store is configured for aiguard's durable data (review queue): call "
+                "aiguard.configure(store='aiguard.db') or set the environment variable "
+                f"{STORE_ENV}=aiguard.db"
+            )
+        return open_store(spec)
+
+    def set_store(self, spec: Any) -> None:
+        with self.lock:
+            old, self._store = self._store, None
+            self.store_spec = spec
+            if old is not None and old is not spec:
+                old.close()
+            self.generation += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return dict(vars(self))
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        with self.lock:
+            current = self._store
+            if current is not None and current is not snap["_store"]:
+                current.close()
+            vars(self).update(snap)
+            self.generation += 1
+
+
+state = State()

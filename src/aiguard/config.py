@@ -1,0 +1,181 @@
+"""Global configuration: ``configure(...)`` in code, ``load_config(path)`` from TOML or JSON.
+
+A config file::
+
+    store = "aiguard.db"          # the durable store (review queue)
+
+    [features.ticket-triage]
+    confidence = "score"
+    threshold = 0.8
+    timeout = 2.5                 # seconds
+
+Settings given to ``guard()`` win over the configured ones for the same feature; leave a setting
+out of the decorator to let configuration decide it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+from ._state import UNSET, state
+from .exceptions import ConfigError
+from .store import Store, open_store
+
+__all__ = ["AiguardConfig", "FeatureConfig", "configure", "load_config"]
+
+_Number = Annotated[float, Field(strict=True)]
+
+
+class FeatureConfig(BaseModel):
+    """One feature's settings, as a config file or ``configure(features=...)`` gives them.
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.FeatureConfig(confidence="score", threshold=0.8).threshold
+        0.8
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    confidence: str | None = Field(default=None, min_length=1)
+    threshold: _Number | None = Field(default=None, ge=0.0, le=1.0)
+    timeout: _Number | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+
+
+class AiguardConfig(BaseModel):
+    """The whole configuration file.
+
+    Example:
+        >>> import aiguard
+        >>> cfg = aiguard.AiguardConfig.model_validate(
+        ...     {"store": ":memory:", "features": {"triage": {"threshold": 0.7, "confidence": "p"}}})
+        >>> cfg.features["triage"].threshold
+        0.7
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    store: str | None = None
+    timeout_workers: int | None = Field(default=None, ge=1, le=1024, strict=True)
+    features: dict[str, FeatureConfig] = Field(default_factory=dict)
+
+
+def configure(
+    *,
+    store: Store | str | os.PathLike[str] | None = UNSET,
+    features: Mapping[str, FeatureConfig | Mapping[str, Any]] | None = UNSET,
+    timeout_workers: int = UNSET,
+) -> None:
+    """Set process-wide options; what you leave out keeps its current value.
+
+    Args:
+        store: the durable store for the review queue: a SQLite file path, ``":memory:"`` (tests),
+            or an :class:`aiguard.Store`. ``None`` removes it. Default: the ``AIGUARD_STORE``
+            environment variable, if set.
+        features: per-feature settings (replacing those configured before), by feature name.
+        timeout_workers: how many threads may run sync model calls that have a ``timeout``.
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.configure(store=":memory:", features={"triage": {"threshold": 0.8,
+        ...                                                          "confidence": "score"}})
+    """
+    parsed_features: dict[str, FeatureConfig] | None = None
+    if features is not UNSET:
+        parsed_features = _features(features or {}, source="configure(features=...)")
+    if timeout_workers is not UNSET and (
+        isinstance(timeout_workers, bool)
+        or not isinstance(timeout_workers, int)
+        or not 1 <= timeout_workers <= 1024
+    ):
+        raise ConfigError(
+            f"timeout_workers={timeout_workers!r} is invalid: must be a whole number in [1, 1024]"
+        )
+    opened = UNSET if store is UNSET or store is None else open_store(store)
+    with state.lock:
+        if store is not UNSET:
+            state.set_store(opened if store is not None else None)
+        if parsed_features is not None:
+            state.features = parsed_features
+        if timeout_workers is not UNSET:
+            state.timeout_workers = timeout_workers
+        state.bump()
+
+
+def _features(raw: Mapping[str, Any], *, source: str) -> dict[str, FeatureConfig]:
+    try:
+        return AiguardConfig.model_validate({"features": dict(raw)}).features
+    except pydantic.ValidationError as exc:
+        raise ConfigError(_explain(exc, source)) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> AiguardConfig:
+    """Load a TOML or JSON config file, validate it, and apply it; returns what was loaded.
+
+    A bad file raises :class:`aiguard.ConfigError` naming the file, the feature, the field and
+    the value, and changes nothing.
+
+    Example:
+        >>> import aiguard, pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "aiguard.toml"
+        >>> _ = path.write_text('[features.triage]\\nconfidence = "score"\\nthreshold = 0.75\\n')
+        >>> aiguard.load_config(path).features["triage"].threshold
+        0.75
+    """
+    p = Path(path)
+    try:
+        text = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {exc.strerror}") from None
+    try:
+        if p.suffix.lower() == ".json":
+            raw = json.loads(text)
+        else:
+            raw = tomllib.loads(text.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid {_kind(p)}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(p)!r}: the top level must be a table/object")
+    try:
+        cfg = AiguardConfig.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(_explain(exc, f"config file {str(p)!r}")) from None
+    store: Any = UNSET
+    if cfg.store is not None:
+        store = cfg.store if cfg.store == ":memory:" or os.path.isabs(cfg.store) else str(
+            p.parent / cfg.store
+        )
+    configure(
+        store=store,
+        features=cfg.features,
+        timeout_workers=UNSET if cfg.timeout_workers is None else cfg.timeout_workers,
+    )
+    return cfg
+
+
+def _kind(p: Path) -> str:
+    return "JSON" if p.suffix.lower() == ".json" else "TOML"
+
+
+def _explain(exc: pydantic.ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(x) for x in err["loc"]]
+        where = []
+        if len(loc) >= 2 and loc[0] == "features":
+            where.append(f"feature {loc[1]!r}")
+            loc = loc[2:]
+        if loc:
+            where.append(f"field {'.'.join(loc)!r}")
+        value = err.get("input", "")
+        value_text = f"value {value!r}" if err["type"] != "missing" else "missing"
+        lines.append(f"{', '.join(where) or 'top level'}: {value_text}: {err['msg']}")
+    return f"{source}: " + "; ".join(lines)

@@ -1,0 +1,152 @@
+"""The exceptions aiguard raises into your code, and only these.
+
+Everything else that goes wrong inside aiguard (a store that cannot be reached, an observer that
+fails) is logged once and counted, never raised. The hierarchy::
+
+    AiguardError
+    ├── ConfigError (also ValueError)   bad configuration: names the field and the value
+    ├── StoreError                      the durable store failed or is not configured
+    ├── ReviewError (also LookupError)  unknown review id, or an item already resolved
+    ├── ReviewPending                   a HumanReview fallback queued the call: answer pending
+    └── NotServed                       nothing servable: the result was rejected and no
+        │                               fallback was left (low or invalid confidence,
+        │                               invalid output)
+        └── ModelTimeout (also TimeoutError)   the model timed out and no fallback was left
+
+An exception raised by the model function itself, when no fallback is left, propagates unchanged:
+aiguard does not wrap your errors.
+
+Example:
+    >>> import aiguard
+    >>> issubclass(aiguard.ModelTimeout, TimeoutError)
+    True
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .outcome import Outcome
+
+__all__ = [
+    "AiguardError",
+    "ConfigError",
+    "ModelTimeout",
+    "NotServed",
+    "ReviewError",
+    "ReviewPending",
+    "StoreError",
+]
+
+
+class AiguardError(Exception):
+    """Base class of every exception aiguard raises.
+
+    Example:
+        >>> import aiguard
+        >>> issubclass(aiguard.ReviewPending, aiguard.AiguardError)
+        True
+    """
+
+
+class ConfigError(AiguardError, ValueError):
+    """A configuration value is wrong; the message names the field and the value.
+
+    Example:
+        >>> import aiguard
+        >>> try:
+        ...     aiguard.guard("triage", confidence="score", threshold=1.5)
+        ... except aiguard.ConfigError as e:
+        ...     print(e)
+        feature 'triage': threshold=1.5 is invalid: must be a number in [0, 1]
+    """
+
+
+class StoreError(AiguardError):
+    """The durable store is not configured or could not be used.
+
+    Example:
+        >>> import aiguard
+        >>> issubclass(aiguard.StoreError, aiguard.AiguardError)
+        True
+    """
+
+
+class ReviewError(AiguardError, LookupError):
+    """A review-queue operation named an unknown item, or one already resolved.
+
+    Example:
+        >>> import aiguard
+        >>> issubclass(aiguard.ReviewError, LookupError)
+        True
+    """
+
+
+class ReviewPending(AiguardError):
+    """The call was put in the human review queue; its answer is pending.
+
+    ``review_id`` names the queued item (resolve it with :class:`aiguard.ReviewQueue`) and
+    ``outcome`` is the call's :class:`aiguard.Outcome`.
+
+    Example:
+        >>> import aiguard
+        >>> def show(e: aiguard.ReviewPending) -> str:
+        ...     return f"queued as {e.review_id} for {e.outcome.feature}"
+    """
+
+    def __init__(self, review_id: str, outcome: Outcome[Any]) -> None:
+        super().__init__(
+            f"feature {outcome.feature!r}: call {outcome.call_id} is pending human review "
+            f"(review id {review_id}, reason {outcome.reason.value})"
+        )
+        self.review_id = review_id
+        self.outcome = outcome
+
+
+class NotServed(AiguardError):
+    """The model's result was not servable and no fallback was left to answer.
+
+    Raised for reasons such as ``low_confidence``, ``invalid_confidence`` and ``invalid_output``;
+    ``outcome`` carries the confidence, the rejected result (``outcome.rejected``) and the
+    fallbacks that were tried.
+
+    Example:
+        >>> import aiguard
+        >>> @aiguard.guard("triage", confidence="score", threshold=0.9)
+        ... def triage(text: str) -> dict[str, object]:
+        ...     return {"label": "bug", "score": 0.5}
+        >>> try:
+        ...     triage("it crashed")
+        ... except aiguard.NotServed as e:
+        ...     print(e.outcome.reason, e.outcome.confidence)
+        low_confidence 0.5
+    """
+
+    def __init__(self, outcome: Outcome[Any], message: str | None = None) -> None:
+        super().__init__(
+            message
+            or (
+                f"feature {outcome.feature!r}: result not served ({outcome.reason.value}"
+                f"{_detail(outcome)}) and no fallback answered"
+            )
+        )
+        self.outcome = outcome
+
+
+class ModelTimeout(NotServed, TimeoutError):
+    """The model call timed out and no fallback was left to answer.
+
+    Example:
+        >>> import aiguard
+        >>> issubclass(aiguard.ModelTimeout, TimeoutError)
+        True
+    """
+
+
+def _detail(outcome: Outcome[Any]) -> str:
+    if outcome.confidence is not None and outcome.threshold is not None:
+        return f": confidence {outcome.confidence:g} < threshold {outcome.threshold:g}"
+    if outcome.detail:
+        return f": {outcome.detail}"
+    return ""

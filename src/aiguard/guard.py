@@ -1,0 +1,297 @@
+"""The ``guard`` decorator: one line around the function that calls a model."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import timedelta
+from time import perf_counter
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+
+from . import _core, _ids, _timeouts
+from ._core import SERVED, Core, Spec, _last, notify
+from ._state import UNSET, state
+from .exceptions import ConfigError
+from .fallbacks import Fallback
+from .outcome import Outcome
+
+__all__ = ["AsyncGuarded", "Guarded", "guard"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+FallbackSpec = Fallback | Callable[..., Any]
+
+
+class Guarded(Protocol[P, R_co]):
+    """A guarded sync function: call it as before, or ask for the whole :class:`Outcome`.
+
+    Example:
+        >>> import aiguard
+        >>> @aiguard.guard("echo")
+        ... def echo(text: str) -> str:
+        ...     return text
+        >>> echo.outcome("hi").value
+        'hi'
+    """
+
+    feature: str
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    def outcome(self, *args: P.args, **kwargs: P.kwargs) -> Outcome[R_co]: ...
+
+
+class AsyncGuarded(Protocol[P, R_co]):
+    """A guarded ``async def`` function; ``outcome(...)`` is awaitable too.
+
+    Example:
+        >>> import asyncio, aiguard
+        >>> @aiguard.guard("echo")
+        ... async def echo(text: str) -> str:
+        ...     return text
+        >>> asyncio.run(echo.outcome("hi")).value
+        'hi'
+    """
+
+    feature: str
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]: ...
+
+    def outcome(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, Outcome[R_co]]: ...
+
+
+class _Decorator(Generic[R]):
+    """What ``guard(...)`` returns: apply it to a sync or an async function."""
+
+    __slots__ = ("spec",)
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> AsyncGuarded[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Guarded[P, R]: ...
+
+    def __call__(self, fn: Callable[P, Any]) -> Guarded[P, Any] | AsyncGuarded[P, Any]:
+        if not callable(fn):
+            raise ConfigError(f"feature {self.spec.feature!r}: guard() needs a function, got {fn!r}")
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise ConfigError(
+                f"feature {self.spec.feature!r}: {fn.__qualname__} is a generator function; "
+                "guard a function that returns the model's result"
+            )
+        if inspect.iscoroutinefunction(fn):
+            return _wrap_async(fn, Core(fn, self.spec, is_async=True))
+        return _wrap_sync(fn, Core(fn, self.spec, is_async=False))
+
+
+def guard(
+    feature: str,
+    *,
+    confidence: str | Callable[[Any], Any] | None = UNSET,
+    threshold: float | None = UNSET,
+    fallback: FallbackSpec | Sequence[FallbackSpec] | None = (),
+    validate: Callable[[Any], Any] | type | Sequence[Callable[[Any], Any] | type] = (),
+    timeout: float | timedelta | None = UNSET,
+    catch: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+) -> _Decorator[Any]:
+    """Guard the function that calls a model: serve its result only when it is good enough.
+
+    Each call runs the function, reads the result's confidence and checks it; a result that
+    passes is returned as is, anything else (an exception in ``catch``, a timeout, a failed
+    validation, a confidence below ``threshold`` or not a number in [0, 1]) goes to the
+    ``fallback`` chain, whose first handler that answers is served. The wrapped function keeps
+    its signature and return type; ``fn.outcome(...)`` returns the whole :class:`Outcome`.
+
+    Args:
+        feature: the AI feature's name; configuration, metrics and review items use it.
+        confidence: where the result's confidence is: an attribute name, a mapping key, or a
+            callable taking the result and returning a float in [0, 1].
+        threshold: results whose confidence is below it are not served (reason
+            ``low_confidence``); equal is served.
+        fallback: a handler or an ordered chain: :class:`Rules`, :class:`Default`,
+            :class:`HumanReview`, your own :class:`Fallback`, or a plain callable (as ``Rules``).
+        validate: callables (or pydantic model types) that check a result; raising or returning
+            ``False`` rejects it (reason ``invalid_output``).
+        timeout: seconds (or a timedelta) to wait for the model; async calls are cancelled, sync
+            calls run in a bounded worker pool and are abandoned (reason ``timeout``).
+        catch: exception types that go to the fallback chain (reason ``error``); others
+            propagate unchanged.
+
+    ``confidence``, ``threshold`` and ``timeout`` left out here come from the feature's
+    configuration (``aiguard.configure(features=...)`` or ``aiguard.load_config(path)``); given
+    here, they win. Invalid values raise :class:`aiguard.ConfigError` at decoration time.
+
+    Example:
+        >>> import aiguard
+        >>> @aiguard.guard("ticket-triage", confidence="score", threshold=0.8,
+        ...                fallback=aiguard.Default({"label": "other", "score": 1.0}))
+        ... def triage(ticket: str) -> dict[str, object]:
+        ...     return {"label": "billing", "score": 0.95 if "invoice" in ticket else 0.3}
+        >>> triage("invoice missing")["label"], triage("hello")["label"]
+        ('billing', 'other')
+    """
+    feature = _core.check_feature(feature)
+    spec = Spec(
+        feature=feature,
+        confidence=_core.check_confidence(feature, confidence),
+        threshold=_core.check_threshold(feature, threshold),
+        timeout=_core.check_timeout(feature, timeout),
+        validate=_core.check_validate(feature, validate),
+        catch=_core.check_catch(feature, catch),
+        fallback=_core.check_fallback(feature, fallback),
+    )
+    if spec.threshold not in (None, UNSET) and spec.confidence in (None, UNSET):
+        # Caught here, when both come from the decorator; Core.refresh checks merged settings.
+        raise ConfigError(
+            f"feature {feature!r}: threshold={spec.threshold!r} needs confidence=: say which "
+            "attribute, key or callable gives the result's confidence"
+        )
+    return _Decorator(spec)
+
+
+# -- drivers: they only execute what Core decides --------------------------------------------------
+
+
+def _wrap_sync(fn: Callable[P, R], core: Core) -> Guarded[P, R]:
+    pool_call = _timeouts.call
+    TimedOut = _timeouts.TimedOut
+    set_last = _last.set
+
+    def run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if core.generation != state.generation:
+            core.refresh()
+        n = _ids.next_number()
+        timeout = core.timeout
+        t0 = perf_counter()
+        try:
+            if timeout is None:
+                result = fn(*args, **kwargs)  # type: ignore[arg-type]
+            else:
+                result = pool_call(fn, args, kwargs, timeout)
+        except TimedOut:
+            return _drive_sync(core, core.failed(n, args, kwargs, None), t0, None)
+        except core.catch as exc:
+            return _drive_sync(core, core.failed(n, args, kwargs, exc), t0, perf_counter())
+        except Exception as exc:
+            core.unhandled(n, args, kwargs, exc, t0)
+            raise
+        t1 = perf_counter()
+        reason, confidence, detail = core.judge(result)
+        if reason is SERVED:
+            raw = (core, n, result, confidence, core.threshold, t0, t1, perf_counter())
+            set_last(raw)
+            if state.observers:
+                notify(core.served(raw))
+            return raw
+        ctx = core.context(
+            n, args, kwargs, reason, result=result, confidence=confidence, detail=detail
+        )
+        return _drive_sync(core, ctx, t0, t1)
+
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        record = run(args, kwargs)
+        return record[2] if record.__class__ is tuple else record.value  # type: ignore[no-any-return]
+
+    def outcome(*args: P.args, **kwargs: P.kwargs) -> Outcome[R]:
+        record = run(args, kwargs)
+        return core.served(record) if record.__class__ is tuple else record  # type: ignore[no-any-return]
+
+    return _attach(call, outcome, core)  # type: ignore[return-value]
+
+
+def _drive_sync(core: Core, ctx: Any, t0: float, t1: float | None) -> Outcome[Any]:
+    flow = core.flow(ctx, t0, t1)
+    try:
+        handler = next(flow)
+        while True:
+            try:
+                value = handler.handle(ctx)
+            except Exception as exc:
+                handler = flow.send((False, exc))
+            else:
+                handler = flow.send((True, value))
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+def _wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> AsyncGuarded[P, R]:
+    set_last = _last.set
+    timeout_cm = asyncio.timeout
+
+    async def run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if core.generation != state.generation:
+            core.refresh()
+        n = _ids.next_number()
+        timeout = core.timeout
+        limit = None
+        t0 = perf_counter()
+        try:
+            if timeout is None:
+                result = await fn(*args, **kwargs)  # type: ignore[arg-type]
+            else:
+                async with timeout_cm(timeout) as limit:
+                    result = await fn(*args, **kwargs)  # type: ignore[arg-type]
+        except core.catch as exc:
+            if limit is not None and limit.expired():
+                return await _drive_async(core, core.failed(n, args, kwargs, None), t0, None)
+            return await _drive_async(core, core.failed(n, args, kwargs, exc), t0, perf_counter())
+        except Exception as exc:
+            if limit is not None and limit.expired():
+                return await _drive_async(core, core.failed(n, args, kwargs, None), t0, None)
+            core.unhandled(n, args, kwargs, exc, t0)
+            raise
+        t1 = perf_counter()
+        reason, confidence, detail = core.judge(result)
+        if reason is SERVED:
+            raw = (core, n, result, confidence, core.threshold, t0, t1, perf_counter())
+            set_last(raw)
+            if state.observers:
+                notify(core.served(raw))
+            return raw
+        ctx = core.context(
+            n, args, kwargs, reason, result=result, confidence=confidence, detail=detail
+        )
+        return await _drive_async(core, ctx, t0, t1)
+
+    @functools.wraps(fn)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        record = await run(args, kwargs)
+        return record[2] if record.__class__ is tuple else record.value  # type: ignore[no-any-return]
+
+    async def outcome(*args: P.args, **kwargs: P.kwargs) -> Outcome[R]:
+        record = await run(args, kwargs)
+        return core.served(record) if record.__class__ is tuple else record  # type: ignore[no-any-return]
+
+    return _attach(call, outcome, core)  # type: ignore[return-value]
+
+
+async def _drive_async(core: Core, ctx: Any, t0: float, t1: float | None) -> Outcome[Any]:
+    flow = core.flow(ctx, t0, t1)
+    try:
+        handler = next(flow)
+        while True:
+            try:
+                value = await handler.handle_async(ctx)
+            except Exception as exc:
+                handler = flow.send((False, exc))
+            else:
+                handler = flow.send((True, value))
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+def _attach(call: Callable[..., Any], outcome: Callable[..., Any], core: Core) -> Any:
+    functools.update_wrapper(outcome, call.__wrapped__)  # type: ignore[attr-defined]
+    outcome.__name__ = outcome.__qualname__ = f"{call.__qualname__}.outcome"
+    call.outcome = outcome  # type: ignore[attr-defined]
+    call.feature = core.feature  # type: ignore[attr-defined]
+    call._aiguard_core = core  # type: ignore[attr-defined]
+    return call

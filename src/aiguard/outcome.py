@@ -1,0 +1,154 @@
+"""What happened on one guarded call: :class:`Outcome`, its :class:`Source` and :class:`Reason`."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, Generic, TypeVar
+
+from . import _ids
+
+__all__ = ["Attempt", "Outcome", "Reason", "Source"]
+
+T = TypeVar("T")
+
+
+class Source(enum.StrEnum):
+    """Who produced the value that was served.
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.Source.RULES == "rules"
+        True
+    """
+
+    MODEL = "model"
+    RULES = "rules"
+    DEFAULT = "default"
+    HUMAN = "human"
+
+
+class Reason(enum.StrEnum):
+    """Why the call ended as it did: ``served`` when the model's result was served.
+
+    Every other reason names why the model's result was not served and the fallback chain ran.
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.Reason("low_confidence") is aiguard.Reason.LOW_CONFIDENCE
+        True
+    """
+
+    SERVED = "served"
+    LOW_CONFIDENCE = "low_confidence"
+    INVALID_CONFIDENCE = "invalid_confidence"
+    INVALID_OUTPUT = "invalid_output"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Attempt:
+    """One fallback handler that was tried: its name, its source and why it failed, if it did.
+
+    Example:
+        >>> import aiguard
+        >>> a = aiguard.Attempt(handler="rules:keyword_triage", source=aiguard.Source.RULES,
+        ...                     error=LookupError("no keyword"))
+        >>> a.failed
+        True
+    """
+
+    handler: str
+    source: Source
+    error: BaseException | None = None
+
+    @property
+    def failed(self) -> bool:
+        """True when the handler raised and the call was passed on."""
+        return self.error is not None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome(Generic[T]):
+    """The result of one guarded call, as a value.
+
+    Attributes:
+        value: what was served: the model's result or a fallback's (``None`` on the outcome
+            carried by an exception, when nothing was served).
+        call_id: unique, stable id of the call; feedback and review items refer to it.
+        feature: the guarded feature's name.
+        source: who produced ``value`` (``None`` when nothing was served).
+        reason: why the call ended this way (``served`` when the model's result was served).
+        confidence: the confidence read from the model's result, when it was a valid number.
+        threshold: the threshold in force for the call, if any.
+        latency: wall time of the whole guarded call, in seconds.
+        model_latency: wall time of the model call alone, in seconds (``None`` if not called).
+        exception: the exception raised by the model call, when there was one.
+        attempts: the fallback handlers tried, in order, with why each failed.
+        review_id: the human-review item created for this call, if any.
+        model_result: the model's own result (served or rejected), if it returned one.
+        detail: a short human-readable explanation of a non-served reason.
+        started_at: when the call started, as a POSIX timestamp.
+
+    Example:
+        >>> import aiguard
+        >>> @aiguard.guard("greet")
+        ... def greet(name: str) -> str:
+        ...     return f"hello {name}"
+        >>> o = greet.outcome("ada")
+        >>> (o.value, o.source, o.reason)
+        ('hello ada', <Source.MODEL: 'model'>, <Reason.SERVED: 'served'>)
+    """
+
+    value: T
+    call_id: str
+    feature: str
+    source: Source | None
+    reason: Reason
+    confidence: float | None = None
+    threshold: float | None = None
+    latency: float = 0.0
+    model_latency: float | None = None
+    exception: BaseException | None = None
+    attempts: tuple[Attempt, ...] = ()
+    review_id: str | None = None
+    model_result: Any = None
+    detail: str | None = None
+    started_at: float = 0.0
+
+    @property
+    def served(self) -> bool:
+        """True when the model's own result was served."""
+        return self.reason is Reason.SERVED
+
+    @property
+    def fallback(self) -> bool:
+        """True when a fallback handler produced the value."""
+        return self.source is not None and self.source is not Source.MODEL
+
+
+def _served(
+    feature: str,
+    threshold: float | None,
+    n: int,
+    result: Any,
+    confidence: float | None,
+    t0: float,
+    t1: float,
+    t2: float,
+) -> Outcome[Any]:
+    """Build the Outcome of a served call from the raw figures the hot path keeps."""
+    return Outcome(
+        value=result,
+        call_id=_ids.call_id(n),
+        feature=feature,
+        source=Source.MODEL,
+        reason=Reason.SERVED,
+        confidence=confidence,
+        threshold=threshold,
+        latency=t2 - t0,
+        model_latency=t1 - t0,
+        model_result=result,
+        started_at=_ids.wall_time(t0),
+    )

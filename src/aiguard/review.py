@@ -1,0 +1,98 @@
+"""The human review queue: calls a model could not answer well enough, waiting for a person."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from typing import Any
+
+from . import _serialize
+from ._state import state
+from .exceptions import ReviewError
+from .store import ReviewItem, ReviewStatus, Store, open_store
+
+__all__ = ["ReviewQueue"]
+
+
+class ReviewQueue:
+    """List, read and resolve review items; resolutions are kept as labelled examples.
+
+    With no ``store`` given, the queue uses the store set by ``aiguard.configure(store=...)`` (or
+    the ``AIGUARD_STORE`` environment variable), looked up at each operation; with none set, each
+    operation raises :class:`aiguard.ConfigError` naming the fix.
+
+    Example:
+        >>> import aiguard
+        >>> queue = aiguard.ReviewQueue(":memory:")
+        >>> queue.pending("ticket-triage")
+        []
+    """
+
+    def __init__(self, store: Store | str | os.PathLike[str] | None = None) -> None:
+        self._store = None if store is None else open_store(store)
+
+    @property
+    def store(self) -> Store:
+        """The store this queue reads and writes."""
+        return self._store if self._store is not None else state.store()
+
+    def pending(self, feature: str | None = None, *, limit: int = 100) -> list[ReviewItem]:
+        """Pending items, oldest first, for one feature or all."""
+        return self.store.list_reviews(feature=feature, status="pending", limit=limit)
+
+    def resolved(self, feature: str | None = None, *, limit: int = 10_000) -> list[ReviewItem]:
+        """Resolved items, oldest first: labelled examples (``arguments`` -> ``answer``)."""
+        return self.store.list_reviews(feature=feature, status="resolved", limit=limit)
+
+    def count(self, feature: str | None = None, *, status: ReviewStatus | None = "pending") -> int:
+        """How many items there are with this status (``None``: any) for one feature or all."""
+        return self.store.count_reviews(feature=feature, status=status)
+
+    def get(self, review_id: str) -> ReviewItem:
+        """The item with this id; :class:`aiguard.ReviewError` if there is none."""
+        item = self.store.get_review(review_id)
+        if item is None:
+            raise ReviewError(f"no review item with id {review_id!r}")
+        return item
+
+    def resolve(
+        self,
+        review_id: str,
+        answer: Any,
+        *,
+        reviewer: str | None = None,
+        note: str | None = None,
+    ) -> ReviewItem:
+        """Record the reviewer's answer; it becomes the item's label.
+
+        Raises :class:`aiguard.ReviewError` for an unknown id or an item already resolved.
+        """
+        return self.store.resolve_review(review_id, answer=answer, reviewer=reviewer, note=note)
+
+    def submit(
+        self,
+        *,
+        feature: str,
+        call_id: str,
+        reason: str,
+        arguments: dict[str, Any],
+        model_result: Any = None,
+        confidence: float | None = None,
+    ) -> ReviewItem:
+        """Queue a new item and return it once it is durable."""
+        item = ReviewItem(
+            id="rv_" + secrets.token_hex(10),
+            feature=feature,
+            call_id=call_id,
+            reason=reason,
+            arguments=_serialize.jsonable(arguments),
+            model_result=_serialize.jsonable(model_result),
+            confidence=confidence,
+            created_at=time.time(),
+        )
+        self.store.add_review(item)
+        return item
+
+    def __repr__(self) -> str:
+        return f"ReviewQueue({self._store!r})" if self._store is not None else "ReviewQueue()"

@@ -1,0 +1,299 @@
+"""Durable storage for what must not be lost: the human review queue (and, later, feedback).
+
+:class:`Store` is the interface; :class:`SQLiteStore` is the embedded default (stdlib ``sqlite3``,
+WAL mode, ``synchronous=FULL``: an item is on disk before ``add_review`` returns). The schema is
+versioned in the ``aiguard_meta`` table; a database written by a newer aiguard is refused with a
+clear error rather than written to.
+
+Schema, version 1::
+
+    aiguard_meta(key TEXT PRIMARY KEY, value TEXT)          -- 'schema_version' -> '1'
+    review_items(
+        id TEXT PRIMARY KEY, feature TEXT, call_id TEXT, reason TEXT,
+        arguments TEXT,            -- JSON, by the rule in aiguard._serialize
+        model_result TEXT,         -- JSON or NULL
+        confidence REAL, created_at REAL,
+        status TEXT,               -- 'pending' | 'resolved'
+        answer TEXT,               -- JSON or NULL
+        reviewer TEXT, note TEXT, resolved_at REAL)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sqlite3
+import threading
+import time
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from . import _serialize
+from .exceptions import ConfigError, ReviewError, StoreError
+
+__all__ = ["ReviewItem", "SQLiteStore", "Store", "open_store"]
+
+SCHEMA_VERSION = 1
+
+ReviewStatus = Literal["pending", "resolved"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReviewItem:
+    """One call waiting for (or resolved by) a human reviewer.
+
+    Values are stored as JSON (see docs/review-queue.md for the rule): ``arguments`` maps the
+    model function's parameter names to the call's values; ``answer`` is the reviewer's answer,
+    the label of a labelled example.
+
+    Example:
+        >>> import aiguard
+        >>> item = aiguard.ReviewItem(id="rv_1", feature="triage", call_id="ag_1",
+        ...                           reason="low_confidence", arguments={"text": "hi"})
+        >>> item.status
+        'pending'
+    """
+
+    id: str
+    feature: str
+    call_id: str
+    reason: str
+    arguments: dict[str, Any]
+    model_result: Any = None
+    confidence: float | None = None
+    created_at: float = 0.0
+    status: ReviewStatus = "pending"
+    answer: Any = None
+    reviewer: str | None = None
+    note: str | None = None
+    resolved_at: float | None = None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What a durable store provides. Implementations must be safe to use from many threads.
+
+    Example:
+        >>> import aiguard
+        >>> isinstance(aiguard.SQLiteStore(":memory:"), aiguard.Store)
+        True
+    """
+
+    def add_review(self, item: ReviewItem) -> None:
+        """Persist a new pending item; durable when this returns."""
+
+    def get_review(self, review_id: str) -> ReviewItem | None:
+        """The item with this id, or None."""
+
+    def list_reviews(
+        self, *, feature: str | None, status: ReviewStatus | None, limit: int
+    ) -> list[ReviewItem]:
+        """Items, oldest first, filtered by feature and status when given."""
+
+    def count_reviews(self, *, feature: str | None, status: ReviewStatus | None) -> int:
+        """How many items match."""
+
+    def resolve_review(
+        self, review_id: str, *, answer: Any, reviewer: str | None, note: str | None
+    ) -> ReviewItem:
+        """Mark a pending item resolved; ReviewError if unknown or already resolved."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class SQLiteStore:
+    """The embedded default store: one SQLite file (or ``":memory:"``), WAL mode.
+
+    Example:
+        >>> import aiguard
+        >>> store = aiguard.SQLiteStore(":memory:")
+        >>> store.count_reviews(feature=None, status="pending")
+        0
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=30.0
+            )
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the SQLite store at {self.path!r}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        db = self._db
+        if self.path != ":memory:":
+            db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        with self._lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS aiguard_meta (key TEXT PRIMARY KEY, value TEXT)"
+                )
+                row = db.execute(
+                    "SELECT value FROM aiguard_meta WHERE key = 'schema_version'"
+                ).fetchone()
+                version = int(row[0]) if row else 0
+                if version > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"the store at {self.path!r} has schema version {version}, newer than "
+                        f"this aiguard understands ({SCHEMA_VERSION}): upgrade aiguard"
+                    )
+                if version < 1:
+                    db.execute(
+                        """CREATE TABLE IF NOT EXISTS review_items (
+                            id TEXT PRIMARY KEY, feature TEXT NOT NULL, call_id TEXT NOT NULL,
+                            reason TEXT NOT NULL, arguments TEXT NOT NULL, model_result TEXT,
+                            confidence REAL, created_at REAL NOT NULL,
+                            status TEXT NOT NULL DEFAULT 'pending', answer TEXT,
+                            reviewer TEXT, note TEXT, resolved_at REAL)"""
+                    )
+                    db.execute(
+                        "CREATE INDEX IF NOT EXISTS review_items_by_feature "
+                        "ON review_items (feature, status, created_at)"
+                    )
+                    db.execute(
+                        "INSERT OR REPLACE INTO aiguard_meta VALUES ('schema_version', ?)",
+                        (str(SCHEMA_VERSION),),
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            with self._lock:
+                return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+
+    def add_review(self, item: ReviewItem) -> None:
+        self._run(
+            "INSERT INTO review_items VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                item.id,
+                item.feature,
+                item.call_id,
+                item.reason,
+                _serialize.dumps(item.arguments),
+                None if item.model_result is None else _serialize.dumps(item.model_result),
+                item.confidence,
+                item.created_at,
+                item.status,
+                None if item.answer is None else _serialize.dumps(item.answer),
+                item.reviewer,
+                item.note,
+                item.resolved_at,
+            ),
+        )
+
+    def get_review(self, review_id: str) -> ReviewItem | None:
+        rows = self._run("SELECT * FROM review_items WHERE id = ?", (review_id,))
+        return _item(rows[0]) if rows else None
+
+    def list_reviews(
+        self, *, feature: str | None, status: ReviewStatus | None, limit: int
+    ) -> list[ReviewItem]:
+        where, params = _filter(feature, status)
+        rows = self._run(
+            f"SELECT * FROM review_items{where} ORDER BY created_at, id LIMIT ?",
+            (*params, limit),
+        )
+        return [_item(r) for r in rows]
+
+    def count_reviews(self, *, feature: str | None, status: ReviewStatus | None) -> int:
+        where, params = _filter(feature, status)
+        return int(self._run(f"SELECT COUNT(*) FROM review_items{where}", params)[0][0])
+
+    def resolve_review(
+        self, review_id: str, *, answer: Any, reviewer: str | None, note: str | None
+    ) -> ReviewItem:
+        encoded = _serialize.dumps(answer)
+        try:
+            with self._lock:
+                db = self._db
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    row = db.execute(
+                        "SELECT status FROM review_items WHERE id = ?", (review_id,)
+                    ).fetchone()
+                    if row is None:
+                        raise ReviewError(f"no review item with id {review_id!r}")
+                    if row[0] != "pending":
+                        raise ReviewError(f"review item {review_id!r} is already {row[0]}")
+                    db.execute(
+                        "UPDATE review_items SET status = 'resolved', answer = ?, reviewer = ?,"
+                        " note = ?, resolved_at = ? WHERE id = ?",
+                        (encoded, reviewer, note, time.time(), review_id),
+                    )
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+        resolved = self.get_review(review_id)
+        assert resolved is not None
+        return resolved
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+
+def _filter(feature: str | None, status: str | None) -> tuple[str, tuple[Any, ...]]:
+    clauses, params = [], []
+    if feature is not None:
+        clauses.append("feature = ?")
+        params.append(feature)
+    if status is not None:
+        clauses.append("status = ?")
+        params.append(status)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+
+def _item(row: tuple[Any, ...]) -> ReviewItem:
+    return ReviewItem(
+        id=row[0],
+        feature=row[1],
+        call_id=row[2],
+        reason=row[3],
+        arguments=_serialize.loads(row[4]),
+        model_result=_serialize.loads(row[5]),
+        confidence=row[6],
+        created_at=row[7],
+        status=row[8],
+        answer=_serialize.loads(row[9]),
+        reviewer=row[10],
+        note=row[11],
+        resolved_at=row[12],
+    )
+
+
+def open_store(spec: Any) -> Store:
+    """A Store from a configuration value: a Store as is, a path (or ``":memory:"``) as SQLite.
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.open_store(":memory:")
+        SQLiteStore(':memory:')
+    """
+    if isinstance(spec, Store):
+        return spec
+    if isinstance(spec, str | os.PathLike):
+        text = os.fspath(spec)
+        if text.startswith("sqlite:///"):
+            text = text[len("sqlite:///") :]
+        if not text:
+            raise ConfigError("store='' is invalid: give a file path, ':memory:' or a Store")
+        return SQLiteStore(text)
+    raise ConfigError(
+        f"store={spec!r} is invalid: give a file path, ':memory:' or an aiguard.Store instance"
+    )
