@@ -42,7 +42,7 @@ class Spec:
     threshold: Any = UNSET
     timeout: Any = UNSET
     validate: tuple[Validator, ...] = ()
-    catch: tuple[type[BaseException], ...] = (Exception,)
+    catch: tuple[type[Exception], ...] = (Exception,)
     fallback: tuple[Fallback, ...] = ()
 
 
@@ -97,12 +97,12 @@ def check_confidence(feature: str, value: Any) -> Any:
     )
 
 
-def check_catch(feature: str, value: Any) -> tuple[type[BaseException], ...]:
+def check_catch(feature: str, value: Any) -> tuple[type[Exception], ...]:
     types = value if isinstance(value, tuple) else (value,)
-    if not types or not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
+    if not types or not all(isinstance(t, type) and issubclass(t, Exception) for t in types):
         raise ConfigError(
-            f"feature {feature!r}: catch={value!r} is invalid: give an exception type or a tuple "
-            "of exception types"
+            f"feature {feature!r}: catch={value!r} is invalid: give an Exception subclass or a "
+            "tuple of them (KeyboardInterrupt, SystemExit and CancelledError always propagate)"
         )
     return types
 

@@ -99,7 +99,7 @@ def guard(
     fallback: FallbackSpec | Sequence[FallbackSpec] | None = (),
     validate: Callable[[Any], Any] | type | Sequence[Callable[[Any], Any] | type] = (),
     timeout: float | timedelta | None = UNSET,
-    catch: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    catch: type[Exception] | tuple[type[Exception], ...] = Exception,
 ) -> _Decorator[Any]:
     """Guard the function that calls a model: serve its result only when it is good enough.
 

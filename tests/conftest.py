@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import settings
+
+from aiguard import _internal
+from aiguard.testing import isolated
+
+settings.register_profile("ci", deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture(autouse=True)
+def _clean_aiguard_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts with default configuration and no AIGUARD_STORE, and leaves none."""
+    monkeypatch.delenv("AIGUARD_STORE", raising=False)
+    _internal.reset()
+    with isolated():
+        yield
+    _internal.reset()
