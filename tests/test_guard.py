@@ -493,7 +493,7 @@ def test_bad_arguments_fail_at_decoration_naming_field_and_value(
 ) -> None:
     """Invalid guard() arguments raise ConfigError naming the feature, field and value."""
     with pytest.raises(aiguard.ConfigError) as info:
-        aiguard.guard("ticket-triage", **kwargs)
+        aiguard.guard("ticket-triage", **kwargs)(lambda: 1)
     assert message in str(info.value)
     assert "'ticket-triage'" in str(info.value)
 

@@ -183,6 +183,7 @@ class Core:
         "threshold",
         "timeout",
         "validators",
+        "__weakref__",
     )
 
     def __init__(self, fn: Callable[..., Any], spec: Spec, *, is_async: bool) -> None:
@@ -199,13 +200,28 @@ class Core:
             self.signature = None
         for handler in self.chain:
             handler.bind(fn, is_async=is_async, feature=spec.feature)
+        self.extract: Extract | None = None
+        self.threshold: float | None = None
+        self.timeout: float | None = None
         self.refresh()
+        state.cores.add(self)
 
     def refresh(self) -> None:
         """Merge the guard's own arguments over the configured ones for its feature."""
         with state.lock:
             generation = state.generation
-            cfg = state.features.get(self.feature)
+            settings = self.compile(state.features.get(self.feature))
+        confidence, self.threshold, self.timeout = settings
+        self.confidence_name = confidence if isinstance(confidence, str) else None
+        self.extract = _by_name(confidence) if isinstance(confidence, str) else confidence
+        self.generation = generation
+
+    def compile(self, cfg: Any) -> tuple[Any, float | None, float | None]:
+        """``(confidence, threshold, timeout)`` for this guard under feature config ``cfg``.
+
+        Raises ConfigError when they do not fit together; ``configure()`` calls this for every
+        live guard before it applies anything, so a bad configuration changes nothing.
+        """
         spec = self.spec
 
         def pick(name: str) -> Any:
@@ -214,20 +230,13 @@ class Core:
                 return own
             return getattr(cfg, name) if cfg is not None else None
 
-        confidence = pick("confidence")
-        threshold = pick("threshold")
+        confidence, threshold = pick("confidence"), pick("threshold")
         if threshold is not None and confidence is None:
             raise ConfigError(
                 f"feature {self.feature!r}: threshold={threshold!r} needs confidence=: say which "
                 "attribute, key or callable gives the result's confidence"
             )
-        self.confidence_name = confidence if isinstance(confidence, str) else None
-        self.extract: Extract | None = (
-            _by_name(confidence) if isinstance(confidence, str) else confidence
-        )
-        self.threshold: float | None = threshold
-        self.timeout: float | None = pick("timeout")
-        self.generation = generation
+        return confidence, threshold, pick("timeout")
 
     # -- the served path -------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,7 @@ class State:
         self.features: dict[str, FeatureConfig] = {}
         self.timeout_workers = 32
         self.observers: tuple[Callable[[Outcome[Any]], None], ...] = ()
+        self.cores: weakref.WeakSet[Any] = weakref.WeakSet()  # live guards, for validation
 
     def bump(self) -> None:
         with self.lock:
@@ -91,7 +93,9 @@ class State:
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            return dict(vars(self))
+            snap = dict(vars(self))
+            del snap["cores"]
+            return snap
 
     def restore(self, snap: dict[str, Any]) -> None:
         with self.lock:

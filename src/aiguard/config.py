@@ -101,6 +101,9 @@ def configure(
         )
     opened = UNSET if store is UNSET or store is None else open_store(store)
     with state.lock:
+        if parsed_features is not None:
+            for core in list(state.cores):  # check every live guard before changing anything
+                core.compile(parsed_features.get(core.feature))
         if store is not UNSET:
             state.set_store(opened if store is not None else None)
         if parsed_features is not None:

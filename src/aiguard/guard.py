@@ -147,8 +147,8 @@ def guard(
         catch=_core.check_catch(feature, catch),
         fallback=_core.check_fallback(feature, fallback),
     )
-    if spec.threshold not in (None, UNSET) and spec.confidence in (None, UNSET):
-        # Caught here, when both come from the decorator; Core.refresh checks merged settings.
+    if spec.threshold not in (None, UNSET) and spec.confidence is None:
+        # Both from the decorator; Core.compile checks the settings merged with configuration.
         raise ConfigError(
             f"feature {feature!r}: threshold={spec.threshold!r} needs confidence=: say which "
             "attribute, key or callable gives the result's confidence"
