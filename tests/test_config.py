@@ -140,7 +140,7 @@ def test_unparsable_files(tmp_path: Path, name: str, text: str, message: str) ->
 
 def test_missing_file(tmp_path: Path) -> None:
     """A missing file is a ConfigError naming it."""
-    with pytest.raises(aiguard.ConfigError, match="nope.toml"):
+    with pytest.raises(aiguard.ConfigError, match=r"nope\.toml"):
         aiguard.load_config(tmp_path / "nope.toml")
 
 
@@ -167,7 +167,7 @@ def test_threshold_without_confidence_fails_where_it_is_set(tmp_path: Path) -> N
         return 1
 
     path = write(tmp_path, "c.toml", "[features.f]\nthreshold = 0.5\n")
-    with pytest.raises(aiguard.ConfigError, match="'f': threshold=0.5 needs confidence="):
+    with pytest.raises(aiguard.ConfigError, match=r"'f': threshold=0\.5 needs confidence="):
         aiguard.load_config(path)
     assert f() == 1  # nothing was applied
 

@@ -167,7 +167,10 @@ def test_human_review_without_store_names_the_fix() -> None:
     """HumanReview with no store configured is a clear error naming the fix."""
 
     @aiguard.guard(
-        "t", confidence="score", threshold=0.5, fallback=[aiguard.HumanReview(), aiguard.Default("d")]
+        "t",
+        confidence="score",
+        threshold=0.5,
+        fallback=[aiguard.HumanReview(), aiguard.Default("d")],
     )
     def triage(ticket: str) -> Any:
         return low(ticket)
@@ -224,7 +227,9 @@ async def test_async_human_review() -> None:
     """HumanReview works under an async guard."""
     queue = aiguard.ReviewQueue(":memory:")
 
-    @aiguard.guard("t", confidence="score", threshold=0.5, fallback=aiguard.HumanReview(queue=queue))
+    @aiguard.guard(
+        "t", confidence="score", threshold=0.5, fallback=aiguard.HumanReview(queue=queue)
+    )
     async def triage(ticket: str) -> Any:
         return low(ticket)
 

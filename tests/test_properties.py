@@ -27,9 +27,7 @@ thresholds = st.floats(min_value=0, max_value=1) | st.none()
 def test_routing_for_any_confidence_and_threshold(confidence: Any, threshold: float | None) -> None:
     """Served iff the confidence is a number in [0, 1] at or above the threshold."""
 
-    @aiguard.guard(
-        "p", confidence="c", threshold=threshold, fallback=aiguard.Default("fb")
-    )
+    @aiguard.guard("p", confidence="c", threshold=threshold, fallback=aiguard.Default("fb"))
     def model() -> dict[str, Any]:
         return {"c": confidence}
 

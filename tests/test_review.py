@@ -15,8 +15,11 @@ from aiguard.store import SCHEMA_VERSION
 
 def submit(queue: aiguard.ReviewQueue, feature: str = "f", **kw: Any) -> aiguard.ReviewItem:
     return queue.submit(
-        feature=feature, call_id=kw.pop("call_id", "ag_1"), reason="low_confidence",
-        arguments=kw.pop("arguments", {"text": "hi"}), **kw,
+        feature=feature,
+        call_id=kw.pop("call_id", "ag_1"),
+        reason="low_confidence",
+        arguments=kw.pop("arguments", {"text": "hi"}),
+        **kw,
     )
 
 

@@ -56,7 +56,7 @@ def check_feature(feature: Any) -> str:
 
 def check_threshold(feature: str, value: Any) -> float | None:
     if value is None or value is UNSET:
-        return value  # type: ignore[no-any-return]
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ConfigError(
             f"feature {feature!r}: threshold={value!r} is invalid: must be a number in [0, 1]"
@@ -71,7 +71,7 @@ def check_threshold(feature: str, value: Any) -> float | None:
 
 def check_timeout(feature: str, value: Any) -> float | None:
     if value is None or value is UNSET:
-        return value  # type: ignore[no-any-return]
+        return value
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -170,6 +170,7 @@ class Core:
     """One guard's compiled settings and its decisions."""
 
     __slots__ = (
+        "__weakref__",
         "catch",
         "chain",
         "confidence_name",
@@ -183,7 +184,6 @@ class Core:
         "threshold",
         "timeout",
         "validators",
-        "__weakref__",
     )
 
     def __init__(self, fn: Callable[..., Any], spec: Spec, *, is_async: bool) -> None:
@@ -423,7 +423,7 @@ def last_outcome() -> Outcome[Any] | None:
     """
     last = _last.get()
     if last is None or last.__class__ is Outcome:
-        return last  # type: ignore[return-value]
+        return last
     core: Core = last[0]  # type: ignore[index]
     outcome = core.served(last)  # type: ignore[arg-type]
     _last.set(outcome)

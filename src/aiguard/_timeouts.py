@@ -57,7 +57,9 @@ def _reset_after_fork() -> None:
 os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float) -> Any:
+def call(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float
+) -> Any:
     """Run ``fn(*args, **kwargs)`` in the pool; its result, its exception, or TimedOut."""
     global _threads, _pending
     fut: Future[Any] = Future()

@@ -56,7 +56,8 @@ class AiguardConfig(BaseModel):
     Example:
         >>> import aiguard
         >>> cfg = aiguard.AiguardConfig.model_validate(
-        ...     {"store": ":memory:", "features": {"triage": {"threshold": 0.7, "confidence": "p"}}})
+        ...     {"store": ":memory:", "features": {"triage": {"threshold": 0.7, "confidence": "p"}}}
+        ... )
         >>> cfg.features["triage"].threshold
         0.7
     """
@@ -153,8 +154,10 @@ def load_config(path: str | os.PathLike[str]) -> AiguardConfig:
         raise ConfigError(_explain(exc, f"config file {str(p)!r}")) from None
     store: Any = UNSET
     if cfg.store is not None:
-        store = cfg.store if cfg.store == ":memory:" or os.path.isabs(cfg.store) else str(
-            p.parent / cfg.store
+        store = (
+            cfg.store
+            if cfg.store == ":memory:" or os.path.isabs(cfg.store)
+            else str(p.parent / cfg.store)
         )
     configure(
         store=store,

@@ -8,7 +8,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from time import perf_counter
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from . import _core, _ids, _timeouts
 from ._core import SERVED, Core, Spec, _last, notify
@@ -21,12 +21,11 @@ __all__ = ["AsyncGuarded", "Guarded", "guard"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-R_co = TypeVar("R_co", covariant=True)
 
 FallbackSpec = Fallback | Callable[..., Any]
 
 
-class Guarded(Protocol[P, R_co]):
+class Guarded(Protocol[P, R]):
     """A guarded sync function: call it as before, or ask for the whole :class:`Outcome`.
 
     Example:
@@ -40,12 +39,12 @@ class Guarded(Protocol[P, R_co]):
 
     feature: str
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
-    def outcome(self, *args: P.args, **kwargs: P.kwargs) -> Outcome[R_co]: ...
+    def outcome(self, *args: P.args, **kwargs: P.kwargs) -> Outcome[R]: ...
 
 
-class AsyncGuarded(Protocol[P, R_co]):
+class AsyncGuarded(Protocol[P, R]):
     """A guarded ``async def`` function; ``outcome(...)`` is awaitable too.
 
     Example:
@@ -59,12 +58,12 @@ class AsyncGuarded(Protocol[P, R_co]):
 
     feature: str
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]: ...
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...
 
-    def outcome(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, Outcome[R_co]]: ...
+    def outcome(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, Outcome[R]]: ...
 
 
-class _Decorator(Generic[R]):
+class _Decorator:
     """What ``guard(...)`` returns: apply it to a sync or an async function."""
 
     __slots__ = ("spec",)
@@ -73,14 +72,18 @@ class _Decorator(Generic[R]):
         self.spec = spec
 
     @overload
-    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> AsyncGuarded[P, R]: ...
+    def __call__(  # type: ignore[overload-overlap]
+        self, fn: Callable[P, Coroutine[Any, Any, R]]
+    ) -> AsyncGuarded[P, R]: ...
 
     @overload
     def __call__(self, fn: Callable[P, R]) -> Guarded[P, R]: ...
 
     def __call__(self, fn: Callable[P, Any]) -> Guarded[P, Any] | AsyncGuarded[P, Any]:
         if not callable(fn):
-            raise ConfigError(f"feature {self.spec.feature!r}: guard() needs a function, got {fn!r}")
+            raise ConfigError(
+                f"feature {self.spec.feature!r}: guard() needs a function, got {fn!r}"
+            )
         if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
             raise ConfigError(
                 f"feature {self.spec.feature!r}: {fn.__qualname__} is a generator function; "
@@ -100,7 +103,7 @@ def guard(
     validate: Callable[[Any], Any] | type | Sequence[Callable[[Any], Any] | type] = (),
     timeout: float | timedelta | None = UNSET,
     catch: type[Exception] | tuple[type[Exception], ...] = Exception,
-) -> _Decorator[Any]:
+) -> _Decorator:
     """Guard the function that calls a model: serve its result only when it is good enough.
 
     Each call runs the function, reads the result's confidence and checks it; a result that
@@ -172,7 +175,7 @@ def _wrap_sync(fn: Callable[P, R], core: Core) -> Guarded[P, R]:
         t0 = perf_counter()
         try:
             if timeout is None:
-                result = fn(*args, **kwargs)  # type: ignore[arg-type]
+                result = fn(*args, **kwargs)
             else:
                 result = pool_call(fn, args, kwargs, timeout)
         except TimedOut:
@@ -202,9 +205,9 @@ def _wrap_sync(fn: Callable[P, R], core: Core) -> Guarded[P, R]:
 
     def outcome(*args: P.args, **kwargs: P.kwargs) -> Outcome[R]:
         record = run(args, kwargs)
-        return core.served(record) if record.__class__ is tuple else record  # type: ignore[no-any-return]
+        return core.served(record) if record.__class__ is tuple else record
 
-    return _attach(call, outcome, core)  # type: ignore[return-value]
+    return _attach(call, outcome, core)  # type: ignore[no-any-return]
 
 
 def _drive_sync(core: Core, ctx: Any, t0: float, t1: float | None) -> Outcome[Any]:
@@ -235,10 +238,10 @@ def _wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> AsyncGuarded[P, R]
         t0 = perf_counter()
         try:
             if timeout is None:
-                result = await fn(*args, **kwargs)  # type: ignore[arg-type]
+                result = await fn(*args, **kwargs)
             else:
                 async with timeout_cm(timeout) as limit:
-                    result = await fn(*args, **kwargs)  # type: ignore[arg-type]
+                    result = await fn(*args, **kwargs)
         except core.catch as exc:
             if limit is not None and limit.expired():
                 return await _drive_async(core, core.failed(n, args, kwargs, None), t0, None)
@@ -268,9 +271,9 @@ def _wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> AsyncGuarded[P, R]
 
     async def outcome(*args: P.args, **kwargs: P.kwargs) -> Outcome[R]:
         record = await run(args, kwargs)
-        return core.served(record) if record.__class__ is tuple else record  # type: ignore[no-any-return]
+        return core.served(record) if record.__class__ is tuple else record
 
-    return _attach(call, outcome, core)  # type: ignore[return-value]
+    return _attach(call, outcome, core)  # type: ignore[no-any-return]
 
 
 async def _drive_async(core: Core, ctx: Any, t0: float, t1: float | None) -> Outcome[Any]:
