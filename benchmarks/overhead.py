@@ -1,0 +1,145 @@
+"""Per-call overhead of aiguard, against a bare call measured in the same run.
+
+Run: ``python benchmarks/overhead.py`` (or ``nox -s bench``). Options: ``--batches N``,
+``--calls N`` (per batch), ``--json PATH`` to save the figures.
+
+Each case is timed as ``batches`` batches of ``calls`` calls; a batch's time divided by its calls
+is one sample, and the table reports the median sample. Cases are interleaved batch by batch, so
+a slow moment of the machine hits every case alike. Overhead = case median - bare median, and the
+ratio = case median / bare median, for sync and async separately. Only opentelemetry-api is in
+play (no SDK configured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiguard
+
+RESULT = {"label": "billing", "score": 0.93}
+LOW = {"label": "billing", "score": 0.42}
+RULES = {"label": "billing", "score": 1.0}
+
+
+def bare(ticket: str) -> dict[str, Any]:
+    return RESULT
+
+
+def bare_low(ticket: str) -> dict[str, Any]:
+    return LOW
+
+
+def keyword_rules(ticket: str) -> dict[str, Any]:
+    return RULES
+
+
+async def abare(ticket: str) -> dict[str, Any]:
+    return RESULT
+
+
+async def abare_low(ticket: str) -> dict[str, Any]:
+    return LOW
+
+
+def guarded(fn: Callable[..., Any]) -> Any:
+    return aiguard.guard(
+        "bench", confidence="score", threshold=0.8, fallback=aiguard.Rules(keyword_rules)
+    )(fn)
+
+
+SYNC_CASES: dict[str, Callable[[str], Any]] = {
+    "bare function": bare,
+    "guarded, served by the model": guarded(bare),
+    "guarded, routed to Rules": guarded(bare_low),
+}
+ASYNC_CASES: dict[str, Callable[[str], Any]] = {
+    "bare function": abare,
+    "guarded, served by the model": guarded(abare),
+    "guarded, routed to Rules": guarded(abare_low),
+}
+
+
+def time_sync(fn: Callable[[str], Any], calls: int) -> float:
+    t0 = time.perf_counter_ns()
+    for _ in range(calls):
+        fn("my invoice is wrong")
+    return (time.perf_counter_ns() - t0) / calls
+
+
+async def time_async(fn: Callable[[str], Any], calls: int) -> float:
+    t0 = time.perf_counter_ns()
+    for _ in range(calls):
+        await fn("my invoice is wrong")
+    return (time.perf_counter_ns() - t0) / calls
+
+
+def measure(batches: int, calls: int) -> dict[str, dict[str, float]]:
+    samples: dict[str, dict[str, list[float]]] = {
+        "sync": {k: [] for k in SYNC_CASES},
+        "async": {k: [] for k in ASYNC_CASES},
+    }
+    loop = asyncio.new_event_loop()
+    gc.disable()
+    try:
+        for name, fn in SYNC_CASES.items():  # warm up
+            time_sync(fn, calls)
+            loop.run_until_complete(time_async(ASYNC_CASES[name], calls))
+        for _ in range(batches):
+            for name, fn in SYNC_CASES.items():
+                samples["sync"][name].append(time_sync(fn, calls))
+            for name, fn in ASYNC_CASES.items():
+                samples["async"][name].append(loop.run_until_complete(time_async(fn, calls)))
+            gc.collect()
+    finally:
+        gc.enable()
+        loop.close()
+    return {
+        kind: {name: statistics.median(s) for name, s in cases.items()}
+        for kind, cases in samples.items()
+    }
+
+
+def report(medians: dict[str, dict[str, float]]) -> str:
+    lines = [
+        f"aiguard {aiguard.__version__}, Python {platform.python_version()}, "
+        f"{platform.machine()}, opentelemetry-api only (no SDK)",
+        "",
+        f"| {'path':6} | {'case':30} | {'median/call':>11} | {'overhead':>9} | {'ratio':>6} |",
+        f"|{'-' * 8}|{'-' * 32}|{'-' * 13}|{'-' * 11}|{'-' * 8}|",
+    ]
+    for kind, cases in medians.items():
+        base = cases["bare function"]
+        for name, ns in cases.items():
+            over = "" if name == "bare function" else f"{(ns - base) / 1000:.2f} µs"
+            ratio = "" if name == "bare function" else f"{ns / base:.1f}x"
+            lines.append(
+                f"| {kind:6} | {name:30} | {ns / 1000:8.2f} µs | {over:>9} | {ratio:>6} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=31)
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--json", help="also write the medians (ns per call) to this file")
+    args = parser.parse_args(argv)
+    medians = measure(args.batches, args.calls)
+    print(report(medians))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(medians, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
