@@ -98,3 +98,34 @@ def test_threads_under_timeout_pool() -> None:
     for th in threads:
         th.join()
     assert out == {i: i * 2 for i in range(800)}
+
+
+def test_reconfiguration_under_load_never_mixes_settings() -> None:
+    """While configuration flips between two settings, every call sees one or the other whole."""
+    a = {"confidence": "a", "threshold": 0.3}
+    b = {"confidence": "b", "threshold": 0.7}
+    aiguard.configure(features={"flip": a})
+
+    @aiguard.guard("flip", fallback=aiguard.Default("fb"))
+    def model() -> dict[str, float]:
+        return {"a": 0.5, "b": 0.9}
+
+    stop = threading.Event()
+    bad: list[tuple[float | None, float | None]] = []
+
+    def caller() -> None:
+        while not stop.is_set():
+            outcome = model.outcome()
+            pair = (outcome.confidence, outcome.threshold)
+            if pair not in {(0.5, 0.3), (0.9, 0.7)}:
+                bad.append(pair)
+
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for k in range(300):
+        aiguard.configure(features={"flip": b if k % 2 else a})
+    stop.set()
+    for th in threads:
+        th.join()
+    assert bad == []

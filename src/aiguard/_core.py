@@ -46,6 +46,21 @@ class Spec:
     fallback: tuple[Fallback, ...] = ()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """A guard's effective settings, compiled once per configuration generation.
+
+    A call reads ``core.settings`` once and uses that object throughout, so a concurrent
+    reconfiguration can never show it half of the old settings and half of the new.
+    """
+
+    generation: int
+    extract: Extract | None
+    confidence_name: str | None
+    threshold: float | None
+    timeout: float | None
+
+
 def check_feature(feature: Any) -> str:
     if not isinstance(feature, str) or not feature.strip() or feature != feature.strip():
         raise ConfigError(
@@ -173,16 +188,12 @@ class Core:
         "__weakref__",
         "catch",
         "chain",
-        "confidence_name",
-        "extract",
         "feature",
         "fn",
-        "generation",
         "is_async",
+        "settings",
         "signature",
         "spec",
-        "threshold",
-        "timeout",
         "validators",
     )
 
@@ -200,21 +211,24 @@ class Core:
             self.signature = None
         for handler in self.chain:
             handler.bind(fn, is_async=is_async, feature=spec.feature)
-        self.extract: Extract | None = None
-        self.threshold: float | None = None
-        self.timeout: float | None = None
-        self.refresh()
+        self.settings = self.refresh()
         state.cores.add(self)
 
-    def refresh(self) -> None:
+    def refresh(self) -> Settings:
         """Merge the guard's own arguments over the configured ones for its feature."""
         with state.lock:
             generation = state.generation
-            settings = self.compile(state.features.get(self.feature))
-        confidence, self.threshold, self.timeout = settings
-        self.confidence_name = confidence if isinstance(confidence, str) else None
-        self.extract = _by_name(confidence) if isinstance(confidence, str) else confidence
-        self.generation = generation
+            confidence, threshold, timeout = self.compile(state.features.get(self.feature))
+        named = isinstance(confidence, str)
+        settings = Settings(
+            generation=generation,
+            extract=_by_name(confidence) if named else confidence,
+            confidence_name=confidence if named else None,
+            threshold=threshold,
+            timeout=timeout,
+        )
+        self.settings = settings
+        return settings
 
     def compile(self, cfg: Any) -> tuple[Any, float | None, float | None]:
         """``(confidence, threshold, timeout)`` for this guard under feature config ``cfg``.
@@ -240,7 +254,7 @@ class Core:
 
     # -- the served path -------------------------------------------------------------------------
 
-    def judge(self, result: Any) -> tuple[Reason, float | None, str | None]:
+    def judge(self, result: Any, s: Settings) -> tuple[Reason, float | None, str | None]:
         """May ``result`` be served? ``(reason, confidence, detail)``; reason ``served`` if so."""
         for check in self.validators:
             try:
@@ -249,7 +263,7 @@ class Core:
                 return Reason.INVALID_OUTPUT, None, f"{_name(check)} rejected the result: {exc!r}"
             if ok is False:
                 return Reason.INVALID_OUTPUT, None, f"{_name(check)} returned False"
-        extract = self.extract
+        extract = s.extract
         if extract is None:
             return SERVED, None, None
         try:
@@ -261,7 +275,7 @@ class Core:
         elif isinstance(raw, numbers.Real) and not isinstance(raw, bool):
             c = float(raw)
         elif raw is _MISSING or raw is None:
-            where = f" {self.confidence_name!r}" if self.confidence_name else ""
+            where = f" {s.confidence_name!r}" if s.confidence_name else ""
             return Reason.INVALID_CONFIDENCE, None, f"confidence{where} is missing"
         else:
             return (
@@ -271,7 +285,7 @@ class Core:
             )
         if not 0.0 <= c <= 1.0:  # also false for NaN
             return Reason.INVALID_CONFIDENCE, None, f"confidence {c!r} is outside [0, 1]"
-        threshold = self.threshold
+        threshold = s.threshold
         if threshold is not None and c < threshold:
             return Reason.LOW_CONFIDENCE, c, f"confidence {c:g} < threshold {threshold:g}"
         return SERVED, c, None
@@ -286,6 +300,7 @@ class Core:
 
     def context(
         self,
+        s: Settings,
         n: int,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -304,22 +319,26 @@ class Core:
             kwargs=kwargs,
             model_result=result,
             confidence=confidence,
+            threshold=s.threshold,
             exception=exception,
             detail=detail,
             signature=self.signature,
         )
 
     def failed(
-        self, n: int, args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException | None
+        self,
+        s: Settings,
+        n: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        exc: BaseException | None,
     ) -> FallbackContext:
         """The context for a model call that raised ``exc`` (None: aiguard's timeout fired)."""
         if exc is None:
-            assert self.timeout is not None
-            return self.context(
-                n, args, kwargs, Reason.TIMEOUT, detail=f"no result within {self.timeout:g} s"
-            )
+            detail = f"the model gave no result within {s.timeout:g} s"
+            return self.context(s, n, args, kwargs, Reason.TIMEOUT, detail=detail)
         reason = Reason.TIMEOUT if isinstance(exc, TimeoutError) else Reason.ERROR
-        return self.context(n, args, kwargs, reason, exception=exc, detail=repr(exc))
+        return self.context(s, n, args, kwargs, reason, exception=exc, detail=repr(exc))
 
     def flow(
         self, ctx: FallbackContext, t0: float, t1: float | None
@@ -352,9 +371,7 @@ class Core:
             raise ctx.exception
         if ctx.reason is Reason.TIMEOUT:
             raise ModelTimeout(
-                outcome,
-                f"feature {self.feature!r}: the model gave no result within {self.timeout:g} s "
-                "and no fallback answered",
+                outcome, f"feature {self.feature!r}: {ctx.detail} and no fallback answered"
             )
         raise NotServed(outcome)
 
@@ -375,7 +392,7 @@ class Core:
             source=source,
             reason=ctx.reason,
             confidence=ctx.confidence,
-            threshold=self.threshold,
+            threshold=ctx.threshold,
             latency=perf_counter() - t0,
             model_latency=None if t1 is None else t1 - t0,
             exception=ctx.exception,
@@ -387,10 +404,16 @@ class Core:
         )
 
     def unhandled(
-        self, n: int, args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException, t0: float
+        self,
+        s: Settings,
+        n: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        exc: BaseException,
+        t0: float,
     ) -> None:
         """Record the Outcome of a call whose exception is not in ``catch`` (it propagates)."""
-        ctx = self.context(n, args, kwargs, Reason.ERROR, exception=exc, detail=repr(exc))
+        ctx = self.context(s, n, args, kwargs, Reason.ERROR, exception=exc, detail=repr(exc))
         self.publish(self.outcome(ctx, t0, perf_counter(), None, None, []))
 
     @staticmethod

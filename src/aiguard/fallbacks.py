@@ -42,6 +42,7 @@ class FallbackContext:
     kwargs: dict[str, Any]
     model_result: Any = None
     confidence: float | None = None
+    threshold: float | None = None
     exception: BaseException | None = None
     detail: str | None = None
     signature: inspect.Signature | None = dataclasses.field(default=None, repr=False)

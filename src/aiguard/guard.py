@@ -168,10 +168,11 @@ def _wrap_sync(fn: Callable[P, R], core: Core) -> Guarded[P, R]:
     set_last = _last.set
 
     def run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if core.generation != state.generation:
-            core.refresh()
+        s = core.settings
+        if s.generation != state.generation:
+            s = core.refresh()
         n = _ids.next_number()
-        timeout = core.timeout
+        timeout = s.timeout
         t0 = perf_counter()
         try:
             if timeout is None:
@@ -179,22 +180,22 @@ def _wrap_sync(fn: Callable[P, R], core: Core) -> Guarded[P, R]:
             else:
                 result = pool_call(fn, args, kwargs, timeout)
         except TimedOut:
-            return _drive_sync(core, core.failed(n, args, kwargs, None), t0, None)
+            return _drive_sync(core, core.failed(s, n, args, kwargs, None), t0, None)
         except core.catch as exc:
-            return _drive_sync(core, core.failed(n, args, kwargs, exc), t0, perf_counter())
+            return _drive_sync(core, core.failed(s, n, args, kwargs, exc), t0, perf_counter())
         except Exception as exc:
-            core.unhandled(n, args, kwargs, exc, t0)
+            core.unhandled(s, n, args, kwargs, exc, t0)
             raise
         t1 = perf_counter()
-        reason, confidence, detail = core.judge(result)
+        reason, confidence, detail = core.judge(result, s)
         if reason is SERVED:
-            raw = (core, n, result, confidence, core.threshold, t0, t1, perf_counter())
+            raw = (core, n, result, confidence, s.threshold, t0, t1, perf_counter())
             set_last(raw)
             if state.observers:
                 notify(core.served(raw))
             return raw
         ctx = core.context(
-            n, args, kwargs, reason, result=result, confidence=confidence, detail=detail
+            s, n, args, kwargs, reason, result=result, confidence=confidence, detail=detail
         )
         return _drive_sync(core, ctx, t0, t1)
 
@@ -230,10 +231,11 @@ def _wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> AsyncGuarded[P, R]
     timeout_cm = asyncio.timeout
 
     async def run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if core.generation != state.generation:
-            core.refresh()
+        s = core.settings
+        if s.generation != state.generation:
+            s = core.refresh()
         n = _ids.next_number()
-        timeout = core.timeout
+        timeout = s.timeout
         limit = None
         t0 = perf_counter()
         try:
@@ -244,23 +246,25 @@ def _wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> AsyncGuarded[P, R]
                     result = await fn(*args, **kwargs)
         except core.catch as exc:
             if limit is not None and limit.expired():
-                return await _drive_async(core, core.failed(n, args, kwargs, None), t0, None)
-            return await _drive_async(core, core.failed(n, args, kwargs, exc), t0, perf_counter())
+                return await _drive_async(core, core.failed(s, n, args, kwargs, None), t0, None)
+            return await _drive_async(
+                core, core.failed(s, n, args, kwargs, exc), t0, perf_counter()
+            )
         except Exception as exc:
             if limit is not None and limit.expired():
-                return await _drive_async(core, core.failed(n, args, kwargs, None), t0, None)
-            core.unhandled(n, args, kwargs, exc, t0)
+                return await _drive_async(core, core.failed(s, n, args, kwargs, None), t0, None)
+            core.unhandled(s, n, args, kwargs, exc, t0)
             raise
         t1 = perf_counter()
-        reason, confidence, detail = core.judge(result)
+        reason, confidence, detail = core.judge(result, s)
         if reason is SERVED:
-            raw = (core, n, result, confidence, core.threshold, t0, t1, perf_counter())
+            raw = (core, n, result, confidence, s.threshold, t0, t1, perf_counter())
             set_last(raw)
             if state.observers:
                 notify(core.served(raw))
             return raw
         ctx = core.context(
-            n, args, kwargs, reason, result=result, confidence=confidence, detail=detail
+            s, n, args, kwargs, reason, result=result, confidence=confidence, detail=detail
         )
         return await _drive_async(core, ctx, t0, t1)
 
