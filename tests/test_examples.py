@@ -20,6 +20,6 @@ def test_quickstart_runs_and_shows_every_route(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
+    out = proc.stdout.lower()
     for word in ("model", "rules", "human", "resolved"):
         assert word in out, f"{word!r} missing from quickstart output:\n{out}"
