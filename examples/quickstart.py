@@ -60,8 +60,8 @@ def run(store: str) -> None:
         threshold=THRESHOLD,
         fallback=[aiguard.Rules(keyword_triage), aiguard.HumanReview()],
     )
-    def triage(ticket: str) -> Prediction:
-        return classifier.predict(ticket)
+    def triage(text: str) -> Prediction:
+        return classifier.predict(text)
 
     # 4. Triage every incoming ticket and keep its Outcome.
     results: list[tuple[aiguard.Outcome[Prediction], str, str]] = []

@@ -176,3 +176,47 @@ def test_threshold_without_confidence_fails_where_it_is_set(tmp_path: Path) -> N
         aiguard.guard("g")(lambda: 1)
     with pytest.raises(aiguard.ConfigError, match="needs confidence="):
         aiguard.guard("h", threshold=0.5, confidence=None)
+
+
+def test_file_without_features_keeps_configured_features(tmp_path: Path) -> None:
+    """A file that sets only the store leaves features configured in code alone."""
+    aiguard.configure(features={"f": {"confidence": "s", "threshold": 0.3}})
+    aiguard.load_config(write(tmp_path, "store.toml", 'store = ":memory:"\n'))
+
+    @aiguard.guard("f", fallback=aiguard.Default("fb"))
+    def f(s: float) -> dict[str, float]:
+        return {"s": s}
+
+    assert f(0.2) == "fb"
+
+
+def test_isolated_restores_settings_compiled_inside() -> None:
+    """Settings a guard compiled inside isolated() do not outlive the block."""
+    from aiguard.testing import isolated
+
+    @aiguard.guard("iso", confidence="s", fallback=aiguard.Default("fb"))
+    def f(s: float) -> dict[str, float]:
+        return {"s": s}
+
+    with isolated():
+        aiguard.configure(features={"iso": {"threshold": 0.9}})
+        assert f(0.5) == "fb"
+    assert f(0.5) == {"s": 0.5}
+
+
+def test_isolated_keeps_a_store_configured_before(tmp_path: Path) -> None:
+    """A store configured before isolated() and first used inside stays open after it."""
+    from aiguard.testing import isolated
+
+    aiguard.configure(store=tmp_path / "s.db")
+    with isolated():
+        assert aiguard.ReviewQueue().count() == 0
+    assert aiguard.ReviewQueue().count() == 0
+
+
+def test_replacing_a_store_closes_only_what_aiguard_opened(tmp_path: Path) -> None:
+    """A Store you pass in is yours: configure() does not close it when replaced."""
+    mine = aiguard.SQLiteStore(tmp_path / "mine.db")
+    aiguard.configure(store=mine)
+    aiguard.configure(store=tmp_path / "other.db")
+    assert mine.count_reviews(feature=None, status=None) == 0  # still open

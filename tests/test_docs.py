@@ -10,9 +10,7 @@ import pytest
 
 import aiguard
 
-MODULES = sorted(
-    m.name for m in pkgutil.walk_packages(aiguard.__path__, "aiguard.")
-) + ["aiguard"]
+MODULES = [*sorted(m.name for m in pkgutil.walk_packages(aiguard.__path__, "aiguard.")), "aiguard"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -63,10 +63,11 @@ def test_chain_passes_on_and_records_attempts() -> None:
     outcome = triage.outcome("x")
     assert outcome.value == "default" and outcome.source is Source.DEFAULT
     assert outcome.reason is Reason.LOW_CONFIDENCE
-    assert len(outcome.attempts) == 1
-    attempt = outcome.attempts[0]
-    assert attempt.handler.startswith("rules:") and attempt.handler.endswith("keywords")
-    assert attempt.error is no_kw and attempt.failed and attempt.source is Source.RULES
+    assert len(outcome.attempts) == 2
+    failed, answered = outcome.attempts
+    assert failed.handler.startswith("rules:") and failed.handler.endswith("keywords")
+    assert failed.error is no_kw and failed.failed and failed.source is Source.RULES
+    assert answered.handler == "default" and not answered.failed
 
 
 def test_all_handlers_failing_raises_model_exception_or_not_served() -> None:
@@ -109,6 +110,19 @@ def test_rules_signature_mismatch_is_a_config_error() -> None:
             return ticket
 
 
+def test_rules_must_accept_the_parameters_by_name_too() -> None:
+    """Callers may pass arguments by name, so a Rules function must use the same names."""
+
+    def rules(text: str) -> str:
+        return text
+
+    with pytest.raises(aiguard.ConfigError, match="missing a required argument: 'text'"):
+
+        @aiguard.guard("t", fallback=rules)
+        def triage(ticket: str) -> str:
+            return ticket
+
+
 def test_async_rules_under_sync_guard_is_a_config_error() -> None:
     """An async Rules function cannot serve a sync guard."""
 
@@ -137,7 +151,8 @@ async def test_async_guard_awaits_async_and_sync_rules() -> None:
         return low(ticket)
 
     outcome = await triage.outcome("x")
-    assert outcome.value == "sync" and len(outcome.attempts) == 1
+    assert outcome.value == "sync"
+    assert [a.failed for a in outcome.attempts] == [True, False]
 
 
 def test_custom_fallback_sees_the_context() -> None:
@@ -261,6 +276,19 @@ def test_failing_store_passes_on_and_is_logged_once(caplog: pytest.LogCaptureFix
     assert sum("disk full" in r.getMessage() for r in caplog.records) == 1
     outcome = triage.outcome("c")
     assert isinstance(outcome.attempts[0].error, aiguard.StoreError)
+
+
+def test_review_items_of_methods_leave_self_out() -> None:
+    """A guarded method's review item holds its arguments, not the instance."""
+    queue = aiguard.ReviewQueue(":memory:")
+
+    class Service:
+        @aiguard.guard("t", fallback=aiguard.HumanReview(queue=queue, respond=lambda i: "p"))
+        def triage(self, ticket: str) -> str:
+            raise RuntimeError
+
+    assert Service().triage("x") == "p"
+    assert queue.pending("t")[0].arguments == {"ticket": "x"}
 
 
 def test_unserialisable_arguments_are_stored_by_repr() -> None:

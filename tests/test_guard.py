@@ -239,6 +239,38 @@ def test_exceptions_outside_catch_propagate_without_fallback() -> None:
     assert last is not None and isinstance(last.exception, ValueError)
 
 
+@pytest.mark.parametrize("is_async", [False, True])
+def test_wrong_call_arguments_raise_not_fallback(is_async: bool) -> None:
+    """A call whose arguments do not fit the function is the caller's bug: TypeError raises."""
+    if is_async:
+
+        @aiguard.guard("t", fallback=aiguard.Default("d"))
+        async def a(ticket: str) -> str:
+            return ticket
+
+        with pytest.raises(TypeError):
+            asyncio.run(a(1, 2))  # type: ignore[call-arg]
+    else:
+
+        @aiguard.guard("t", fallback=aiguard.Default("d"))
+        def s(ticket: str) -> str:
+            return ticket
+
+        with pytest.raises(TypeError):
+            s(1, 2)  # type: ignore[call-arg]
+
+
+def test_type_error_inside_the_model_goes_to_fallback() -> None:
+    """A TypeError raised by the model's own code is a model failure like any other."""
+
+    @aiguard.guard("t", fallback=aiguard.Default("d"))
+    def f(ticket: str) -> str:
+        return ticket + 1  # type: ignore[operator]
+
+    assert f("x") == "d"
+    assert aiguard.last_outcome().reason is Reason.ERROR  # type: ignore[union-attr]
+
+
 def test_base_exceptions_are_never_caught() -> None:
     """KeyboardInterrupt and friends pass straight through; catch= cannot ask otherwise."""
 

@@ -354,6 +354,7 @@ class Core:
                     _internal.report(f"fallback {handler.name} of {self.feature!r}", value)
                 attempts.append(Attempt(handler.name, handler.source, value))
                 continue
+            attempts.append(Attempt(handler.name, handler.source))
             if isinstance(value, _Queued):
                 outcome = self.outcome(
                     ctx, t0, t1, handler.source, value.placeholder, attempts, value.item.id
@@ -403,6 +404,17 @@ class Core:
             started_at=_ids.wall_time(t0),
         )
 
+    def misuse(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """True when the call's arguments do not fit the function: the caller's bug, not the
+        model's, so the TypeError propagates instead of going to the fallback chain."""
+        if self.signature is None:
+            return False
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError:
+            return True
+        return False
+
     def unhandled(
         self,
         s: Settings,
@@ -413,7 +425,7 @@ class Core:
         t0: float,
     ) -> None:
         """Record the Outcome of a call whose exception is not in ``catch`` (it propagates)."""
-        ctx = self.context(s, n, args, kwargs, Reason.ERROR, exception=exc, detail=repr(exc))
+        ctx = self.failed(s, n, args, kwargs, exc)
         self.publish(self.outcome(ctx, t0, perf_counter(), None, None, []))
 
     @staticmethod

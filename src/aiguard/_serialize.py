@@ -2,7 +2,8 @@
 
 The rule, applied recursively (documented in docs/review-queue.md):
 
-- ``None``, ``bool``, ``int``, ``float``, ``str`` are stored as they are;
+- ``None``, ``bool``, ``int``, ``str`` and finite ``float`` are stored as they are; NaN and
+  infinities (not JSON) become ``{"$repr": "nan"}`` and the like;
 - ``list``, ``tuple``, ``set``, ``frozenset`` become JSON arrays (sets sorted by ``repr``);
 - ``dict`` becomes an object; keys that are not strings are stored as ``str(key)`` for numbers and
   booleans and ``repr(key)`` otherwise;
@@ -10,7 +11,8 @@ The rule, applied recursively (documented in docs/review-queue.md):
   object of its fields; an ``Enum`` its value; ``datetime``/``date``/``time`` ISO 8601 text;
   ``Decimal``, ``UUID`` and ``Path`` their ``str``; numpy arrays and scalars their ``tolist()``;
 - anything else becomes ``{"$repr": repr(value)}``: kept as text, never dropped. If ``repr``
-  itself fails, ``{"$repr": "<unrepresentable TYPE>"}``.
+  itself fails, ``{"$repr": "<unrepresentable TYPE>"}``. Containers nested more than 64 deep are
+  stored by ``repr`` from that depth on.
 """
 
 from __future__ import annotations

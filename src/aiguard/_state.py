@@ -50,10 +50,18 @@ class State:
         self.generation = 0
         self.store_spec: Any = UNSET  # a path, a Store, None (explicitly off) or UNSET (env)
         self._store: Store | None = None
+        self._owned = False  # whether aiguard opened self._store (and so closes it)
         self.features: dict[str, FeatureConfig] = {}
         self.timeout_workers = 32
         self.observers: tuple[Callable[[Outcome[Any]], None], ...] = ()
         self.cores: weakref.WeakSet[Any] = weakref.WeakSet()  # live guards, for validation
+        # control state (aiguard.control): kills and rollouts said in this process, automatic
+        # rollbacks (feature -> (from percent, to percent)), what each source says, pollers.
+        self.kills: dict[str, Any] = {}
+        self.rollouts: dict[str, float] = {}
+        self.rollbacks: dict[str, tuple[float, float]] = {}
+        self.controls: dict[str, Any] = {}
+        self.pollers: list[Any] = []
 
     def bump(self) -> None:
         with self.lock:
@@ -66,10 +74,10 @@ class State:
             return store
         with self.lock:
             if self._store is None:
-                self._store = self._open()
+                self._store, self._owned = self._open()
             return self._store
 
-    def _open(self) -> Store:
+    def _open(self) -> tuple[Store, bool]:
         from .store import open_store
 
         spec = self.store_spec
@@ -81,29 +89,37 @@ class State:
                 "aiguard.configure(store='aiguard.db') or set the environment variable "
                 f"{STORE_ENV}=aiguard.db"
             )
-        return open_store(spec)
+        store = open_store(spec)
+        return store, store is not spec
 
-    def set_store(self, spec: Any) -> None:
+    def set_store(self, spec: Any, store: Store | None, owned: bool) -> None:
+        """Install an already opened store (or none); close the previous one if aiguard owns it."""
         with self.lock:
-            old, self._store = self._store, None
-            self.store_spec = spec
-            if old is not None and old is not spec:
+            old, old_owned = self._store, self._owned
+            self.store_spec, self._store, self._owned = spec, store, owned
+            if old is not None and old_owned and old is not store:
                 old.close()
             self.generation += 1
 
+    _COPIED = ("features", "kills", "rollouts", "rollbacks", "controls", "pollers")
+
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            snap = dict(vars(self))
-            del snap["cores"]
+            snap = {k: v for k, v in vars(self).items() if k not in ("cores", "generation")}
+            for k in self._COPIED:
+                snap[k] = type(snap[k])(snap[k])
             return snap
 
     def restore(self, snap: dict[str, Any]) -> None:
         with self.lock:
             current = self._store
-            if current is not None and current is not snap["_store"]:
+            if current is not None and self._owned and current is not snap["_store"]:
                 current.close()
+            for poller in self.pollers:
+                if poller not in snap["pollers"]:
+                    poller.stop.set()
             vars(self).update(snap)
-            self.generation += 1
+            self.generation += 1  # never back: guards compiled inside must recompile
 
 
 state = State()

@@ -100,13 +100,13 @@ def configure(
         raise ConfigError(
             f"timeout_workers={timeout_workers!r} is invalid: must be a whole number in [1, 1024]"
         )
-    opened = UNSET if store is UNSET or store is None else open_store(store)
+    opened = None if store is UNSET or store is None else open_store(store)
     with state.lock:
         if parsed_features is not None:
             for core in list(state.cores):  # check every live guard before changing anything
                 core.compile(parsed_features.get(core.feature))
         if store is not UNSET:
-            state.set_store(opened if store is not None else None)
+            state.set_store(store, opened, owned=opened is not store)
         if parsed_features is not None:
             state.features = parsed_features
         if timeout_workers is not UNSET:
@@ -161,7 +161,7 @@ def load_config(path: str | os.PathLike[str]) -> AiguardConfig:
         )
     configure(
         store=store,
-        features=cfg.features,
+        features=cfg.features if "features" in cfg.model_fields_set else UNSET,
         timeout_workers=UNSET if cfg.timeout_workers is None else cfg.timeout_workers,
     )
     return cfg

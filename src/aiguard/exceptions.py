@@ -108,7 +108,7 @@ class NotServed(AiguardError):
     """The model's result was not servable and no fallback was left to answer.
 
     Raised for reasons such as ``low_confidence``, ``invalid_confidence`` and ``invalid_output``;
-    ``outcome`` carries the confidence, the rejected result (``outcome.rejected``) and the
+    ``outcome`` carries the confidence, the rejected result (``outcome.model_result``) and the
     fallbacks that were tried.
 
     Example:

@@ -49,7 +49,8 @@ class FallbackContext:
 
     @property
     def arguments(self) -> dict[str, Any]:
-        """The call's arguments by parameter name (defaults applied)."""
+        """The call's arguments by parameter name (defaults applied; a method's ``self`` or
+        ``cls`` left out)."""
         if self.signature is not None:
             try:
                 bound = self.signature.bind(*self.args, **self.kwargs)
@@ -57,7 +58,11 @@ class FallbackContext:
                 pass
             else:
                 bound.apply_defaults()
-                return dict(bound.arguments)
+                arguments = dict(bound.arguments)
+                first = next(iter(self.signature.parameters), None)
+                if first in ("self", "cls"):
+                    arguments.pop(first)
+                return arguments
         return {"args": list(self.args), "kwargs": dict(self.kwargs)}
 
 
@@ -136,9 +141,9 @@ class Rules(Fallback, Generic[T]):
             model_sig, rules_sig = inspect.signature(fn), inspect.signature(self.fn)
         except (TypeError, ValueError):
             return  # builtins without a signature: nothing to check
-        args, kwargs = _placeholders(model_sig)
         try:
-            rules_sig.bind(*args, **kwargs)
+            for args, kwargs in _placeholders(model_sig):
+                rules_sig.bind(*args, **kwargs)
         except TypeError as exc:
             raise ConfigError(
                 f"feature {feature!r}: fallback {self.name}{rules_sig} must accept the "
@@ -152,15 +157,21 @@ class Rules(Fallback, Generic[T]):
         return f"Rules({getattr(self.fn, '__qualname__', self.fn)!s})"
 
 
-def _placeholders(sig: inspect.Signature) -> tuple[list[None], dict[str, None]]:
+def _placeholders(sig: inspect.Signature) -> list[tuple[list[None], dict[str, None]]]:
+    """The two ways a caller may pass the model's parameters: positionally, and by name."""
     args: list[None] = []
     kwargs: dict[str, None] = {}
+    by_name: dict[str, None] = {}
     for p in sig.parameters.values():
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+        if p.kind is p.POSITIONAL_ONLY:
             args.append(None)
+        elif p.kind is p.POSITIONAL_OR_KEYWORD:
+            args.append(None)
+            by_name[p.name] = None
         elif p.kind is p.KEYWORD_ONLY:
             kwargs[p.name] = None
-    return args, kwargs
+    positional_only = [None for p in sig.parameters.values() if p.kind is p.POSITIONAL_ONLY]
+    return [(args, kwargs), (positional_only, {**by_name, **kwargs})]
 
 
 class Default(Fallback, Generic[T]):

@@ -182,6 +182,9 @@ def _wrap_sync(fn: Callable[P, R], core: Core) -> Guarded[P, R]:
         except TimedOut:
             return _drive_sync(core, core.failed(s, n, args, kwargs, None), t0, None)
         except core.catch as exc:
+            if exc.__class__ is TypeError and core.misuse(args, kwargs):
+                core.unhandled(s, n, args, kwargs, exc, t0)
+                raise
             return _drive_sync(core, core.failed(s, n, args, kwargs, exc), t0, perf_counter())
         except Exception as exc:
             core.unhandled(s, n, args, kwargs, exc, t0)
@@ -247,6 +250,9 @@ def _wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> AsyncGuarded[P, R]
         except core.catch as exc:
             if limit is not None and limit.expired():
                 return await _drive_async(core, core.failed(s, n, args, kwargs, None), t0, None)
+            if exc.__class__ is TypeError and core.misuse(args, kwargs):
+                core.unhandled(s, n, args, kwargs, exc, t0)
+                raise
             return await _drive_async(
                 core, core.failed(s, n, args, kwargs, exc), t0, perf_counter()
             )

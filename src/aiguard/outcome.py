@@ -49,7 +49,10 @@ class Reason(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Attempt:
-    """One fallback handler that was tried: its name, its source and why it failed, if it did.
+    """One fallback handler that was tried: its name, its source, and why it failed if it did.
+
+    ``Outcome.attempts`` lists every handler tried, in order; the last one answered unless all
+    failed.
 
     Example:
         >>> import aiguard
@@ -85,7 +88,7 @@ class Outcome(Generic[T]):
         latency: wall time of the whole guarded call, in seconds.
         model_latency: wall time of the model call alone, in seconds (``None`` if not called).
         exception: the exception raised by the model call, when there was one.
-        attempts: the fallback handlers tried, in order, with why each failed.
+        attempts: the fallback handlers tried, in order, with why each that failed did.
         review_id: the human-review item created for this call, if any.
         model_result: the model's own result (served or rejected), if it returned one.
         detail: a short human-readable explanation of a non-served reason.
