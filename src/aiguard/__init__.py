@@ -12,9 +12,23 @@ Example:
     <Reason.LOW_CONFIDENCE: 'low_confidence'>
 """
 
+from ._bucketing import Bucketing
 from ._core import last_outcome
 from ._version import __version__
+from .breaker import Breaker, BreakerState
 from .config import AiguardConfig, FeatureConfig, configure, load_config
+from .control import (
+    ControlFile,
+    ControlSource,
+    ControlState,
+    FeatureControl,
+    kill,
+    kill_all,
+    revive,
+    revive_all,
+    set_rollout,
+)
+from .events import ControlEvent, EventKind, recent_events
 from .exceptions import (
     AiguardError,
     ConfigError,
@@ -26,8 +40,10 @@ from .exceptions import (
 )
 from .fallbacks import Default, Fallback, FallbackContext, HumanReview, Rules
 from .guard import AsyncGuarded, Guarded, guard
+from .limits import Limits
 from .outcome import Attempt, Outcome, Reason, Source
 from .review import ReviewQueue
+from .rollout import Rollout
 from .store import ReviewItem, SQLiteStore, Store, open_store
 
 __all__ = [
@@ -35,13 +51,23 @@ __all__ = [
     "AiguardError",
     "AsyncGuarded",
     "Attempt",
+    "Breaker",
+    "BreakerState",
+    "Bucketing",
     "ConfigError",
+    "ControlEvent",
+    "ControlFile",
+    "ControlSource",
+    "ControlState",
     "Default",
+    "EventKind",
     "Fallback",
     "FallbackContext",
     "FeatureConfig",
+    "FeatureControl",
     "Guarded",
     "HumanReview",
+    "Limits",
     "ModelTimeout",
     "NotServed",
     "Outcome",
@@ -50,6 +76,7 @@ __all__ = [
     "ReviewItem",
     "ReviewPending",
     "ReviewQueue",
+    "Rollout",
     "Rules",
     "SQLiteStore",
     "Source",
@@ -58,7 +85,13 @@ __all__ = [
     "__version__",
     "configure",
     "guard",
+    "kill",
+    "kill_all",
     "last_outcome",
     "load_config",
     "open_store",
+    "recent_events",
+    "revive",
+    "revive_all",
+    "set_rollout",
 ]

@@ -17,11 +17,14 @@ from datetime import timedelta
 from time import perf_counter
 from typing import Any
 
-from . import _ids, _internal
+from . import _ids, _internal, control
+from ._gates import GateRun
 from ._state import UNSET, state
+from .breaker import Breaker, BreakerRun
 from .exceptions import ConfigError, ModelTimeout, NotServed, ReviewPending, StoreError
 from .fallbacks import Fallback, FallbackContext, Rules, _Queued
 from .outcome import Attempt, Outcome, Reason, Source, _served
+from .rollout import Plan, Rollout, cached_positioner
 
 _last: contextvars.ContextVar[Outcome[Any] | tuple[Any, ...] | None] = contextvars.ContextVar(
     "aiguard_last_outcome", default=None
@@ -44,6 +47,8 @@ class Spec:
     validate: tuple[Validator, ...] = ()
     catch: tuple[type[Exception], ...] = (Exception,)
     fallback: tuple[Fallback, ...] = ()
+    rollout: Rollout | None = None
+    breaker: Breaker | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -59,6 +64,13 @@ class Settings:
     confidence_name: str | None
     threshold: float | None
     timeout: float | None
+    # None when no kill, breaker or rollout applies; else (args, kwargs) -> (blocked reason or
+    # None, rollout arm, detail)
+    pre: (
+        Callable[[tuple[Any, ...], dict[str, Any]], tuple[Reason | None, str | None, str | None]]
+        | None
+    )
+    percent: float | None
 
 
 def check_feature(feature: Any) -> str:
@@ -186,11 +198,15 @@ class Core:
 
     __slots__ = (
         "__weakref__",
+        "breaker",
         "catch",
         "chain",
         "feature",
         "fn",
+        "gate",
         "is_async",
+        "monitor",
+        "position",
         "settings",
         "signature",
         "spec",
@@ -211,14 +227,45 @@ class Core:
             self.signature = None
         for handler in self.chain:
             handler.bind(fn, is_async=is_async, feature=spec.feature)
+        self.breaker = None if spec.breaker is None else BreakerRun(spec.breaker, spec.feature)
+        rollout = spec.rollout
+        self.gate = None
+        self.position = None
+        if rollout is not None:
+            salt = rollout.salt if rollout.salt is not None else spec.feature
+            self.position = cached_positioner(rollout.bucketing, spec.feature, salt)
+            Plan(rollout, spec.feature, self.signature, self.position, 0)  # checks key, segments
+            self.gate = GateRun(rollout, spec.feature) if rollout.gates is not None else None
+        self.monitor = _monitor(self.breaker, self.gate)
         self.settings = self.refresh()
         state.cores.add(self)
 
     def refresh(self) -> Settings:
-        """Merge the guard's own arguments over the configured ones for its feature."""
+        """Merge control state, the guard's own arguments and configuration for its feature."""
         with state.lock:
             generation = state.generation
             confidence, threshold, timeout = self.compile(state.features.get(self.feature))
+            ctl = control.effective(self.feature)
+        if ctl.threshold is not None:
+            if confidence is None:
+                _internal.warn_once(
+                    f"control-threshold:{self.feature}",
+                    "aiguard: %s: the control threshold %s is ignored: the guard has no "
+                    "confidence= to compare it with",
+                    self.feature,
+                    ctl.threshold,
+                )
+            else:
+                threshold = ctl.threshold
+        plan = None
+        percent = None
+        rollout = self.spec.rollout
+        if rollout is not None:
+            assert self.position is not None
+            percent = ctl.percent if ctl.percent is not None else rollout.initial_percent
+            plan = Plan(rollout, self.feature, self.signature, self.position, percent)
+            if self.gate is not None:
+                self.gate.at(percent)
         named = isinstance(confidence, str)
         settings = Settings(
             generation=generation,
@@ -226,6 +273,8 @@ class Core:
             confidence_name=confidence if named else None,
             threshold=threshold,
             timeout=timeout,
+            pre=_pre(ctl.kill, self.breaker, plan),
+            percent=percent,
         )
         self.settings = settings
         return settings
@@ -291,10 +340,10 @@ class Core:
         return SERVED, c, None
 
     def served(self, raw: tuple[Any, ...]) -> Outcome[Any]:
-        """The Outcome for a raw served record ``(core, n, result, confidence, threshold, t0, t1,
-        t2)``, which is all the served path keeps until somebody asks."""
-        _, n, result, confidence, threshold, t0, t1, t2 = raw
-        return _served(self.feature, threshold, n, result, confidence, t0, t1, t2)
+        """The Outcome for a raw served record ``(core, n, result, confidence, settings, t0, t1,
+        t2, arm)``, which is all the served path keeps until somebody asks."""
+        _, n, result, confidence, s, t0, t1, t2, arm = raw
+        return _served(self.feature, s.threshold, n, result, confidence, t0, t1, t2, arm, s.percent)
 
     # -- the fallback path -----------------------------------------------------------------------
 
@@ -310,6 +359,7 @@ class Core:
         confidence: float | None = None,
         exception: BaseException | None = None,
         detail: str | None = None,
+        arm: str | None = None,
     ) -> FallbackContext:
         return FallbackContext(
             feature=self.feature,
@@ -322,6 +372,8 @@ class Core:
             threshold=s.threshold,
             exception=exception,
             detail=detail,
+            arm=arm,
+            rollout_percent=s.percent,
             signature=self.signature,
         )
 
@@ -332,13 +384,14 @@ class Core:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         exc: BaseException | None,
+        arm: str | None = None,
     ) -> FallbackContext:
         """The context for a model call that raised ``exc`` (None: aiguard's timeout fired)."""
         if exc is None:
             detail = f"the model gave no result within {s.timeout:g} s"
-            return self.context(s, n, args, kwargs, Reason.TIMEOUT, detail=detail)
+            return self.context(s, n, args, kwargs, Reason.TIMEOUT, detail=detail, arm=arm)
         reason = Reason.TIMEOUT if isinstance(exc, TimeoutError) else Reason.ERROR
-        return self.context(s, n, args, kwargs, reason, exception=exc, detail=repr(exc))
+        return self.context(s, n, args, kwargs, reason, exception=exc, detail=repr(exc), arm=arm)
 
     def flow(
         self, ctx: FallbackContext, t0: float, t1: float | None
@@ -386,6 +439,8 @@ class Core:
         attempts: list[Attempt],
         review_id: str | None = None,
     ) -> Outcome[Any]:
+        if source is not None and ctx.reason in _BASELINE_REASONS:
+            source = Source.BASELINE
         return Outcome(
             value=value,
             call_id=ctx.call_id,
@@ -402,6 +457,8 @@ class Core:
             model_result=ctx.model_result,
             detail=ctx.detail,
             started_at=_ids.wall_time(t0),
+            arm=ctx.arm,
+            rollout_percent=ctx.rollout_percent,
         )
 
     def misuse(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -428,11 +485,62 @@ class Core:
         ctx = self.failed(s, n, args, kwargs, exc)
         self.publish(self.outcome(ctx, t0, perf_counter(), None, None, []))
 
-    @staticmethod
-    def publish(outcome: Outcome[Any]) -> None:
+    def publish(self, outcome: Outcome[Any]) -> None:
         _last.set(outcome)
+        if self.monitor is not None:
+            self.monitor(outcome.reason)
         if state.observers:
             notify(outcome)
+
+
+_BASELINE_REASONS = frozenset({Reason.NOT_IN_ROLLOUT, Reason.MISSING_ROLLOUT_KEY})
+
+
+def _pre(
+    kill: control.Kill | None, breaker: BreakerRun | None, plan: Plan | None
+) -> (
+    Callable[[tuple[Any, ...], dict[str, Any]], tuple[Reason | None, str | None, str | None]] | None
+):
+    """The checks that run before the model call, compiled for the current control state."""
+    if kill is not None:
+        blocked = (Reason.KILLED, None, kill.describe())
+        return lambda args, kwargs: blocked
+    if breaker is None and plan is None:
+        return None
+    ai = (None, "ai", None)
+
+    def pre(
+        args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Reason | None, str | None, str | None]:
+        if breaker is not None:
+            why = breaker.admit()
+            if why is not None:
+                return Reason.AUTO_KILLED, None, why
+        if plan is None:
+            return None, None, None
+        reason, detail = plan.check(args, kwargs)
+        if reason is None:
+            return ai
+        return reason, "baseline", detail
+
+    return pre
+
+
+def _monitor(breaker: BreakerRun | None, gate: GateRun | None) -> Callable[[Reason], None] | None:
+    if breaker is None and gate is None:
+        return None
+    if gate is None:
+        assert breaker is not None
+        return breaker.record
+    if breaker is None:
+        return gate.record
+    b, g = breaker.record, gate.record
+
+    def both(reason: Reason) -> None:
+        b(reason)
+        g(reason)
+
+    return both
 
 
 def notify(outcome: Outcome[Any]) -> None:

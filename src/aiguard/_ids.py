@@ -47,3 +47,8 @@ def new_call_id() -> str:
 def wall_time(perf: float) -> float:
     """The POSIX time at which ``time.perf_counter()`` read ``perf``."""
     return _wall0 + (perf - _perf0)
+
+
+def process_id() -> str:
+    """This process's random id (the call-id prefix without its punctuation)."""
+    return _prefix.strip("_")

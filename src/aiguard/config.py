@@ -19,6 +19,7 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +27,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._state import UNSET, state
+from .control import as_source, start_sources, stop_sources
 from .exceptions import ConfigError
 from .store import Store, open_store
 
@@ -74,6 +76,8 @@ def configure(
     store: Store | str | os.PathLike[str] | None = UNSET,
     features: Mapping[str, FeatureConfig | Mapping[str, Any]] | None = UNSET,
     timeout_workers: int = UNSET,
+    control: Any = UNSET,
+    control_interval: float | timedelta = 1.0,
 ) -> None:
     """Set process-wide options; what you leave out keeps its current value.
 
@@ -83,6 +87,11 @@ def configure(
             environment variable, if set.
         features: per-feature settings (replacing those configured before), by feature name.
         timeout_workers: how many threads may run sync model calls that have a ``timeout``.
+        control: where control state (kill switches, rollout percentages, thresholds) comes
+            from, polled in the background: a control file path (TOML or JSON), an
+            :class:`aiguard.ControlSource` (e.g. ``aiguard.openfeature.OpenFeatureControl``),
+            or a list of them; ``None`` stops polling. Each is read once now: a bad one raises.
+        control_interval: how often control files are checked for changes (default 1 s).
 
     Example:
         >>> import aiguard
@@ -100,6 +109,10 @@ def configure(
         raise ConfigError(
             f"timeout_workers={timeout_workers!r} is invalid: must be a whole number in [1, 1024]"
         )
+    sources = None
+    if control is not UNSET and control is not None:
+        specs = control if isinstance(control, list | tuple) else [control]
+        sources = [as_source(spec, control_interval) for spec in specs]
     opened = None if store is UNSET or store is None else open_store(store)
     with state.lock:
         if parsed_features is not None:
@@ -112,6 +125,10 @@ def configure(
         if timeout_workers is not UNSET:
             state.timeout_workers = timeout_workers
         state.bump()
+    if sources is not None:
+        start_sources(sources)
+    elif control is None:
+        stop_sources()
 
 
 def _features(raw: Mapping[str, Any], *, source: str) -> dict[str, FeatureConfig]:

@@ -45,6 +45,8 @@ class FallbackContext:
     threshold: float | None = None
     exception: BaseException | None = None
     detail: str | None = None
+    arm: str | None = None
+    rollout_percent: float | None = None
     signature: inspect.Signature | None = dataclasses.field(default=None, repr=False)
 
     @property

@@ -13,9 +13,11 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 from . import _core, _ids, _timeouts
 from ._core import SERVED, Core, Spec, _last, notify
 from ._state import UNSET, state
+from .breaker import Breaker
 from .exceptions import ConfigError
 from .fallbacks import Fallback
 from .outcome import Outcome
+from .rollout import Rollout
 
 __all__ = ["AsyncGuarded", "Guarded", "guard"]
 
@@ -103,6 +105,8 @@ def guard(
     validate: Callable[[Any], Any] | type | Sequence[Callable[[Any], Any] | type] = (),
     timeout: float | timedelta | None = UNSET,
     catch: type[Exception] | tuple[type[Exception], ...] = Exception,
+    rollout: Rollout | None = None,
+    breaker: Breaker | None = None,
 ) -> _Decorator:
     """Guard the function that calls a model: serve its result only when it is good enough.
 
@@ -126,6 +130,12 @@ def guard(
             calls run in a bounded worker pool and are abandoned (reason ``timeout``).
         catch: exception types that go to the fallback chain (reason ``error``); others
             propagate unchanged.
+        rollout: a staged :class:`Rollout`: units outside it get the fallback chain (reason
+            ``not_in_rollout``, source ``baseline``).
+        breaker: a :class:`Breaker`: the automatic kill on quality (reason ``auto_killed``).
+
+    Kill switches (:func:`aiguard.kill`, control files, OpenFeature) are checked before the
+    model is called: a killed feature's fallback chain serves with reason ``killed``.
 
     ``confidence``, ``threshold`` and ``timeout`` left out here come from the feature's
     configuration (``aiguard.configure(features=...)`` or ``aiguard.load_config(path)``); given
@@ -149,6 +159,8 @@ def guard(
         validate=_core.check_validate(feature, validate),
         catch=_core.check_catch(feature, catch),
         fallback=_core.check_fallback(feature, fallback),
+        rollout=_check_policy(feature, "rollout", rollout, Rollout),
+        breaker=_check_policy(feature, "breaker", breaker, Breaker),
     )
     if spec.threshold not in (None, UNSET) and spec.confidence is None:
         # Both from the decorator; Core.compile checks the settings merged with configuration.
@@ -157,6 +169,14 @@ def guard(
             "attribute, key or callable gives the result's confidence"
         )
     return _Decorator(spec)
+
+
+def _check_policy(feature: str, name: str, value: Any, kind: type) -> Any:
+    if value is None or isinstance(value, kind):
+        return value
+    raise ConfigError(
+        f"feature {feature!r}: {name}={value!r} is invalid: give an aiguard.{kind.__name__}(...)"
+    )
 
 
 # -- drivers: they only execute what Core decides --------------------------------------------------
@@ -174,31 +194,40 @@ def _wrap_sync(fn: Callable[P, R], core: Core) -> Guarded[P, R]:
         n = _ids.next_number()
         timeout = s.timeout
         t0 = perf_counter()
+        arm = None
+        pre = s.pre
+        if pre is not None:
+            blocked, arm, detail = pre(args, kwargs)
+            if blocked is not None:
+                ctx = core.context(s, n, args, kwargs, blocked, detail=detail, arm=arm)
+                return _drive_sync(core, ctx, t0, None)
         try:
             if timeout is None:
                 result = fn(*args, **kwargs)
             else:
                 result = pool_call(fn, args, kwargs, timeout)
         except TimedOut:
-            return _drive_sync(core, core.failed(s, n, args, kwargs, None), t0, None)
+            return _drive_sync(core, core.failed(s, n, args, kwargs, None, arm), t0, None)
         except core.catch as exc:
             if exc.__class__ is TypeError and core.misuse(args, kwargs):
                 core.unhandled(s, n, args, kwargs, exc, t0)
                 raise
-            return _drive_sync(core, core.failed(s, n, args, kwargs, exc), t0, perf_counter())
+            return _drive_sync(core, core.failed(s, n, args, kwargs, exc, arm), t0, perf_counter())
         except Exception as exc:
             core.unhandled(s, n, args, kwargs, exc, t0)
             raise
         t1 = perf_counter()
         reason, confidence, detail = core.judge(result, s)
         if reason is SERVED:
-            raw = (core, n, result, confidence, s.threshold, t0, t1, perf_counter())
+            raw = (core, n, result, confidence, s, t0, t1, perf_counter(), arm)
             set_last(raw)
+            if core.monitor is not None:
+                core.monitor(SERVED)
             if state.observers:
                 notify(core.served(raw))
             return raw
         ctx = core.context(
-            s, n, args, kwargs, reason, result=result, confidence=confidence, detail=detail
+            s, n, args, kwargs, reason, result=result, confidence=confidence, detail=detail, arm=arm
         )
         return _drive_sync(core, ctx, t0, t1)
 
@@ -241,6 +270,13 @@ def _wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> AsyncGuarded[P, R]
         timeout = s.timeout
         limit = None
         t0 = perf_counter()
+        arm = None
+        pre = s.pre
+        if pre is not None:
+            blocked, arm, detail = pre(args, kwargs)
+            if blocked is not None:
+                ctx = core.context(s, n, args, kwargs, blocked, detail=detail, arm=arm)
+                return await _drive_async(core, ctx, t0, None)
         try:
             if timeout is None:
                 result = await fn(*args, **kwargs)
@@ -249,28 +285,34 @@ def _wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> AsyncGuarded[P, R]
                     result = await fn(*args, **kwargs)
         except core.catch as exc:
             if limit is not None and limit.expired():
-                return await _drive_async(core, core.failed(s, n, args, kwargs, None), t0, None)
+                return await _drive_async(
+                    core, core.failed(s, n, args, kwargs, None, arm), t0, None
+                )
             if exc.__class__ is TypeError and core.misuse(args, kwargs):
                 core.unhandled(s, n, args, kwargs, exc, t0)
                 raise
             return await _drive_async(
-                core, core.failed(s, n, args, kwargs, exc), t0, perf_counter()
+                core, core.failed(s, n, args, kwargs, exc, arm), t0, perf_counter()
             )
         except Exception as exc:
             if limit is not None and limit.expired():
-                return await _drive_async(core, core.failed(s, n, args, kwargs, None), t0, None)
+                return await _drive_async(
+                    core, core.failed(s, n, args, kwargs, None, arm), t0, None
+                )
             core.unhandled(s, n, args, kwargs, exc, t0)
             raise
         t1 = perf_counter()
         reason, confidence, detail = core.judge(result, s)
         if reason is SERVED:
-            raw = (core, n, result, confidence, s.threshold, t0, t1, perf_counter())
+            raw = (core, n, result, confidence, s, t0, t1, perf_counter(), arm)
             set_last(raw)
+            if core.monitor is not None:
+                core.monitor(SERVED)
             if state.observers:
                 notify(core.served(raw))
             return raw
         ctx = core.context(
-            s, n, args, kwargs, reason, result=result, confidence=confidence, detail=detail
+            s, n, args, kwargs, reason, result=result, confidence=confidence, detail=detail, arm=arm
         )
         return await _drive_async(core, ctx, t0, t1)
 

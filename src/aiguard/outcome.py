@@ -16,6 +16,9 @@ T = TypeVar("T")
 class Source(enum.StrEnum):
     """Who produced the value that was served.
 
+    ``baseline`` is the fallback chain serving a unit outside a staged rollout, so AI and
+    baseline can be compared.
+
     Example:
         >>> import aiguard
         >>> aiguard.Source.RULES == "rules"
@@ -26,6 +29,7 @@ class Source(enum.StrEnum):
     RULES = "rules"
     DEFAULT = "default"
     HUMAN = "human"
+    BASELINE = "baseline"
 
 
 class Reason(enum.StrEnum):
@@ -45,6 +49,10 @@ class Reason(enum.StrEnum):
     INVALID_OUTPUT = "invalid_output"
     ERROR = "error"
     TIMEOUT = "timeout"
+    KILLED = "killed"
+    AUTO_KILLED = "auto_killed"
+    NOT_IN_ROLLOUT = "not_in_rollout"
+    MISSING_ROLLOUT_KEY = "missing_rollout_key"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -93,6 +101,8 @@ class Outcome(Generic[T]):
         model_result: the model's own result (served or rejected), if it returned one.
         detail: a short human-readable explanation of a non-served reason.
         started_at: when the call started, as a POSIX timestamp.
+        arm: ``"ai"`` or ``"baseline"`` for a call under a staged rollout, else ``None``.
+        rollout_percent: the rollout percentage in force for the call, if any.
 
     Example:
         >>> import aiguard
@@ -119,6 +129,8 @@ class Outcome(Generic[T]):
     model_result: Any = None
     detail: str | None = None
     started_at: float = 0.0
+    arm: str | None = None
+    rollout_percent: float | None = None
 
     @property
     def served(self) -> bool:
@@ -140,6 +152,8 @@ def _served(
     t0: float,
     t1: float,
     t2: float,
+    arm: str | None,
+    percent: float | None,
 ) -> Outcome[Any]:
     """Build the Outcome of a served call from the raw figures the hot path keeps."""
     return Outcome(
@@ -154,4 +168,6 @@ def _served(
         model_latency=t1 - t0,
         model_result=result,
         started_at=_ids.wall_time(t0),
+        arm=arm,
+        rollout_percent=percent,
     )

@@ -5,7 +5,7 @@ WAL mode, ``synchronous=FULL``: an item is on disk before ``add_review`` returns
 versioned in the ``aiguard_meta`` table; a database written by a newer aiguard is refused with a
 clear error rather than written to.
 
-Schema, version 1::
+Schema, version 2 (version 1 had only ``review_items``)::
 
     aiguard_meta(key TEXT PRIMARY KEY, value TEXT)          -- 'schema_version' -> '1'
     review_items(
@@ -16,23 +16,34 @@ Schema, version 1::
         status TEXT,               -- 'pending' | 'resolved'
         answer TEXT,               -- JSON or NULL
         reviewer TEXT, note TEXT, resolved_at REAL)
+    stage_figures(                 -- model-call counts per process, feature and rollout percent
+        process TEXT, feature TEXT, percent REAL,
+        calls INTEGER, errors INTEGER, timeouts INTEGER, low_confidence INTEGER,
+        fallbacks INTEGER,
+        gate TEXT,                 -- JSON of the aiguard.Limits in force, or NULL
+        updated_at REAL, PRIMARY KEY (process, feature, percent))
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sqlite3
 import threading
 import time
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from . import _serialize
 from .exceptions import ConfigError, ReviewError, StoreError
+from .limits import Limits
+
+if TYPE_CHECKING:
+    from ._gates import StageFigures
 
 __all__ = ["ReviewItem", "SQLiteStore", "Store", "open_store"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 ReviewStatus = Literal["pending", "resolved"]
 
@@ -97,6 +108,12 @@ class Store(Protocol):
     ) -> ReviewItem:
         """Mark a pending item resolved; ReviewError if unknown or already resolved."""
 
+    def save_stage_figures(self, process: str, rows: list[StageFigures]) -> None:
+        """Replace this process's rollout figures (one row per feature and percentage)."""
+
+    def stage_figures(self, feature: str) -> list[StageFigures]:
+        """Every process's rollout figures for a feature."""
+
     def close(self) -> None:
         """Release connections."""
 
@@ -155,6 +172,16 @@ class SQLiteStore:
                         "CREATE INDEX IF NOT EXISTS review_items_by_feature "
                         "ON review_items (feature, status, created_at)"
                     )
+                if version < 2:
+                    db.execute(
+                        """CREATE TABLE IF NOT EXISTS stage_figures (
+                            process TEXT NOT NULL, feature TEXT NOT NULL, percent REAL NOT NULL,
+                            calls INTEGER NOT NULL, errors INTEGER NOT NULL,
+                            timeouts INTEGER NOT NULL, low_confidence INTEGER NOT NULL,
+                            fallbacks INTEGER NOT NULL, gate TEXT, updated_at REAL NOT NULL,
+                            PRIMARY KEY (process, feature, percent))"""
+                    )
+                if version < SCHEMA_VERSION:
                     db.execute(
                         "INSERT OR REPLACE INTO aiguard_meta VALUES ('schema_version', ?)",
                         (str(SCHEMA_VERSION),),
@@ -239,6 +266,53 @@ class SQLiteStore:
         resolved = self.get_review(review_id)
         assert resolved is not None
         return resolved
+
+    def save_stage_figures(self, process: str, rows: list[StageFigures]) -> None:
+        now = time.time()
+        params = [
+            (
+                process,
+                r.feature,
+                r.percent,
+                r.calls,
+                r.errors,
+                r.timeouts,
+                r.low_confidence,
+                r.fallbacks,
+                None if r.gate is None else json.dumps(dataclasses.asdict(r.gate)),
+                now,
+            )
+            for r in rows
+        ]
+        try:
+            with self._lock:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO stage_figures VALUES (?,?,?,?,?,?,?,?,?,?)", params
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+
+    def stage_figures(self, feature: str) -> list[StageFigures]:
+        rows = self._run(
+            "SELECT feature, percent, calls, errors, timeouts, low_confidence, fallbacks, gate "
+            "FROM stage_figures WHERE feature = ? ORDER BY updated_at",
+            (feature,),
+        )
+        from ._gates import StageFigures
+
+        return [
+            StageFigures(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                None if r[7] is None else Limits(**json.loads(r[7])),
+            )
+            for r in rows
+        ]
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,78 @@
+"""A sliding window of call results, bounded by count and by age, with O(1) updates."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from time import monotonic
+
+from .outcome import Reason
+
+# What a model call's reason counts as, per rate: (error, timeout, low_confidence, fallback).
+_FLAGS: dict[Reason, tuple[int, int, int, int]] = {
+    Reason.SERVED: (0, 0, 0, 0),
+    Reason.ERROR: (1, 0, 0, 1),
+    Reason.TIMEOUT: (0, 1, 0, 1),
+    Reason.LOW_CONFIDENCE: (0, 0, 1, 1),
+    Reason.INVALID_CONFIDENCE: (0, 0, 1, 1),
+    Reason.INVALID_OUTPUT: (0, 0, 0, 1),
+}
+MODEL_REASONS = frozenset(_FLAGS)
+
+
+class Window:
+    """The last ``size`` model calls no older than ``seconds``: counts per kind."""
+
+    __slots__ = ("_items", "counts", "lock", "seconds", "size")
+
+    def __init__(self, size: int, seconds: float | None) -> None:
+        self.size = size
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self._items: collections.deque[tuple[float, tuple[int, int, int, int]]] = (
+            collections.deque()
+        )
+        self.counts = [0, 0, 0, 0, 0]  # calls, errors, timeouts, low confidence, fallbacks
+
+    def add(self, reason: Reason, now: float | None = None) -> None:
+        flags = _FLAGS[reason]
+        now = monotonic() if now is None else now
+        with self.lock:
+            items, c = self._items, self.counts
+            items.append((now, flags))
+            c[0] += 1
+            c[1] += flags[0]
+            c[2] += flags[1]
+            c[3] += flags[2]
+            c[4] += flags[3]
+            if len(items) > self.size:
+                self._drop()
+            self._expire(now)
+
+    def _drop(self) -> None:
+        _, f = self._items.popleft()
+        c = self.counts
+        c[0] -= 1
+        c[1] -= f[0]
+        c[2] -= f[1]
+        c[3] -= f[2]
+        c[4] -= f[3]
+
+    def _expire(self, now: float) -> None:
+        if self.seconds is None:
+            return
+        limit = now - self.seconds
+        items = self._items
+        while items and items[0][0] < limit:
+            self._drop()
+
+    def snapshot(self, now: float | None = None) -> tuple[int, int, int, int, int]:
+        with self.lock:
+            self._expire(monotonic() if now is None else now)
+            c = self.counts
+            return c[0], c[1], c[2], c[3], c[4]
+
+    def clear(self) -> None:
+        with self.lock:
+            self._items.clear()
+            self.counts = [0, 0, 0, 0, 0]

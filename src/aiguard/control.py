@@ -1,0 +1,479 @@
+"""Control state: kill switches, rollout percentages and thresholds, changed without a deploy.
+
+Control state comes from three places, merged per feature when a guard compiles its settings:
+
+1. this process: :func:`kill`, :func:`revive`, :func:`kill_all`, :func:`revive_all`,
+   :func:`set_rollout`, and automatic rollbacks by rollout gates;
+2. control sources polled in the background: a control file (TOML or JSON) that every replica
+   reads, an OpenFeature client (``aiguard.openfeature``), or your own :class:`ControlSource`;
+3. the guard's own arguments and configuration.
+
+A feature is killed if any of them kills it (a kill always wins). For the rollout percentage and
+the threshold, this process wins over sources, and sources over code. Every change bumps the
+configuration generation, so the next call in every thread and task sees it, and no call ever
+sees half of an old state and half of a new one. Nothing here runs per call: sources are polled
+by a daemon thread each, at their interval (default 1 s).
+
+A control file::
+
+    [all]                      # a global kill of every AI path
+    killed = false
+
+    [features.ticket-triage]
+    killed = true
+    reason = "wrong answers on refunds"
+    by = "ana"
+    rollout = 25               # percent
+    threshold = 0.85
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import threading
+import time
+import tomllib
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import _internal, events
+from ._state import state
+from .events import ControlEvent, EventKind
+from .exceptions import ConfigError
+
+__all__ = [
+    "ControlFile",
+    "ControlSource",
+    "ControlState",
+    "FeatureControl",
+    "kill",
+    "kill_all",
+    "revive",
+    "revive_all",
+    "set_rollout",
+]
+
+ALL = "*"
+CONTROL_ENV = "AIGUARD_CONTROL"
+
+
+class FeatureControl(BaseModel):
+    """A feature's control state as a control source gives it.
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.FeatureControl(killed=True, reason="bad answers").killed
+        True
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    killed: bool = False
+    reason: str | None = None
+    by: str | None = None
+    rollout: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
+    threshold: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+
+
+class ControlState(BaseModel):
+    """Everything a control source says: a global kill (``all``) and per-feature state.
+
+    Example:
+        >>> import aiguard
+        >>> s = aiguard.ControlState.model_validate({"features": {"t": {"rollout": 5}}})
+        >>> s.features["t"].rollout
+        5.0
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    all: FeatureControl = Field(default_factory=FeatureControl)
+    features: dict[str, FeatureControl] = Field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Kill:
+    """Why a feature is killed, by whom, and where that was said."""
+
+    reason: str
+    by: str | None
+    source: str
+
+    def describe(self) -> str:
+        by = f" by {self.by}" if self.by else ""
+        return f"killed{by} ({self.source}): {self.reason}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Effective:
+    """A feature's merged control state."""
+
+    kill: Kill | None = None
+    percent: float | None = None
+    threshold: float | None = None
+
+
+def effective(feature: str) -> Effective:
+    """Merge every control layer for ``feature``. Call with ``state.lock`` held."""
+    kill: Kill | None = state.kills.get(feature) or state.kills.get(ALL)
+    percent = state.rollouts.get(feature)
+    threshold = None
+    for name, snap in state.controls.items():
+        fc = snap.features.get(feature)
+        if kill is None:
+            for c in (fc, snap.all):
+                if c is not None and c.killed:
+                    kill = Kill(c.reason or "killed in control state", c.by, name)
+                    break
+        if fc is not None:
+            if percent is None and fc.rollout is not None:
+                percent = fc.rollout
+            if threshold is None and fc.threshold is not None:
+                threshold = fc.threshold
+    rollback = state.rollbacks.get(feature)
+    if rollback is not None:
+        from_percent, to_percent = rollback
+        if percent is None or percent == from_percent:
+            percent = to_percent
+    return Effective(kill, percent, threshold)
+
+
+def _check_feature(feature: Any) -> str:
+    if not isinstance(feature, str) or not feature.strip():
+        raise ConfigError(f"feature={feature!r} is invalid: must be a non-empty name")
+    return feature
+
+
+def kill(feature: str, *, reason: str, by: str | None = None) -> None:
+    """Switch a feature's AI path off in this process: its fallback chain serves (``killed``).
+
+    Takes effect for the next call in every thread and task. For every replica, use a control
+    file (``aiguard kill FEATURE``), OpenFeature or Redis.
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.kill("ticket-triage", reason="wrong answers on refunds", by="ana")
+        >>> aiguard.revive("ticket-triage")
+    """
+    _check_feature(feature)
+    if not isinstance(reason, str) or not reason:
+        raise ConfigError(f"kill({feature!r}): reason={reason!r} is invalid: say why")
+    with state.lock:
+        state.kills[feature] = Kill(reason, by, "process")
+        state.bump()
+    events.emit(ControlEvent(EventKind.KILL, feature, reason, by))
+
+
+def revive(feature: str, *, by: str | None = None) -> None:
+    """Lift this process's kill of a feature and reset its automatic kill (breaker).
+
+    A kill said by a control source stays until that source lifts it.
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.revive("ticket-triage")
+    """
+    _check_feature(feature)
+    with state.lock:
+        had = state.kills.pop(feature, None)
+        for core in list(state.cores):
+            if core.feature == feature and core.breaker is not None:
+                core.breaker.reset()
+        still = effective(feature).kill
+        state.bump()
+    if had is not None:
+        events.emit(ControlEvent(EventKind.REVIVE, feature, "revived in this process", by))
+    if still is not None:
+        _internal.warn_once(
+            f"revive:{feature}:{still.source}",
+            "aiguard: %s revived in this process but still %s",
+            feature,
+            still.describe(),
+        )
+
+
+def kill_all(*, reason: str, by: str | None = None) -> None:
+    """Switch every AI path off in this process: a global kill.
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.kill_all(reason="provider outage")
+        >>> aiguard.revive_all()
+    """
+    kill(ALL, reason=reason, by=by)
+
+
+def revive_all(*, by: str | None = None) -> None:
+    """Lift this process's global kill (feature kills stay).
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.revive_all()
+    """
+    revive(ALL, by=by)
+
+
+def set_rollout(feature: str, percent: float | None) -> None:
+    """Set a feature's rollout percentage in this process (``None``: back to the sources/code).
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.set_rollout("reply-draft", 50)
+        >>> aiguard.set_rollout("reply-draft", None)
+    """
+    from .rollout import check_percent
+
+    _check_feature(feature)
+    if percent is not None:
+        percent = check_percent(f"set_rollout({feature!r}, percent)", percent)
+    with state.lock:
+        if percent is None:
+            state.rollouts.pop(feature, None)
+        else:
+            state.rollouts[feature] = percent
+        state.rollbacks.pop(feature, None)
+        state.bump()
+
+
+# -- sources ---------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class ControlSource(Protocol):
+    """Something that says a fleet's control state; polled off the hot path.
+
+    ``poll()`` returns the current :class:`ControlState`, or ``None`` when nothing changed since
+    the last poll; it raises when the state cannot be read (the last good state is kept).
+
+    Example:
+        >>> import aiguard
+        >>> class Fixed:
+        ...     name = "fixed"
+        ...     interval = 1.0
+        ...     def poll(self) -> aiguard.ControlState | None:
+        ...         return aiguard.ControlState()
+        >>> isinstance(Fixed(), aiguard.ControlSource)
+        True
+    """
+
+    name: str
+    interval: float
+
+    def poll(self) -> ControlState | None:
+        """The current state, or None if unchanged; raises if it cannot be read."""
+
+
+class ControlFile:
+    """A TOML or JSON control file, re-read when it changes (checked every ``interval`` s).
+
+    A missing file is an empty state; a file that becomes invalid keeps the last good state and
+    logs the error once.
+
+    Example:
+        >>> import aiguard, pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "control.toml"
+        >>> _ = path.write_text('[features.triage]\\nrollout = 25\\n')
+        >>> aiguard.ControlFile(path).poll().features["triage"].rollout
+        25.0
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, interval: float | timedelta = 1.0) -> None:
+        self.path = Path(path)
+        self.name = f"control file {str(self.path)!r}"
+        if isinstance(interval, timedelta):
+            interval = interval.total_seconds()
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+            raise ConfigError(f"control interval={interval!r} is invalid: must be positive seconds")
+        self.interval = float(interval)
+        self._stamp: tuple[int, int, int] | None = None
+
+    def poll(self) -> ControlState | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            if self._stamp == (0, 0, 0):
+                return None
+            self._stamp = (0, 0, 0)
+            return ControlState()
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp == self._stamp:
+            return None
+        parsed = read_control_file(self.path)
+        self._stamp = stamp
+        return parsed
+
+    def __repr__(self) -> str:
+        return f"ControlFile({str(self.path)!r})"
+
+
+def read_control_file(path: Path) -> ControlState:
+    """Parse and validate a control file; ConfigError naming the file, feature, field, value."""
+    from .config import _explain
+
+    try:
+        data = path.read_bytes()
+        raw = json.loads(data) if path.suffix.lower() == ".json" else tomllib.loads(data.decode())
+    except FileNotFoundError:
+        return ControlState()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"control file {str(path)!r} cannot be read: {exc}") from None
+    try:
+        return ControlState.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(_explain(exc, f"control file {str(path)!r}")) from None
+
+
+def write_control_file(path: Path, control: ControlState) -> None:
+    """Write ``control`` to ``path`` atomically (readers never see half a file)."""
+    if path.suffix.lower() == ".json":
+        text = json.dumps(control.model_dump(exclude_defaults=True), indent=2) + "\n"
+    else:
+        text = _to_toml(control)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _to_toml(control: ControlState) -> str:
+    def table(header: str, fc: FeatureControl) -> list[str]:
+        lines = [f"[{header}]"]
+        for key, value in fc.model_dump(exclude_none=True).items():
+            if key == "killed" or value != FeatureControl.model_fields[key].default:
+                lines.append(f"{key} = {json.dumps(value)}")
+        return [*lines, ""]
+
+    out = ["# aiguard control file: read by every replica; edit with the `aiguard` CLI.", ""]
+    if control.all != FeatureControl():
+        out += table("all", control.all)
+    for name in sorted(control.features):
+        out += table(f"features.{json.dumps(name)}", control.features[name])
+    return "\n".join(out)
+
+
+class _Poller:
+    """A daemon thread that polls one source and applies what it says."""
+
+    def __init__(self, source: ControlSource) -> None:
+        self.source = source
+        self.stop = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, name=f"aiguard-control[{source.name}]", daemon=True
+        )
+        self._last_error: str | None = None
+
+    def poll_once(self) -> None:
+        try:
+            snapshot = self.source.poll()
+        except Exception as exc:
+            message = str(exc)
+            if message != self._last_error:
+                self._last_error = message
+                events.emit(
+                    ControlEvent(
+                        EventKind.CONTROL_ERROR,
+                        ALL,
+                        f"{self.source.name}: {message}; keeping the last good state",
+                    )
+                )
+            return
+        self._last_error = None
+        if snapshot is not None:
+            apply(self.source.name, snapshot)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.source.interval):
+            self.poll_once()
+
+
+def apply(source: str, snapshot: ControlState) -> None:
+    """Install ``snapshot`` as what ``source`` says; emit kill/revive events for changes."""
+    with state.lock:
+        old = state.controls.get(source)
+        state.controls[source] = snapshot
+        state.bump()
+    before = _killed(old)
+    after = _killed(snapshot)
+    for feature in sorted(after.keys() - before.keys()):
+        fc = after[feature]
+        events.emit(ControlEvent(EventKind.KILL, feature, fc.reason or source, fc.by))
+    for feature in sorted(before.keys() - after.keys()):
+        events.emit(ControlEvent(EventKind.REVIVE, feature, f"lifted in {source}"))
+
+
+def _killed(snapshot: ControlState | None) -> dict[str, FeatureControl]:
+    if snapshot is None:
+        return {}
+    out = {name: fc for name, fc in snapshot.features.items() if fc.killed}
+    if snapshot.all.killed:
+        out[ALL] = snapshot.all
+    return out
+
+
+def start_sources(sources: list[ControlSource]) -> None:
+    """Replace the polled sources: read each once now (errors raise), then poll in background."""
+    pollers = []
+    first: dict[str, ControlState] = {}
+    for source in sources:
+        if not isinstance(source, ControlSource):
+            raise ConfigError(
+                f"control={source!r} is invalid: give a control file path or a ControlSource"
+            )
+        snapshot = source.poll()  # configuration time: a bad source raises here
+        first[source.name] = snapshot if snapshot is not None else ControlState()
+        pollers.append(_Poller(source))
+    stop_sources()
+    with state.lock:
+        state.pollers = pollers
+        state.controls = {}
+    for name, snapshot in first.items():
+        apply(name, snapshot)
+    for p in pollers:
+        p.thread.start()
+
+
+def stop_sources() -> None:
+    """Stop polling (the state they gave is dropped)."""
+    with state.lock:
+        pollers, state.pollers = state.pollers, []
+        state.controls = {}
+        state.bump()
+    for p in pollers:
+        p.stop.set()
+
+
+def as_source(spec: Any, interval: float | timedelta) -> ControlSource:
+    if isinstance(spec, str | os.PathLike):
+        return ControlFile(spec, interval=interval)
+    if isinstance(spec, ControlSource):
+        return spec
+    raise ConfigError(f"control={spec!r} is invalid: give a control file path or a ControlSource")
+
+
+def default_control_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The control file the CLI edits: ``--control``, else $AIGUARD_CONTROL, else
+    ``./aiguard-control.toml``."""
+    return Path(explicit or os.environ.get(CONTROL_ENV) or "aiguard-control.toml")
+
+
+def _now() -> float:
+    return time.time()
+
+
+def features_in(mapping: Mapping[str, Any]) -> list[str]:
+    return sorted(k for k in mapping if k != ALL)

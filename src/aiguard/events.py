@@ -1,0 +1,107 @@
+"""Control events: kills, revivals, automatic trips, probes, recoveries and rollbacks.
+
+Every event is logged (logger ``aiguard``), kept in a short per-process history
+(:func:`recent_events`), and handed to observers (telemetry, ``aiguard.testing``).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from . import _internal
+
+__all__ = ["ControlEvent", "EventKind", "recent_events"]
+
+logger = logging.getLogger("aiguard")
+
+
+class EventKind(enum.StrEnum):
+    """What happened to a feature's control state.
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.EventKind.TRIP.value
+        'trip'
+    """
+
+    KILL = "kill"
+    REVIVE = "revive"
+    TRIP = "trip"
+    PROBE = "probe"
+    RECOVER = "recover"
+    REOPEN = "reopen"
+    ROLLBACK = "rollback"
+    CONTROL_ERROR = "control_error"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ControlEvent:
+    """One change of a feature's control state, with why and (when known) by whom.
+
+    Example:
+        >>> import aiguard
+        >>> e = aiguard.ControlEvent(aiguard.EventKind.KILL, "triage", "bad answers", by="ops")
+        >>> e.feature, e.kind.value
+        ('triage', 'kill')
+    """
+
+    kind: EventKind
+    feature: str
+    reason: str
+    by: str | None = None
+    at: float = dataclasses.field(default_factory=time.time)
+
+
+_lock = threading.Lock()
+_history: collections.deque[ControlEvent] = collections.deque(maxlen=1000)
+observers: list[Callable[[ControlEvent], None]] = []
+
+_LEVEL = {
+    EventKind.PROBE: logging.INFO,
+    EventKind.REVIVE: logging.INFO,
+    EventKind.RECOVER: logging.INFO,
+}
+
+
+def emit(event: ControlEvent) -> None:
+    """Log, keep and hand out ``event``; never raises."""
+    with _lock:
+        _history.append(event)
+        targets = list(observers)
+    by = f" by {event.by}" if event.by else ""
+    logger.log(
+        _LEVEL.get(event.kind, logging.WARNING),
+        "aiguard: %s %s%s: %s",
+        event.feature,
+        event.kind.value,
+        by,
+        event.reason,
+    )
+    for observer in targets:
+        try:
+            observer(event)
+        except Exception as exc:
+            _internal.report("control event observer", exc)
+
+
+def recent_events(feature: str | None = None) -> list[ControlEvent]:
+    """The latest control events of this process (at most 1,000), oldest first.
+
+    Example:
+        >>> import aiguard
+        >>> isinstance(aiguard.recent_events(), list)
+        True
+    """
+    with _lock:
+        return [e for e in _history if feature is None or e.feature == feature]
+
+
+def clear() -> None:
+    with _lock:
+        _history.clear()

@@ -1,0 +1,283 @@
+"""Staged rollouts: which units (users, accounts) get the AI path, deterministically."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import itertools
+import math
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+from ._bucketing import Bucketing, positioner
+from .exceptions import ConfigError
+from .limits import Limits
+from .outcome import Reason
+
+__all__ = ["Bucketing", "Rollout"]
+
+Segment = Mapping[str, Collection[Any]] | Callable[..., bool]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rollout:
+    """Give the AI path to ``percent`` % of units, the same units on every replica.
+
+    ``key`` names the argument that holds the unit of assignment (a user id, an account id), or
+    is a callable taking the call's arguments and returning it. Give ``percent``, or ``stages``
+    (ascending percentages) and the current ``stage`` index. Raising the percentage never moves
+    a unit out; lowering it moves out only units above the new line.
+
+    ``include`` / ``exclude`` are segments evaluated before the percentage: a mapping from an
+    argument name (or ``"arg.attribute"`` path) to the values that match, or a predicate over the
+    call's arguments. Excluded units are out; included ones are in, whatever the percentage.
+
+    ``gates`` (a :class:`Limits`, or one per stage) watch quality while at a stage: a breach rolls
+    this process back to the previous stage and records why.
+
+    ``bucketing`` picks the algorithm (see :class:`Bucketing`); ``salt`` defaults to the feature
+    name (LaunchDarkly's salt, Unleash's group id, GrowthBook's seed).
+
+    Example:
+        >>> import aiguard
+        >>> @aiguard.guard("reply-draft", rollout=aiguard.Rollout(percent=25, key="user_id"),
+        ...                fallback=aiguard.Default("template reply"))
+        ... def draft(user_id: str, text: str) -> str:
+        ...     return "AI reply"
+        >>> outcome = draft.outcome("user-42", "hello")
+        >>> outcome.arm in ("ai", "baseline")
+        True
+    """
+
+    key: str | Callable[..., Any]
+    percent: float | None = None
+    stages: Sequence[float] = ()
+    stage: int | None = None
+    salt: str | None = None
+    bucketing: Bucketing | str = Bucketing.LAUNCHDARKLY
+    include: Segment | None = None
+    exclude: Segment | None = None
+    gates: Limits | Sequence[Limits | None] | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.key, str) and self.key) and not callable(self.key):
+            raise ConfigError(
+                f"Rollout(key={self.key!r}) is invalid: name the argument that holds the unit "
+                "(e.g. 'user_id'), or give a callable over the call's arguments"
+            )
+        try:
+            object.__setattr__(self, "bucketing", Bucketing(self.bucketing))
+        except ValueError:
+            choices = ", ".join(b.value for b in Bucketing)
+            raise ConfigError(
+                f"Rollout(bucketing={self.bucketing!r}) is invalid: choose one of {choices}"
+            ) from None
+        stages = tuple(self.stages)
+        object.__setattr__(self, "stages", stages)
+        if self.percent is None and not stages:
+            raise ConfigError("Rollout() needs percent= or stages=")
+        if self.percent is not None and stages:
+            raise ConfigError("Rollout() takes percent= or stages=, not both")
+        for i, p in enumerate(stages):
+            check_percent(f"Rollout(stages[{i}])", p, self.bucketing)
+        if any(b <= a for a, b in itertools.pairwise(stages)):
+            raise ConfigError(f"Rollout(stages={list(stages)!r}) is invalid: must be ascending")
+        if self.percent is not None:
+            check_percent("Rollout(percent)", self.percent, self.bucketing)
+        if stages:
+            stage = 0 if self.stage is None else self.stage
+            check_stage(stage, stages)
+            object.__setattr__(self, "stage", stage)
+        elif self.stage is not None:
+            raise ConfigError(f"Rollout(stage={self.stage!r}) needs stages=")
+        if self.salt is not None and not isinstance(self.salt, str):
+            raise ConfigError(f"Rollout(salt={self.salt!r}) is invalid: must be a string")
+        for name in ("include", "exclude"):
+            seg = getattr(self, name)
+            if seg is not None and not isinstance(seg, Mapping) and not callable(seg):
+                raise ConfigError(
+                    f"Rollout({name}={seg!r}) is invalid: give a mapping of argument name to "
+                    "values, or a predicate over the call's arguments"
+                )
+        gates = self.gates
+        if gates is not None and not isinstance(gates, Limits):
+            gates = tuple(gates)
+            if not stages or len(gates) != len(stages):
+                raise ConfigError(
+                    f"Rollout(gates=...) has {len(gates)} entries: give one Limits for every "
+                    f"stage ({len(stages)}), or a single Limits for all"
+                )
+            if not all(g is None or isinstance(g, Limits) for g in gates):
+                raise ConfigError("Rollout(gates=...) entries must be aiguard.Limits or None")
+            object.__setattr__(self, "gates", gates)
+
+    @property
+    def initial_percent(self) -> float:
+        """The percentage the code asks for: ``percent``, or the current stage's."""
+        if self.stages:
+            assert self.stage is not None
+            return float(self.stages[self.stage])
+        assert self.percent is not None
+        return float(self.percent)
+
+    def stage_of(self, percent: float) -> int | None:
+        """The index of the highest stage at or below ``percent`` (None: below every stage)."""
+        found = None
+        for i, p in enumerate(self.stages):
+            if p <= percent:
+                found = i
+        return found
+
+    def previous(self, percent: float) -> float:
+        """Where a rollback from ``percent`` goes: the stage below it, or 0 %."""
+        lower = [p for p in self.stages if p < percent]
+        return float(lower[-1]) if lower else 0.0
+
+    def gate_at(self, percent: float) -> Limits | None:
+        """The quality gate in force at ``percent``."""
+        gates = self.gates
+        if gates is None or isinstance(gates, Limits):
+            return gates
+        stage = self.stage_of(percent)
+        return None if stage is None else gates[stage]
+
+
+def check_percent(name: str, value: Any, bucketing: Bucketing | str = "") -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name}={value!r} is invalid: must be a number in [0, 100]")
+    p = float(value)
+    if not (0 <= p <= 100) or math.isnan(p):
+        raise ConfigError(f"{name}={value!r} is invalid: must be a number in [0, 100]")
+    if round(p, 2) != p:
+        raise ConfigError(f"{name}={value!r} is invalid: the granularity is 0.01 %")
+    if bucketing == Bucketing.UNLEASH and p != int(p):
+        raise ConfigError(f"{name}={value!r} is invalid: Unleash bucketing takes whole percents")
+    return p
+
+
+def check_stage(stage: Any, stages: Sequence[float]) -> int:
+    if isinstance(stage, bool) or not isinstance(stage, int) or not 0 <= stage < len(stages):
+        raise ConfigError(
+            f"stage={stage!r} is invalid: must be an index into stages={list(stages)!r} "
+            f"(0 to {len(stages) - 1})"
+        )
+    return stage
+
+
+# -- compiled form, used per call ------------------------------------------------------------------
+
+
+def _getter(path: str, sig: inspect.Signature | None, feature: str) -> Callable[..., Any]:
+    """A function (args, kwargs) -> the value at ``path`` ("arg" or "arg.attr.key"), or None."""
+    name, *rest = path.split(".")
+    index: int | None = None
+    if sig is not None:
+        params = list(sig.parameters.values())
+        names = [p.name for p in params]
+        has_var_kw = any(p.kind is p.VAR_KEYWORD for p in params)
+        if name not in names and not has_var_kw:
+            raise ConfigError(
+                f"feature {feature!r}: rollout key or segment {path!r} names no parameter of the "
+                f"function (parameters: {', '.join(names) or 'none'})"
+            )
+        if name in names:
+            p = params[names.index(name)]
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                index = names.index(name)
+    missing = object()
+
+    def get(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        value = kwargs.get(name, missing)
+        if value is missing:
+            if index is not None and index < len(args):
+                value = args[index]
+            else:
+                return None
+        for part in rest:
+            value = value.get(part) if isinstance(value, Mapping) else getattr(value, part, None)
+            if value is None:
+                return None
+        return value
+
+    return get
+
+
+def _segment(
+    seg: Segment | None, sig: inspect.Signature | None, feature: str
+) -> Callable[[tuple[Any, ...], dict[str, Any]], bool] | None:
+    if seg is None:
+        return None
+    if not isinstance(seg, Mapping):
+        predicate = seg
+
+        def call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+            return bool(predicate(*args, **kwargs))
+
+        return call
+    rules = [(_getter(path, sig, feature), frozenset(values)) for path, values in seg.items()]
+
+    def match(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        for get, values in rules:
+            try:
+                if get(args, kwargs) in values:
+                    return True
+            except TypeError:  # unhashable value: cannot match
+                continue
+        return False
+
+    return match
+
+
+class Plan:
+    """A rollout compiled for one guard at one percentage: ``check`` runs per call."""
+
+    __slots__ = ("exclude", "include", "key", "limit", "percent", "position")
+
+    def __init__(
+        self,
+        rollout: Rollout,
+        feature: str,
+        sig: inspect.Signature | None,
+        position: Callable[[str], float],
+        percent: float,
+    ) -> None:
+        key = rollout.key
+        if isinstance(key, str):
+            self.key = _getter(key, sig, feature)
+        else:
+            fn = key
+
+            def by_callable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+                return fn(*args, **kwargs)
+
+            self.key = by_callable
+        self.include = _segment(rollout.include, sig, feature)
+        self.exclude = _segment(rollout.exclude, sig, feature)
+        self.percent = percent
+        self.limit = percent / 100
+        self.position = position
+
+    def check(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Reason | None, str]:
+        """``(None, "ai")`` when this call is in the rollout; else the reason and ``baseline``."""
+        if self.exclude is not None and self.exclude(args, kwargs):
+            return Reason.NOT_IN_ROLLOUT, "excluded by segment"
+        if self.include is not None and self.include(args, kwargs):
+            return None, "included by segment"
+        limit = self.limit
+        if limit >= 1.0:
+            return None, ""
+        key = self.key(args, kwargs)
+        if key is None or key == "":
+            return Reason.MISSING_ROLLOUT_KEY, "the rollout key is missing or empty"
+        if key.__class__ is not str:
+            key = str(key)
+        if self.position(key) < limit:
+            return None, ""
+        return Reason.NOT_IN_ROLLOUT, f"outside the {self.percent:g}% rollout"
+
+
+@functools.lru_cache(maxsize=256)
+def cached_positioner(algorithm: Bucketing, feature: str, salt: str) -> Callable[[str], float]:
+    """The position function for (algorithm, feature, salt), with an LRU cache of 65,536 keys."""
+    return functools.lru_cache(maxsize=65536)(positioner(algorithm, feature, salt))
