@@ -111,8 +111,8 @@ class Store(Protocol):
     def save_stage_figures(self, process: str, rows: list[StageFigures]) -> None:
         """Replace this process's rollout figures (one row per feature and percentage)."""
 
-    def stage_figures(self, feature: str) -> list[StageFigures]:
-        """Every process's rollout figures for a feature."""
+    def stage_figures(self, feature: str | None) -> list[StageFigures]:
+        """Every process's rollout figures for a feature (None: all), oldest write first."""
 
     def close(self) -> None:
         """Release connections."""
@@ -292,11 +292,12 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
 
-    def stage_figures(self, feature: str) -> list[StageFigures]:
+    def stage_figures(self, feature: str | None) -> list[StageFigures]:
+        where, params = ("", ()) if feature is None else (" WHERE feature = ?", (feature,))
         rows = self._run(
             "SELECT feature, percent, calls, errors, timeouts, low_confidence, fallbacks, gate "
-            "FROM stage_figures WHERE feature = ? ORDER BY updated_at",
-            (feature,),
+            f"FROM stage_figures{where} ORDER BY updated_at",
+            params,
         )
         from ._gates import StageFigures
 

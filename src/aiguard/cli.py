@@ -1,0 +1,245 @@
+"""The ``aiguard`` command: edit the control file every replica reads, and look at features.
+
+    aiguard kill FEATURE --reason "wrong answers" [--by ana]
+    aiguard revive FEATURE
+    aiguard kill --all --reason "provider outage"      # every AI path
+    aiguard rollout FEATURE 25                         # percent
+    aiguard rollout check FEATURE                      # do the current stage's gates pass?
+    aiguard status                                     # features, state, recent figures
+
+``--control PATH`` (or ``AIGUARD_CONTROL``; default ``./aiguard-control.toml``) names the control
+file; ``--store PATH`` (or ``AIGUARD_STORE``) the store with the recorded figures. Exit status: 0
+done (or gates pass), 1 gates fail, 2 usage or input error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._gates import StageFigures, summed
+from ._state import STORE_ENV
+from .control import (
+    ALL,
+    ControlState,
+    FeatureControl,
+    default_control_path,
+    read_control_file,
+    write_control_file,
+)
+from .exceptions import AiguardError, ConfigError
+from .rollout import check_percent
+from .store import Store, open_store
+
+
+class _Fail(Exception):
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="aiguard", description="Control aiguard features across every replica."
+    )
+    p.add_argument(
+        "--control", help="control file (default: $AIGUARD_CONTROL or ./aiguard-control.toml)"
+    )
+    p.add_argument("--store", help=f"store with recorded figures (default: ${STORE_ENV})")
+    sub = p.add_subparsers(dest="command", required=True)
+    k = sub.add_parser("kill", help="switch a feature's AI path off")
+    k.add_argument("feature", nargs="?")
+    k.add_argument("--all", action="store_true", help="every AI path (a global kill)")
+    k.add_argument("--reason", required=True)
+    k.add_argument("--by", default=None, help="who (default: the current user)")
+    r = sub.add_parser("revive", help="switch a feature's AI path back on")
+    r.add_argument("feature", nargs="?")
+    r.add_argument("--all", action="store_true", help="lift the global kill")
+    ro = sub.add_parser(
+        "rollout", help="set a rollout percentage (FEATURE PERCENT) or check gates (check FEATURE)"
+    )
+    ro.add_argument("words", nargs=2, metavar="ARG")
+    sub.add_parser("status", help="features, their state and recent figures")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``aiguard`` command.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from aiguard.cli import main
+        >>> path = str(pathlib.Path(tempfile.mkdtemp()) / "control.toml")
+        >>> main(["--control", path, "rollout", "triage", "25"])
+        triage: rollout 25% (control file ...control.toml)
+        0
+    """
+    args = _parser().parse_args(argv)
+    path = default_control_path(args.control)
+    try:
+        if args.command == "kill":
+            return _kill(path, _target(args), args.reason, args.by or _user())
+        if args.command == "revive":
+            return _revive(path, _target(args))
+        if args.command == "rollout":
+            first, second = args.words
+            if first == "check":
+                return _check(path, second, _store(args.store))
+            return _rollout(path, first, second)
+        return _status(path, _store(args.store))
+    except _Fail as exc:
+        print(f"aiguard: {exc}", file=sys.stderr)
+        return exc.code
+    except AiguardError as exc:
+        print(f"aiguard: {exc}", file=sys.stderr)
+        return 2
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return None
+
+
+def _target(args: argparse.Namespace) -> str:
+    if args.all == bool(args.feature):
+        raise _Fail(f"{args.command}: give a FEATURE or --all (not both)")
+    return ALL if args.all else str(args.feature)
+
+
+def _load(path: Path) -> ControlState:
+    return read_control_file(path)  # a missing file is an empty state; ConfigError names it
+
+
+def _edit(path: Path, feature: str, **changes: object) -> None:
+    control = _load(path)
+    if feature == ALL:
+        updated = control.all.model_copy(update=changes)
+        new = control.model_copy(
+            update={"all": FeatureControl.model_validate(updated.model_dump())}
+        )
+    else:
+        current = control.features.get(feature, FeatureControl())
+        fc = FeatureControl.model_validate({**current.model_dump(), **changes})
+        new = control.model_copy(update={"features": {**control.features, feature: fc}})
+    write_control_file(path, new)
+
+
+def _name(feature: str) -> str:
+    return "every feature" if feature == ALL else feature
+
+
+def _kill(path: Path, feature: str, reason: str, by: str | None) -> int:
+    if not reason.strip():
+        raise _Fail(
+            f"feature {_name(feature)!r}: --reason must say why (control file {str(path)!r})"
+        )
+    _edit(path, feature, killed=True, reason=reason, by=by)
+    print(f"{_name(feature)}: killed ({reason}) (control file {path!s})")
+    return 0
+
+
+def _revive(path: Path, feature: str) -> int:
+    _edit(path, feature, killed=False, reason=None, by=None)
+    print(f"{_name(feature)}: revived (control file {path!s})")
+    return 0
+
+
+def _rollout(path: Path, feature: str, value: str) -> int:
+    try:
+        percent = check_percent("rollout", float(value.rstrip("%")))
+    except (ValueError, ConfigError) as exc:
+        raise _Fail(
+            f"feature {feature!r}: rollout {value!r} is invalid: must be a number in [0, 100] "
+            f"(control file {str(path)!r})"
+        ) from exc
+    _edit(path, feature, rollout=percent)
+    print(f"{feature}: rollout {percent:g}% (control file {path!s})")
+    return 0
+
+
+def _store(explicit: str | None) -> Store | None:
+    spec = explicit or os.environ.get(STORE_ENV)
+    return None if not spec else open_store(spec)
+
+
+def _figures(store: Store, feature: str, percent: float | None) -> StageFigures | None:
+    rows = store.stage_figures(feature)
+    if not rows:
+        return None
+    if percent is None:
+        percent = rows[-1].percent  # the latest written
+    return summed([r for r in rows if r.percent == percent])
+
+
+def _check(path: Path, feature: str, store: Store | None) -> int:
+    if store is None:
+        raise _Fail(f"feature {feature!r}: rollout check needs the store: --store or ${STORE_ENV}")
+    fc = _load(path).features.get(feature)
+    percent = fc.rollout if fc is not None else None
+    figures = _figures(store, feature, percent)
+    if figures is None or figures.calls == 0:
+        where = f" at {percent:g}%" if percent is not None else ""
+        raise _Fail(f"feature {feature!r}: no recorded calls{where} in the store")
+    print(_describe(figures))
+    if figures.gate is None:
+        raise _Fail(f"feature {feature!r}: no gate declared at {figures.percent:g}%")
+    why = figures.breach()
+    if why is not None:
+        print(f"FAIL: {why}")
+        return 1
+    if figures.calls < figures.gate.min_calls:
+        print(f"FAIL: {figures.calls} calls, fewer than min_calls={figures.gate.min_calls}")
+        return 1
+    print("PASS: the gates hold at this stage")
+    return 0
+
+
+def _describe(f: StageFigures) -> str:
+    def pct(n: int) -> str:
+        return f"{100 * n / f.calls:.1f}%" if f.calls else "-"
+
+    return (
+        f"{f.feature} at {f.percent:g}%: {f.calls} calls, errors {pct(f.errors)}, timeouts "
+        f"{pct(f.timeouts)}, low confidence {pct(f.low_confidence)}, fallbacks {pct(f.fallbacks)}"
+    )
+
+
+def _status(path: Path, store: Store | None) -> int:
+    control = _load(path)
+    names = set(control.features)
+    if store is not None:
+        names |= {r.feature for r in store.stage_figures(None)}
+    rows = [("FEATURE", "STATE", "ROLLOUT", "THRESHOLD", "CALLS", "ERRORS", "FALLBACKS")]
+    for name in sorted(names):
+        fc = control.features.get(name, FeatureControl())
+        if control.all.killed:
+            st = f"killed (all): {control.all.reason or ''}".strip()
+        elif fc.killed:
+            st = f"killed: {fc.reason or ''}".strip()
+        else:
+            st = "live"
+        figures = _figures(store, name, fc.rollout) if store is not None else None
+        calls = errors = fallbacks = "-"
+        if figures is not None and figures.calls:
+            calls = str(figures.calls)
+            errors = f"{100 * figures.errors / figures.calls:.1f}%"
+            fallbacks = f"{100 * figures.fallbacks / figures.calls:.1f}%"
+        rollout = "-" if fc.rollout is None else f"{fc.rollout:g}%"
+        threshold = "-" if fc.threshold is None else f"{fc.threshold:g}"
+        rows.append((name, st, rollout, threshold, calls, errors, fallbacks))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if len(rows) == 1:
+        print(f"(no features in control file {path!s}{' or store' if store else ''})")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Read kill switches and rollout percentages from the flag system a team already runs.
+
+Through OpenFeature (install the extra: ``pip install 'aiguard[openfeature]'``), any provider
+works: flagd, LaunchDarkly, Unleash, GrowthBook and others. The state lives in that system, not
+in aiguard, which is how it holds across thousands of replicas. Flags are evaluated by a daemon
+thread every ``interval`` seconds, never per call (an OpenFeature evaluation costs several
+microseconds); a change reaches every call of the process within one interval.
+
+Flags, per feature (names configurable):
+
+- ``{feature}.killed`` (boolean): the feature's kill switch; ``aiguard.killed`` kills every
+  feature;
+- ``{feature}.rollout`` (number, 0-100): the rollout percentage;
+- ``{feature}.threshold`` (number, 0-1): the confidence threshold.
+
+A flag the provider does not have leaves that setting to aiguard's other layers; a provider that
+errors keeps the last good state (logged once).
+
+Example:
+    >>> from openfeature import api
+    >>> from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
+    >>> import aiguard
+    >>> from aiguard.openfeature import OpenFeatureControl
+    >>> api.set_provider(InMemoryProvider({"triage.rollout": InMemoryFlag("on", {"on": 25})}))
+    >>> OpenFeatureControl(["triage"]).poll().features["triage"].rollout
+    25.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from ._state import state
+from .control import ControlState, FeatureControl
+from .exceptions import ConfigError
+
+__all__ = ["OpenFeatureControl"]
+
+
+class OpenFeatureControl:
+    """A control source backed by an OpenFeature client.
+
+    Args:
+        features: the features to read; default: every feature guarded in this process.
+        client: an ``openfeature.client.OpenFeatureClient``; default ``api.get_client(domain)``.
+        domain: the OpenFeature domain of the default client.
+        killed_flag, rollout_flag, threshold_flag: flag-name templates with ``{feature}``;
+            ``None`` leaves that setting out.
+        all_killed_flag: the global kill flag (``None``: none).
+        interval: seconds between polls (float or timedelta).
+
+    Example:
+        >>> from aiguard.openfeature import OpenFeatureControl
+        >>> OpenFeatureControl(["triage"], rollout_flag="ai.{feature}.percent").name
+        'openfeature'
+    """
+
+    def __init__(
+        self,
+        features: Iterable[str] | None = None,
+        *,
+        client: Any = None,
+        domain: str | None = None,
+        killed_flag: str | None = "{feature}.killed",
+        rollout_flag: str | None = "{feature}.rollout",
+        threshold_flag: str | None = "{feature}.threshold",
+        all_killed_flag: str | None = "aiguard.killed",
+        interval: float | timedelta = 1.0,
+    ) -> None:
+        try:
+            from openfeature import api
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ConfigError(
+                "OpenFeatureControl needs the OpenFeature SDK: pip install 'aiguard[openfeature]'"
+            ) from exc
+        self.client = client if client is not None else api.get_client(domain)
+        self.features = None if features is None else sorted(set(features))
+        for name, template in (
+            ("killed_flag", killed_flag),
+            ("rollout_flag", rollout_flag),
+            ("threshold_flag", threshold_flag),
+        ):
+            if template is not None and "{feature}" not in template:
+                raise ConfigError(f"{name}={template!r} is invalid: must contain '{{feature}}'")
+        self.killed_flag = killed_flag
+        self.rollout_flag = rollout_flag
+        self.threshold_flag = threshold_flag
+        self.all_killed_flag = all_killed_flag
+        if isinstance(interval, timedelta):
+            interval = interval.total_seconds()
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+            raise ConfigError(f"interval={interval!r} is invalid: must be positive seconds")
+        self.interval = float(interval)
+        self.name = "openfeature"
+        self._last: ControlState | None = None
+
+    def _features(self) -> list[str]:
+        if self.features is not None:
+            return self.features
+        with state.lock:
+            return sorted({core.feature for core in list(state.cores)})
+
+    def _bool(self, key: str) -> bool | None:
+        details = self.client.get_boolean_details(key, False)
+        return None if details.error_code is not None else bool(details.value)
+
+    def _number(self, key: str) -> float | None:
+        details = self.client.get_float_details(key, 0.0)
+        if details.error_code is not None and getattr(details.error_code, "value", "") == (
+            "TYPE_MISMATCH"
+        ):
+            details = self.client.get_integer_details(key, 0)
+        if details.error_code is not None:
+            return None
+        return float(details.value)
+
+    def poll(self) -> ControlState | None:
+        features = {}
+        for feature in self._features():
+            killed = rollout = threshold = None
+            if self.killed_flag is not None:
+                killed = self._bool(self.killed_flag.format(feature=feature))
+            if self.rollout_flag is not None:
+                rollout = self._number(self.rollout_flag.format(feature=feature))
+            if self.threshold_flag is not None:
+                threshold = self._number(self.threshold_flag.format(feature=feature))
+            if killed or rollout is not None or threshold is not None:
+                features[feature] = FeatureControl(
+                    killed=bool(killed),
+                    reason="killed by OpenFeature flag" if killed else None,
+                    rollout=rollout,
+                    threshold=threshold,
+                )
+        all_killed = False
+        if self.all_killed_flag is not None:
+            all_killed = bool(self._bool(self.all_killed_flag))
+        snapshot = ControlState(
+            all=FeatureControl(
+                killed=all_killed, reason="killed by OpenFeature flag" if all_killed else None
+            ),
+            features=features,
+        )
+        if snapshot == self._last:
+            return None
+        self._last = snapshot
+        return snapshot
+
+    def __repr__(self) -> str:
+        return f"OpenFeatureControl(features={self.features!r})"
