@@ -98,7 +98,7 @@ def run(store: str) -> None:
         o, ticket, truth = example
         sign = "<" if o.reason is aiguard.Reason.LOW_CONFIDENCE else ">="
         steps = [f"model {o.model_result.label} {o.confidence:.2f} {sign} {o.threshold}"]
-        steps += [f"{a.handler} raised {type(a.error).__name__}" for a in o.attempts]
+        steps += [f"{a.handler} raised {type(a.error).__name__}" for a in o.attempts if a.failed]
         if o.source is aiguard.Source.HUMAN:
             steps.append("queued for review")
         else:
