@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings
 
-from aiguard import _internal
+from aiguard import _internal, events
 from aiguard.testing import isolated
 
 settings.register_profile("ci", deadline=None, print_blob=True)
@@ -19,6 +19,8 @@ def _clean_aiguard_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test starts with default configuration and no AIGUARD_STORE, and leaves none."""
     monkeypatch.delenv("AIGUARD_STORE", raising=False)
     _internal.reset()
+    events.clear()
     with isolated():
         yield
     _internal.reset()
+    events.clear()

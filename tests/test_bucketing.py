@@ -161,8 +161,12 @@ def test_membership_is_sticky_under_any_sequence_of_changes(
 
 POSITIONS = {
     algorithm: np.sort(
-        np.array([positioner(algorithm, "ticket-triage", "ticket-triage")(f"k{i}-{i * 7919}")
-                  for i in range(100_000)])
+        np.array(
+            [
+                positioner(algorithm, "ticket-triage", "ticket-triage")(f"k{i}-{i * 7919}")
+                for i in range(100_000)
+            ]
+        )
     )
     for algorithm in Bucketing
 }

@@ -1,0 +1,227 @@
+"""Staged rollouts through the guard: arms, reasons, segments, stages, gates."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import aiguard
+from aiguard import Reason, Source
+from aiguard._bucketing import positioner
+
+
+def make(rollout: aiguard.Rollout, feature: str = "draft") -> Any:
+    @aiguard.guard(feature, rollout=rollout, fallback=aiguard.Default("template"))
+    def draft(user_id: Any, text: str = "") -> str:
+        return "ai"
+
+    return draft
+
+
+def inside(feature: str, key: str, percent: float) -> bool:
+    return positioner(aiguard.Bucketing.LAUNCHDARKLY, feature, feature)(key) < percent / 100
+
+
+def test_units_inside_get_the_model_outside_the_baseline() -> None:
+    """In: served by the model, arm 'ai'. Out: fallback, reason not_in_rollout, source baseline."""
+    draft = make(aiguard.Rollout(percent=30, key="user_id"))
+    seen = {True: 0, False: 0}
+    for i in range(300):
+        key = f"user-{i}"
+        outcome = draft.outcome(key, "hi")
+        expected = inside("draft", key, 30)
+        seen[expected] += 1
+        if expected:
+            assert (outcome.value, outcome.arm, outcome.source) == ("ai", "ai", Source.MODEL)
+            assert outcome.reason is Reason.SERVED
+        else:
+            assert (outcome.value, outcome.arm) == ("template", "baseline")
+            assert outcome.reason is Reason.NOT_IN_ROLLOUT and outcome.source is Source.BASELINE
+        assert outcome.rollout_percent == 30
+    assert seen[True] > 50 and seen[False] > 150
+
+
+def test_key_by_keyword_by_callable_and_by_attribute_path() -> None:
+    """key= may name a parameter (passed either way), be a callable, or an 'arg.attr' path."""
+
+    class User:
+        def __init__(self, uid: str) -> None:
+            self.id = uid
+
+    by_name = make(aiguard.Rollout(percent=50, key="user_id"), "k1")
+    by_call = make(aiguard.Rollout(percent=50, key=lambda user_id, text="": user_id), "k1")
+    by_path = make(aiguard.Rollout(percent=50, key="user_id.id"), "k1")
+    for i in range(100):
+        key = f"u{i}"
+        expected = "ai" if inside("k1", key, 50) else "baseline"
+        assert by_name.outcome(user_id=key).arm == expected
+        assert by_name.outcome(key).arm == expected
+        assert by_call.outcome(key).arm == expected
+        assert by_path.outcome(User(key)).arm == expected
+
+
+@pytest.mark.parametrize("key", [None, ""])
+def test_missing_key_is_outside_unless_at_100(key: Any) -> None:
+    """A missing or empty key is outside (missing_rollout_key) unless the rollout is 100%."""
+    partial = make(aiguard.Rollout(percent=99.99, key="user_id"), "m1")
+    outcome = partial.outcome(key)
+    assert outcome.reason is Reason.MISSING_ROLLOUT_KEY and outcome.value == "template"
+    assert outcome.source is Source.BASELINE and outcome.arm == "baseline"
+    full = make(aiguard.Rollout(percent=100, key="user_id"), "m2")
+    assert full.outcome(key).reason is Reason.SERVED
+
+
+def test_zero_percent_serves_nobody() -> None:
+    """At 0% every unit is outside."""
+    draft = make(aiguard.Rollout(percent=0, key="user_id"), "zero")
+    assert {draft.outcome(f"u{i}").reason for i in range(200)} == {Reason.NOT_IN_ROLLOUT}
+
+
+def test_segments_are_evaluated_before_the_percentage() -> None:
+    """An internal allowlist is in at 0%; an excluded segment is out even at 100%."""
+    allow = make(
+        aiguard.Rollout(percent=0, key="user_id", include={"user_id": {"alice", "bob"}}), "s1"
+    )
+    assert allow("alice") == "ai" and allow("bob") == "ai"
+    assert allow("carol") == "template"
+    block = make(
+        aiguard.Rollout(
+            percent=100, key="user_id", exclude=lambda user_id, text="": user_id == "x"
+        ),
+        "s2",
+    )
+    assert block("y") == "ai"
+    excluded = block.outcome("x")
+    assert excluded.reason is Reason.NOT_IN_ROLLOUT and excluded.detail == "excluded by segment"
+
+
+def test_stages_use_the_current_stage() -> None:
+    """stages= with stage= rolls out to that stage's percentage."""
+    draft = make(aiguard.Rollout(stages=[5, 25, 50, 100], stage=1, key="user_id"), "st")
+    assert draft.outcome("u1").rollout_percent == 25
+    arms = {draft.outcome(f"u{i}").arm for i in range(400)}
+    assert arms == {"ai", "baseline"}
+
+
+def test_set_rollout_raises_percentage_without_moving_anyone_out() -> None:
+    """Raising the percentage at run time keeps every unit that was in."""
+    draft = make(aiguard.Rollout(percent=5, key="user_id"), "raise")
+    keys = [f"user-{i}" for i in range(500)]
+    before = {k for k in keys if draft.outcome(k).arm == "ai"}
+    aiguard.set_rollout("raise", 25)
+    after = {k for k in keys if draft.outcome(k).arm == "ai"}
+    assert before < after
+    aiguard.set_rollout("raise", None)
+    assert {k for k in keys if draft.outcome(k).arm == "ai"} == before
+
+
+@given(st.lists(st.integers(0, 100), min_size=2, max_size=6))
+def test_guard_membership_is_sticky_under_percentage_changes(percents: list[int]) -> None:
+    """Through the guard, a unit in at p is in at every q >= p, whatever the order of changes."""
+    keys = [f"k{i}" for i in range(60)]
+    draft = make(aiguard.Rollout(percent=50, key="user_id"), "sticky")
+    members: dict[int, set[str]] = {}
+    for p in percents:
+        aiguard.set_rollout("sticky", p)
+        members[p] = {k for k in keys if draft.outcome(k).arm == "ai"}
+    for p, in_p in members.items():
+        for q, in_q in members.items():
+            if q >= p:
+                assert in_p <= in_q
+
+
+async def test_async_rollout() -> None:
+    """Async guards follow the same rollout."""
+
+    @aiguard.guard(
+        "adraft",
+        rollout=aiguard.Rollout(percent=50, key="user_id"),
+        fallback=aiguard.Default("template"),
+    )
+    async def draft(user_id: str) -> str:
+        await asyncio.sleep(0)
+        return "ai"
+
+    for i in range(50):
+        key = f"u{i}"
+        assert (await draft(key) == "ai") == inside("adraft", key, 50)
+
+
+def test_outside_with_no_fallback_raises_not_served() -> None:
+    """A unit outside the rollout with no fallback left is NotServed (reason not_in_rollout)."""
+
+    @aiguard.guard("nofb", rollout=aiguard.Rollout(percent=0, key="user_id"))
+    def draft(user_id: str) -> str:
+        return "ai"
+
+    with pytest.raises(aiguard.NotServed) as info:
+        draft("u")
+    assert info.value.outcome.reason is Reason.NOT_IN_ROLLOUT
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"key": "user_id", "percent": 101}, "percent)=101 is invalid"),
+        ({"key": "user_id", "percent": -1}, "percent)=-1 is invalid"),
+        ({"key": "user_id", "percent": 12.345}, "granularity is 0.01"),
+        ({"key": "user_id"}, "needs percent= or stages="),
+        ({"key": "user_id", "percent": 5, "stages": [5, 10]}, "not both"),
+        ({"key": "user_id", "stages": [25, 5]}, "must be ascending"),
+        ({"key": "user_id", "stages": [5, 25], "stage": 2}, "stage=2 is invalid"),
+        ({"key": "", "percent": 5}, "Rollout(key='') is invalid"),
+        ({"key": "user_id", "percent": 5, "bucketing": "flipper"}, "bucketing='flipper'"),
+        ({"key": "user_id", "percent": 5.5, "bucketing": "unleash"}, "whole percents"),
+    ],
+)
+def test_bad_rollouts_name_the_field_and_value(kwargs: dict[str, Any], message: str) -> None:
+    """Rollout() validates at construction, naming the field and the value."""
+    with pytest.raises(aiguard.ConfigError) as info:
+        aiguard.Rollout(**kwargs)
+    assert message in str(info.value)
+
+
+def test_key_naming_no_parameter_fails_at_decoration() -> None:
+    """A key that names no parameter of the function is a ConfigError at decoration time."""
+    with pytest.raises(aiguard.ConfigError, match="'account' names no parameter"):
+        make(aiguard.Rollout(percent=5, key="account"))
+
+
+def test_gate_breach_rolls_back_to_the_previous_stage(caplog: pytest.LogCaptureFixture) -> None:
+    """A breach while at a stage rolls this process back one stage and records why."""
+    failing = {"on": True}
+
+    @aiguard.guard(
+        "gated",
+        rollout=aiguard.Rollout(
+            stages=[5, 25, 50, 100],
+            stage=3,
+            key="user_id",
+            gates=aiguard.Limits(max_error_rate=0.2, min_calls=10),
+        ),
+        fallback=aiguard.Default("template"),
+    )
+    def draft(user_id: str) -> str:
+        if failing["on"]:
+            raise RuntimeError("bad model")
+        return "ai"
+
+    with caplog.at_level("WARNING", logger="aiguard"):
+        for i in range(10):
+            draft(f"u{i}")
+    assert draft.outcome("u-next").rollout_percent == 50
+    events = [e for e in aiguard.recent_events("gated") if e.kind is aiguard.EventKind.ROLLBACK]
+    assert len(events) == 1
+    assert "error rate 1 > 0.2 over 10 calls" in events[0].reason
+    assert "rolled back to 50%" in events[0].reason
+    assert any("rolled back" in r.getMessage() for r in caplog.records)
+
+
+def test_gates_per_stage_must_match_stages() -> None:
+    """One gate per stage, or a single gate for all."""
+    with pytest.raises(aiguard.ConfigError, match="2 entries"):
+        aiguard.Rollout(stages=[5, 25, 50], key="u", gates=[aiguard.Limits(), None])
