@@ -121,9 +121,7 @@ def report(medians: dict[str, dict[str, float]]) -> str:
         for name, ns in cases.items():
             over = "" if name == "bare function" else f"{(ns - base) / 1000:.2f} µs"
             ratio = "" if name == "bare function" else f"{ns / base:.1f}x"
-            lines.append(
-                f"| {kind:6} | {name:30} | {ns / 1000:8.2f} µs | {over:>9} | {ratio:>6} |"
-            )
+            lines.append(f"| {kind:6} | {name:30} | {ns / 1000:8.2f} µs | {over:>9} | {ratio:>6} |")
     return "\n".join(lines)
 
 
