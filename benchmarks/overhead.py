@@ -25,6 +25,7 @@ from typing import Any
 
 import aiguard
 
+TICKET = "my invoice is wrong"
 RESULT = {"label": "billing", "score": 0.93}
 LOW = {"label": "billing", "score": 0.42}
 RULES = {"label": "billing", "score": 1.0}
@@ -50,20 +51,29 @@ async def abare_low(ticket: str) -> dict[str, Any]:
     return LOW
 
 
-def guarded(fn: Callable[..., Any]) -> Any:
+def guarded(fn: Callable[..., Any], **extra: Any) -> Any:
     return aiguard.guard(
-        "bench", confidence="score", threshold=0.8, fallback=aiguard.Rules(keyword_rules)
+        "bench", confidence="score", threshold=0.8, fallback=aiguard.Rules(keyword_rules), **extra
     )(fn)
 
+
+# TICKET is inside this 50% rollout, so bucketing runs and the model serves.
+ROLLOUT = aiguard.Rollout(percent=50, key="ticket")
+BREAKER = aiguard.Breaker(max_error_rate=0.5, min_calls=20)
+assert aiguard.guard("bench", rollout=ROLLOUT)(bare).outcome(TICKET).arm == "ai"
 
 SYNC_CASES: dict[str, Callable[[str], Any]] = {
     "bare function": bare,
     "guarded, served by the model": guarded(bare),
+    "+ rollout (in) + kill check": guarded(bare, rollout=ROLLOUT),
+    "+ rollout + breaker": guarded(bare, rollout=ROLLOUT, breaker=BREAKER),
     "guarded, routed to Rules": guarded(bare_low),
 }
 ASYNC_CASES: dict[str, Callable[[str], Any]] = {
     "bare function": abare,
     "guarded, served by the model": guarded(abare),
+    "+ rollout (in) + kill check": guarded(abare, rollout=ROLLOUT),
+    "+ rollout + breaker": guarded(abare, rollout=ROLLOUT, breaker=BREAKER),
     "guarded, routed to Rules": guarded(abare_low),
 }
 
@@ -71,14 +81,14 @@ ASYNC_CASES: dict[str, Callable[[str], Any]] = {
 def time_sync(fn: Callable[[str], Any], calls: int) -> float:
     t0 = time.perf_counter_ns()
     for _ in range(calls):
-        fn("my invoice is wrong")
+        fn(TICKET)
     return (time.perf_counter_ns() - t0) / calls
 
 
 async def time_async(fn: Callable[[str], Any], calls: int) -> float:
     t0 = time.perf_counter_ns()
     for _ in range(calls):
-        await fn("my invoice is wrong")
+        await fn(TICKET)
     return (time.perf_counter_ns() - t0) / calls
 
 
@@ -125,6 +135,42 @@ def report(medians: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def bucketing(calls: int) -> str:
+    """Per-key cost of each bucketing algorithm: uncached, functools.lru_cache, cachetools."""
+    import functools
+
+    import cachetools
+
+    from aiguard._bucketing import Bucketing, positioner
+
+    keys = [f"user-{i}" for i in range(1000)]  # a working set that fits every cache
+    lines = [
+        "",
+        "Bucketing, per key (1,000 distinct keys, cycled):",
+        "",
+        f"| {'algorithm':12} | {'uncached':>9} | {'lru_cache':>9} | {'cachetools':>10} |",
+        f"|{'-' * 14}|{'-' * 11}|{'-' * 11}|{'-' * 12}|",
+    ]
+    for algorithm in Bucketing:
+        raw = positioner(algorithm, "bench", "bench")
+        lru = functools.lru_cache(maxsize=65536)(raw)
+        ct = cachetools.cached(cachetools.LRUCache(maxsize=65536))(raw)
+        row = []
+        for fn in (raw, lru, ct):
+            samples = []
+            for _ in range(7):
+                t0 = time.perf_counter_ns()
+                for _ in range(calls // 1000):
+                    for k in keys:
+                        fn(k)
+                samples.append((time.perf_counter_ns() - t0) / (calls // 1000 * 1000))
+            row.append(statistics.median(samples) / 1000)
+        lines.append(
+            f"| {algorithm.value:12} | {row[0]:6.2f} µs | {row[1]:6.2f} µs | {row[2]:7.2f} µs |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=31)
@@ -133,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     medians = measure(args.batches, args.calls)
     print(report(medians))
+    print(bucketing(args.calls))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(medians, f, indent=2)

@@ -35,19 +35,25 @@ class Window:
         self.counts = [0, 0, 0, 0, 0]  # calls, errors, timeouts, low confidence, fallbacks
 
     def add(self, reason: Reason, now: float | None = None) -> None:
-        flags = _FLAGS[reason]
-        now = monotonic() if now is None else now
         with self.lock:
-            items, c = self._items, self.counts
-            items.append((now, flags))
-            c[0] += 1
-            c[1] += flags[0]
-            c[2] += flags[1]
-            c[3] += flags[2]
-            c[4] += flags[3]
-            if len(items) > self.size:
-                self._drop()
+            self.add_locked(_FLAGS[reason], now)
+
+    def add_locked(self, flags: tuple[int, int, int, int], now: float | None = None) -> list[int]:
+        """Add one call (the caller holds ``lock``); returns the live counts."""
+        if now is None:
+            now = monotonic() if self.seconds is not None else 0.0
+        items, c = self._items, self.counts
+        items.append((now, flags))
+        c[0] += 1
+        c[1] += flags[0]
+        c[2] += flags[1]
+        c[3] += flags[2]
+        c[4] += flags[3]
+        if len(items) > self.size:
+            self._drop()
+        if self.seconds is not None:
             self._expire(now)
+        return self.counts
 
     def _drop(self) -> None:
         _, f = self._items.popleft()

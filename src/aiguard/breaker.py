@@ -10,7 +10,7 @@ from time import monotonic
 from typing import Any
 
 from . import events
-from ._window import _FLAGS, MODEL_REASONS, Window
+from ._window import _FLAGS, Window
 from .events import ControlEvent, EventKind
 from .exceptions import ConfigError
 from .limits import Limits
@@ -115,10 +115,12 @@ class BreakerRun:
 
     __slots__ = (
         "_bad",
+        "_checks",
         "_counter",
         "_every",
         "_good",
         "_lock",
+        "_min_calls",
         "cooldown",
         "feature",
         "limits",
@@ -155,6 +157,14 @@ class BreakerRun:
             for r, flags in _FLAGS.items()
             if any(f and a for f, a in zip(flags, active, strict=True))
         )
+        self._min_calls = limits.min_calls
+        rates = (
+            limits.max_error_rate,
+            limits.max_timeout_rate,
+            limits.max_low_confidence_rate,
+            limits.max_fallback_rate,
+        )
+        self._checks = tuple((i + 1, r) for i, r in enumerate(rates) if r is not None)
 
     def admit(self) -> str | None:
         """``None``: call the model (closed, or this call is a probe). Else why not."""
@@ -183,20 +193,25 @@ class BreakerRun:
 
     def record(self, reason: Reason) -> None:
         """Count a model call's result; may trip, close or reopen the breaker."""
-        if reason not in MODEL_REASONS:
+        flags = _FLAGS.get(reason)
+        if flags is None:
             return
         event: ControlEvent | None = None
         if self.state is BreakerState.CLOSED:
             window = self.window
-            window.add(reason)
-            calls, errors, timeouts, low, fallbacks = window.snapshot()
-            why = self.limits.breach(
-                calls=calls,
-                errors=errors,
-                timeouts=timeouts,
-                low_confidence=low,
-                fallbacks=fallbacks,
-            )
+            with window.lock:
+                c = window.add_locked(flags)
+                calls = c[0]
+                if calls < self._min_calls:
+                    return
+                for i, limit in self._checks:  # a cheap test first; the message only on a breach
+                    if c[i] > limit * calls:
+                        break
+                else:
+                    return
+                why = self.limits.breach(
+                    calls=calls, errors=c[1], timeouts=c[2], low_confidence=c[3], fallbacks=c[4]
+                )
             if why is None:
                 return
             with self._lock:
