@@ -107,6 +107,16 @@ def test_stages_use_the_current_stage() -> None:
     assert arms == {"ai", "baseline"}
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"stage": 2}, {"stage": 50}, {"percent": 50}],
+)
+def test_current_stage_by_index_or_percentage(kwargs: dict[str, Any]) -> None:
+    """The current stage may be given as its index or as its percentage."""
+    rollout = aiguard.Rollout(stages=[5, 25, 50, 100], key="user_id", **kwargs)
+    assert rollout.stage == 2 and rollout.initial_percent == 50
+
+
 def test_set_rollout_raises_percentage_without_moving_anyone_out() -> None:
     """Raising the percentage at run time keeps every unit that was in."""
     draft = make(aiguard.Rollout(percent=5, key="user_id"), "raise")
@@ -170,7 +180,8 @@ def test_outside_with_no_fallback_raises_not_served() -> None:
         ({"key": "user_id", "percent": -1}, "percent)=-1 is invalid"),
         ({"key": "user_id", "percent": 12.345}, "granularity is 0.01"),
         ({"key": "user_id"}, "needs percent= or stages="),
-        ({"key": "user_id", "percent": 5, "stages": [5, 10]}, "not both"),
+        ({"key": "user_id", "percent": 7, "stages": [5, 10]}, "must be one of the stages"),
+        ({"key": "user_id", "percent": 5, "stage": 0, "stages": [5, 10]}, "not both"),
         ({"key": "user_id", "stages": [25, 5]}, "must be ascending"),
         ({"key": "user_id", "stages": [5, 25], "stage": 2}, "stage=2 is invalid"),
         ({"key": "", "percent": 5}, "Rollout(key='') is invalid"),

@@ -26,8 +26,9 @@ class Rollout:
 
     ``key`` names the argument that holds the unit of assignment (a user id, an account id), or
     is a callable taking the call's arguments and returning it. Give ``percent``, or ``stages``
-    (ascending percentages) and the current ``stage`` index. Raising the percentage never moves
-    a unit out; lowering it moves out only units above the new line.
+    (ascending percentages) and the current ``stage`` (its index, or its percentage; the first
+    stage by default). Raising the percentage never moves a unit out; lowering it moves out only
+    units above the new line.
 
     ``include`` / ``exclude`` are segments evaluated before the percentage: a mapping from an
     argument name (or ``"arg.attribute"`` path) to the values that match, or a predicate over the
@@ -77,8 +78,6 @@ class Rollout:
         object.__setattr__(self, "stages", stages)
         if self.percent is None and not stages:
             raise ConfigError("Rollout() needs percent= or stages=")
-        if self.percent is not None and stages:
-            raise ConfigError("Rollout() takes percent= or stages=, not both")
         for i, p in enumerate(stages):
             check_percent(f"Rollout(stages[{i}])", p, self.bucketing)
         if any(b <= a for a, b in itertools.pairwise(stages)):
@@ -86,9 +85,8 @@ class Rollout:
         if self.percent is not None:
             check_percent("Rollout(percent)", self.percent, self.bucketing)
         if stages:
-            stage = 0 if self.stage is None else self.stage
-            check_stage(stage, stages)
-            object.__setattr__(self, "stage", stage)
+            object.__setattr__(self, "stage", self._current_stage(stages))
+            object.__setattr__(self, "percent", None)
         elif self.stage is not None:
             raise ConfigError(f"Rollout(stage={self.stage!r}) needs stages=")
         if self.salt is not None and not isinstance(self.salt, str):
@@ -111,6 +109,28 @@ class Rollout:
             if not all(g is None or isinstance(g, Limits) for g in gates):
                 raise ConfigError("Rollout(gates=...) entries must be aiguard.Limits or None")
             object.__setattr__(self, "gates", gates)
+
+    def _current_stage(self, stages: tuple[float, ...]) -> int:
+        """The current stage's index, from ``stage`` (an index, or one of the stages'
+        percentages) or ``percent`` (one of the stages'); the first stage when neither."""
+        if self.percent is not None:
+            if self.stage is not None:
+                raise ConfigError("Rollout() with stages= takes stage= or percent=, not both")
+            if self.percent not in stages:
+                raise ConfigError(
+                    f"Rollout(percent={self.percent!r}) is invalid: with stages= it must be one "
+                    f"of the stages {list(stages)!r}"
+                )
+            return stages.index(self.percent)
+        stage = 0 if self.stage is None else self.stage
+        if (
+            not isinstance(stage, bool)
+            and isinstance(stage, int | float)
+            and not (isinstance(stage, int) and 0 <= stage < len(stages))
+            and stage in stages
+        ):
+            return stages.index(stage)  # given as the stage's percentage
+        return check_stage(stage, stages)
 
     @property
     def initial_percent(self) -> float:
