@@ -124,6 +124,7 @@ def test_growthbook_matches_the_growthbook_sdk() -> None:
 def test_murmur3_matches_reference_for_any_text(key: str) -> None:
     """Our MurmurHash3 x86_32 equals mmh3's on any UTF-8 text."""
     import mmh3
+
     assert murmur3_32(key.encode()) == mmh3.hash(key, signed=False)
 
 

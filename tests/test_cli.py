@@ -192,3 +192,14 @@ def test_console_script_is_installed(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "no features in control file" in proc.stdout
+
+
+def test_control_file_keeps_its_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Edits keep the file readable by the replicas that read it before."""
+    import os
+
+    path = tmp_path / "control.toml"
+    path.write_text("")
+    os.chmod(path, 0o644)
+    run(capsys, "--control", str(path), "kill", "t", "--reason", "x")
+    assert path.stat().st_mode & 0o777 == 0o644

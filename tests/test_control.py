@@ -257,3 +257,57 @@ def test_openfeature_source_kills_and_rolls_out() -> None:
     finally:
         aiguard.configure(control=None)
         api.clear_providers()
+
+
+def test_openfeature_provider_errors_keep_the_kill() -> None:
+    """A provider that errors does not lift a kill: the last good state is kept."""
+    from openfeature import api
+    from openfeature.exception import GeneralError
+    from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
+
+    from aiguard.openfeature import OpenFeatureControl
+
+    api.set_provider(InMemoryProvider({"ofk.killed": InMemoryFlag("on", {"on": True})}))
+    try:
+        triage = guarded("ofk")
+        source = OpenFeatureControl(["ofk"], interval=0.05)
+        aiguard.configure(control=source)
+        assert triage.outcome("t").reason is Reason.KILLED
+
+        class Broken(InMemoryProvider):
+            def resolve_boolean_details(
+                self, flag_key: str, default_value: bool, evaluation_context: Any = None
+            ) -> Any:
+                raise GeneralError("provider unreachable")
+
+        api.set_provider(Broken({}))
+        time.sleep(0.3)
+        assert triage.outcome("t").reason is Reason.KILLED
+        assert any(e.kind.value == "control_error" for e in aiguard.recent_events())
+    finally:
+        aiguard.configure(control=None)
+        api.clear_providers()
+
+
+def test_two_sources_with_one_name_are_refused(tmp_path: Path) -> None:
+    """Each control source needs its own name."""
+    path = tmp_path / "c.toml"
+    with pytest.raises(aiguard.ConfigError, match="two sources are named"):
+        aiguard.configure(control=[path, path])
+
+
+def test_misuse_does_not_count_against_the_breaker() -> None:
+    """Calls with wrong arguments are the caller's bug: they never trip the breaker."""
+
+    @aiguard.guard(
+        "misuse",
+        breaker=aiguard.Breaker(max_error_rate=0.5, min_calls=3, window=3),
+        fallback=aiguard.Default("fb"),
+    )
+    def f(x: int) -> int:
+        return x
+
+    for _ in range(5):
+        with pytest.raises(TypeError):
+            f(1, 2)  # type: ignore[call-arg]
+    assert f.outcome(1).reason is Reason.SERVED

@@ -236,3 +236,98 @@ def test_gates_per_stage_must_match_stages() -> None:
     """One gate per stage, or a single gate for all."""
     with pytest.raises(aiguard.ConfigError, match="2 entries"):
         aiguard.Rollout(stages=[5, 25, 50], key="u", gates=[aiguard.Limits(), None])
+
+
+def test_second_breach_rolls_further_down_not_back_up() -> None:
+    """With the percentage from control state, each breach goes one stage lower."""
+    aiguard.set_rollout("down", 100)
+
+    @aiguard.guard(
+        "down",
+        rollout=aiguard.Rollout(
+            stages=[5, 25, 50, 100],
+            key="user_id",
+            gates=aiguard.Limits(max_error_rate=0.2, min_calls=5),
+        ),
+        fallback=aiguard.Default("template"),
+    )
+    def draft(user_id: str) -> str:
+        raise RuntimeError("bad model")
+
+    seen = []
+    for i in range(3000):
+        outcome = draft.outcome(f"u{i}")
+        if not seen or seen[-1] != outcome.rollout_percent:
+            seen.append(outcome.rollout_percent)
+        if outcome.rollout_percent == 0:
+            break
+    assert seen == [100, 50, 25, 5, 0]
+
+
+def test_figures_of_a_stage_rolled_back_from_are_kept() -> None:
+    """The counts that caused a rollback stay in this process's figures."""
+    from aiguard import _core
+
+    @aiguard.guard(
+        "kept",
+        rollout=aiguard.Rollout(
+            stages=[50, 100],
+            stage=1,
+            key="user_id",
+            gates=aiguard.Limits(max_error_rate=0.2, min_calls=5),
+        ),
+        fallback=aiguard.Default("template"),
+    )
+    def draft(user_id: str) -> str:
+        raise RuntimeError
+
+    for i in range(5):
+        draft(f"u{i}")
+    core = next(c for c in _core.state.cores if c.feature == "kept")
+    figures = {f.percent: f.calls for f in core.gate.figures()}
+    assert figures == {100: 5}
+    for i in range(200):
+        draft(f"v{i}")
+    figures = {f.percent: f for f in core.gate.figures()}
+    assert figures[100].calls == 5 and figures[100].errors == 5 and figures[50].calls > 0
+
+
+def test_failing_key_callable_is_a_missing_key(caplog: pytest.LogCaptureFixture) -> None:
+    """A key callable that raises puts the call outside (missing_rollout_key), logged once."""
+
+    def key(user_id: str) -> str:
+        raise KeyError("no user")
+
+    draft = make(aiguard.Rollout(percent=50, key=key), "badkey")
+    with caplog.at_level("WARNING", logger="aiguard"):
+        assert draft.outcome("u").reason is Reason.MISSING_ROLLOUT_KEY
+        assert draft.outcome("v").reason is Reason.MISSING_ROLLOUT_KEY
+    assert sum("rollout key of 'badkey'" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_ambiguous_stage_is_refused() -> None:
+    """A stage that is both an index and another stage's percentage is an error."""
+    with pytest.raises(aiguard.ConfigError, match="ambiguous"):
+        aiguard.Rollout(stages=[1, 2, 5, 10], stage=2, key="u")
+    assert aiguard.Rollout(stages=[1, 2, 5, 10], percent=2, key="u").stage == 1
+
+
+def test_breaker_only_sees_the_ai_arm() -> None:
+    """Units outside the rollout stay baseline even while the breaker is open."""
+
+    @aiguard.guard(
+        "armcb",
+        rollout=aiguard.Rollout(percent=50, key="user_id"),
+        breaker=aiguard.Breaker(max_error_rate=0.5, min_calls=3, window=3, cooldown=60),
+        fallback=aiguard.Default("template"),
+    )
+    def draft(user_id: str) -> str:
+        raise RuntimeError
+
+    keys = [f"u{i}" for i in range(100)]
+    for k in keys:
+        draft(k)
+    reasons = {k: draft.outcome(k).reason for k in keys}
+    for k, reason in reasons.items():
+        expected = Reason.AUTO_KILLED if inside("armcb", k, 50) else Reason.NOT_IN_ROLLOUT
+        assert reason is expected

@@ -480,14 +480,19 @@ class Core:
         kwargs: dict[str, Any],
         exc: BaseException,
         t0: float,
+        *,
+        misuse: bool = False,
     ) -> None:
-        """Record the Outcome of a call whose exception is not in ``catch`` (it propagates)."""
-        ctx = self.failed(s, n, args, kwargs, exc)
-        self.publish(self.outcome(ctx, t0, perf_counter(), None, None, []))
+        """Record the Outcome of a call whose exception is not in ``catch`` (it propagates).
 
-    def publish(self, outcome: Outcome[Any]) -> None:
+        A misuse (arguments that do not fit the function) is the caller's bug: it is not counted
+        against the model's quality (breaker, gates)."""
+        ctx = self.failed(s, n, args, kwargs, exc)
+        self.publish(self.outcome(ctx, t0, perf_counter(), None, None, []), count=not misuse)
+
+    def publish(self, outcome: Outcome[Any], *, count: bool = True) -> None:
         _last.set(outcome)
-        if self.monitor is not None:
+        if count and self.monitor is not None:
             self.monitor(outcome.reason)
         if state.observers:
             notify(outcome)
@@ -512,16 +517,17 @@ def _pre(
     def pre(
         args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Reason | None, str | None, str | None]:
+        arm = None
+        if plan is not None:  # the rollout first: the breaker only sees calls in the AI arm
+            reason, detail = plan.check(args, kwargs)
+            if reason is not None:
+                return reason, "baseline", detail
+            arm = "ai"
         if breaker is not None:
             why = breaker.admit()
             if why is not None:
-                return Reason.AUTO_KILLED, None, why
-        if plan is None:
-            return None, None, None
-        reason, detail = plan.check(args, kwargs)
-        if reason is None:
-            return ai
-        return reason, "baseline", detail
+                return Reason.AUTO_KILLED, arm, why
+        return ai if arm else (None, None, None)
 
     return pre
 

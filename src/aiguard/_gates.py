@@ -9,6 +9,7 @@ judge a stage over every replica's calls.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import threading
 import time
@@ -63,6 +64,7 @@ class GateRun:
         "percent",
         "rolled_back",
         "rollout",
+        "stages",
         "totals",
     )
 
@@ -73,6 +75,9 @@ class GateRun:
         self.percent: float | None = None
         self.limits: Limits | None = None
         self.totals = [0, 0, 0, 0, 0]
+        # every percentage this process has been at -> its counts (so figures that caused a
+        # rollback are still written after it)
+        self.stages: dict[float, tuple[list[int], Limits | None]] = {}
         self.rolled_back = False
         _runs.add(self)
         _start_flusher()
@@ -83,7 +88,8 @@ class GateRun:
             if percent != self.percent:
                 self.percent = percent
                 self.limits = self.rollout.gate_at(percent)
-                self.totals = [0, 0, 0, 0, 0]
+                self.totals = [0, 0, 0, 0, 0]  # a stage (re-)entered is judged afresh
+                self.stages[percent] = (self.totals, self.limits)
                 self.rolled_back = False
 
     def record(self, reason: Reason) -> None:
@@ -108,7 +114,11 @@ class GateRun:
             self.rolled_back = True
         to = self.rollout.previous(percent)
         with state.lock:
-            state.rollbacks[self.feature] = (percent, to)
+            # keep the percentage the control layers ask for, so a second rollback goes further
+            # down instead of back up to it
+            prev = state.rollbacks.get(self.feature)
+            origin = prev[0] if prev is not None and prev[1] == percent else percent
+            state.rollbacks[self.feature] = (origin, to)
             state.bump()
         events.emit(
             ControlEvent(
@@ -118,14 +128,14 @@ class GateRun:
             )
         )
 
-    def figures(self) -> StageFigures | None:
+    def figures(self) -> list[StageFigures]:
+        """This process's counts at every percentage it has been at."""
         with self._lock:
-            if self.percent is None:
-                return None
-            calls, errors, timeouts, low, fallbacks = self.totals
-            return StageFigures(
-                self.feature, self.percent, calls, errors, timeouts, low, fallbacks, self.limits
-            )
+            return [
+                StageFigures(self.feature, percent, t[0], t[1], t[2], t[3], t[4], gate)
+                for percent, (t, gate) in self.stages.items()
+                if t[0]
+            ]
 
 
 _runs: weakref.WeakSet[GateRun] = weakref.WeakSet()
@@ -149,17 +159,23 @@ def _flush_loop() -> None:
 
 def flush() -> None:
     """Write every gate's figures to the configured store (if any); never raises."""
-    rows = [f for f in (run.figures() for run in list(_runs)) if f is not None and f.calls]
+    rows = [f for run in list(_runs) for f in run.figures()]
     if not rows:
         return
     try:
         store = state.store()
     except ConfigError:
         return  # no store configured: figures stay in this process
+    save = getattr(store, "save_stage_figures", None)
+    if save is None:
+        return  # a store without rollout figures (they are optional)
     try:
-        store.save_stage_figures(_ids.process_id(), rows)
+        save(_ids.process_id(), rows)
     except Exception as exc:
         _internal.report("rollout figures flush", exc)
+
+
+atexit.register(flush)
 
 
 def summed(rows: list[StageFigures]) -> StageFigures | None:

@@ -175,7 +175,7 @@ class BreakerRun:
             if self.state is BreakerState.OPEN:
                 wait = self.opened_at + self.cooldown - now
                 if wait > 0:
-                    return f"tripped ({self.why}); probing again in {wait:.0f} s"
+                    return f"tripped ({self.why}); probing again in {wait:.3g} s"
                 self.state = BreakerState.HALF_OPEN
                 self._counter = 0
                 self._good = 0
@@ -237,11 +237,14 @@ class BreakerRun:
         if event is not None:
             events.emit(event)
 
-    def reset(self) -> None:
-        """Close the breaker and forget the window (``aiguard.revive``)."""
+    def reset(self) -> bool:
+        """Close the breaker and forget the window (``aiguard.revive``); True if it was not
+        closed."""
         with self._lock:
+            was_open = self.state is not BreakerState.CLOSED
             self.state = BreakerState.CLOSED
             self.window.clear()
+            return was_open
 
     def _open(self, why: str) -> None:
         self.state = BreakerState.OPEN

@@ -63,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
         "rollout", help="set a rollout percentage (FEATURE PERCENT) or check gates (check FEATURE)"
     )
     ro.add_argument("words", nargs=2, metavar="ARG")
+    ro.add_argument(
+        "--percent",
+        type=float,
+        help="with check: the stage to judge (default: the control file's, else the highest)",
+    )
     sub.add_parser("status", help="features, their state and recent figures")
     return p
 
@@ -88,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "rollout":
             first, second = args.words
             if first == "check":
-                return _check(path, second, _store(args.store))
+                return _check(path, second, _store(args.store), args.percent)
             return _rollout(path, first, second)
         return _status(path, _store(args.store))
     except _Fail as exc:
@@ -152,12 +157,19 @@ def _revive(path: Path, feature: str) -> int:
 
 def _rollout(path: Path, feature: str, value: str) -> int:
     try:
-        percent = check_percent("rollout", float(value.rstrip("%")))
-    except (ValueError, ConfigError) as exc:
+        number = float(value.rstrip("%"))
+    except ValueError:
         raise _Fail(
             f"feature {feature!r}: rollout {value!r} is invalid: must be a number in [0, 100] "
             f"(control file {str(path)!r})"
-        ) from exc
+        ) from None
+    try:
+        percent = check_percent("rollout", number)
+    except ConfigError as exc:
+        raise _Fail(
+            f"feature {feature!r}: rollout {value!r} is invalid: {str(exc).split(': ', 1)[-1]} "
+            f"(control file {str(path)!r})"
+        ) from None
     _edit(path, feature, rollout=percent)
     print(f"{feature}: rollout {percent:g}% (control file {path!s})")
     return 0
@@ -169,19 +181,21 @@ def _store(explicit: str | None) -> Store | None:
 
 
 def _figures(store: Store, feature: str, percent: float | None) -> StageFigures | None:
-    rows = store.stage_figures(feature)
+    read = getattr(store, "stage_figures", None)
+    rows = read(feature) if read is not None else []
     if not rows:
         return None
     if percent is None:
-        percent = rows[-1].percent  # the latest written
+        percent = max(r.percent for r in rows)  # no percentage said: the highest recorded
     return summed([r for r in rows if r.percent == percent])
 
 
-def _check(path: Path, feature: str, store: Store | None) -> int:
+def _check(path: Path, feature: str, store: Store | None, percent: float | None) -> int:
     if store is None:
         raise _Fail(f"feature {feature!r}: rollout check needs the store: --store or ${STORE_ENV}")
     fc = _load(path).features.get(feature)
-    percent = fc.rollout if fc is not None else None
+    if percent is None and fc is not None:
+        percent = fc.rollout
     figures = _figures(store, feature, percent)
     if figures is None or figures.calls == 0:
         where = f" at {percent:g}%" if percent is not None else ""
@@ -213,8 +227,9 @@ def _describe(f: StageFigures) -> str:
 def _status(path: Path, store: Store | None) -> int:
     control = _load(path)
     names = set(control.features)
-    if store is not None:
-        names |= {r.feature for r in store.stage_figures(None)}
+    read = getattr(store, "stage_figures", None)
+    if read is not None:
+        names |= {r.feature for r in read(None)}
     rows = [("FEATURE", "STATE", "ROLLOUT", "THRESHOLD", "CALLS", "ERRORS", "FALLBACKS")]
     for name in sorted(names):
         fc = control.features.get(name, FeatureControl())

@@ -184,13 +184,15 @@ def revive(feature: str, *, by: str | None = None) -> None:
     _check_feature(feature)
     with state.lock:
         had = state.kills.pop(feature, None)
+        reset = False
         for core in list(state.cores):
             if core.feature == feature and core.breaker is not None:
-                core.breaker.reset()
+                reset = core.breaker.reset() or reset
         still = effective(feature).kill
         state.bump()
-    if had is not None:
-        events.emit(ControlEvent(EventKind.REVIVE, feature, "revived in this process", by))
+    if had is not None or reset:
+        what = "revived in this process" if had is not None else "automatic kill reset"
+        events.emit(ControlEvent(EventKind.REVIVE, feature, what, by))
     if still is not None:
         _internal.warn_once(
             f"revive:{feature}:{still.source}",
@@ -338,12 +340,19 @@ def write_control_file(path: Path, control: ControlState) -> None:
     else:
         text = _to_toml(control)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o777  # keep the file readable by whoever read it before
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -388,22 +397,24 @@ class _Poller:
                     ControlEvent(
                         EventKind.CONTROL_ERROR,
                         ALL,
-                        f"{self.source.name}: {message}; keeping the last good state",
+                        f"{message}; keeping the last good state of {self.source.name}",
                     )
                 )
             return
         self._last_error = None
         if snapshot is not None:
-            apply(self.source.name, snapshot)
+            apply(self.source.name, snapshot, poller=self)
 
     def _run(self) -> None:
         while not self.stop.wait(self.source.interval):
             self.poll_once()
 
 
-def apply(source: str, snapshot: ControlState) -> None:
+def apply(source: str, snapshot: ControlState, poller: _Poller | None = None) -> None:
     """Install ``snapshot`` as what ``source`` says; emit kill/revive events for changes."""
     with state.lock:
+        if poller is not None and poller not in state.pollers:
+            return  # stopped while it was polling: what it read no longer counts
         old = state.controls.get(source)
         state.controls[source] = snapshot
         state.bump()
@@ -433,6 +444,10 @@ def start_sources(sources: list[ControlSource]) -> None:
         if not isinstance(source, ControlSource):
             raise ConfigError(
                 f"control={source!r} is invalid: give a control file path or a ControlSource"
+            )
+        if source.name in first:
+            raise ConfigError(
+                f"control: two sources are named {source.name!r}; each source needs its own name"
             )
         snapshot = source.poll()  # configuration time: a bad source raises here
         first[source.name] = snapshot if snapshot is not None else ControlState()

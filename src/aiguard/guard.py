@@ -210,7 +210,7 @@ def _wrap_sync(fn: Callable[P, R], core: Core) -> Guarded[P, R]:
             return _drive_sync(core, core.failed(s, n, args, kwargs, None, arm), t0, None)
         except core.catch as exc:
             if exc.__class__ is TypeError and core.misuse(args, kwargs):
-                core.unhandled(s, n, args, kwargs, exc, t0)
+                core.unhandled(s, n, args, kwargs, exc, t0, misuse=True)
                 raise
             return _drive_sync(core, core.failed(s, n, args, kwargs, exc, arm), t0, perf_counter())
         except Exception as exc:
@@ -289,7 +289,7 @@ def _wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> AsyncGuarded[P, R]
                     core, core.failed(s, n, args, kwargs, None, arm), t0, None
                 )
             if exc.__class__ is TypeError and core.misuse(args, kwargs):
-                core.unhandled(s, n, args, kwargs, exc, t0)
+                core.unhandled(s, n, args, kwargs, exc, t0, misuse=True)
                 raise
             return await _drive_async(
                 core, core.failed(s, n, args, kwargs, exc, arm), t0, perf_counter()

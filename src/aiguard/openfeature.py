@@ -13,8 +13,9 @@ Flags, per feature (names configurable):
 - ``{feature}.rollout`` (number, 0-100): the rollout percentage;
 - ``{feature}.threshold`` (number, 0-1): the confidence threshold.
 
-A flag the provider does not have leaves that setting to aiguard's other layers; a provider that
-errors keeps the last good state (logged once).
+A flag the provider does not have (``FLAG_NOT_FOUND``) leaves that setting to aiguard's other
+layers; any other evaluation error, or a value out of range, keeps the last good state (logged
+once): an unreachable provider never lifts a kill.
 
 Example:
     >>> from openfeature import api
@@ -32,7 +33,10 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
+import pydantic
+
 from ._state import state
+from .config import _explain
 from .control import ControlState, FeatureControl
 from .exceptions import ConfigError
 
@@ -93,7 +97,7 @@ class OpenFeatureControl:
         if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
             raise ConfigError(f"interval={interval!r} is invalid: must be positive seconds")
         self.interval = float(interval)
-        self.name = "openfeature"
+        self.name = "openfeature" if domain is None else f"openfeature:{domain}"
         self._last: ControlState | None = None
 
     def _features(self) -> list[str]:
@@ -102,19 +106,29 @@ class OpenFeatureControl:
         with state.lock:
             return sorted({core.feature for core in list(state.cores)})
 
+    @staticmethod
+    def _value(key: str, details: Any) -> Any:
+        """The flag's value; None if the provider does not have it; raises on any other error
+        (so the last good state is kept rather than a kill silently lifted)."""
+        code = details.error_code
+        if code is None:
+            return details.value
+        if getattr(code, "value", code) == "FLAG_NOT_FOUND":
+            return None
+        raise ConfigError(
+            f"OpenFeature flag {key!r}: {getattr(code, 'value', code)}: {details.error_message}"
+        )
+
     def _bool(self, key: str) -> bool | None:
-        details = self.client.get_boolean_details(key, False)
-        return None if details.error_code is not None else bool(details.value)
+        value = self._value(key, self.client.get_boolean_details(key, False))
+        return None if value is None else bool(value)
 
     def _number(self, key: str) -> float | None:
         details = self.client.get_float_details(key, 0.0)
-        if details.error_code is not None and getattr(details.error_code, "value", "") == (
-            "TYPE_MISMATCH"
-        ):
+        if getattr(details.error_code, "value", None) == "TYPE_MISMATCH":
             details = self.client.get_integer_details(key, 0)
-        if details.error_code is not None:
-            return None
-        return float(details.value)
+        value = self._value(key, details)
+        return None if value is None else float(value)
 
     def poll(self) -> ControlState | None:
         features = {}
@@ -127,12 +141,16 @@ class OpenFeatureControl:
             if self.threshold_flag is not None:
                 threshold = self._number(self.threshold_flag.format(feature=feature))
             if killed or rollout is not None or threshold is not None:
-                features[feature] = FeatureControl(
-                    killed=bool(killed),
-                    reason="killed by OpenFeature flag" if killed else None,
-                    rollout=rollout,
-                    threshold=threshold,
-                )
+                try:
+                    features[feature] = FeatureControl(
+                        killed=bool(killed),
+                        reason="killed by OpenFeature flag" if killed else None,
+                        rollout=rollout,
+                        threshold=threshold,
+                    )
+                except pydantic.ValidationError as exc:
+                    where = f"OpenFeature flags of feature {feature!r}"
+                    raise ConfigError(_explain(exc, where)) from None
         all_killed = False
         if self.all_killed_flag is not None:
             all_killed = bool(self._bool(self.all_killed_flag))

@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
+from . import _internal
 from ._bucketing import Bucketing, positioner
 from .exceptions import ConfigError
 from .limits import Limits
@@ -123,12 +124,17 @@ class Rollout:
                 )
             return stages.index(self.percent)
         stage = 0 if self.stage is None else self.stage
-        if (
-            not isinstance(stage, bool)
-            and isinstance(stage, int | float)
-            and not (isinstance(stage, int) and 0 <= stage < len(stages))
-            and stage in stages
-        ):
+        if isinstance(stage, bool) or not isinstance(stage, int | float):
+            return check_stage(stage, stages)
+        is_index = isinstance(stage, int) and 0 <= stage < len(stages)
+        is_percent = stage in stages
+        if is_index and is_percent and stages[int(stage)] != stage:
+            raise ConfigError(
+                f"Rollout(stage={stage!r}) is ambiguous with stages={list(stages)!r}: it is both "
+                f"an index (stage {stages[int(stage)]:g}%) and a stage's percentage; give "
+                "percent= for the percentage"
+            )
+        if is_percent and not is_index:
             return stages.index(stage)  # given as the stage's percentage
         return check_stage(stage, stages)
 
@@ -180,7 +186,7 @@ def check_stage(stage: Any, stages: Sequence[float]) -> int:
     if isinstance(stage, bool) or not isinstance(stage, int) or not 0 <= stage < len(stages):
         raise ConfigError(
             f"stage={stage!r} is invalid: must be an index into stages={list(stages)!r} "
-            f"(0 to {len(stages) - 1})"
+            f"(0 to {len(stages) - 1}) or one of their percentages"
         )
     return stage
 
@@ -232,7 +238,11 @@ def _segment(
         predicate = seg
 
         def call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-            return bool(predicate(*args, **kwargs))
+            try:
+                return bool(predicate(*args, **kwargs))
+            except Exception as exc:  # a segment that cannot decide does not match
+                _internal.report(f"rollout segment of {feature!r}", exc)
+                return False
 
         return call
     rules = [(_getter(path, sig, feature), frozenset(values)) for path, values in seg.items()]
@@ -269,11 +279,24 @@ class Plan:
             fn = key
 
             def by_callable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-                return fn(*args, **kwargs)
+                try:
+                    return fn(*args, **kwargs)
+                except Exception as exc:  # the unit is unknown: treated as a missing key
+                    _internal.report(f"rollout key of {feature!r}", exc)
+                    return None
 
             self.key = by_callable
         self.include = _segment(rollout.include, sig, feature)
         self.exclude = _segment(rollout.exclude, sig, feature)
+        if rollout.bucketing is Bucketing.UNLEASH and percent != int(percent):
+            _internal.warn_once(
+                f"unleash-percent:{feature}:{percent}",
+                "aiguard: %s: Unleash bucketing takes whole percents; %s%% is used as %s%%",
+                feature,
+                percent,
+                int(percent),
+            )
+            percent = float(int(percent))
         self.percent = percent
         self.limit = percent / 100
         self.position = position

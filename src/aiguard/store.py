@@ -7,7 +7,7 @@ clear error rather than written to.
 
 Schema, version 2 (version 1 had only ``review_items``)::
 
-    aiguard_meta(key TEXT PRIMARY KEY, value TEXT)          -- 'schema_version' -> '1'
+    aiguard_meta(key TEXT PRIMARY KEY, value TEXT)          -- 'schema_version' -> '2'
     review_items(
         id TEXT PRIMARY KEY, feature TEXT, call_id TEXT, reason TEXT,
         arguments TEXT,            -- JSON, by the rule in aiguard._serialize
@@ -108,14 +108,12 @@ class Store(Protocol):
     ) -> ReviewItem:
         """Mark a pending item resolved; ReviewError if unknown or already resolved."""
 
-    def save_stage_figures(self, process: str, rows: list[StageFigures]) -> None:
-        """Replace this process's rollout figures (one row per feature and percentage)."""
-
-    def stage_figures(self, feature: str | None) -> list[StageFigures]:
-        """Every process's rollout figures for a feature (None: all), oldest write first."""
-
     def close(self) -> None:
         """Release connections."""
+
+    # Optional: a store that also has ``save_stage_figures(process, rows)`` and
+    # ``stage_figures(feature | None)`` (as SQLiteStore does) shares rollout-gate figures
+    # between processes for ``aiguard rollout check`` and ``aiguard status``.
 
 
 class SQLiteStore:
@@ -142,7 +140,15 @@ class SQLiteStore:
     def _migrate(self) -> None:
         db = self._db
         if self.path != ":memory:":
-            db.execute("PRAGMA journal_mode=WAL")
+            # Two processes opening a new file at once can find it locked for the mode switch.
+            for attempt in range(50):
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError:
+                    if attempt == 49:
+                        raise
+                    time.sleep(0.01 * (attempt + 1))
         db.execute("PRAGMA synchronous=FULL")
         with self._lock:
             db.execute("BEGIN IMMEDIATE")
