@@ -14,8 +14,10 @@ Example:
 
 from ._bucketing import Bucketing
 from ._core import last_outcome
+from ._stats import Stats, stats
 from ._version import __version__
 from .breaker import Breaker, BreakerState
+from .budget import Budget
 from .config import AiguardConfig, FeatureConfig, configure, load_config
 from .control import (
     ControlFile,
@@ -42,9 +44,11 @@ from .fallbacks import Default, Fallback, FallbackContext, HumanReview, Rules
 from .guard import AsyncGuarded, Guarded, guard
 from .limits import Limits
 from .outcome import Attempt, Outcome, Reason, Source
+from .pricing import ModelPrice, PriceTable
 from .review import ReviewQueue
 from .rollout import Rollout
 from .store import ReviewItem, SQLiteStore, Store, open_store
+from .usage import Usage, read_usage
 
 __all__ = [
     "AiguardConfig",
@@ -54,6 +58,7 @@ __all__ = [
     "Breaker",
     "BreakerState",
     "Bucketing",
+    "Budget",
     "ConfigError",
     "ControlEvent",
     "ControlFile",
@@ -68,9 +73,11 @@ __all__ = [
     "Guarded",
     "HumanReview",
     "Limits",
+    "ModelPrice",
     "ModelTimeout",
     "NotServed",
     "Outcome",
+    "PriceTable",
     "Reason",
     "ReviewError",
     "ReviewItem",
@@ -80,8 +87,10 @@ __all__ = [
     "Rules",
     "SQLiteStore",
     "Source",
+    "Stats",
     "Store",
     "StoreError",
+    "Usage",
     "__version__",
     "configure",
     "guard",
@@ -90,8 +99,10 @@ __all__ = [
     "last_outcome",
     "load_config",
     "open_store",
+    "read_usage",
     "recent_events",
     "revive",
     "revive_all",
     "set_rollout",
+    "stats",
 ]

@@ -17,13 +17,17 @@ from datetime import timedelta
 from time import perf_counter
 from typing import Any
 
-from . import _ids, _internal, control
+from . import _ids, _internal, _telemetry, control
+from ._accounting import Accounting
 from ._gates import GateRun
 from ._state import UNSET, state
+from ._window import MODEL_REASONS
 from .breaker import Breaker, BreakerRun
+from .budget import Budget
 from .exceptions import ConfigError, ModelTimeout, NotServed, ReviewPending, StoreError
 from .fallbacks import Fallback, FallbackContext, Rules, _Queued
 from .outcome import Attempt, Outcome, Reason, Source, _served
+from .pricing import to_decimal, to_pico
 from .rollout import Plan, Rollout, cached_positioner
 
 _last: contextvars.ContextVar[Outcome[Any] | tuple[Any, ...] | None] = contextvars.ContextVar(
@@ -31,6 +35,7 @@ _last: contextvars.ContextVar[Outcome[Any] | tuple[Any, ...] | None] = contextva
 )
 _MISSING: Any = object()
 SERVED = Reason.SERVED
+MODEL = Source.MODEL  # enum attribute lookups cost ~0.1 µs: the hot path uses these names
 
 Extract = Callable[[Any], Any]
 Validator = Callable[[Any], Any]
@@ -49,6 +54,12 @@ class Spec:
     fallback: tuple[Fallback, ...] = ()
     rollout: Rollout | None = None
     breaker: Breaker | None = None
+    model: str | None = None
+    provider: str | None = None
+    operation: str = "chat"
+    usage: Any = None
+    budget: Budget | None = None
+    latency_slo: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -96,7 +107,7 @@ def check_threshold(feature: str, value: Any) -> float | None:
     return f
 
 
-def check_timeout(feature: str, value: Any) -> float | None:
+def check_timeout(feature: str, value: Any, *, name: str = "timeout") -> float | None:
     if value is None or value is UNSET:
         return value
     if isinstance(value, timedelta):
@@ -107,7 +118,7 @@ def check_timeout(feature: str, value: Any) -> float | None:
         seconds = float(value)
     if not (seconds > 0 and math.isfinite(seconds)):
         raise ConfigError(
-            f"feature {feature!r}: timeout={value!r} is invalid: must be a positive number of "
+            f"feature {feature!r}: {name}={value!r} is invalid: must be a positive number of "
             "seconds or a timedelta"
         )
     return seconds
@@ -198,6 +209,7 @@ class Core:
 
     __slots__ = (
         "__weakref__",
+        "acct",
         "breaker",
         "catch",
         "chain",
@@ -237,6 +249,15 @@ class Core:
             Plan(rollout, spec.feature, self.signature, self.position, 0)  # checks key, segments
             self.gate = GateRun(rollout, spec.feature) if rollout.gates is not None else None
         self.monitor = _monitor(self.breaker, self.gate)
+        self.acct = Accounting(
+            spec.feature,
+            model=spec.model,
+            provider=spec.provider,
+            operation=spec.operation,
+            usage=spec.usage,
+            budget=spec.budget,
+            latency_slo=spec.latency_slo,
+        )
         self.settings = self.refresh()
         state.cores.add(self)
 
@@ -273,7 +294,7 @@ class Core:
             confidence_name=confidence if named else None,
             threshold=threshold,
             timeout=timeout,
-            pre=_pre(ctl.kill, self.breaker, plan),
+            pre=_pre(ctl.kill, self.breaker, plan, self.acct),
             percent=percent,
         )
         self.settings = settings
@@ -341,9 +362,57 @@ class Core:
 
     def served(self, raw: tuple[Any, ...]) -> Outcome[Any]:
         """The Outcome for a raw served record ``(core, n, result, confidence, settings, t0, t1,
-        t2, arm)``, which is all the served path keeps until somebody asks."""
-        _, n, result, confidence, s, t0, t1, t2, arm = raw
-        return _served(self.feature, s.threshold, n, result, confidence, t0, t1, t2, arm, s.percent)
+        t2, arm, usage, cost)``, which is all the served path keeps until somebody asks."""
+        _, n, result, confidence, s, t0, t1, t2, arm, usage, cost = raw
+        return _served(
+            self.feature,
+            s.threshold,
+            n,
+            result,
+            confidence,
+            t0,
+            t1,
+            t2,
+            arm,
+            s.percent,
+            usage,
+            cost,
+        )
+
+    def finish_served(
+        self,
+        s: Settings,
+        n: int,
+        result: Any,
+        confidence: float | None,
+        t0: float,
+        t1: float,
+        arm: str | None,
+        span: Any,
+    ) -> tuple[Any, ...]:
+        """Account for a served call; returns its raw record (the Outcome is built lazily)."""
+        acct = self.acct
+        reader = acct.reader
+        usage = None
+        if reader is not None:
+            try:
+                usage = reader(result)
+            except Exception as exc:
+                _internal.report(f"usage reader of {self.feature!r}", exc)
+        cost = None if state.prices is None else acct.cost(usage, True, 0)
+        t2 = perf_counter()
+        raw = (self, n, result, confidence, s, t0, t1, t2, arm, usage, cost)
+        _last.set(raw)
+        if self.monitor is not None:
+            self.monitor(SERVED)
+        acct.report(MODEL, SERVED, t2 - t0, usage, cost)
+        if span is not None or state.observers:
+            outcome = self.served(raw)
+            if span is not None:
+                _telemetry.describe(span, *acct.span_attributes(outcome))
+            if state.observers:
+                notify(outcome)
+        return raw
 
     # -- the fallback path -----------------------------------------------------------------------
 
@@ -360,6 +429,7 @@ class Core:
         exception: BaseException | None = None,
         detail: str | None = None,
         arm: str | None = None,
+        span: Any = None,
     ) -> FallbackContext:
         return FallbackContext(
             feature=self.feature,
@@ -374,6 +444,7 @@ class Core:
             detail=detail,
             arm=arm,
             rollout_percent=s.percent,
+            span=span,
             signature=self.signature,
         )
 
@@ -385,21 +456,28 @@ class Core:
         kwargs: dict[str, Any],
         exc: BaseException | None,
         arm: str | None = None,
+        span: Any = None,
     ) -> FallbackContext:
         """The context for a model call that raised ``exc`` (None: aiguard's timeout fired)."""
         if exc is None:
             detail = f"the model gave no result within {s.timeout:g} s"
-            return self.context(s, n, args, kwargs, Reason.TIMEOUT, detail=detail, arm=arm)
+            return self.context(
+                s, n, args, kwargs, Reason.TIMEOUT, detail=detail, arm=arm, span=span
+            )
         reason = Reason.TIMEOUT if isinstance(exc, TimeoutError) else Reason.ERROR
-        return self.context(s, n, args, kwargs, reason, exception=exc, detail=repr(exc), arm=arm)
+        return self.context(
+            s, n, args, kwargs, reason, exception=exc, detail=repr(exc), arm=arm, span=span
+        )
 
     def flow(
         self, ctx: FallbackContext, t0: float, t1: float | None
     ) -> Generator[Fallback, tuple[bool, Any], Outcome[Any]]:
         """Walk the fallback chain: yields each handler, is sent ``(ok, value_or_exception)``."""
         attempts: list[Attempt] = []
+        spent = 0  # what the handlers that ran cost
         for handler in self.chain:
             ok, value = yield handler
+            spent += handler.cost_pico
             if not ok:
                 if isinstance(value, ConfigError):
                     raise value  # a configuration bug is surfaced, not passed on
@@ -410,17 +488,17 @@ class Core:
             attempts.append(Attempt(handler.name, handler.source))
             if isinstance(value, _Queued):
                 outcome = self.outcome(
-                    ctx, t0, t1, handler.source, value.placeholder, attempts, value.item.id
+                    ctx, t0, t1, handler.source, value.placeholder, attempts, spent, value.item.id
                 )
-                self.publish(outcome)
+                self.publish(outcome, ctx.span)
                 if not value.has_placeholder:
                     raise ReviewPending(value.item.id, outcome)
                 return outcome
-            outcome = self.outcome(ctx, t0, t1, handler.source, value, attempts)
-            self.publish(outcome)
+            outcome = self.outcome(ctx, t0, t1, handler.source, value, attempts, spent)
+            self.publish(outcome, ctx.span)
             return outcome
-        outcome = self.outcome(ctx, t0, t1, None, None, attempts)
-        self.publish(outcome)
+        outcome = self.outcome(ctx, t0, t1, None, None, attempts, spent)
+        self.publish(outcome, ctx.span)
         if ctx.exception is not None:
             raise ctx.exception
         if ctx.reason is Reason.TIMEOUT:
@@ -437,10 +515,14 @@ class Core:
         source: Source | None,
         value: Any,
         attempts: list[Attempt],
+        spent: int = 0,
         review_id: str | None = None,
     ) -> Outcome[Any]:
         if source is not None and ctx.reason in _BASELINE_REASONS:
             source = Source.BASELINE
+        acct = self.acct
+        usage = acct.usage(ctx.model_result)
+        cost = acct.cost(usage, ctx.reason in MODEL_REASONS, spent)
         return Outcome(
             value=value,
             call_id=ctx.call_id,
@@ -459,6 +541,8 @@ class Core:
             started_at=_ids.wall_time(t0),
             arm=ctx.arm,
             rollout_percent=ctx.rollout_percent,
+            usage=usage,
+            cost=None if cost is None else to_decimal(cost),
         )
 
     def misuse(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -482,18 +566,32 @@ class Core:
         t0: float,
         *,
         misuse: bool = False,
+        span: Any = None,
     ) -> None:
         """Record the Outcome of a call whose exception is not in ``catch`` (it propagates).
 
         A misuse (arguments that do not fit the function) is the caller's bug: it is not counted
         against the model's quality (breaker, gates)."""
         ctx = self.failed(s, n, args, kwargs, exc)
-        self.publish(self.outcome(ctx, t0, perf_counter(), None, None, []), count=not misuse)
+        outcome = self.outcome(ctx, t0, perf_counter(), None, None, [])
+        self.publish(outcome, span, count=not misuse)
 
-    def publish(self, outcome: Outcome[Any], *, count: bool = True) -> None:
+    def publish(self, outcome: Outcome[Any], span: Any = None, *, count: bool = True) -> None:
+        """Make ``outcome`` the last one, and account for it everywhere it counts."""
         _last.set(outcome)
         if count and self.monitor is not None:
             self.monitor(outcome.reason)
+        acct = self.acct
+        cost = outcome.cost
+        acct.report(
+            outcome.source,
+            outcome.reason,
+            outcome.latency,
+            outcome.usage,
+            None if cost is None else to_pico(cost),
+        )
+        if span is not None:
+            _telemetry.describe(span, *acct.span_attributes(outcome))
         if state.observers:
             notify(outcome)
 
@@ -502,7 +600,7 @@ _BASELINE_REASONS = frozenset({Reason.NOT_IN_ROLLOUT, Reason.MISSING_ROLLOUT_KEY
 
 
 def _pre(
-    kill: control.Kill | None, breaker: BreakerRun | None, plan: Plan | None
+    kill: control.Kill | None, breaker: BreakerRun | None, plan: Plan | None, acct: Accounting
 ) -> (
     Callable[[tuple[Any, ...], dict[str, Any]], tuple[Reason | None, str | None, str | None]] | None
 ):
@@ -510,16 +608,18 @@ def _pre(
     if kill is not None:
         blocked = (Reason.KILLED, None, kill.describe())
         return lambda args, kwargs: blocked
-    if breaker is None and plan is None:
+    budget = acct.budget
+    if breaker is None and plan is None and budget is None:
         return None
+    check = None if plan is None else plan.check
     ai = (None, "ai", None)
 
     def pre(
         args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Reason | None, str | None, str | None]:
         arm = None
-        if plan is not None:  # the rollout first: the breaker only sees calls in the AI arm
-            reason, detail = plan.check(args, kwargs)
+        if check is not None:  # the rollout first: the breaker only sees calls in the AI arm
+            reason, detail = check(args, kwargs)
             if reason is not None:
                 return reason, "baseline", detail
             arm = "ai"
@@ -527,6 +627,10 @@ def _pre(
             why = breaker.admit()
             if why is not None:
                 return Reason.AUTO_KILLED, arm, why
+        if budget is not None:
+            why = budget.exhausted()
+            if why is not None:
+                return Reason.OVER_BUDGET, arm, why
         return ai if arm else (None, None, None)
 
     return pre

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ._state import UNSET, state
 from .control import as_source, start_sources, stop_sources
 from .exceptions import ConfigError
+from .pricing import PriceTable
 from .store import Store, open_store
 
 __all__ = ["AiguardConfig", "FeatureConfig", "configure", "load_config"]
@@ -68,6 +69,7 @@ class AiguardConfig(BaseModel):
 
     store: str | None = None
     timeout_workers: int | None = Field(default=None, ge=1, le=1024, strict=True)
+    prices: str | PriceTable | None = None  # a price file's path, or the table inline
     features: dict[str, FeatureConfig] = Field(default_factory=dict)
 
 
@@ -78,6 +80,7 @@ def configure(
     timeout_workers: int = UNSET,
     control: Any = UNSET,
     control_interval: float | timedelta = 1.0,
+    prices: PriceTable | str | os.PathLike[str] | Mapping[str, Any] | None = UNSET,
 ) -> None:
     """Set process-wide options; what you leave out keeps its current value.
 
@@ -92,6 +95,9 @@ def configure(
             :class:`aiguard.ControlSource` (e.g. ``aiguard.openfeature.OpenFeatureControl``),
             or a list of them; ``None`` stops polling. Each is read once now: a bad one raises.
         control_interval: how often control files are checked for changes (default 1 s).
+        prices: the price table for model calls: an :class:`aiguard.PriceTable`, a TOML/JSON
+            price file, or a mapping (``{"currency": "USD", "models": {...}}``); ``None``
+            removes it (costs of model calls become unknown).
 
     Example:
         >>> import aiguard
@@ -109,6 +115,20 @@ def configure(
         raise ConfigError(
             f"timeout_workers={timeout_workers!r} is invalid: must be a whole number in [1, 1024]"
         )
+    table: Any = UNSET
+    if prices is None:
+        table = None
+    elif isinstance(prices, PriceTable):
+        table = prices
+    elif isinstance(prices, str | os.PathLike):
+        table = PriceTable.load(prices)
+    elif isinstance(prices, Mapping):
+        table = PriceTable.parse(prices, source="configure(prices=...)")
+    elif prices is not UNSET:
+        raise ConfigError(
+            f"prices={prices!r} is invalid: give an aiguard.PriceTable, a price file path or a "
+            "mapping"
+        )
     sources = None
     if control is not UNSET and control is not None:
         specs = control if isinstance(control, list | tuple) else [control]
@@ -124,6 +144,8 @@ def configure(
             state.features = parsed_features
         if timeout_workers is not UNSET:
             state.timeout_workers = timeout_workers
+        if table is not UNSET:
+            state.prices = table
         state.bump()
     if sources is not None:
         start_sources(sources)
@@ -176,7 +198,13 @@ def load_config(path: str | os.PathLike[str]) -> AiguardConfig:
             if cfg.store == ":memory:" or os.path.isabs(cfg.store)
             else str(p.parent / cfg.store)
         )
+    prices: Any = UNSET
+    if isinstance(cfg.prices, PriceTable):
+        prices = cfg.prices
+    elif isinstance(cfg.prices, str):
+        prices = cfg.prices if os.path.isabs(cfg.prices) else str(p.parent / cfg.prices)
     configure(
+        prices=prices,
         store=store,
         features=cfg.features if "features" in cfg.model_fields_set else UNSET,
         timeout_workers=UNSET if cfg.timeout_workers is None else cfg.timeout_workers,
@@ -188,13 +216,15 @@ def _kind(p: Path) -> str:
     return "JSON" if p.suffix.lower() == ".json" else "TOML"
 
 
-def _explain(exc: pydantic.ValidationError, source: str) -> str:
+def _explain(
+    exc: pydantic.ValidationError, source: str, *, group: str = "features", label: str = "feature"
+) -> str:
     lines = []
     for err in exc.errors():
         loc = [str(x) for x in err["loc"]]
         where = []
-        if len(loc) >= 2 and loc[0] == "features":
-            where.append(f"feature {loc[1]!r}")
+        if len(loc) >= 2 and loc[0] == group:
+            where.append(f"{label} {loc[1]!r}")
             loc = loc[2:]
         if loc:
             where.append(f"field {'.'.join(loc)!r}")

@@ -11,10 +11,12 @@ import asyncio
 import dataclasses
 import inspect
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from .exceptions import ConfigError
 from .outcome import Reason, Source
+from .pricing import to_decimal, to_pico
 from .review import ReviewQueue
 from .store import ReviewItem
 
@@ -47,6 +49,7 @@ class FallbackContext:
     detail: str | None = None
     arm: str | None = None
     rollout_percent: float | None = None
+    span: Any = dataclasses.field(default=None, repr=False, compare=False)
     signature: inspect.Signature | None = dataclasses.field(default=None, repr=False)
 
     @property
@@ -85,6 +88,20 @@ class Fallback:
     """
 
     source: Source = Source.RULES
+    cost_pico: int = 0  # what one run of this handler costs, in pico-units of the currency
+
+    @property
+    def cost(self) -> Decimal:
+        """What one run of this handler costs (counted in the call's cost and budget)."""
+        return to_decimal(self.cost_pico)
+
+    def _set_cost(self, cost: Decimal | str | int) -> None:
+        if isinstance(cost, float):
+            raise ConfigError(
+                f"{type(self).__name__}(cost={cost!r}) is invalid: give a Decimal, a string or an "
+                "int (floats drift)"
+            )
+        self.cost_pico = to_pico(cost, field=f"{type(self).__name__}(cost)")
 
     @property
     def name(self) -> str:
@@ -124,10 +141,11 @@ class Rules(Fallback, Generic[T]):
 
     source = Source.RULES
 
-    def __init__(self, fn: Callable[..., T]) -> None:
+    def __init__(self, fn: Callable[..., T], *, cost: Decimal | str | int = 0) -> None:
         if not callable(fn):
             raise ConfigError(f"Rules(fn): fn={fn!r} is invalid: must be callable")
         self.fn = fn
+        self._set_cost(cost)
 
     @property
     def name(self) -> str:
@@ -190,8 +208,9 @@ class Default(Fallback, Generic[T]):
 
     source = Source.DEFAULT
 
-    def __init__(self, value: T) -> None:
+    def __init__(self, value: T, *, cost: Decimal | str | int = 0) -> None:
         self.value = value
+        self._set_cost(cost)
 
     @property
     def name(self) -> str:
@@ -217,7 +236,8 @@ class HumanReview(Fallback):
     """Queue the call for a human reviewer and tell the caller the answer is pending.
 
     The item (feature, call id, arguments, model result and confidence, reason) is written to a
-    durable :class:`ReviewQueue` before the call returns. By default the call then raises
+    durable :class:`ReviewQueue` before the call returns (``cost=`` is what a review costs: it
+    counts in the call's cost and the feature's budget). By default the call then raises
     :class:`aiguard.ReviewPending` with the review id and the Outcome; with ``respond=``, the
     function builds a placeholder value from the :class:`ReviewItem` and that is served instead.
 
@@ -245,11 +265,13 @@ class HumanReview(Fallback):
         *,
         queue: ReviewQueue | None = None,
         respond: Callable[[ReviewItem], Any] | None = None,
+        cost: Decimal | str | int = 0,
     ) -> None:
         if respond is not None and not callable(respond):
             raise ConfigError(f"HumanReview(respond=...): respond={respond!r} must be callable")
         self.queue = queue if queue is not None else ReviewQueue()
         self.respond = respond
+        self._set_cost(cost)
 
     @property
     def name(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -10,10 +11,11 @@ from datetime import timedelta
 from time import perf_counter
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
-from . import _core, _ids, _timeouts
-from ._core import SERVED, Core, Spec, _last, notify
+from . import _core, _ids, _telemetry, _timeouts
+from ._core import SERVED, Core, Spec
 from ._state import UNSET, state
 from .breaker import Breaker
+from .budget import Budget
 from .exceptions import ConfigError
 from .fallbacks import Fallback
 from .outcome import Outcome
@@ -107,6 +109,12 @@ def guard(
     catch: type[Exception] | tuple[type[Exception], ...] = Exception,
     rollout: Rollout | None = None,
     breaker: Breaker | None = None,
+    model: str | None = None,
+    provider: str | None = None,
+    operation: str = "chat",
+    usage: Callable[[Any], Any] | bool | None = None,
+    budget: Budget | None = None,
+    latency_slo: float | timedelta | None = None,
 ) -> _Decorator:
     """Guard the function that calls a model: serve its result only when it is good enough.
 
@@ -133,6 +141,16 @@ def guard(
         rollout: a staged :class:`Rollout`: units outside it get the fallback chain (reason
             ``not_in_rollout``, source ``baseline``).
         breaker: a :class:`Breaker`: the automatic kill on quality (reason ``auto_killed``).
+        model: the model's name (``gen_ai.request.model``; the price-table entry when the result
+            does not name its model).
+        provider: the provider (``gen_ai.provider.name``) when the result does not tell it.
+        operation: ``gen_ai.operation.name`` (default ``"chat"``).
+        usage: how to read tokens from a result: ``None`` (default) reads OpenAI, Anthropic and
+            dict shapes; a callable returns a :class:`Usage` (or a mapping of its fields);
+            ``False`` reads none.
+        budget: a :class:`Budget`: over it, the model is not called (reason ``over_budget``).
+        latency_slo: the latency objective in seconds (or a timedelta) for the whole call;
+            calls over it are counted (``aiguard.stats(feature).slo_breaches``).
 
     Kill switches (:func:`aiguard.kill`, control files, OpenFeature) are checked before the
     model is called: a killed feature's fallback chain serves with reason ``killed``.
@@ -161,6 +179,12 @@ def guard(
         fallback=_core.check_fallback(feature, fallback),
         rollout=_check_policy(feature, "rollout", rollout, Rollout),
         breaker=_check_policy(feature, "breaker", breaker, Breaker),
+        model=_check_name(feature, "model", model),
+        provider=_check_name(feature, "provider", provider),
+        operation=_check_name(feature, "operation", operation) or "chat",
+        usage=_check_usage(feature, usage),
+        budget=_check_policy(feature, "budget", budget, Budget),
+        latency_slo=_core.check_timeout(feature, latency_slo, name="latency_slo"),
     )
     if spec.threshold not in (None, UNSET) and spec.confidence is None:
         # Both from the decorator; Core.compile checks the settings merged with configuration.
@@ -169,6 +193,21 @@ def guard(
             "attribute, key or callable gives the result's confidence"
         )
     return _Decorator(spec)
+
+
+def _check_name(feature: str, name: str, value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip()):
+        return value
+    raise ConfigError(f"feature {feature!r}: {name}={value!r} is invalid: must be a non-empty name")
+
+
+def _check_usage(feature: str, value: Any) -> Any:
+    if value is None or isinstance(value, bool) or callable(value):
+        return value
+    raise ConfigError(
+        f"feature {feature!r}: usage={value!r} is invalid: give a callable that reads a Usage "
+        "from the result, None (built-in readers) or False"
+    )
 
 
 def _check_policy(feature: str, name: str, value: Any, kind: type) -> Any:
@@ -185,9 +224,22 @@ def _check_policy(feature: str, name: str, value: Any, kind: type) -> Any:
 def _wrap_sync(fn: Callable[P, R], core: Core) -> Guarded[P, R]:
     pool_call = _timeouts.call
     TimedOut = _timeouts.TimedOut
-    set_last = _last.set
+    feature = core.feature
+    no_tracer = _telemetry.no_tracer
 
     def run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if no_tracer():
+            return body(args, kwargs, None)
+        tracer = _telemetry.tracer()
+        span, token = (None, None) if tracer is None else _telemetry.start(tracer, feature)
+        if span is None:
+            return body(args, kwargs, None)
+        try:
+            return body(args, kwargs, span)
+        finally:
+            _telemetry.stop(span, token)
+
+    def body(args: tuple[Any, ...], kwargs: dict[str, Any], span: Any) -> Any:
         s = core.settings
         if s.generation != state.generation:
             s = core.refresh()
@@ -199,7 +251,7 @@ def _wrap_sync(fn: Callable[P, R], core: Core) -> Guarded[P, R]:
         if pre is not None:
             blocked, arm, detail = pre(args, kwargs)
             if blocked is not None:
-                ctx = core.context(s, n, args, kwargs, blocked, detail=detail, arm=arm)
+                ctx = core.context(s, n, args, kwargs, blocked, detail=detail, arm=arm, span=span)
                 return _drive_sync(core, ctx, t0, None)
         try:
             if timeout is None:
@@ -207,37 +259,42 @@ def _wrap_sync(fn: Callable[P, R], core: Core) -> Guarded[P, R]:
             else:
                 result = pool_call(fn, args, kwargs, timeout)
         except TimedOut:
-            return _drive_sync(core, core.failed(s, n, args, kwargs, None, arm), t0, None)
+            return _drive_sync(core, core.failed(s, n, args, kwargs, None, arm, span), t0, None)
         except core.catch as exc:
             if exc.__class__ is TypeError and core.misuse(args, kwargs):
-                core.unhandled(s, n, args, kwargs, exc, t0, misuse=True)
+                core.unhandled(s, n, args, kwargs, exc, t0, misuse=True, span=span)
                 raise
-            return _drive_sync(core, core.failed(s, n, args, kwargs, exc, arm), t0, perf_counter())
+            return _drive_sync(
+                core, core.failed(s, n, args, kwargs, exc, arm, span), t0, perf_counter()
+            )
         except Exception as exc:
-            core.unhandled(s, n, args, kwargs, exc, t0)
+            core.unhandled(s, n, args, kwargs, exc, t0, span=span)
             raise
         t1 = perf_counter()
         reason, confidence, detail = core.judge(result, s)
         if reason is SERVED:
-            raw = (core, n, result, confidence, s, t0, t1, perf_counter(), arm)
-            set_last(raw)
-            if core.monitor is not None:
-                core.monitor(SERVED)
-            if state.observers:
-                notify(core.served(raw))
-            return raw
+            return core.finish_served(s, n, result, confidence, t0, t1, arm, span)
         ctx = core.context(
-            s, n, args, kwargs, reason, result=result, confidence=confidence, detail=detail, arm=arm
+            s,
+            n,
+            args,
+            kwargs,
+            reason,
+            result=result,
+            confidence=confidence,
+            detail=detail,
+            arm=arm,
+            span=span,
         )
         return _drive_sync(core, ctx, t0, t1)
 
     @functools.wraps(fn)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        record = run(args, kwargs)
+        record = body(args, kwargs, None) if no_tracer() else run(args, kwargs)
         return record[2] if record.__class__ is tuple else record.value  # type: ignore[no-any-return]
 
     def outcome(*args: P.args, **kwargs: P.kwargs) -> Outcome[R]:
-        record = run(args, kwargs)
+        record = body(args, kwargs, None) if no_tracer() else run(args, kwargs)
         return core.served(record) if record.__class__ is tuple else record
 
     return _attach(call, outcome, core)  # type: ignore[no-any-return]
@@ -249,7 +306,8 @@ def _drive_sync(core: Core, ctx: Any, t0: float, t1: float | None) -> Outcome[An
         handler = next(flow)
         while True:
             try:
-                value = handler.handle(ctx)
+                with _handler_span(ctx, handler):
+                    value = handler.handle(ctx)
             except Exception as exc:
                 handler = flow.send((False, exc))
             else:
@@ -258,11 +316,44 @@ def _drive_sync(core: Core, ctx: Any, t0: float, t1: float | None) -> Outcome[An
         return stop.value  # type: ignore[no-any-return]
 
 
+def _handler_span(ctx: Any, handler: Fallback) -> Any:
+    """A child span around one fallback handler, when the call has a span."""
+    if ctx.span is None:
+        return contextlib.nullcontext()
+    tracer = _telemetry.tracer()
+    attributes = {
+        "aiguard.feature": ctx.feature,
+        "aiguard.call_id": ctx.call_id,
+        "aiguard.fallback.handler": handler.name,
+        "aiguard.source": handler.source.value,
+        "aiguard.reason": ctx.reason.value,
+    }
+    span = (
+        None
+        if tracer is None
+        else _telemetry.child(tracer, f"aiguard.fallback {handler.name}", attributes)
+    )
+    return contextlib.nullcontext() if span is None else span
+
+
 def _wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> AsyncGuarded[P, R]:
-    set_last = _last.set
     timeout_cm = asyncio.timeout
+    feature = core.feature
+    no_tracer = _telemetry.no_tracer
 
     async def run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if no_tracer():
+            return await body(args, kwargs, None)
+        tracer = _telemetry.tracer()
+        span, token = (None, None) if tracer is None else _telemetry.start(tracer, feature)
+        if span is None:
+            return await body(args, kwargs, None)
+        try:
+            return await body(args, kwargs, span)
+        finally:
+            _telemetry.stop(span, token)
+
+    async def body(args: tuple[Any, ...], kwargs: dict[str, Any], span: Any) -> Any:
         s = core.settings
         if s.generation != state.generation:
             s = core.refresh()
@@ -275,7 +366,7 @@ def _wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> AsyncGuarded[P, R]
         if pre is not None:
             blocked, arm, detail = pre(args, kwargs)
             if blocked is not None:
-                ctx = core.context(s, n, args, kwargs, blocked, detail=detail, arm=arm)
+                ctx = core.context(s, n, args, kwargs, blocked, detail=detail, arm=arm, span=span)
                 return await _drive_async(core, ctx, t0, None)
         try:
             if timeout is None:
@@ -286,43 +377,46 @@ def _wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> AsyncGuarded[P, R]
         except core.catch as exc:
             if limit is not None and limit.expired():
                 return await _drive_async(
-                    core, core.failed(s, n, args, kwargs, None, arm), t0, None
+                    core, core.failed(s, n, args, kwargs, None, arm, span), t0, None
                 )
             if exc.__class__ is TypeError and core.misuse(args, kwargs):
-                core.unhandled(s, n, args, kwargs, exc, t0, misuse=True)
+                core.unhandled(s, n, args, kwargs, exc, t0, misuse=True, span=span)
                 raise
             return await _drive_async(
-                core, core.failed(s, n, args, kwargs, exc, arm), t0, perf_counter()
+                core, core.failed(s, n, args, kwargs, exc, arm, span), t0, perf_counter()
             )
         except Exception as exc:
             if limit is not None and limit.expired():
                 return await _drive_async(
-                    core, core.failed(s, n, args, kwargs, None, arm), t0, None
+                    core, core.failed(s, n, args, kwargs, None, arm, span), t0, None
                 )
-            core.unhandled(s, n, args, kwargs, exc, t0)
+            core.unhandled(s, n, args, kwargs, exc, t0, span=span)
             raise
         t1 = perf_counter()
         reason, confidence, detail = core.judge(result, s)
         if reason is SERVED:
-            raw = (core, n, result, confidence, s, t0, t1, perf_counter(), arm)
-            set_last(raw)
-            if core.monitor is not None:
-                core.monitor(SERVED)
-            if state.observers:
-                notify(core.served(raw))
-            return raw
+            return core.finish_served(s, n, result, confidence, t0, t1, arm, span)
         ctx = core.context(
-            s, n, args, kwargs, reason, result=result, confidence=confidence, detail=detail, arm=arm
+            s,
+            n,
+            args,
+            kwargs,
+            reason,
+            result=result,
+            confidence=confidence,
+            detail=detail,
+            arm=arm,
+            span=span,
         )
         return await _drive_async(core, ctx, t0, t1)
 
     @functools.wraps(fn)
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        record = await run(args, kwargs)
+        record = await (body(args, kwargs, None) if no_tracer() else run(args, kwargs))
         return record[2] if record.__class__ is tuple else record.value  # type: ignore[no-any-return]
 
     async def outcome(*args: P.args, **kwargs: P.kwargs) -> Outcome[R]:
-        record = await run(args, kwargs)
+        record = await (body(args, kwargs, None) if no_tracer() else run(args, kwargs))
         return core.served(record) if record.__class__ is tuple else record
 
     return _attach(call, outcome, core)  # type: ignore[no-any-return]
@@ -334,7 +428,8 @@ async def _drive_async(core: Core, ctx: Any, t0: float, t1: float | None) -> Out
         handler = next(flow)
         while True:
             try:
-                value = await handler.handle_async(ctx)
+                with _handler_span(ctx, handler):
+                    value = await handler.handle_async(ctx)
             except Exception as exc:
                 handler = flow.send((False, exc))
             else:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from . import _ids
+from .pricing import to_decimal
+from .usage import Usage
 
 __all__ = ["Attempt", "Outcome", "Reason", "Source"]
 
@@ -51,6 +54,7 @@ class Reason(enum.StrEnum):
     TIMEOUT = "timeout"
     KILLED = "killed"
     AUTO_KILLED = "auto_killed"
+    OVER_BUDGET = "over_budget"
     NOT_IN_ROLLOUT = "not_in_rollout"
     MISSING_ROLLOUT_KEY = "missing_rollout_key"
 
@@ -103,6 +107,9 @@ class Outcome(Generic[T]):
         started_at: when the call started, as a POSIX timestamp.
         arm: ``"ai"`` or ``"baseline"`` for a call under a staged rollout, else ``None``.
         rollout_percent: the rollout percentage in force for the call, if any.
+        usage: tokens and model read from the model's result (served or not), if any.
+        cost: the call's cost (the model's by the price table plus the fallback handlers'
+            own), or ``None`` when unknown (no price for the model).
 
     Example:
         >>> import aiguard
@@ -131,6 +138,8 @@ class Outcome(Generic[T]):
     started_at: float = 0.0
     arm: str | None = None
     rollout_percent: float | None = None
+    usage: Usage | None = None
+    cost: Decimal | None = None
 
     @property
     def served(self) -> bool:
@@ -154,6 +163,8 @@ def _served(
     t2: float,
     arm: str | None,
     percent: float | None,
+    usage: Usage | None,
+    cost: int | None,
 ) -> Outcome[Any]:
     """Build the Outcome of a served call from the raw figures the hot path keeps."""
     return Outcome(
@@ -170,4 +181,6 @@ def _served(
         started_at=_ids.wall_time(t0),
         arm=arm,
         rollout_percent=percent,
+        usage=usage,
+        cost=None if cost is None else to_decimal(cost),
     )

@@ -262,7 +262,7 @@ def _segment(
 class Plan:
     """A rollout compiled for one guard at one percentage: ``check`` runs per call."""
 
-    __slots__ = ("exclude", "include", "key", "limit", "percent", "position")
+    __slots__ = ("check", "exclude", "include", "key", "limit", "percent", "position")
 
     def __init__(
         self,
@@ -301,23 +301,40 @@ class Plan:
         self.limit = percent / 100
         self.position = position
 
-    def check(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Reason | None, str]:
-        """``(None, "ai")`` when this call is in the rollout; else the reason and ``baseline``."""
-        if self.exclude is not None and self.exclude(args, kwargs):
-            return Reason.NOT_IN_ROLLOUT, "excluded by segment"
-        if self.include is not None and self.include(args, kwargs):
-            return None, "included by segment"
-        limit = self.limit
-        if limit >= 1.0:
-            return None, ""
-        key = self.key(args, kwargs)
-        if key is None or key == "":
-            return Reason.MISSING_ROLLOUT_KEY, "the rollout key is missing or empty"
-        if key.__class__ is not str:
-            key = str(key)
-        if self.position(key) < limit:
-            return None, ""
-        return Reason.NOT_IN_ROLLOUT, f"outside the {self.percent:g}% rollout"
+        self.check = self._compile()
+
+    def _compile(self) -> Callable[[tuple[Any, ...], dict[str, Any]], tuple[Reason | None, str]]:
+        """``check(args, kwargs)``: ``(None, detail)`` when the call is in the rollout, else the
+        reason and why. Compiled once per percentage, with everything it needs in locals."""
+        exclude, include, get_key = self.exclude, self.include, self.key
+        limit, position, percent = self.limit, self.position, self.percent
+        inside: tuple[Reason | None, str] = (None, "")
+        included: tuple[Reason | None, str] = (None, "included by segment")
+        excluded: tuple[Reason | None, str] = (Reason.NOT_IN_ROLLOUT, "excluded by segment")
+        missing: tuple[Reason | None, str] = (
+            Reason.MISSING_ROLLOUT_KEY,
+            "the rollout key is missing or empty",
+        )
+        outside: tuple[Reason | None, str] = (
+            Reason.NOT_IN_ROLLOUT,
+            f"outside the {percent:g}% rollout",
+        )
+
+        def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Reason | None, str]:
+            if exclude is not None and exclude(args, kwargs):
+                return excluded
+            if include is not None and include(args, kwargs):
+                return included
+            if limit >= 1.0:
+                return inside
+            key = get_key(args, kwargs)
+            if key is None or key == "":
+                return missing
+            if key.__class__ is not str:
+                key = str(key)
+            return inside if position(key) < limit else outside
+
+        return check
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,0 +1,220 @@
+"""Per-call accounting for one guard: usage, cost, stats, budget, and the telemetry of the call.
+
+Called once at the end of every guarded call, whatever its path. Any failure here is an internal
+failure: logged once, counted, and never raised into the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import _internal, _stats, _telemetry
+from ._state import state
+from .budget import Budget, BudgetRun
+from .outcome import Outcome, Reason, Source
+from .pricing import PriceTable, pico_cost
+from .usage import Usage, as_usage, read_usage
+
+UsageReader = Callable[[Any], Any]
+
+
+class Accounting:
+    """What one guard knows about its model, and where each call's figures go."""
+
+    __slots__ = (
+        "_price_cache",
+        "_prices",
+        "budget",
+        "feature",
+        "model",
+        "operation",
+        "provider",
+        "reader",
+        "record",
+        "slo",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        feature: str,
+        *,
+        model: str | None,
+        provider: str | None,
+        operation: str,
+        usage: UsageReader | bool | None,
+        budget: Budget | None,
+        latency_slo: float | None,
+    ) -> None:
+        self.feature = feature
+        self.model = model
+        self.provider = provider
+        self.operation = operation
+        if usage is False:
+            self.reader: UsageReader | None = None
+        elif usage is None or usage is True:
+            self.reader = read_usage
+        else:
+            custom = usage
+
+            def reader(result: Any) -> Usage | None:
+                return as_usage(custom(result))
+
+            self.reader = reader
+        self.budget = None if budget is None else BudgetRun(budget)
+        self.slo = latency_slo
+        self.stats = _stats.for_feature(feature)
+        self.record = self.stats.record  # bound once: one attribute lookup less per call
+        self._prices: PriceTable | None = None
+        self._price_cache: dict[str | None, Any] = {}
+
+    # -- usage and cost -----------------------------------------------------------------------
+
+    def usage(self, result: Any) -> Usage | None:
+        reader = self.reader
+        if reader is None or result is None:
+            return None
+        try:
+            usage: Usage | None = reader(result)
+            return usage
+        except Exception as exc:
+            _internal.report(f"usage reader of {self.feature!r}", exc)
+            return None
+
+    def cost(self, usage: Usage | None, model_called: bool, fallback_cost: int) -> int | None:
+        """The call's cost in pico-units: the model's by the price table, plus the fallback
+        handlers' own. None when the model was called and its price is unknown."""
+        if not model_called:
+            return fallback_cost
+        prices = state.prices
+        if prices is None:
+            return None  # no price table: the model's cost is unknown
+        if prices is not self._prices:
+            self._prices, self._price_cache = prices, {}
+        model = usage.model if usage is not None and usage.model else self.model
+        rates = self._price_cache.get(model, _internal)
+        if rates is _internal:
+            rates = _lookup(prices, model, self.model)
+            self._price_cache[model] = rates
+        if rates is None:
+            return None
+        return pico_cost(rates, usage) + fallback_cost
+
+    # -- per call ---------------------------------------------------------------------------
+
+    def blocked(self) -> str | None:
+        """Why the budget forbids calling the model now, or None."""
+        budget = self.budget
+        return None if budget is None else budget.exhausted()
+
+    def report(
+        self,
+        source: Source | None,
+        reason: Reason,
+        latency: float,
+        usage: Usage | None,
+        cost: int | None,
+    ) -> None:
+        """Stats, budget and metrics for one finished call."""
+        try:
+            self.record(source, reason, latency, usage, cost, self.slo)
+            if cost and self.budget is not None:
+                self.budget.spend(cost)
+            if not _telemetry.no_meter():
+                m = _telemetry.meters()
+                if m is not None:
+                    self._metrics(m, source, reason, latency, usage, cost)
+        except Exception as exc:
+            _internal.report(f"accounting of {self.feature!r}", exc)
+
+    def _metrics(
+        self,
+        m: _telemetry.Meters,
+        source: Source | None,
+        reason: Reason,
+        latency: float,
+        usage: Usage | None,
+        cost: int | None,
+    ) -> None:
+        gen_ai = {
+            "gen_ai.operation.name": self.operation,
+            "gen_ai.provider.name": (usage.provider if usage and usage.provider else self.provider),
+            "gen_ai.request.model": self.model,
+            "gen_ai.response.model": usage.model if usage is not None else None,
+        }
+        gen_ai = {k: v for k, v in gen_ai.items() if v is not None}
+        if reason in (Reason.ERROR, Reason.TIMEOUT):
+            gen_ai["error.type"] = reason.value
+        m.duration.record(latency, gen_ai)
+        if usage is not None:
+            m.tokens.record(usage.input_tokens, {**gen_ai, "gen_ai.token.type": "input"})
+            m.tokens.record(usage.output_tokens, {**gen_ai, "gen_ai.token.type": "output"})
+        src = source.value if source is not None else "none"
+        ours = {"aiguard.feature": self.feature, "aiguard.source": src, "aiguard.reason": reason}
+        m.calls.add(1, ours)
+        if cost:
+            currency = state.prices.currency if state.prices is not None else "USD"
+            m.cost.add(cost / 1e12, {"aiguard.feature": self.feature, "aiguard.currency": currency})
+        if source is not None and source is not Source.MODEL:
+            m.fallbacks.add(1, ours)
+
+    def span_attributes(self, outcome: Outcome[Any]) -> tuple[str, dict[str, Any], str | None]:
+        """The span's name, attributes and error (if the call failed to serve anything)."""
+        usage = outcome.usage
+        response_model = usage.model if usage is not None else None
+        model = self.model or response_model
+        name = f"{self.operation} {model}" if model else self.feature
+        attrs: dict[str, Any] = {
+            "gen_ai.operation.name": self.operation,
+            "gen_ai.provider.name": usage.provider if usage and usage.provider else self.provider,
+            "gen_ai.request.model": self.model,
+            "gen_ai.response.model": response_model,
+            "aiguard.feature": self.feature,
+            "aiguard.call_id": outcome.call_id,
+            "aiguard.source": outcome.source.value if outcome.source is not None else None,
+            "aiguard.reason": outcome.reason.value,
+            "aiguard.confidence": outcome.confidence,
+            "aiguard.threshold": outcome.threshold,
+            "aiguard.rollout.percent": outcome.rollout_percent,
+            "aiguard.rollout.arm": outcome.arm,
+            "aiguard.killed": outcome.reason in (Reason.KILLED, Reason.AUTO_KILLED),
+            "aiguard.latency": outcome.latency,
+        }
+        if usage is not None:
+            attrs["gen_ai.usage.input_tokens"] = usage.input_tokens
+            attrs["gen_ai.usage.output_tokens"] = usage.output_tokens
+            attrs["gen_ai.usage.cache_read.input_tokens"] = usage.cache_read_tokens
+            if usage.reasoning_tokens:
+                attrs["gen_ai.usage.reasoning.output_tokens"] = usage.reasoning_tokens
+        if outcome.cost is not None:
+            attrs["aiguard.cost"] = float(outcome.cost)
+            attrs["aiguard.cost.currency"] = (
+                state.prices.currency if state.prices is not None else "USD"
+            )
+        if outcome.attempts:
+            attrs["aiguard.fallback.handlers"] = tuple(a.handler for a in outcome.attempts)
+        if outcome.reason is not Reason.SERVED and outcome.detail:
+            attrs["aiguard.detail"] = outcome.detail
+        error = None
+        if outcome.exception is not None:
+            attrs["error.type"] = type(outcome.exception).__qualname__
+        elif outcome.reason is Reason.TIMEOUT:
+            attrs["error.type"] = "timeout"
+        if outcome.source is None:
+            error = f"{outcome.reason.value}: {outcome.detail or 'not served'}"
+        return name, attrs, error
+
+
+def _lookup(prices: PriceTable, model: str | None, requested: str | None) -> Any:
+    """The rates for ``model``: exact name, else the guard's ``model=``, else the longest
+    table name that ``model`` starts with (dated snapshots such as ``gpt-4.1-2025-04-14``)."""
+    rates = prices._rates  # type: ignore[attr-defined]
+    for name in (model, requested):
+        if name is not None and name in rates:
+            return rates[name]
+    if model is not None:
+        prefixes = [n for n in rates if model.startswith(n)]
+        if prefixes:
+            return rates[max(prefixes, key=len)]
+    return prices.rates(model)  # logs the once-per-model warning, returns None

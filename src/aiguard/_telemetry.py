@@ -1,0 +1,211 @@
+"""OpenTelemetry: a span per guarded call, metrics, and control events; API only.
+
+aiguard never installs a TracerProvider or MeterProvider. Until the application sets one, the
+global provider is unset, and ``tracer()`` / ``meters()`` return None after one attribute read, so
+the telemetry path costs almost nothing; a provider set later is picked up on the next call.
+Everything here is wrapped so that a telemetry failure never fails a call: it is logged once and
+counted (``aiguard._internal.counts``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace as otel_trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from . import _internal, events
+from ._version import __version__
+
+# GenAI semantic conventions (development): advised histogram buckets.
+DURATION_BUCKETS = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)  # fmt: skip
+TOKEN_BUCKETS = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)  # fmt: skip
+
+_SCOPE = "aiguard"
+
+
+def _global_tracer_provider() -> Any:
+    try:
+        return otel_trace._TRACER_PROVIDER  # set by set_tracer_provider(); None until then
+    except AttributeError:  # pragma: no cover - a future API without the private global
+        provider = otel_trace.get_tracer_provider()
+        return None if isinstance(provider, otel_trace.ProxyTracerProvider) else provider
+
+
+try:
+    from opentelemetry.metrics import _internal as _metrics_internal
+except ImportError:  # pragma: no cover - a future API without the private module
+    _metrics_internal = None
+
+
+if _metrics_internal is not None and hasattr(_metrics_internal, "_METER_PROVIDER"):
+
+    def no_meter() -> bool:
+        """True while no MeterProvider is set: one attribute read, for the per-call path."""
+        return _metrics_internal._METER_PROVIDER is None  # type: ignore[union-attr]
+
+else:  # pragma: no cover
+
+    def no_meter() -> bool:
+        return _global_meter_provider() is None
+
+
+def _global_meter_provider() -> Any:
+    try:
+        return _metrics_internal._METER_PROVIDER  # type: ignore[union-attr]
+    except AttributeError:  # pragma: no cover
+        provider = otel_metrics.get_meter_provider()
+        return None if type(provider).__name__ == "_ProxyMeterProvider" else provider
+
+
+if hasattr(otel_trace, "_TRACER_PROVIDER"):
+
+    def no_tracer() -> bool:
+        """True while no TracerProvider is set: one attribute read, for the per-call path."""
+        return otel_trace._TRACER_PROVIDER is None
+
+else:  # pragma: no cover - a future API without the private global
+
+    def no_tracer() -> bool:
+        return _global_tracer_provider() is None
+
+
+_tracer_for: Any = None
+_tracer: Any = None
+
+
+def tracer() -> Any:
+    """aiguard's tracer, or None when no TracerProvider has been set."""
+    global _tracer_for, _tracer
+    provider = _global_tracer_provider()
+    if provider is None:
+        return None
+    if provider is not _tracer_for:
+        try:
+            _tracer = provider.get_tracer(_SCOPE, __version__)
+        except Exception as exc:
+            _internal.report("telemetry: get_tracer", exc)
+            return None
+        _tracer_for = provider
+    return _tracer
+
+
+class Meters:
+    """aiguard's instruments on one MeterProvider."""
+
+    def __init__(self, provider: Any) -> None:
+        meter = provider.get_meter(_SCOPE, __version__)
+        self.duration = meter.create_histogram(
+            "gen_ai.client.operation.duration",
+            unit="s",
+            description="GenAI operation duration.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.tokens = meter.create_histogram(
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Number of input and output tokens used.",
+            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+        )
+        self.calls = meter.create_counter(
+            "aiguard.calls", unit="{call}", description="Guarded calls, by source and reason."
+        )
+        self.cost = meter.create_counter(
+            "aiguard.cost", unit="{currency}", description="Cost of guarded calls."
+        )
+        self.fallbacks = meter.create_counter(
+            "aiguard.fallbacks",
+            unit="{call}",
+            description="Guarded calls served by a fallback handler.",
+        )
+        self.control_events = meter.create_counter(
+            "aiguard.control.events",
+            unit="{event}",
+            description="Kills, revivals, trips, probes, recoveries and rollbacks.",
+        )
+
+
+_meters_for: Any = None
+_meters: Meters | None = None
+
+
+def meters() -> Meters | None:
+    """aiguard's instruments, or None when no MeterProvider has been set."""
+    global _meters_for, _meters
+    provider = _global_meter_provider()
+    if provider is None:
+        return None
+    if provider is not _meters_for:
+        try:
+            _meters = Meters(provider)
+        except Exception as exc:
+            _internal.report("telemetry: create instruments", exc)
+            return None
+        _meters_for = provider
+    return _meters
+
+
+def start(tracer: Any, feature: str) -> tuple[Any, Any]:
+    """Start the call's span and make it current (so a model client's own span is its child)."""
+    try:
+        span = tracer.start_span(feature, kind=SpanKind.CLIENT)
+        token = otel_context.attach(otel_trace.set_span_in_context(span))
+    except Exception as exc:
+        _internal.report("telemetry: start span", exc)
+        return None, None
+    return span, token
+
+
+def stop(span: Any, token: Any) -> None:
+    """Detach and end the call's span (whatever happened in between)."""
+    try:
+        otel_context.detach(token)
+        span.end()
+    except Exception as exc:
+        _internal.report("telemetry: end span", exc)
+
+
+def describe(span: Any, name: str, attributes: Mapping[str, Any], error: str | None) -> None:
+    """Name the span and set its attributes, if it is recording."""
+    try:
+        if not span.is_recording():
+            return
+        span.update_name(name)
+        span.set_attributes({k: v for k, v in attributes.items() if v is not None})
+        if error is not None:
+            span.set_status(Status(StatusCode.ERROR, error))
+    except Exception as exc:
+        _internal.report("telemetry: span attributes", exc)
+
+
+def child(tracer: Any, name: str, attributes: Mapping[str, Any]) -> Any:
+    """A child span for one fallback handler (the call's span is current)."""
+    try:
+        return tracer.start_as_current_span(name, kind=SpanKind.INTERNAL, attributes=attributes)
+    except Exception as exc:
+        _internal.report("telemetry: fallback span", exc)
+        return None
+
+
+def _on_event(event: events.ControlEvent) -> None:
+    span = otel_trace.get_current_span()
+    if span.is_recording():
+        attrs = {"aiguard.feature": event.feature, "aiguard.event.reason": event.reason}
+        if event.by:
+            attrs["aiguard.event.by"] = event.by
+        span.add_event(f"aiguard.{event.kind.value}", attrs)
+    m = meters()
+    if m is not None:
+        m.control_events.add(
+            1, {"aiguard.feature": event.feature, "aiguard.event": event.kind.value}
+        )
+
+
+events.observers.append(_on_event)

@@ -1,0 +1,189 @@
+"""Prices per model, and the exact cost of a call.
+
+A price table maps model names to per-million-token prices (input, cached input, cache writes,
+output) and a flat per-call price, for non-token models. Costs are computed and summed in integer
+pico-units of the currency (10^-12), so no float drift creeps into totals; they are shown as
+``Decimal``. A model missing from the table has an unknown cost (``None``), with a warning logged
+once per model: never a silent zero.
+
+A price file (TOML or JSON)::
+
+    currency = "USD"
+
+    [models."gpt-4.1-mini"]
+    input = "0.40"          # per million input tokens
+    cached_input = "0.10"   # per million cached input tokens (default: input)
+    output = "1.60"         # per million output tokens
+
+    [models."ticket-clf-v3"]
+    per_call = "0.00002"    # a flat price per call
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import _internal
+from .exceptions import ConfigError
+from .usage import Usage
+
+__all__ = ["ModelPrice", "PriceTable", "to_decimal"]
+
+PICO = 10**12
+_Money = Decimal
+
+
+def to_decimal(pico: int) -> Decimal:
+    """Integer pico-units as a Decimal amount."""
+    return Decimal(pico).scaleb(-12).normalize() if pico else Decimal(0)
+
+
+def to_pico(amount: Decimal | int | float | str, *, field: str = "amount") -> int:
+    """A money amount as integer pico-units, exactly; ConfigError if it is finer than that."""
+    try:
+        d = Decimal(str(amount))
+    except Exception:
+        raise ConfigError(f"{field}={amount!r} is invalid: must be a number") from None
+    if not d.is_finite() or d < 0:
+        raise ConfigError(f"{field}={amount!r} is invalid: must be a finite amount >= 0")
+    pico = d.scaleb(12)
+    if pico != pico.to_integral_value():
+        raise ConfigError(f"{field}={amount!r} is invalid: finer than 10^-12 of the currency")
+    return int(pico)
+
+
+class ModelPrice(BaseModel):
+    """One model's prices: per million tokens, and per call.
+
+    Example:
+        >>> import aiguard
+        >>> p = aiguard.ModelPrice(input="0.40", cached_input="0.10", output="1.60")
+        >>> p.cost(aiguard.Usage(input_tokens=1000, output_tokens=200, cache_read_tokens=400))
+        Decimal('0.0006')
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: _Money = Field(default=Decimal(0), ge=0, allow_inf_nan=False)
+    cached_input: _Money | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cache_write: _Money | None = Field(default=None, ge=0, allow_inf_nan=False)
+    output: _Money = Field(default=Decimal(0), ge=0, allow_inf_nan=False)
+    per_call: _Money = Field(default=Decimal(0), ge=0, allow_inf_nan=False)
+
+    def pico_rates(self) -> tuple[int, int, int, int, int]:
+        """(input, cached input, cache write) per token, output per token, per call: pico-units."""
+        million = 10**6
+
+        def exact(name: str, value: Decimal) -> int:
+            pico = to_pico(value, field=name)
+            if pico % million:
+                raise ConfigError(f"{name}={value} per million tokens is finer than 10^-12 a token")
+            return pico // million
+
+        cached = self.cached_input if self.cached_input is not None else self.input
+        write = self.cache_write if self.cache_write is not None else self.input
+        return (
+            exact("input", self.input),
+            exact("cached_input", cached),
+            exact("cache_write", write),
+            exact("output", self.output),
+            to_pico(self.per_call, field="per_call"),
+        )
+
+    def cost(self, usage: Usage | None) -> Decimal:
+        """The cost of one call with this usage."""
+        return to_decimal(pico_cost(self.pico_rates(), usage))
+
+
+def pico_cost(rates: tuple[int, int, int, int, int], usage: Usage | None) -> int:
+    """Integer pico-units for one call."""
+    rin, rcached, rwrite, rout, rcall = rates
+    if usage is None:
+        return rcall
+    return (
+        usage.uncached_input_tokens * rin
+        + usage.cache_read_tokens * rcached
+        + usage.cache_write_tokens * rwrite
+        + usage.output_tokens * rout
+        + rcall
+    )
+
+
+class PriceTable(BaseModel):
+    """Prices by model name, in one currency.
+
+    Example:
+        >>> import aiguard
+        >>> table = aiguard.PriceTable(models={"m": {"input": "1", "output": "2"}})
+        >>> table.cost("m", aiguard.Usage(input_tokens=500_000, output_tokens=250_000))
+        Decimal('1')
+        >>> table.cost("unknown-model", aiguard.Usage(input_tokens=1)) is None
+        True
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    currency: str = Field(default="USD", min_length=1)
+    models: dict[str, ModelPrice] = Field(default_factory=dict)
+
+    def model_post_init(self, __context: Any) -> None:
+        rates = {}
+        for name, price in self.models.items():
+            try:
+                rates[name] = price.pico_rates()
+            except ConfigError as exc:
+                raise ConfigError(f"price of model {name!r}: {exc}") from None
+        object.__setattr__(self, "_rates", rates)
+
+    def rates(self, model: str | None) -> tuple[int, int, int, int, int] | None:
+        """The pico rates of ``model``, or None (warning logged once) when it has no price."""
+        found: tuple[int, int, int, int, int] | None = self._rates.get(model)  # type: ignore[attr-defined]
+        if found is None:
+            _internal.warn_once(
+                f"price:{model}",
+                "aiguard: no price for model %r in the price table: its calls' cost is unknown",
+                model,
+            )
+        return found
+
+    def cost(self, model: str | None, usage: Usage | None) -> Decimal | None:
+        """The cost of one call, or None when the model has no price."""
+        rates = self.rates(model)
+        return None if rates is None else to_decimal(pico_cost(rates, usage))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PriceTable:
+        """Load and validate a TOML or JSON price file; ConfigError names the model and field.
+
+        Example:
+            >>> import aiguard, pathlib, tempfile
+            >>> p = pathlib.Path(tempfile.mkdtemp()) / "prices.toml"
+            >>> _ = p.write_text('[models.m]\\ninput = "0.5"\\noutput = "1.5"\\n')
+            >>> aiguard.PriceTable.load(p).models["m"].output
+            Decimal('1.5')
+        """
+        p = Path(path)
+        try:
+            data = p.read_bytes()
+            raw = json.loads(data) if p.suffix.lower() == ".json" else tomllib.loads(data.decode())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"price file {str(p)!r} cannot be read: {exc}") from None
+        return cls.parse(raw, source=f"price file {str(p)!r}")
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], *, source: str = "prices") -> PriceTable:
+        from .config import _explain
+
+        try:
+            return cls.model_validate(raw)
+        except pydantic.ValidationError as exc:
+            raise ConfigError(_explain(exc, source, group="models", label="model")) from None
