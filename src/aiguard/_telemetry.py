@@ -39,6 +39,7 @@ def _global_tracer_provider() -> Any:
         return None if isinstance(provider, otel_trace.ProxyTracerProvider) else provider
 
 
+_metrics_internal: Any
 try:
     from opentelemetry.metrics import _internal as _metrics_internal
 except ImportError:  # pragma: no cover - a future API without the private module
@@ -49,7 +50,7 @@ if _metrics_internal is not None and hasattr(_metrics_internal, "_METER_PROVIDER
 
     def no_meter() -> bool:
         """True while no MeterProvider is set: one attribute read, for the per-call path."""
-        return _metrics_internal._METER_PROVIDER is None  # type: ignore[union-attr]
+        return _metrics_internal._METER_PROVIDER is None
 
 else:  # pragma: no cover
 
@@ -59,7 +60,7 @@ else:  # pragma: no cover
 
 def _global_meter_provider() -> Any:
     try:
-        return _metrics_internal._METER_PROVIDER  # type: ignore[union-attr]
+        return _metrics_internal._METER_PROVIDER
     except AttributeError:  # pragma: no cover
         provider = otel_metrics.get_meter_provider()
         return None if type(provider).__name__ == "_ProxyMeterProvider" else provider
