@@ -67,9 +67,10 @@ class Budget:
 class BudgetRun:
     """One feature's spend in the current window, in this process."""
 
-    __slots__ = ("_lock", "limit", "seconds", "spent", "window")
+    __slots__ = ("_lock", "amount", "limit", "seconds", "spent", "window")
 
     def __init__(self, budget: Budget) -> None:
+        self.amount = budget.limit
         self.limit = to_pico(budget.limit)
         self.seconds = budget.seconds
         self._lock = threading.Lock()
@@ -92,7 +93,7 @@ class BudgetRun:
             spent = self.spent
             left = (self.window + 1) * self.seconds - now
         return (
-            f"spent {to_decimal(spent)} of the {to_decimal(self.limit)} budget for this "
+            f"spent {to_decimal(spent)} of the {self.amount} budget for this "
             f"window; next window in {left:.0f} s"
         )
 

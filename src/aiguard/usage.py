@@ -104,6 +104,9 @@ def read_usage(result: Any) -> Usage | None:
             output_tokens=_int(_get(usage, "completion_tokens")),
             cache_read_tokens=_int(_get(details, "cached_tokens") if details is not None else 0)
             or _int(_get(usage, "cached_tokens")),
+            cache_write_tokens=_int(
+                _get(details, "cache_write_tokens") if details is not None else 0
+            ),
             reasoning_tokens=_int(
                 _get(out_details, "reasoning_tokens") if out_details is not None else 0
             )
@@ -135,7 +138,10 @@ def read_usage(result: Any) -> Usage | None:
         cache_read_tokens=_int(_get(in_details, "cached_tokens") if in_details is not None else 0)
         or _int(_get(usage, "cache_read_tokens"))
         or _int(_get(usage, "cached_tokens")),
-        cache_write_tokens=_int(_get(usage, "cache_write_tokens")),
+        cache_write_tokens=_int(
+            _get(in_details, "cache_write_tokens") if in_details is not None else 0
+        )
+        or _int(_get(usage, "cache_write_tokens")),
         reasoning_tokens=_int(
             _get(out_details, "reasoning_tokens") if out_details is not None else 0
         )

@@ -1,0 +1,306 @@
+"""Cost, price tables, fallback costs, budgets, latency SLO and aiguard.stats()."""
+
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clients import anthropic_client, openai_client
+from hypothesis import given
+from hypothesis import strategies as st
+
+import aiguard
+from aiguard import Reason, Source, Usage
+
+PRICES = {
+    "currency": "USD",
+    "models": {
+        "gpt-4.1-mini": {"input": "0.40", "cached_input": "0.10", "output": "1.60"},
+        "claude-test-1": {
+            "input": "3",
+            "cached_input": "0.30",
+            "cache_write": "3.75",
+            "output": "15",
+        },  # fmt: skip
+        "ticket-clf": {"per_call": "0.00002"},
+    },
+}
+
+
+def test_openai_cost_follows_openai_rule() -> None:
+    """Cached OpenAI tokens are billed at the cached price and not twice."""
+    aiguard.configure(prices=PRICES)
+    client = openai_client()
+
+    @aiguard.guard("draft")
+    def draft() -> Any:
+        return client.chat.completions.create(model="gpt-4.1-mini", messages=[])
+
+    outcome = draft.outcome()
+    # 200 uncached at 0.40/M + 1000 cached at 0.10/M + 80 out at 1.60/M (dated model -> prefix)
+    assert outcome.cost == Decimal("0.000308")
+
+
+def test_anthropic_cost_follows_anthropic_rule() -> None:
+    """Anthropic cache reads and writes are billed at their own prices, on top of input."""
+    aiguard.configure(prices=PRICES)
+    client = anthropic_client()
+
+    @aiguard.guard("draft")
+    def draft() -> Any:
+        return client.messages.create(model="claude-test-1", max_tokens=5, messages=[])
+
+    # 100 input at 3/M + 300 read at 0.30/M + 50 write at 3.75/M + 20 out at 15/M
+    assert draft.outcome().cost == Decimal("0.0008775")
+
+
+def test_flat_per_call_price_for_non_token_models() -> None:
+    """A classifier with a per-call price and the guard's model= name."""
+    aiguard.configure(prices=PRICES)
+
+    @aiguard.guard("triage", model="ticket-clf")
+    def triage() -> str:
+        return "billing"
+
+    assert triage.outcome().cost == Decimal("0.00002")
+
+
+def test_unknown_model_is_unknown_cost_warned_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A model missing from the table: cost None (not zero), a warning logged once."""
+    aiguard.configure(prices=PRICES)
+
+    @aiguard.guard("x", model="mystery-model")
+    def f() -> dict[str, Any]:
+        return {"input_tokens": 10, "output_tokens": 1}
+
+    with caplog.at_level("WARNING", logger="aiguard"):
+        assert [f.outcome().cost for _ in range(3)] == [None, None, None]
+    assert sum("mystery-model" in r.getMessage() for r in caplog.records) == 1
+    s = aiguard.stats("x")
+    assert s.unknown_cost_calls == 3 and s.cost == 0 and s.cost_per_call is None
+
+
+def test_fallback_costs_count() -> None:
+    """Rules and human review declare their own cost; the call's cost includes them."""
+    aiguard.configure(prices=PRICES)
+    queue = aiguard.ReviewQueue(":memory:")
+
+    def rules(t: str) -> str:
+        raise LookupError
+
+    @aiguard.guard(
+        "tri",
+        model="ticket-clf",
+        confidence="score",
+        threshold=0.9,
+        fallback=[
+            aiguard.Rules(rules, cost="0.000001"),
+            aiguard.HumanReview(queue=queue, respond=lambda i: "pending", cost="0.50"),
+        ],
+    )
+    def triage(t: str) -> dict[str, Any]:
+        return {"score": 0.1}
+
+    outcome = triage.outcome("x")
+    assert outcome.source is Source.HUMAN
+    assert outcome.cost == Decimal("0.00002") + Decimal("0.000001") + Decimal("0.50")
+    assert aiguard.stats("tri").cost == outcome.cost
+
+
+def test_price_file_errors_name_model_field_and_value(tmp_path: Path) -> None:
+    """A bad price file fails at load time naming the model, the field and the value."""
+    path = tmp_path / "prices.toml"
+    path.write_text('[models."gpt-x"]\ninput = "-1"\n')
+    with pytest.raises(aiguard.ConfigError) as info:
+        aiguard.configure(prices=path)
+    message = str(info.value)
+    assert "prices.toml" in message and "model 'gpt-x'" in message
+    assert "field 'input'" in message and "'-1'" in message
+    path.write_text('[models."gpt-x"]\ninpt = "1"\n')
+    with pytest.raises(aiguard.ConfigError, match="field 'inpt'"):
+        aiguard.PriceTable.load(path)
+
+
+def test_prices_in_the_config_file(tmp_path: Path) -> None:
+    """load_config reads prices from a path or inline."""
+    (tmp_path / "prices.json").write_text('{"models": {"m": {"per_call": "0.01"}}}')
+    (tmp_path / "aiguard.toml").write_text('prices = "prices.json"\n')
+    aiguard.load_config(tmp_path / "aiguard.toml")
+
+    @aiguard.guard("p", model="m")
+    def f() -> int:
+        return 1
+
+    assert f.outcome().cost == Decimal("0.01")
+
+
+usage_st = st.builds(
+    Usage,
+    input_tokens=st.integers(0, 10**7),
+    output_tokens=st.integers(0, 10**6),
+    cache_read_tokens=st.integers(0, 10**6),
+).filter(lambda u: u.cache_read_tokens <= u.input_tokens)
+price_st = st.decimals(min_value=0, max_value=100, places=6)
+
+
+@given(st.lists(usage_st, min_size=1, max_size=30), price_st, price_st, price_st)
+def test_costs_sum_exactly(
+    usages: list[Usage], pin: Decimal, pcached: Decimal, pout: Decimal
+) -> None:
+    """For any calls and prices, the per-call costs are exact and add up with no drift."""
+    table = aiguard.PriceTable(
+        models={"m": {"input": pin, "cached_input": pcached, "output": pout}}
+    )
+    costs = [table.cost("m", u) for u in usages]
+    for u, c in zip(usages, costs, strict=True):
+        expected = (
+            Decimal(u.input_tokens - u.cache_read_tokens) * pin
+            + Decimal(u.cache_read_tokens) * pcached
+            + Decimal(u.output_tokens) * pout
+        ) / Decimal(10**6)
+        assert c == expected
+    assert sum(costs, Decimal(0)) == sum(
+        (Decimal(u.input_tokens - u.cache_read_tokens) * pin + Decimal(u.cache_read_tokens) * pcached
+         + Decimal(u.output_tokens) * pout for u in usages), Decimal(0)
+    ) / Decimal(10**6)  # fmt: skip
+
+
+def test_stats_sum_costs_exactly_over_many_calls() -> None:
+    """10,000 calls at a price float arithmetic would drift on: the total is exact."""
+    aiguard.configure(prices={"models": {"m": {"per_call": "0.0001"}}})
+
+    @aiguard.guard("drift", model="m")
+    def f() -> int:
+        return 1
+
+    for _ in range(10_000):
+        f()
+    assert aiguard.stats("drift").cost == Decimal("1")
+    assert aiguard.stats("drift").cost_per_call == Decimal("0.0001")
+
+
+def test_budget_stops_model_calls_then_rolls_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over the window's budget the model is not called (over_budget); the next window resets."""
+    from aiguard import budget as budget_module
+
+    now = [1_000_000.0]
+    monkeypatch.setattr(budget_module.time, "time", lambda: now[0])
+    aiguard.configure(prices={"models": {"m": {"per_call": "0.40"}}})
+    calls = {"n": 0}
+
+    @aiguard.guard(
+        "b", model="m", budget=aiguard.Budget(limit="1.00", per="hour"),
+        fallback=aiguard.Rules(lambda: "rules"),
+    )  # fmt: skip
+    def f() -> str:
+        calls["n"] += 1
+        return "model"
+
+    assert [f(), f(), f()] == ["model"] * 3  # 1.20 spent: the third call went over
+    blocked = f.outcome()
+    assert blocked.reason is Reason.OVER_BUDGET and blocked.value == "rules"
+    assert calls["n"] == 3
+    assert "spent 1.2 of the 1.00 budget" in (blocked.detail or "")
+    now[0] += 3600
+    assert f() == "model"
+
+
+def test_budget_counts_fallback_costs() -> None:
+    """Fallback handlers' costs count against the budget too."""
+
+    @aiguard.guard(
+        "bf",
+        budget=aiguard.Budget(limit="1", per="day"),
+        fallback=aiguard.Rules(lambda: "human-ish", cost="0.6"),
+        rollout=aiguard.Rollout(percent=0, key=lambda: "k"),
+    )
+    def f() -> str:
+        return "model"
+
+    assert f.outcome().reason is Reason.NOT_IN_ROLLOUT
+    assert f.outcome().reason is Reason.NOT_IN_ROLLOUT
+    aiguard.set_rollout("bf", 100)
+    assert f.outcome().reason is Reason.OVER_BUDGET  # 1.2 spent by the fallback alone
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"limit": 1.5}, "floats drift"),
+        ({"limit": "-1"}, "must be a finite amount >= 0"),
+        ({"limit": "1", "per": "week"}, r"per='week'\) is invalid"),
+        ({"limit": "1", "per": 0}, r"per=0\) is invalid"),
+    ],
+)
+def test_bad_budgets(kwargs: dict[str, Any], message: str) -> None:
+    """Budget() validates its limit and window."""
+    with pytest.raises(aiguard.ConfigError, match=message):
+        aiguard.Budget(**kwargs)
+
+
+def test_stats_snapshot() -> None:
+    """Calls by source and reason, fallback rate, latency percentiles, tokens, SLO breaches."""
+
+    @aiguard.guard(
+        "st",
+        confidence="score",
+        threshold=0.5,
+        latency_slo=0.015,
+        fallback=aiguard.Default({"score": 1.0}),
+    )
+    def f(score: float, delay: float) -> dict[str, Any]:
+        time.sleep(delay)
+        return {"score": score, "input_tokens": 10, "output_tokens": 2}
+
+    for i in range(20):
+        f(0.9 if i % 4 else 0.1, 0.02 if i == 0 else 0.0)
+    s = aiguard.stats("st")
+    assert s.calls == 20
+    assert s.by_source == {"model": 15, "default": 5}
+    assert s.by_reason == {"served": 15, "low_confidence": 5}
+    assert s.fallback_rate == 0.25
+    assert s.input_tokens == 200 and s.output_tokens == 40
+    assert s.slo_breaches == 1 and s.latency_slo == 0.015
+    assert s.latency_p50 is not None and s.latency_p50 < 0.01
+    assert s.latency_p99 is not None and 0.02 <= s.latency_p99 < 0.03
+
+
+def test_stats_are_thread_safe() -> None:
+    """8 threads x 2,000 calls: every call is counted once."""
+
+    @aiguard.guard("thr")
+    def f() -> int:
+        return 1
+
+    def work() -> None:
+        for _ in range(2000):
+            f()
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    s = aiguard.stats("thr")
+    assert s.calls == 16_000 and s.by_reason == {"served": 16_000}
+
+
+@given(st.lists(st.floats(1e-6, 100), min_size=1, max_size=200))
+def test_latency_percentiles_are_within_the_bucket_error(latencies: list[float]) -> None:
+    """The histogram's p50/p95/p99 lie within 12.5 % above the true nearest-rank value."""
+    import math
+
+    from aiguard._stats import FeatureStats
+
+    fs = FeatureStats("h")
+    for x in latencies:
+        fs.record(Source.MODEL, Reason.SERVED, x, None, 0, None)
+    snap = fs.snapshot("USD")
+    ordered = sorted(latencies)
+    for q, got in ((0.5, snap.latency_p50), (0.95, snap.latency_p95), (0.99, snap.latency_p99)):
+        true = ordered[max(1, math.ceil(q * len(ordered))) - 1]
+        assert got is not None and true <= got * (1 + 1e-9) and got <= true * 1.125 + 1e-12
