@@ -25,7 +25,7 @@ PRICES = {
             "cached_input": "0.30",
             "cache_write": "3.75",
             "output": "15",
-        },  # fmt: skip
+        },
         "ticket-clf": {"per_call": "0.00002"},
     },
 }
@@ -155,18 +155,19 @@ def test_costs_sum_exactly(
     table = aiguard.PriceTable(
         models={"m": {"input": pin, "cached_input": pcached, "output": pout}}
     )
-    costs = [table.cost("m", u) for u in usages]
-    for u, c in zip(usages, costs, strict=True):
-        expected = (
+
+    def exact(u: Usage) -> Decimal:
+        return (
             Decimal(u.input_tokens - u.cache_read_tokens) * pin
             + Decimal(u.cache_read_tokens) * pcached
             + Decimal(u.output_tokens) * pout
         ) / Decimal(10**6)
-        assert c == expected
-    assert sum(costs, Decimal(0)) == sum(
-        (Decimal(u.input_tokens - u.cache_read_tokens) * pin + Decimal(u.cache_read_tokens) * pcached
-         + Decimal(u.output_tokens) * pout for u in usages), Decimal(0)
-    ) / Decimal(10**6)  # fmt: skip
+
+    costs = [table.cost("m", u) for u in usages]
+    for u, c in zip(usages, costs, strict=True):
+        assert c == exact(u)
+    total = sum((c for c in costs if c is not None), Decimal(0))
+    assert total == sum((exact(u) for u in usages), Decimal(0))
 
 
 def test_stats_sum_costs_exactly_over_many_calls() -> None:
