@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings
 
-from aiguard import _internal, events
+from aiguard import _internal, _stats, events
 from aiguard.testing import isolated
 
 settings.register_profile("ci", deadline=None, print_blob=True)
@@ -20,6 +20,7 @@ def _clean_aiguard_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("AIGUARD_STORE", raising=False)
     _internal.reset()
     events.clear()
+    _stats.reset()
     with isolated():
         yield
     _internal.reset()

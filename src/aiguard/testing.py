@@ -82,7 +82,15 @@ def strict() -> Iterator[None]:
 
 
 class Telemetry:
-    """What :func:`capture_telemetry` collected: finished spans and metric points."""
+    """What :func:`capture_telemetry` collected: finished spans and metric points.
+
+    Example:
+        >>> from aiguard.testing import capture_telemetry
+        >>> with capture_telemetry() as telemetry:
+        ...     pass
+        >>> telemetry.spans(), telemetry.metric_points("aiguard.calls")
+        ([], [])
+    """
 
     def __init__(self, spans: Any, metrics: Any) -> None:
         self._spans = spans

@@ -1,0 +1,284 @@
+"""OpenTelemetry: spans, attributes, parent/child structure, metrics, events, OTLP export."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import threading
+from typing import Any
+
+import pytest
+from clients import anthropic_client, openai_client
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
+
+import aiguard
+from aiguard import _telemetry
+from aiguard.testing import capture_telemetry
+
+PRICES = {"models": {"gpt-4.1-mini": {"input": "0.40", "cached_input": "0.10", "output": "1.60"}}}
+
+
+def test_no_sdk_means_no_span_work() -> None:
+    """With no provider set, aiguard notices and does no span work at all."""
+    assert _telemetry.no_tracer() and _telemetry.tracer() is None
+    assert _telemetry.no_meter() and _telemetry.meters() is None
+
+    @aiguard.guard("quiet")
+    def f() -> int:
+        return 1
+
+    assert f() == 1
+
+
+def test_span_per_call_with_genai_and_aiguard_attributes() -> None:
+    """One CLIENT span named '{operation} {model}' with GenAI and aiguard.* attributes."""
+    aiguard.configure(prices=PRICES)
+    with capture_telemetry() as telemetry:
+        client = openai_client()
+
+        @aiguard.guard(
+            "draft", model="gpt-4.1-mini", provider="openai", confidence=lambda r: 0.9,
+            threshold=0.5, rollout=aiguard.Rollout(percent=100, key="user"),
+        )  # fmt: skip
+        def draft(user: str) -> Any:
+            return client.chat.completions.create(model="gpt-4.1-mini", messages=[])
+
+        outcome = draft.outcome("u1")
+    [span] = telemetry.spans()
+    assert span.name == "chat gpt-4.1-mini" and span.kind is SpanKind.CLIENT
+    attrs = dict(span.attributes or {})
+    assert attrs["gen_ai.operation.name"] == "chat"
+    assert attrs["gen_ai.provider.name"] == "openai"
+    assert attrs["gen_ai.request.model"] == "gpt-4.1-mini"
+    assert attrs["gen_ai.response.model"] == "gpt-4.1-mini-2025-04-14"
+    assert attrs["gen_ai.usage.input_tokens"] == 1200
+    assert attrs["gen_ai.usage.output_tokens"] == 80
+    assert attrs["gen_ai.usage.cache_read.input_tokens"] == 1000
+    assert attrs["aiguard.feature"] == "draft"
+    assert attrs["aiguard.call_id"] == outcome.call_id
+    assert attrs["aiguard.source"] == "model" and attrs["aiguard.reason"] == "served"
+    assert attrs["aiguard.confidence"] == 0.9 and attrs["aiguard.threshold"] == 0.5
+    assert attrs["aiguard.rollout.percent"] == 100 and attrs["aiguard.rollout.arm"] == "ai"
+    assert attrs["aiguard.killed"] is False
+    assert attrs["aiguard.cost"] == pytest.approx(0.000308)
+    assert attrs["aiguard.cost.currency"] == "USD"
+    assert "error.type" not in attrs
+
+
+def test_feature_name_when_no_model_is_known() -> None:
+    """Without a model name, the span is named after the feature."""
+    with capture_telemetry() as telemetry:
+
+        @aiguard.guard("triage")
+        def triage() -> str:
+            return "x"
+
+        triage()
+    assert [s.name for s in telemetry.spans()] == ["triage"]
+
+
+def test_fallback_handlers_get_child_spans() -> None:
+    """Each fallback handler tried has a child span of the call's span."""
+
+    def rules(t: str) -> str:
+        raise LookupError("no keyword")
+
+    with capture_telemetry() as telemetry:
+
+        @aiguard.guard("tri", fallback=[rules, aiguard.Default("other")])
+        def triage(t: str) -> str:
+            raise ConnectionError("model down")
+
+        assert triage("x") == "other"
+    spans = {s.name: s for s in telemetry.spans()}
+    call = spans["tri"]
+    rules_span = spans[
+        "aiguard.fallback rules:test_fallback_handlers_get_child_spans.<locals>.rules"
+    ]
+    default_span = spans["aiguard.fallback default"]
+    for child in (rules_span, default_span):
+        assert child.parent is not None and child.parent.span_id == call.context.span_id
+        assert child.context.trace_id == call.context.trace_id
+    assert rules_span.status.status_code is StatusCode.ERROR
+    attrs = dict(call.attributes or {})
+    assert attrs["aiguard.reason"] == "error" and attrs["aiguard.source"] == "default"
+    assert attrs["error.type"] == "ConnectionError"
+    assert attrs["aiguard.fallback.handlers"] == (rules_span.name.split(" ", 1)[1], "default")
+
+
+def test_a_self_tracing_client_span_is_a_child_and_counts_once() -> None:
+    """The Anthropic client's own GenAI span nests under aiguard's; tokens agree, not doubled."""
+    with capture_telemetry() as telemetry:
+        client = anthropic_client()
+
+        @aiguard.guard("draft", model="claude-test-1")
+        def draft() -> Any:
+            return client.messages.create(model="claude-test-1", max_tokens=5, messages=[])
+
+        draft()
+    spans = telemetry.spans()
+    ours = next(s for s in spans if s.name == "chat claude-test-1")
+    theirs = next(s for s in spans if s is not ours)
+    assert theirs.parent is not None and theirs.parent.span_id == ours.context.span_id
+    a, b = dict(ours.attributes or {}), dict(theirs.attributes or {})
+    assert a["gen_ai.usage.input_tokens"] == b["gen_ai.usage.input_tokens"] == 450
+    assert a["gen_ai.usage.cache_read.input_tokens"] == 300
+    assert aiguard.stats("draft").input_tokens == 450  # counted once
+
+
+def test_metrics_follow_the_conventions() -> None:
+    """Duration and token histograms with the advised buckets; aiguard counters."""
+    aiguard.configure(prices=PRICES)
+    with capture_telemetry() as telemetry:
+        client = openai_client()
+
+        @aiguard.guard("m", model="gpt-4.1-mini", confidence=lambda r: 0.2, threshold=0.5,
+                       fallback=aiguard.Default("d"))  # fmt: skip
+        def f() -> Any:
+            return client.chat.completions.create(model="gpt-4.1-mini", messages=[])
+
+        f()
+        duration = telemetry.metric("gen_ai.client.operation.duration")
+        tokens = telemetry.metric("gen_ai.client.token.usage")
+        calls = telemetry.metric_points("aiguard.calls")
+        fallbacks = telemetry.metric_points("aiguard.fallbacks")
+        cost = telemetry.metric_points("aiguard.cost")
+    assert duration.unit == "s"
+    [point] = duration.data.data_points
+    assert tuple(point.explicit_bounds) == _telemetry.DURATION_BUCKETS
+    assert point.attributes["gen_ai.operation.name"] == "chat"
+    assert tokens.unit == "{token}"
+    by_type = {p.attributes["gen_ai.token.type"]: p for p in tokens.data.data_points}
+    assert by_type["input"].sum == 1200 and by_type["output"].sum == 80
+    assert tuple(by_type["input"].explicit_bounds) == _telemetry.TOKEN_BUCKETS
+    [c] = calls
+    assert c.value == 1 and dict(c.attributes) == {
+        "aiguard.feature": "m", "aiguard.source": "default", "aiguard.reason": "low_confidence"
+    }  # fmt: skip
+    assert fallbacks[0].value == 1
+    assert cost[0].value == pytest.approx(0.000308)
+
+
+def test_trips_become_span_events_and_counters() -> None:
+    """An automatic kill is a span event on the call that tripped it, and a counter."""
+    with capture_telemetry() as telemetry:
+
+        @aiguard.guard(
+            "ev", breaker=aiguard.Breaker(max_error_rate=0.5, min_calls=2, window=2),
+            fallback=aiguard.Default("d"),
+        )  # fmt: skip
+        def f() -> str:
+            raise ConnectionError
+
+        f(), f()
+        points = telemetry.metric_points("aiguard.control.events")
+    events = [e for s in telemetry.spans() for e in s.events]
+    assert [e.name for e in events] == ["aiguard.trip"]
+    assert "error rate 1 > 0.5" in events[0].attributes["aiguard.event.reason"]
+    assert [(dict(p.attributes), p.value) for p in points] == [
+        ({"aiguard.feature": "ev", "aiguard.event": "trip"}, 1)
+    ]
+
+
+def test_a_provider_installed_later_is_picked_up() -> None:
+    """Calls before a provider is set make no spans; calls after it do."""
+
+    @aiguard.guard("late")
+    def f() -> int:
+        return 1
+
+    f()
+    with capture_telemetry() as telemetry:
+        f()
+    f()
+    assert len(telemetry.spans()) == 1
+
+
+async def test_async_calls_have_spans_too() -> None:
+    """Async guarded calls get the same span, current while the model runs."""
+    seen: list[Any] = []
+    with capture_telemetry() as telemetry:
+
+        @aiguard.guard("aspan", model="m")
+        async def f() -> str:
+            await asyncio.sleep(0)
+            seen.append(trace.get_current_span().get_span_context().span_id)
+            return "ok"
+
+        await f()
+    [span] = telemetry.spans()
+    assert seen == [span.context.span_id]
+
+
+def test_telemetry_failures_never_fail_the_call(caplog: pytest.LogCaptureFixture) -> None:
+    """A span processor that raises is logged once and counted; calls still succeed."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    from aiguard import _internal
+
+    class Exploding(SpanProcessor):
+        def on_end(self, span: Any) -> None:
+            raise RuntimeError("exporter down")
+
+    with capture_telemetry():
+        trace.get_tracer_provider().add_span_processor(Exploding())  # type: ignore[attr-defined]
+
+        @aiguard.guard("boom")
+        def f() -> int:
+            return 1
+
+        with caplog.at_level("WARNING", logger="aiguard"):
+            assert [f(), f(), f()] == [1, 1, 1]
+    assert sum("exporter down" in r.getMessage() for r in caplog.records) == 1
+    assert _internal.counts["telemetry: end span"] == 3
+
+
+def test_export_over_otlp_http_to_a_local_receiver() -> None:
+    """A real OTLP/HTTP exporter sends the span; the protobuf payload holds its attributes."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    received: list[bytes] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with capture_telemetry():
+            exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{server.server_port}/v1/traces")
+            trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[attr-defined]
+
+            @aiguard.guard("otlp", model="m-1", fallback=aiguard.Default("d"))
+            def f() -> str:
+                raise TimeoutError
+
+            outcome = f.outcome()
+    finally:
+        server.shutdown()
+    spans = [
+        span
+        for body in received
+        for rs in ExportTraceServiceRequest.FromString(body).resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    ]
+    [span] = [s for s in spans if s.name == "chat m-1"]
+    attrs = {a.key: a.value for a in span.attributes}
+    assert attrs["aiguard.call_id"].string_value == outcome.call_id
+    assert attrs["aiguard.reason"].string_value == "timeout"
+    assert attrs["error.type"].string_value == "TimeoutError"
+    assert attrs["gen_ai.request.model"].string_value == "m-1"
