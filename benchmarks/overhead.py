@@ -171,15 +171,85 @@ def bucketing(calls: int) -> str:
     return "\n".join(lines)
 
 
+def with_sdk(batches: int, calls: int) -> str:
+    """With the OpenTelemetry SDK: a BatchSpanProcessor (exporting to a sink that drops spans),
+    a span per call. Compares a guarded call with a bare SDK span carrying 8 attributes around the
+    bare function, then adds SDK metrics."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Sink(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Sink(), max_queue_size=1 << 16))
+    trace.set_tracer_provider(provider)
+    tracer = trace.get_tracer("bench")
+    attrs = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "m",
+        "gen_ai.response.model": "m",
+        "gen_ai.usage.input_tokens": 100,
+        "gen_ai.usage.output_tokens": 10,
+        "aiguard.feature": "bench",
+        "aiguard.reason": "served",
+    }
+
+    def bare_span(ticket: str) -> Any:
+        with tracer.start_as_current_span("chat m", attributes=attrs):
+            return bare(ticket)
+
+    traced = guarded(bare)
+    cases: dict[str, Callable[[str], Any]] = {
+        "bare SDK span, 8 attributes": bare_span,
+        "guarded (span per call)": traced,
+    }
+    samples: dict[str, list[float]] = {k: [] for k in cases}
+    n = max(1, calls // 10)
+    for fn in cases.values():
+        time_sync(fn, n)
+    for _ in range(batches):
+        for name, fn in cases.items():
+            samples[name].append(time_sync(fn, n))
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    metric_samples = []
+    time_sync(traced, n)
+    for _ in range(batches):
+        metric_samples.append(time_sync(traced, n))
+    med["guarded (span + SDK metrics)"] = statistics.median(metric_samples)
+    base = med["bare SDK span, 8 attributes"]
+    lines = [
+        "",
+        "With the OpenTelemetry SDK (BatchSpanProcessor, a span per call):",
+        "",
+        f"| {'case':30} | {'median/call':>11} | {'vs bare span':>12} |",
+        f"|{'-' * 32}|{'-' * 13}|{'-' * 14}|",
+    ]
+    for name, ns in med.items():
+        lines.append(f"| {name:30} | {ns / 1000:8.2f} µs | {ns / base:11.2f}x |")
+    provider.shutdown()
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=31)
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--json", help="also write the medians (ns per call) to this file")
+    parser.add_argument("--no-sdk", action="store_true", help="skip the OpenTelemetry SDK cases")
     args = parser.parse_args(argv)
     medians = measure(args.batches, args.calls)
     print(report(medians))
     print(bucketing(args.calls))
+    if not args.no_sdk:
+        print(with_sdk(args.batches, args.calls))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(medians, f, indent=2)

@@ -13,7 +13,7 @@ from . import _internal, _stats, _telemetry
 from ._state import state
 from .budget import Budget, BudgetRun
 from .outcome import Outcome, Reason, Source
-from .pricing import PriceTable, pico_cost
+from .pricing import PriceTable, pico_cost, to_pico
 from .usage import Usage, as_usage, read_usage
 
 UsageReader = Callable[[Any], Any]
@@ -33,6 +33,7 @@ class Accounting:
         "reader",
         "record",
         "slo",
+        "span_name",
         "stats",
     )
 
@@ -51,6 +52,9 @@ class Accounting:
         self.model = model
         self.provider = provider
         self.operation = operation
+        # GenAI conventions: "{operation} {request model}", or the feature when no model is
+        # known; static per guard, so the span is named once, when it starts
+        self.span_name = f"{operation} {model}" if model else feature
         if usage is False:
             self.reader: UsageReader | None = None
         elif usage is None or usage is True:
@@ -159,51 +163,92 @@ class Accounting:
         if source is not None and source is not Source.MODEL:
             m.fallbacks.add(1, ours)
 
-    def span_attributes(self, outcome: Outcome[Any]) -> tuple[str, dict[str, Any], str | None]:
-        """The span's name, attributes and error (if the call failed to serve anything)."""
-        usage = outcome.usage
+    def span_attributes(self, outcome: Outcome[Any]) -> tuple[dict[str, Any], str | None]:
+        """The span's attributes and error (if the call served nothing)."""
+        cost = outcome.cost
+        return self.attributes(
+            outcome.call_id,
+            outcome.source,
+            outcome.reason,
+            outcome.confidence,
+            outcome.threshold,
+            outcome.rollout_percent,
+            outcome.arm,
+            outcome.usage,
+            None if cost is None else to_pico(cost),
+            tuple(a.handler for a in outcome.attempts),
+            outcome.detail,
+            outcome.exception,
+        )
+
+    def attributes(
+        self,
+        call_id: str,
+        source: Source | None,
+        reason: Reason,
+        confidence: float | None,
+        threshold: float | None,
+        percent: float | None,
+        arm: str | None,
+        usage: Usage | None,
+        cost: int | None,
+        handlers: tuple[str, ...],
+        detail: str | None,
+        exception: BaseException | None,
+    ) -> tuple[dict[str, Any], str | None]:
+        """The span's attributes (None values left out) and error, from the call's figures:
+        the served path calls this without building an Outcome."""
         response_model = usage.model if usage is not None else None
-        model = self.model or response_model
-        name = f"{self.operation} {model}" if model else self.feature
+        provider = usage.provider if usage is not None and usage.provider else self.provider
+        # Reason and Source are str enums: OpenTelemetry takes them as the strings they are.
         attrs: dict[str, Any] = {
             "gen_ai.operation.name": self.operation,
-            "gen_ai.provider.name": usage.provider if usage and usage.provider else self.provider,
-            "gen_ai.request.model": self.model,
-            "gen_ai.response.model": response_model,
             "aiguard.feature": self.feature,
-            "aiguard.call_id": outcome.call_id,
-            "aiguard.source": outcome.source.value if outcome.source is not None else None,
-            "aiguard.reason": outcome.reason.value,
-            "aiguard.confidence": outcome.confidence,
-            "aiguard.threshold": outcome.threshold,
-            "aiguard.rollout.percent": outcome.rollout_percent,
-            "aiguard.rollout.arm": outcome.arm,
-            "aiguard.killed": outcome.reason in (Reason.KILLED, Reason.AUTO_KILLED),
-            "aiguard.latency": outcome.latency,
+            "aiguard.call_id": call_id,
+            "aiguard.reason": reason,
+            "aiguard.killed": reason in _KILLED,
         }
+        if provider is not None:
+            attrs["gen_ai.provider.name"] = provider
+        if self.model is not None:
+            attrs["gen_ai.request.model"] = self.model
+        if response_model is not None:
+            attrs["gen_ai.response.model"] = response_model
+        if source is not None:
+            attrs["aiguard.source"] = source
+        if confidence is not None:
+            attrs["aiguard.confidence"] = confidence
+        if threshold is not None:
+            attrs["aiguard.threshold"] = threshold
+        if percent is not None:
+            attrs["aiguard.rollout.percent"] = percent
+            attrs["aiguard.rollout.arm"] = arm
         if usage is not None:
             attrs["gen_ai.usage.input_tokens"] = usage.input_tokens
             attrs["gen_ai.usage.output_tokens"] = usage.output_tokens
             attrs["gen_ai.usage.cache_read.input_tokens"] = usage.cache_read_tokens
             if usage.reasoning_tokens:
                 attrs["gen_ai.usage.reasoning.output_tokens"] = usage.reasoning_tokens
-        if outcome.cost is not None:
-            attrs["aiguard.cost"] = float(outcome.cost)
+        if cost is not None:
+            attrs["aiguard.cost"] = cost / 1e12
             attrs["aiguard.cost.currency"] = (
                 state.prices.currency if state.prices is not None else "USD"
             )
-        if outcome.attempts:
-            attrs["aiguard.fallback.handlers"] = tuple(a.handler for a in outcome.attempts)
-        if outcome.reason is not Reason.SERVED and outcome.detail:
-            attrs["aiguard.detail"] = outcome.detail
-        error = None
-        if outcome.exception is not None:
-            attrs["error.type"] = type(outcome.exception).__qualname__
-        elif outcome.reason is Reason.TIMEOUT:
+        if handlers:
+            attrs["aiguard.fallback.handlers"] = handlers
+        if reason is not Reason.SERVED and detail:
+            attrs["aiguard.detail"] = detail
+        if exception is not None:
+            attrs["error.type"] = type(exception).__qualname__
+        elif reason is Reason.TIMEOUT:
             attrs["error.type"] = "timeout"
-        if outcome.source is None:
-            error = f"{outcome.reason.value}: {outcome.detail or 'not served'}"
-        return name, attrs, error
+        error = None
+        if source is None:
+            error = f"{reason.value}: {detail or 'not served'}"
+        return attrs, error
+
+
+_KILLED = frozenset({Reason.KILLED, Reason.AUTO_KILLED})
 
 
 def _lookup(prices: PriceTable, model: str | None, requested: str | None) -> Any:

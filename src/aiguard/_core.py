@@ -406,12 +406,16 @@ class Core:
         if self.monitor is not None:
             self.monitor(SERVED)
         acct.report(MODEL, SERVED, t2 - t0, usage, cost)
-        if span is not None or state.observers:
-            outcome = self.served(raw)
-            if span is not None:
-                _telemetry.describe(span, *acct.span_attributes(outcome))
-            if state.observers:
-                notify(outcome)
+        if span is not None:  # from the figures: no Outcome is built for the span
+            _telemetry.describe(
+                span,
+                *acct.attributes(
+                    _ids.call_id(n), MODEL, SERVED, confidence, s.threshold, s.percent, arm,
+                    usage, cost, (), None, None,
+                ),
+            )  # fmt: skip
+        if state.observers:
+            notify(self.served(raw))
         return raw
 
     # -- the fallback path -----------------------------------------------------------------------

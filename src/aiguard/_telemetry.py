@@ -29,6 +29,7 @@ TOKEN_BUCKETS = (
 )  # fmt: skip
 
 _SCOPE = "aiguard"
+_CLIENT = SpanKind.CLIENT
 
 
 def _global_tracer_provider() -> Any:
@@ -153,10 +154,10 @@ def meters() -> Meters | None:
     return _meters
 
 
-def start(tracer: Any, feature: str) -> tuple[Any, Any]:
+def start(tracer: Any, name: str) -> tuple[Any, Any]:
     """Start the call's span and make it current (so a model client's own span is its child)."""
     try:
-        span = tracer.start_span(feature, kind=SpanKind.CLIENT)
+        span = tracer.start_span(name, kind=_CLIENT)
         token = otel_context.attach(otel_trace.set_span_in_context(span))
     except Exception as exc:
         _internal.report("telemetry: start span", exc)
@@ -173,13 +174,12 @@ def stop(span: Any, token: Any) -> None:
         _internal.report("telemetry: end span", exc)
 
 
-def describe(span: Any, name: str, attributes: Mapping[str, Any], error: str | None) -> None:
-    """Name the span and set its attributes, if it is recording."""
+def describe(span: Any, attributes: Mapping[str, Any], error: str | None) -> None:
+    """Set the span's attributes (and error status), if it is recording."""
     try:
         if not span.is_recording():
             return
-        span.update_name(name)
-        span.set_attributes({k: v for k, v in attributes.items() if v is not None})
+        span.set_attributes(attributes)
         if error is not None:
             span.set_status(Status(StatusCode.ERROR, error))
     except Exception as exc:

@@ -224,14 +224,14 @@ def _check_policy(feature: str, name: str, value: Any, kind: type) -> Any:
 def _wrap_sync(fn: Callable[P, R], core: Core) -> Guarded[P, R]:
     pool_call = _timeouts.call
     TimedOut = _timeouts.TimedOut
-    feature = core.feature
+    span_name = core.acct.span_name
     no_tracer = _telemetry.no_tracer
 
     def run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if no_tracer():
             return body(args, kwargs, None)
         tracer = _telemetry.tracer()
-        span, token = (None, None) if tracer is None else _telemetry.start(tracer, feature)
+        span, token = (None, None) if tracer is None else _telemetry.start(tracer, span_name)
         if span is None:
             return body(args, kwargs, None)
         try:
@@ -338,14 +338,14 @@ def _handler_span(ctx: Any, handler: Fallback) -> Any:
 
 def _wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> AsyncGuarded[P, R]:
     timeout_cm = asyncio.timeout
-    feature = core.feature
+    span_name = core.acct.span_name
     no_tracer = _telemetry.no_tracer
 
     async def run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if no_tracer():
             return await body(args, kwargs, None)
         tracer = _telemetry.tracer()
-        span, token = (None, None) if tracer is None else _telemetry.start(tracer, feature)
+        span, token = (None, None) if tracer is None else _telemetry.start(tracer, span_name)
         if span is None:
             return await body(args, kwargs, None)
         try:
