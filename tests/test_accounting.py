@@ -265,7 +265,7 @@ def test_stats_snapshot() -> None:
     assert s.by_reason == {"served": 15, "low_confidence": 5}
     assert s.fallback_rate == 0.25
     assert s.input_tokens == 200 and s.output_tokens == 40
-    assert s.slo_breaches == 1 and s.latency_slo == 0.015
+    assert s.slo_breaches == 1 and s.latency_slo == 0.015 and s.slo_met is True
     assert s.latency_p50 is not None and s.latency_p50 < 0.01
     assert s.latency_p99 is not None and 0.02 <= s.latency_p99 < 0.03
 

@@ -49,6 +49,10 @@ def _upper(i: int) -> float:
 class Stats:
     """A snapshot of one feature's figures since the process started (or ``reset``).
 
+    Latencies are in seconds, for the whole guarded call. ``slo_met`` says whether the p95
+    latency is within ``latency_slo`` (the guard's ``latency_slo=``); ``slo_breaches`` counts the
+    calls over it.
+
     Example:
         >>> import aiguard
         >>> @aiguard.guard("stats-demo")
@@ -70,6 +74,7 @@ class Stats:
     latency_p99: float | None = None
     latency_slo: float | None = None
     slo_breaches: int = 0
+    slo_met: bool | None = None
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
@@ -215,6 +220,7 @@ class FeatureStats:
             by_source[src.value if src is not None else "none"] += n
             by_reason[reason.value] += n
         served = by_reason.get(Reason.SERVED.value, 0)
+        p95 = _percentile(t, 0.95)
         return Stats(
             feature=self.feature,
             calls=t.calls,
@@ -222,10 +228,11 @@ class FeatureStats:
             by_reason=dict(by_reason),
             fallback_rate=(t.calls - served) / t.calls if t.calls else 0.0,
             latency_p50=_percentile(t, 0.50),
-            latency_p95=_percentile(t, 0.95),
+            latency_p95=p95,
             latency_p99=_percentile(t, 0.99),
             latency_slo=self.slo,
             slo_breaches=t.slo_breaches,
+            slo_met=None if self.slo is None or p95 is None else p95 <= self.slo,
             input_tokens=t.tokens[0],
             output_tokens=t.tokens[1],
             cache_read_tokens=t.tokens[2],
