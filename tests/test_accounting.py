@@ -299,7 +299,7 @@ def test_latency_percentiles_are_within_the_bucket_error(latencies: list[float])
 
     fs = FeatureStats("h")
     for x in latencies:
-        fs.record(Source.MODEL, Reason.SERVED, x, None, 0, None)
+        fs.record(Source.MODEL, Reason.SERVED, x, None, 0)
     snap = fs.snapshot("USD")
     ordered = sorted(latencies)
     for q, got in ((0.5, snap.latency_p50), (0.95, snap.latency_p95), (0.99, snap.latency_p99)):

@@ -17,6 +17,7 @@ from .pricing import PriceTable, pico_cost, to_pico
 from .usage import Usage, as_usage, read_usage
 
 UsageReader = Callable[[Any], Any]
+no_meter = _telemetry.no_meter
 
 
 class Accounting:
@@ -69,6 +70,8 @@ class Accounting:
         self.budget = None if budget is None else BudgetRun(budget)
         self.slo = latency_slo
         self.stats = _stats.for_feature(feature)
+        if latency_slo is not None:
+            self.stats.slo = latency_slo
         self.record = self.stats.record  # bound once: one attribute lookup less per call
         self._prices: PriceTable | None = None
         self._price_cache: dict[str | None, Any] = {}
@@ -122,10 +125,10 @@ class Accounting:
     ) -> None:
         """Stats, budget and metrics for one finished call."""
         try:
-            self.record(source, reason, latency, usage, cost, self.slo)
+            self.record(source, reason, latency, usage, cost)
             if cost and self.budget is not None:
                 self.budget.spend(cost)
-            if not _telemetry.no_meter():
+            if not no_meter():
                 m = _telemetry.meters()
                 if m is not None:
                     self._metrics(m, source, reason, latency, usage, cost)

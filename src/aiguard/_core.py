@@ -379,18 +379,34 @@ class Core:
             cost,
         )
 
-    def finish_served(
+    def settle(
         self,
         s: Settings,
         n: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         result: Any,
-        confidence: float | None,
         t0: float,
         t1: float,
         arm: str | None,
         span: Any,
-    ) -> tuple[Any, ...]:
-        """Account for a served call; returns its raw record (the Outcome is built lazily)."""
+    ) -> tuple[Any, ...] | FallbackContext:
+        """Judge the model's result: a served call is accounted for and its raw record returned
+        (the Outcome is built lazily); otherwise the context for the fallback chain."""
+        reason, confidence, detail = self.judge(result, s)
+        if reason is not SERVED:
+            return self.context(
+                s,
+                n,
+                args,
+                kwargs,
+                reason,
+                result=result,
+                confidence=confidence,
+                detail=detail,
+                arm=arm,
+                span=span,
+            )
         acct = self.acct
         reader = acct.reader
         usage = None
@@ -549,6 +565,23 @@ class Core:
             cost=None if cost is None else to_decimal(cost),
         )
 
+    def caught(
+        self,
+        s: Settings,
+        n: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        exc: Exception,
+        t0: float,
+        arm: str | None,
+        span: Any,
+    ) -> FallbackContext:
+        """The context for an exception in ``catch``; re-raises a caller's misuse."""
+        if exc.__class__ is TypeError and self.misuse(args, kwargs):
+            self.unhandled(s, n, args, kwargs, exc, t0, misuse=True, span=span)
+            raise exc
+        return self.failed(s, n, args, kwargs, exc, arm, span)
+
     def misuse(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         """True when the call's arguments do not fit the function: the caller's bug, not the
         model's, so the TypeError propagates instead of going to the fallback chain."""
@@ -613,8 +646,8 @@ def _pre(
         blocked = (Reason.KILLED, None, kill.describe())
         return lambda args, kwargs: blocked
     budget = acct.budget
-    if breaker is None and plan is None and budget is None:
-        return None
+    if breaker is None and budget is None:
+        return None if plan is None else plan.check  # the rollout check is the whole check
     check = None if plan is None else plan.check
     ai = (None, "ai", None)
 
@@ -623,9 +656,9 @@ def _pre(
     ) -> tuple[Reason | None, str | None, str | None]:
         arm = None
         if check is not None:  # the rollout first: the breaker only sees calls in the AI arm
-            reason, detail = check(args, kwargs)
-            if reason is not None:
-                return reason, "baseline", detail
+            verdict = check(args, kwargs)
+            if verdict[0] is not None:
+                return verdict
             arm = "ai"
         if breaker is not None:
             why = breaker.admit()

@@ -163,7 +163,6 @@ class FeatureStats:
         latency: float,
         usage: Any,
         cost: int | None,
-        slo: float | None,
     ) -> None:
         try:
             sh = self._local.shard
@@ -192,10 +191,9 @@ class FeatureStats:
         else:
             sh.cost += cost
             sh.priced += 1
-        if slo is not None:
-            self.slo = slo
-            if latency > slo:
-                sh.slo_breaches += 1
+        slo = self.slo
+        if slo is not None and latency > slo:
+            sh.slo_breaches += 1
 
     def _total(self) -> _Shard:
         with self._lock:

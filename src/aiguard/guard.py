@@ -12,7 +12,7 @@ from time import perf_counter
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from . import _core, _ids, _telemetry, _timeouts
-from ._core import SERVED, Core, Spec
+from ._core import Core, Spec
 from ._state import UNSET, state
 from .breaker import Breaker
 from .budget import Budget
@@ -261,32 +261,14 @@ def _wrap_sync(fn: Callable[P, R], core: Core) -> Guarded[P, R]:
         except TimedOut:
             return _drive_sync(core, core.failed(s, n, args, kwargs, None, arm, span), t0, None)
         except core.catch as exc:
-            if exc.__class__ is TypeError and core.misuse(args, kwargs):
-                core.unhandled(s, n, args, kwargs, exc, t0, misuse=True, span=span)
-                raise
-            return _drive_sync(
-                core, core.failed(s, n, args, kwargs, exc, arm, span), t0, perf_counter()
-            )
+            ctx = core.caught(s, n, args, kwargs, exc, t0, arm, span)
+            return _drive_sync(core, ctx, t0, perf_counter())
         except Exception as exc:
             core.unhandled(s, n, args, kwargs, exc, t0, span=span)
             raise
         t1 = perf_counter()
-        reason, confidence, detail = core.judge(result, s)
-        if reason is SERVED:
-            return core.finish_served(s, n, result, confidence, t0, t1, arm, span)
-        ctx = core.context(
-            s,
-            n,
-            args,
-            kwargs,
-            reason,
-            result=result,
-            confidence=confidence,
-            detail=detail,
-            arm=arm,
-            span=span,
-        )
-        return _drive_sync(core, ctx, t0, t1)
+        out = core.settle(s, n, args, kwargs, result, t0, t1, arm, span)
+        return out if out.__class__ is tuple else _drive_sync(core, out, t0, t1)
 
     @functools.wraps(fn)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -376,39 +358,19 @@ def _wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> AsyncGuarded[P, R]
                     result = await fn(*args, **kwargs)
         except core.catch as exc:
             if limit is not None and limit.expired():
-                return await _drive_async(
-                    core, core.failed(s, n, args, kwargs, None, arm, span), t0, None
-                )
-            if exc.__class__ is TypeError and core.misuse(args, kwargs):
-                core.unhandled(s, n, args, kwargs, exc, t0, misuse=True, span=span)
-                raise
-            return await _drive_async(
-                core, core.failed(s, n, args, kwargs, exc, arm, span), t0, perf_counter()
-            )
+                ctx = core.failed(s, n, args, kwargs, None, arm, span)
+                return await _drive_async(core, ctx, t0, None)
+            ctx = core.caught(s, n, args, kwargs, exc, t0, arm, span)
+            return await _drive_async(core, ctx, t0, perf_counter())
         except Exception as exc:
             if limit is not None and limit.expired():
-                return await _drive_async(
-                    core, core.failed(s, n, args, kwargs, None, arm, span), t0, None
-                )
+                ctx = core.failed(s, n, args, kwargs, None, arm, span)
+                return await _drive_async(core, ctx, t0, None)
             core.unhandled(s, n, args, kwargs, exc, t0, span=span)
             raise
         t1 = perf_counter()
-        reason, confidence, detail = core.judge(result, s)
-        if reason is SERVED:
-            return core.finish_served(s, n, result, confidence, t0, t1, arm, span)
-        ctx = core.context(
-            s,
-            n,
-            args,
-            kwargs,
-            reason,
-            result=result,
-            confidence=confidence,
-            detail=detail,
-            arm=arm,
-            span=span,
-        )
-        return await _drive_async(core, ctx, t0, t1)
+        out = core.settle(s, n, args, kwargs, result, t0, t1, arm, span)
+        return out if out.__class__ is tuple else await _drive_async(core, out, t0, t1)
 
     @functools.wraps(fn)
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:

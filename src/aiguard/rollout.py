@@ -303,28 +303,29 @@ class Plan:
 
         self.check = self._compile()
 
-    def _compile(self) -> Callable[[tuple[Any, ...], dict[str, Any]], tuple[Reason | None, str]]:
-        """``check(args, kwargs)``: ``(None, detail)`` when the call is in the rollout, else the
-        reason and why. Compiled once per percentage, with everything it needs in locals."""
+    def _compile(
+        self,
+    ) -> Callable[[tuple[Any, ...], dict[str, Any]], tuple[Reason | None, str | None, str | None]]:
+        """``check(args, kwargs)``: ``(None, "ai", None)`` when the call is in the rollout, else
+        ``(reason, "baseline", why)``. Compiled once per percentage, with what it needs in
+        locals (it is the guard's whole pre-call check when no breaker or budget is set)."""
         exclude, include, get_key = self.exclude, self.include, self.key
         limit, position, percent = self.limit, self.position, self.percent
-        inside: tuple[Reason | None, str] = (None, "")
-        included: tuple[Reason | None, str] = (None, "included by segment")
-        excluded: tuple[Reason | None, str] = (Reason.NOT_IN_ROLLOUT, "excluded by segment")
-        missing: tuple[Reason | None, str] = (
+        Out = tuple[Reason | None, str | None, str | None]
+        inside: Out = (None, "ai", None)
+        excluded: Out = (Reason.NOT_IN_ROLLOUT, "baseline", "excluded by segment")
+        missing: Out = (
             Reason.MISSING_ROLLOUT_KEY,
+            "baseline",
             "the rollout key is missing or empty",
         )
-        outside: tuple[Reason | None, str] = (
-            Reason.NOT_IN_ROLLOUT,
-            f"outside the {percent:g}% rollout",
-        )
+        outside: Out = (Reason.NOT_IN_ROLLOUT, "baseline", f"outside the {percent:g}% rollout")
 
-        def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Reason | None, str]:
+        def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Out:
             if exclude is not None and exclude(args, kwargs):
                 return excluded
             if include is not None and include(args, kwargs):
-                return included
+                return inside
             if limit >= 1.0:
                 return inside
             key = get_key(args, kwargs)
