@@ -14,6 +14,7 @@ Example:
 
 from ._bucketing import Bucketing
 from ._core import last_outcome
+from ._records import flush
 from ._stats import Stats, stats
 from ._version import __version__
 from .breaker import Breaker, BreakerState
@@ -93,6 +94,7 @@ __all__ = [
     "Usage",
     "__version__",
     "configure",
+    "flush",
     "guard",
     "kill",
     "kill_all",

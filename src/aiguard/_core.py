@@ -20,6 +20,7 @@ from typing import Any
 from . import _ids, _internal, _telemetry, control
 from ._accounting import Accounting
 from ._gates import GateRun
+from ._records import Extras, span_ids
 from ._state import UNSET, state
 from ._window import MODEL_REASONS
 from .breaker import Breaker, BreakerRun
@@ -263,6 +264,7 @@ class Core:
 
     def refresh(self) -> Settings:
         """Merge control state, the guard's own arguments and configuration for its feature."""
+        state.ensure_recorder()
         with state.lock:
             generation = state.generation
             confidence, threshold, timeout = self.compile(state.features.get(self.feature))
@@ -430,6 +432,13 @@ class Core:
                     usage, cost, (), None, None,
                 ),
             )  # fmt: skip
+        recorder = state.recorder
+        if recorder is not None:
+            if span is None and recorder.capture is None:
+                recorder.put(raw)
+            else:
+                inputs = (self.signature, args, kwargs) if recorder.capture is not None else None
+                recorder.put(Extras(raw, inputs, span_ids(span), None))
         if state.observers:
             notify(self.served(raw))
         return raw
@@ -510,15 +519,15 @@ class Core:
                 outcome = self.outcome(
                     ctx, t0, t1, handler.source, value.placeholder, attempts, spent, value.item.id
                 )
-                self.publish(outcome, ctx.span)
+                self.publish(outcome, ctx.span, ctx=ctx)
                 if not value.has_placeholder:
                     raise ReviewPending(value.item.id, outcome)
                 return outcome
             outcome = self.outcome(ctx, t0, t1, handler.source, value, attempts, spent)
-            self.publish(outcome, ctx.span)
+            self.publish(outcome, ctx.span, ctx=ctx)
             return outcome
         outcome = self.outcome(ctx, t0, t1, None, None, attempts, spent)
-        self.publish(outcome, ctx.span)
+        self.publish(outcome, ctx.span, ctx=ctx)
         if ctx.exception is not None:
             raise ctx.exception
         if ctx.reason is Reason.TIMEOUT:
@@ -611,9 +620,16 @@ class Core:
         against the model's quality (breaker, gates)."""
         ctx = self.failed(s, n, args, kwargs, exc)
         outcome = self.outcome(ctx, t0, perf_counter(), None, None, [])
-        self.publish(outcome, span, count=not misuse)
+        self.publish(outcome, span, count=not misuse, ctx=ctx)
 
-    def publish(self, outcome: Outcome[Any], span: Any = None, *, count: bool = True) -> None:
+    def publish(
+        self,
+        outcome: Outcome[Any],
+        span: Any = None,
+        *,
+        count: bool = True,
+        ctx: FallbackContext | None = None,
+    ) -> None:
         """Make ``outcome`` the last one, and account for it everywhere it counts."""
         _last.set(outcome)
         if count and self.monitor is not None:
@@ -629,6 +645,12 @@ class Core:
         )
         if span is not None:
             _telemetry.describe(span, *acct.span_attributes(outcome))
+        recorder = state.recorder
+        if recorder is not None:
+            inputs = None
+            if recorder.capture is not None and ctx is not None:
+                inputs = (self.signature, ctx.args, ctx.kwargs)
+            recorder.put(Extras(outcome, inputs, span_ids(span), acct.model))
         if state.observers:
             notify(outcome)
 

@@ -63,6 +63,10 @@ class State:
         self.rollbacks: dict[str, tuple[float, float]] = {}
         self.controls: dict[str, Any] = {}
         self.pollers: list[Any] = []
+        # call records (aiguard._records): on whenever a store is configured, unless turned off
+        self.record_calls = True
+        self.capture: Any = None  # a _records.Capture when inputs and outputs are kept
+        self.recorder: Any = None
 
     def bump(self) -> None:
         with self.lock:
@@ -98,9 +102,37 @@ class State:
         with self.lock:
             old, old_owned = self._store, self._owned
             self.store_spec, self._store, self._owned = spec, store, owned
+            self.replace_recorder()
             if old is not None and old_owned and old is not store:
                 old.close()
             self.generation += 1
+
+    def replace_recorder(self) -> None:
+        """(Re)start call recording for the current store and settings. Call with the lock."""
+        from ._records import Recorder, _recorders
+
+        old = self.recorder
+        self.recorder = None
+        if old is not None:
+            old.close()  # writes what it has queued to the store it was made for
+            if old in _recorders:
+                _recorders.remove(old)
+        if self.record_calls and self._store is not None:
+            self.recorder = Recorder(self._store, self.capture)
+            _recorders.append(self.recorder)
+
+    def ensure_recorder(self) -> None:
+        """Start recording if a store comes from the environment and none was started yet."""
+        if self.recorder is not None or not self.record_calls or self._store is not None:
+            return
+        if self.store_spec is UNSET and os.environ.get(STORE_ENV):
+            with self.lock:
+                try:
+                    self.store()
+                except Exception:
+                    return
+                if self.recorder is None:
+                    self.replace_recorder()
 
     _COPIED = ("features", "kills", "rollouts", "rollbacks", "controls", "pollers")
 
@@ -119,6 +151,12 @@ class State:
             for poller in self.pollers:
                 if poller not in snap["pollers"]:
                     poller.stop.set()
+            if self.recorder is not None and self.recorder is not snap["recorder"]:
+                from ._records import _recorders
+
+                self.recorder.close()
+                if self.recorder in _recorders:
+                    _recorders.remove(self.recorder)
             vars(self).update(snap)
             self.generation += 1  # never back: guards compiled inside must recompile
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +26,7 @@ from typing import Annotated, Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
+from ._records import Capture
 from ._state import UNSET, state
 from .control import as_source, start_sources, stop_sources
 from .exceptions import ConfigError
@@ -81,6 +82,10 @@ def configure(
     control: Any = UNSET,
     control_interval: float | timedelta = 1.0,
     prices: PriceTable | str | os.PathLike[str] | Mapping[str, Any] | None = UNSET,
+    record_calls: bool = UNSET,
+    capture: bool = UNSET,
+    redact: Callable[[Any], Any] | None = UNSET,
+    capture_max_bytes: int = UNSET,
 ) -> None:
     """Set process-wide options; what you leave out keeps its current value.
 
@@ -98,6 +103,13 @@ def configure(
         prices: the price table for model calls: an :class:`aiguard.PriceTable`, a TOML/JSON
             price file, or a mapping (``{"currency": "USD", "models": {...}}``); ``None``
             removes it (costs of model calls become unknown).
+        record_calls: with a store configured, write a record of every guarded call (default
+            True; in batches, off the call's path).
+        capture: also keep each call's inputs (by parameter name) and served output in its
+            record (default False).
+        redact: a function applied to inputs and outputs before they are kept.
+        capture_max_bytes: the most JSON kept per captured value (default 4096); longer values
+            are cut and marked ``{"$truncated": ...}``.
 
     Example:
         >>> import aiguard
@@ -129,6 +141,20 @@ def configure(
             f"prices={prices!r} is invalid: give an aiguard.PriceTable, a price file path or a "
             "mapping"
         )
+    if record_calls is not UNSET and not isinstance(record_calls, bool):
+        raise ConfigError(f"record_calls={record_calls!r} is invalid: must be True or False")
+    if capture is not UNSET and not isinstance(capture, bool):
+        raise ConfigError(f"capture={capture!r} is invalid: must be True or False")
+    if redact is not UNSET and redact is not None and not callable(redact):
+        raise ConfigError(f"redact={redact!r} is invalid: must be a function of one value")
+    if capture_max_bytes is not UNSET and (
+        isinstance(capture_max_bytes, bool)
+        or not isinstance(capture_max_bytes, int)
+        or capture_max_bytes < 16
+    ):
+        raise ConfigError(
+            f"capture_max_bytes={capture_max_bytes!r} is invalid: must be a whole number >= 16"
+        )
     sources = None
     if control is not UNSET and control is not None:
         specs = control if isinstance(control, list | tuple) else [control]
@@ -146,6 +172,23 @@ def configure(
             state.timeout_workers = timeout_workers
         if table is not UNSET:
             state.prices = table
+        recording = (record_calls, capture, redact, capture_max_bytes)
+        if any(v is not UNSET for v in recording):
+            if record_calls is not UNSET:
+                state.record_calls = record_calls
+            old = state.capture
+            keep = capture if capture is not UNSET else old is not None
+            state.capture = (
+                Capture(
+                    redact if redact is not UNSET else (old.redact if old else None),
+                    capture_max_bytes
+                    if capture_max_bytes is not UNSET
+                    else (old.max_bytes if old else 4096),
+                )
+                if keep
+                else None
+            )
+            state.replace_recorder()
         state.bump()
     if sources is not None:
         start_sources(sources)

@@ -5,7 +5,8 @@ WAL mode, ``synchronous=FULL``: an item is on disk before ``add_review`` returns
 versioned in the ``aiguard_meta`` table; a database written by a newer aiguard is refused with a
 clear error rather than written to.
 
-Schema, version 2 (version 1 had only ``review_items``)::
+Schema, version 3 (version 1 had ``review_items``; 2 added ``stage_figures``; 3 added
+``call_records`` and ``feedback``)::
 
     aiguard_meta(key TEXT PRIMARY KEY, value TEXT)          -- 'schema_version' -> '2'
     review_items(
@@ -22,6 +23,18 @@ Schema, version 2 (version 1 had only ``review_items``)::
         fallbacks INTEGER,
         gate TEXT,                 -- JSON of the aiguard.Limits in force, or NULL
         updated_at REAL, PRIMARY KEY (process, feature, percent))
+    call_records(                  -- one row per guarded call (written in batches)
+        call_id TEXT PRIMARY KEY, feature TEXT, started_at REAL, source TEXT, reason TEXT,
+        confidence REAL, threshold REAL, arm TEXT, rollout_percent REAL, model TEXT,
+        input_tokens INTEGER, output_tokens INTEGER, cache_read_tokens INTEGER,
+        cost_pico INTEGER,         -- cost in 10^-12 of the currency; NULL: unknown
+        latency REAL, model_latency REAL, trace_id TEXT, span_id TEXT,
+        inputs TEXT, output TEXT,  -- JSON, only when capture is on (redacted, capped)
+        detail TEXT)
+    feedback(                      -- every piece of feedback, kept (the latest counts)
+        id INTEGER PRIMARY KEY, call_id TEXT, feature TEXT, kind TEXT,
+        accepted INTEGER, score REAL, label TEXT, edited TEXT, edit_distance REAL,
+        comment TEXT, by TEXT, attributes TEXT, created_at REAL)
 """
 
 from __future__ import annotations
@@ -43,7 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ReviewItem", "SQLiteStore", "Store", "open_store"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 ReviewStatus = Literal["pending", "resolved"]
 
@@ -110,6 +123,25 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+    def add_call_records(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert call records (tuples in ``CALL_RECORD_COLUMNS`` order)."""
+
+    def get_call(self, call_id: str) -> dict[str, Any] | None:
+        """One call record by id, or None."""
+
+    def call_records(
+        self, *, feature: str | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Call records, oldest first."""
+
+    def add_feedback(self, row: dict[str, Any]) -> int:
+        """Insert one feedback row, durable when this returns; its id."""
+
+    def feedback_rows(
+        self, *, feature: str | None = None, since: float | None = None, call_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Feedback rows, oldest first."""
 
     # Optional: a store that also has ``save_stage_figures(process, rows)`` and
     # ``stage_figures(feature | None)`` (as SQLiteStore does) shares rollout-gate figures
@@ -186,6 +218,35 @@ class SQLiteStore:
                             timeouts INTEGER NOT NULL, low_confidence INTEGER NOT NULL,
                             fallbacks INTEGER NOT NULL, gate TEXT, updated_at REAL NOT NULL,
                             PRIMARY KEY (process, feature, percent))"""
+                    )
+                if version < 3:
+                    db.execute(
+                        """CREATE TABLE IF NOT EXISTS call_records (
+                            call_id TEXT PRIMARY KEY, feature TEXT NOT NULL,
+                            started_at REAL NOT NULL, source TEXT, reason TEXT NOT NULL,
+                            confidence REAL, threshold REAL, arm TEXT, rollout_percent REAL,
+                            model TEXT, input_tokens INTEGER, output_tokens INTEGER,
+                            cache_read_tokens INTEGER, cost_pico INTEGER, latency REAL NOT NULL,
+                            model_latency REAL, trace_id TEXT, span_id TEXT, inputs TEXT,
+                            output TEXT, detail TEXT)"""
+                    )
+                    db.execute(
+                        "CREATE INDEX IF NOT EXISTS call_records_by_feature "
+                        "ON call_records (feature, started_at)"
+                    )
+                    db.execute(
+                        """CREATE TABLE IF NOT EXISTS feedback (
+                            id INTEGER PRIMARY KEY AUTOINCREMENT, call_id TEXT NOT NULL,
+                            feature TEXT, kind TEXT NOT NULL, accepted INTEGER, score REAL,
+                            label TEXT, edited TEXT, edit_distance REAL, comment TEXT, by TEXT,
+                            attributes TEXT, created_at REAL NOT NULL)"""
+                    )
+                    db.execute(
+                        "CREATE INDEX IF NOT EXISTS feedback_by_call ON feedback (call_id, id)"
+                    )
+                    db.execute(
+                        "CREATE INDEX IF NOT EXISTS feedback_by_feature "
+                        "ON feedback (feature, created_at)"
                     )
                 if version < SCHEMA_VERSION:
                     db.execute(
@@ -321,12 +382,89 @@ class SQLiteStore:
             for r in rows
         ]
 
+    # -- call records and feedback ----------------------------------------------------------------
+
+    def add_call_records(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert call records (tuples in ``CALL_RECORD_COLUMNS`` order), in one transaction."""
+        if not rows:
+            return
+        marks = ",".join("?" * len(CALL_RECORD_COLUMNS))
+        try:
+            with self._lock:
+                db = self._db
+                db.execute("BEGIN")
+                try:
+                    db.executemany(f"INSERT OR REPLACE INTO call_records VALUES ({marks})", rows)
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+
+    def get_call(self, call_id: str) -> dict[str, Any] | None:
+        rows = self._run("SELECT * FROM call_records WHERE call_id = ?", (call_id,))
+        return dict(zip(CALL_RECORD_COLUMNS, rows[0], strict=True)) if rows else None
+
+    def call_records(
+        self, *, feature: str | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        where, params = _where(feature=feature, since=("started_at", since))
+        rows = self._run(f"SELECT * FROM call_records{where} ORDER BY started_at", params)
+        return [dict(zip(CALL_RECORD_COLUMNS, r, strict=True)) for r in rows]
+
+    def add_feedback(self, row: dict[str, Any]) -> int:
+        """Insert one feedback row durably; returns its id."""
+        columns = [c for c in FEEDBACK_COLUMNS if c != "id"]
+        marks = ",".join("?" * len(columns))
+        try:
+            with self._lock:
+                cur = self._db.execute(
+                    f"INSERT INTO feedback ({','.join(columns)}) VALUES ({marks})",
+                    tuple(row.get(c) for c in columns),
+                )
+                return int(cur.lastrowid or 0)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+
+    def feedback_rows(
+        self, *, feature: str | None = None, since: float | None = None, call_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        where, params = _where(feature=feature, since=("created_at", since), call_id=call_id)
+        rows = self._run(f"SELECT * FROM feedback{where} ORDER BY id", params)
+        return [dict(zip(FEEDBACK_COLUMNS, r, strict=True)) for r in rows]
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
+
+
+CALL_RECORD_COLUMNS = (
+    "call_id", "feature", "started_at", "source", "reason", "confidence", "threshold", "arm",
+    "rollout_percent", "model", "input_tokens", "output_tokens", "cache_read_tokens",
+    "cost_pico", "latency", "model_latency", "trace_id", "span_id", "inputs", "output", "detail",
+)  # fmt: skip
+FEEDBACK_COLUMNS = (
+    "id", "call_id", "feature", "kind", "accepted", "score", "label", "edited",
+    "edit_distance", "comment", "by", "attributes", "created_at",
+)  # fmt: skip
+
+
+def _where(**conditions: Any) -> tuple[str, tuple[Any, ...]]:
+    clauses, params = [], []
+    for name, value in conditions.items():
+        if isinstance(value, tuple):
+            column, value = value
+            if value is not None:
+                clauses.append(f"{column} >= ?")
+                params.append(value)
+        elif value is not None:
+            clauses.append(f"{name} = ?")
+            params.append(value)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
 
 def _filter(feature: str | None, status: str | None) -> tuple[str, tuple[Any, ...]]:

@@ -1,0 +1,244 @@
+"""Call records: every guarded call, written to the store off the call's path.
+
+The call puts its raw figures on a bounded in-memory queue (one ``deque.append``); a daemon thread
+turns them into rows and writes them in batches (one transaction per batch). When the queue is
+full the record is dropped, counted (``dropped``) and logged once: call records are telemetry.
+Feedback and review items never go through here; they are written before their function returns.
+``aiguard.flush()`` and interpreter exit write what is queued.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import cachetools
+
+from . import _internal, _serialize
+from .outcome import Outcome
+from .pricing import to_pico
+
+CAPACITY = 100_000  # queued records at most
+BATCH = 1_000  # rows per transaction at most
+INTERVAL = 0.2  # seconds between writes when the queue is quiet
+RECENT = 50_000  # recent calls remembered for feedback (id -> feature, served value)
+
+
+class Capture:
+    """What to keep of a call's inputs and output (off by default)."""
+
+    __slots__ = ("max_bytes", "redact")
+
+    def __init__(self, redact: Callable[[Any], Any] | None, max_bytes: int) -> None:
+        self.redact = redact
+        self.max_bytes = max_bytes
+
+    def encode(self, value: Any) -> str | None:
+        try:
+            if self.redact is not None:
+                value = self.redact(value)
+            text = _serialize.dumps(value)
+        except Exception as exc:
+            _internal.report("call record capture", exc)
+            return None
+        if len(text.encode()) > self.max_bytes:
+            head = text.encode()[: self.max_bytes].decode(errors="ignore")
+            return _serialize.dumps({"$truncated": head})
+        return text
+
+
+class Extras:
+    """A queued call with what the bare record lacks: inputs, span ids, the guard's model."""
+
+    __slots__ = ("inputs", "model", "record", "span_ids")
+
+    def __init__(
+        self,
+        record: Any,
+        inputs: tuple[Any, tuple[Any, ...], dict[str, Any]] | None,
+        span_ids: tuple[str | None, str | None],
+        model: str | None,
+    ) -> None:
+        self.record = record
+        self.inputs = inputs
+        self.span_ids = span_ids
+        self.model = model
+
+
+def span_ids(span: Any) -> tuple[str | None, str | None]:
+    """The hex trace and span ids of a span (None, None when there is none)."""
+    if span is None:
+        return None, None
+    try:
+        ctx = span.get_span_context()
+        if not ctx.is_valid:
+            return None, None
+        return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+    except Exception:
+        return None, None
+
+
+def _bound(inputs: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> Any:
+    signature, args, kwargs = inputs
+    if signature is not None:
+        try:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+            first = next(iter(signature.parameters), None)
+            if first in ("self", "cls"):
+                arguments.pop(first)
+            return arguments
+        except TypeError:
+            pass
+    return {"args": list(args), "kwargs": dict(kwargs)}
+
+
+class Recorder:
+    """The queue and its writer thread for one store."""
+
+    def __init__(self, store: Any, capture: Capture | None) -> None:
+        self.store = store
+        self.capture = capture
+        self.queue: collections.deque[Any] = collections.deque()
+        self.dropped = 0
+        self.written = 0
+        self.recent: cachetools.LRUCache[str, tuple[str, Any]] = cachetools.LRUCache(RECENT)
+        self._recent_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, name="aiguard-records", daemon=True)
+        self.thread.start()
+
+    # -- the call's side: as cheap as it gets --------------------------------------------------
+
+    def put(self, item: Any) -> None:
+        """Queue one call (a raw served record or an Outcome, with its inputs if captured)."""
+        queue = self.queue
+        if len(queue) >= CAPACITY:
+            self.dropped += 1
+            _internal.warn_once(
+                "records-dropped",
+                "aiguard: the call-record queue is full (%s): records are being dropped and "
+                "counted (aiguard.flush() or a faster store helps)",
+                CAPACITY,
+            )
+            return
+        queue.append(item)
+        if len(queue) >= BATCH:
+            self._wake.set()
+
+    # -- the writer's side ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait(INTERVAL)
+            self._wake.clear()
+            self.drain()
+
+    def drain(self) -> int:
+        """Write everything queued now; returns how many rows were written. Never raises."""
+        written = 0
+        with self._write_lock:
+            queue = self.queue
+            while queue:
+                batch = []
+                while queue and len(batch) < BATCH:
+                    batch.append(queue.popleft())
+                rows = []
+                for item in batch:
+                    try:
+                        rows.append(self._row(item))
+                    except Exception as exc:
+                        _internal.report("call record", exc)
+                try:
+                    self.store.add_call_records(rows)
+                except Exception as exc:
+                    # keep them for the next attempt (store down): back at the front, bounded
+                    for item in reversed(batch[: max(0, CAPACITY - len(queue))]):
+                        queue.appendleft(item)
+                    _internal.report("call records write", exc)
+                    break
+                written += len(rows)
+        self.written += written
+        return written
+
+    def _row(self, item: Any) -> tuple[Any, ...]:
+        inputs = model = None
+        ids: tuple[str | None, str | None] = (None, None)
+        record = item
+        if item.__class__ is Extras:
+            record, inputs, ids, model = item.record, item.inputs, item.span_ids, item.model
+        if record.__class__ is tuple:  # a served call's raw figures
+            outcome: Outcome[Any] = record[0].served(record)
+            model = model or record[0].acct.model
+        else:
+            outcome = record
+        usage = outcome.usage
+        capture = self.capture
+        in_text = out_text = None
+        if capture is not None:
+            if inputs is not None:
+                in_text = capture.encode(_bound(inputs))
+            out_text = capture.encode(outcome.value)
+        with self._recent_lock:
+            self.recent[outcome.call_id] = (outcome.feature, outcome.value)
+        return (
+            outcome.call_id,
+            outcome.feature,
+            outcome.started_at,
+            None if outcome.source is None else outcome.source.value,
+            outcome.reason.value,
+            outcome.confidence,
+            outcome.threshold,
+            outcome.arm,
+            outcome.rollout_percent,
+            (usage.model if usage is not None and usage.model else None) or model,
+            None if usage is None else usage.input_tokens,
+            None if usage is None else usage.output_tokens,
+            None if usage is None else usage.cache_read_tokens,
+            None if outcome.cost is None else to_pico(outcome.cost),
+            outcome.latency,
+            outcome.model_latency,
+            ids[0],
+            ids[1],
+            in_text,
+            out_text,
+            outcome.detail,
+        )
+
+    def known(self, call_id: str) -> tuple[str, Any] | None:
+        """(feature, served value) of a recent call, if this process remembers it."""
+        with self._recent_lock:
+            return self.recent.get(call_id)
+
+    def close(self) -> None:
+        self._stop = True
+        self._wake.set()
+        self.drain()
+
+
+_recorders: list[Recorder] = []
+
+
+def flush() -> int:
+    """Write every queued call record to the store now; returns how many were written.
+
+    Records are also written in the background every 0.2 s and at interpreter exit.
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.flush()
+        0
+    """
+    n = 0
+    for recorder in list(_recorders):
+        n += recorder.drain()
+    return n
+
+
+atexit.register(flush)
