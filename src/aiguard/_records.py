@@ -146,7 +146,7 @@ class Recorder:
         with self._write_lock:
             queue = self.queue
             while queue:
-                batch = []
+                batch: list[Any] = []
                 while queue and len(batch) < BATCH:
                     batch.append(queue.popleft())
                 rows = []
