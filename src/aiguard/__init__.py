@@ -40,8 +40,10 @@ from .exceptions import (
     ReviewError,
     ReviewPending,
     StoreError,
+    UnknownCall,
 )
 from .fallbacks import Default, Fallback, FallbackContext, HumanReview, Rules
+from .feedback import Feedback, FeedbackKind, edit_distance, feedback
 from .guard import AsyncGuarded, Guarded, guard
 from .limits import Limits
 from .outcome import Attempt, Outcome, Reason, Source
@@ -71,6 +73,8 @@ __all__ = [
     "FallbackContext",
     "FeatureConfig",
     "FeatureControl",
+    "Feedback",
+    "FeedbackKind",
     "Guarded",
     "HumanReview",
     "Limits",
@@ -91,9 +95,12 @@ __all__ = [
     "Stats",
     "Store",
     "StoreError",
+    "UnknownCall",
     "Usage",
     "__version__",
     "configure",
+    "edit_distance",
+    "feedback",
     "flush",
     "guard",
     "kill",

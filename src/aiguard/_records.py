@@ -106,7 +106,10 @@ class Recorder:
         self.queue: collections.deque[Any] = collections.deque()
         self.dropped = 0
         self.written = 0
-        self.recent: cachetools.LRUCache[str, tuple[str, Any]] = cachetools.LRUCache(RECENT)
+        # call id -> (feature, served value, (trace id, span id)): what feedback needs
+        self.recent: cachetools.LRUCache[str, tuple[str, Any, tuple[str | None, str | None]]] = (
+            cachetools.LRUCache(RECENT)
+        )
         self._recent_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
@@ -186,7 +189,7 @@ class Recorder:
                 in_text = capture.encode(_bound(inputs))
             out_text = capture.encode(outcome.value)
         with self._recent_lock:
-            self.recent[outcome.call_id] = (outcome.feature, outcome.value)
+            self.recent[outcome.call_id] = (outcome.feature, outcome.value, ids)
         return (
             outcome.call_id,
             outcome.feature,
@@ -211,8 +214,8 @@ class Recorder:
             outcome.detail,
         )
 
-    def known(self, call_id: str) -> tuple[str, Any] | None:
-        """(feature, served value) of a recent call, if this process remembers it."""
+    def known(self, call_id: str) -> tuple[str, Any, tuple[str | None, str | None]] | None:
+        """(feature, served value, span ids) of a recent call, if this process remembers it."""
         with self._recent_lock:
             return self.recent.get(call_id)
 

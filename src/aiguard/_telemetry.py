@@ -127,6 +127,9 @@ class Meters:
             unit="{call}",
             description="Guarded calls served by a fallback handler.",
         )
+        self.feedback = meter.create_counter(
+            "aiguard.feedback", unit="{feedback}", description="Feedback recorded, by kind."
+        )
         self.control_events = meter.create_counter(
             "aiguard.control.events",
             unit="{event}",
@@ -193,6 +196,50 @@ def child(tracer: Any, name: str, attributes: Mapping[str, Any]) -> Any:
     except Exception as exc:
         _internal.report("telemetry: fallback span", exc)
         return None
+
+
+def evaluation(fb: Any, ids: tuple[str | None, str | None]) -> None:
+    """Feedback as a ``gen_ai.evaluation.result`` event in the call's trace, and a counter."""
+    m = meters()
+    if m is not None:
+        m.feedback.add(1, {"aiguard.feature": fb.feature or "", "aiguard.feedback.kind": fb.kind})
+    tracer_ = tracer()
+    if tracer_ is None:
+        return
+    attrs: dict[str, Any] = {
+        "gen_ai.evaluation.name": f"aiguard.feedback.{fb.kind.value}",
+        "aiguard.call_id": fb.call_id,
+        "aiguard.feedback.kind": fb.kind.value,
+    }
+    if fb.feature:
+        attrs["aiguard.feature"] = fb.feature
+    if fb.score is not None:
+        attrs["gen_ai.evaluation.score.value"] = float(fb.score)
+    elif fb.accepted is not None:
+        attrs["gen_ai.evaluation.score.value"] = 1.0 if fb.accepted else 0.0
+    label = fb.kind.value if fb.label is None else str(fb.label)
+    attrs["gen_ai.evaluation.score.label"] = label
+    if fb.comment:
+        attrs["gen_ai.evaluation.explanation"] = fb.comment
+    if fb.edit_distance is not None:
+        attrs["aiguard.feedback.edit_distance"] = fb.edit_distance
+    parent = None
+    links: tuple[Any, ...] = ()
+    trace_id, span_id = ids
+    if trace_id and span_id:
+        call = otel_trace.SpanContext(
+            int(trace_id, 16),
+            int(span_id, 16),
+            is_remote=True,
+            trace_flags=otel_trace.TraceFlags(otel_trace.TraceFlags.SAMPLED),
+        )
+        parent = otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(call))
+        links = (otel_trace.Link(call),)
+    span = tracer_.start_span(
+        f"evaluation {fb.feature or ''}".strip(), context=parent, links=links, attributes=attrs
+    )
+    span.add_event("gen_ai.evaluation.result", attrs)
+    span.end()
 
 
 def _on_event(event: events.ControlEvent) -> None:

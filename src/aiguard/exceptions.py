@@ -7,6 +7,7 @@ fails) is logged once and counted, never raised. The hierarchy::
     ├── ConfigError (also ValueError)   bad configuration: names the field and the value
     ├── StoreError                      the durable store failed or is not configured
     ├── ReviewError (also LookupError)  unknown review id, or an item already resolved
+    ├── UnknownCall (also LookupError)  feedback for a call id no record has
     ├── ReviewPending                   a HumanReview fallback queued the call: answer pending
     └── NotServed                       nothing servable: the result was rejected and no
         │                               fallback was left (low or invalid confidence,
@@ -37,6 +38,7 @@ __all__ = [
     "ReviewError",
     "ReviewPending",
     "StoreError",
+    "UnknownCall",
 ]
 
 
@@ -79,6 +81,16 @@ class ReviewError(AiguardError, LookupError):
     Example:
         >>> import aiguard
         >>> issubclass(aiguard.ReviewError, LookupError)
+        True
+    """
+
+
+class UnknownCall(AiguardError, LookupError):
+    """Feedback names a call id that no call record (or recent call) has.
+
+    Example:
+        >>> import aiguard
+        >>> issubclass(aiguard.UnknownCall, LookupError)
         True
     """
 

@@ -151,6 +151,38 @@ class Outcome(Generic[T]):
         """True when a fallback handler produced the value."""
         return self.source is not None and self.source is not Source.MODEL
 
+    # -- feedback (see aiguard.feedback) ---------------------------------------------------------
+
+    def accept(self, *, by: str | None = None, comment: str | None = None, **extra: Any) -> Any:
+        """The user used the answer as served."""
+        from .feedback import feedback
+
+        return feedback(self, accepted=True, by=by, comment=comment, **extra)
+
+    def reject(self, *, reason: str | None = None, by: str | None = None, **extra: Any) -> Any:
+        """The user did not use the answer (``reason`` is kept as the comment)."""
+        from .feedback import feedback
+
+        return feedback(self, accepted=False, comment=reason, by=by, **extra)
+
+    def edit(self, new_value: Any, *, by: str | None = None, **extra: Any) -> Any:
+        """The user kept an edited version; the edit distance is measured."""
+        from .feedback import feedback
+
+        return feedback(self, edited=new_value, by=by, **extra)
+
+    def correct(self, label: Any, *, by: str | None = None, **extra: Any) -> Any:
+        """The answer was wrong; ``label`` is the right one."""
+        from .feedback import feedback
+
+        return feedback(self, label=label, by=by, **extra)
+
+    def rate(self, score: float, *, by: str | None = None, **extra: Any) -> Any:
+        """A rating of the answer."""
+        from .feedback import feedback
+
+        return feedback(self, score=score, by=by, **extra)
+
 
 def _served(
     feature: str,

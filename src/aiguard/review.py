@@ -66,9 +66,27 @@ class ReviewQueue:
     ) -> ReviewItem:
         """Record the reviewer's answer; it becomes the item's label.
 
-        Raises :class:`aiguard.ReviewError` for an unknown id or an item already resolved.
+        Raises :class:`aiguard.ReviewError` for an unknown id or an item already resolved. The
+        resolution is also recorded as feedback of kind ``reviewed`` on the item's call, with the
+        reviewer's answer as the label.
         """
-        return self.store.resolve_review(review_id, answer=answer, reviewer=reviewer, note=note)
+        store = self.store
+        item = store.resolve_review(review_id, answer=answer, reviewer=reviewer, note=note)
+        add = getattr(store, "add_feedback", None)
+        if add is not None:
+            add(
+                {
+                    "call_id": item.call_id,
+                    "feature": item.feature,
+                    "kind": "reviewed",
+                    "accepted": None,
+                    "label": _serialize.dumps(answer),
+                    "comment": note,
+                    "by": reviewer,
+                    "created_at": item.resolved_at or time.time(),
+                }
+            )
+        return item
 
     def submit(
         self,

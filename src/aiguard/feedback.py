@@ -1,0 +1,273 @@
+"""Feedback: what the user did with an answer, recorded against the call that produced it.
+
+``aiguard.feedback(call_id, ...)`` (or ``outcome.accept()``, ``.reject()``, ``.edit()``,
+``.correct()``, ``.rate()``) writes one row to the store and returns only once it is durable.
+Feedback given twice for a call keeps both, with their times; the latest counts in the figures.
+An edit is measured: the normalised edit distance between what was served and what the user kept
+(for text), or the share of fields changed (for structured values).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from . import _internal, _serialize, _telemetry
+from ._state import UNSET, state
+from .exceptions import ConfigError, UnknownCall
+
+__all__ = ["Feedback", "FeedbackKind", "edit_distance", "feedback"]
+
+
+class FeedbackKind(enum.StrEnum):
+    """What the feedback says.
+
+    ``accepted``: served as is; ``edited``: kept with changes; ``rejected``: not used;
+    ``corrected``: a corrected label given (the answer was wrong); ``rated``: a score only;
+    ``reviewed``: a human review queue resolution (the reviewer's answer is the label).
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.FeedbackKind("edited").value
+        'edited'
+    """
+
+    ACCEPTED = "accepted"
+    EDITED = "edited"
+    REJECTED = "rejected"
+    CORRECTED = "corrected"
+    RATED = "rated"
+    REVIEWED = "reviewed"
+    COMMENTED = "commented"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Feedback:
+    """One piece of feedback, as stored.
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.Feedback(id=1, call_id="ag_1", feature="t", kind=aiguard.FeedbackKind.ACCEPTED,
+        ...                  accepted=True).accepted
+        True
+    """
+
+    id: int
+    call_id: str
+    feature: str | None
+    kind: FeedbackKind
+    accepted: bool | None = None
+    score: float | None = None
+    label: Any = None
+    edited: Any = None
+    edit_distance: float | None = None
+    comment: str | None = None
+    by: str | None = None
+    attributes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    created_at: float = 0.0
+
+
+# -- edit distance --------------------------------------------------------------------------------
+
+_EXACT_LIMIT = 250_000  # |a| * |b| up to which Levenshtein is computed exactly
+
+
+def _levenshtein(a: str, b: str) -> int:
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def edit_distance(served: Any, kept: Any) -> float | None:
+    """How much of ``served`` the user changed, from 0 (nothing) to 1 (everything).
+
+    Text: Levenshtein distance over the longer length (for very long texts,
+    ``1 - difflib.SequenceMatcher.ratio()``). Mappings, dataclasses and pydantic models: the share
+    of fields (of either) that differ. Lists: the share of positions that differ. Otherwise 0 if
+    equal, 1 if not. ``None`` when nothing was served.
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.edit_distance("kitten", "sitting")
+        0.42857142857142855
+        >>> aiguard.edit_distance({"label": "bug", "team": "web"}, {"label": "bug", "team": "api"})
+        0.5
+    """
+    if served is None:
+        return None
+    if isinstance(served, str) and isinstance(kept, str):
+        longest = max(len(served), len(kept))
+        if longest == 0:
+            return 0.0
+        if len(served) * len(kept) <= _EXACT_LIMIT:
+            return _levenshtein(served, kept) / longest
+        similarity: float = difflib.SequenceMatcher(None, served, kept, autojunk=False).ratio()
+        return 1.0 - similarity
+    a, b = _serialize.jsonable(served), _serialize.jsonable(kept)
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = a.keys() | b.keys()
+        return sum(a.get(k) != b.get(k) for k in keys) / len(keys) if keys else 0.0
+    if isinstance(a, list) and isinstance(b, list):
+        n = max(len(a), len(b))
+        if n == 0:
+            return 0.0
+        return sum(x != y for x, y in zip(a, b, strict=False)) / n + abs(len(a) - len(b)) / n
+    return 0.0 if a == b else 1.0
+
+
+# -- recording ------------------------------------------------------------------------------------
+
+
+def _lookup(call_id: str) -> tuple[str | None, Any, tuple[str | None, str | None]]:
+    """(feature, served value, (trace id, span id)) of a known call; UnknownCall if unknown."""
+    recorder = state.recorder
+    if recorder is not None:
+        known = recorder.known(call_id)
+        if known is None:
+            recorder.drain()  # it may still be queued
+            known = recorder.known(call_id)
+        if known is not None:
+            feature, served, ids = known
+            return feature, served, ids
+    store = state.store()
+    row = store.get_call(call_id)
+    if row is None:
+        raise UnknownCall(
+            f"no guarded call has id {call_id!r} (is call recording on, and the store the one "
+            "the call was recorded in?)"
+        )
+    served = json.loads(row["output"]) if row.get("output") else None
+    return row["feature"], served, (row.get("trace_id"), row.get("span_id"))
+
+
+def feedback(
+    call_id: Any,
+    *,
+    accepted: bool | None = None,
+    score: float | None = None,
+    edited: Any = UNSET,
+    label: Any = UNSET,
+    comment: str | None = None,
+    by: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    served: Any = UNSET,
+    kind: FeedbackKind | str | None = None,
+) -> Feedback:
+    """Record what the user did with the answer of call ``call_id`` (a call id or an Outcome).
+
+    Args:
+        accepted: the user used the answer (True) or not (False).
+        score: a rating, any number (e.g. 1-5 stars, or 0-1).
+        edited: the user's edited version of the answer (implies accepted).
+        label: the corrected label (implies not accepted: the answer was wrong).
+        comment: free text.
+        by: who gave the feedback.
+        attributes: segment attributes for the figures (e.g. ``{"plan": "pro"}``).
+
+    The row is durable when this returns. An unknown call id raises :class:`UnknownCall`; a
+    store that fails raises :class:`aiguard.StoreError`: feedback is never silently lost.
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.configure(store=":memory:")
+        >>> @aiguard.guard("reply")
+        ... def reply(text: str) -> str:
+        ...     return "Thanks, we are on it."
+        >>> outcome = reply.outcome("my order is late")
+        >>> fb = aiguard.feedback(outcome.call_id, edited="Thanks! We are on it.", by="agent-7")
+        >>> fb.kind.value, round(fb.edit_distance, 3)
+        ('edited', 0.095)
+    """
+    from .outcome import Outcome
+
+    if isinstance(call_id, Outcome):
+        if served is UNSET:
+            served = call_id.value
+        call_id = call_id.call_id
+    if not isinstance(call_id, str) or not call_id:
+        raise ConfigError(f"feedback(call_id={call_id!r}) is invalid: give a call id or an Outcome")
+    if accepted is not None and not isinstance(accepted, bool):
+        raise ConfigError(f"feedback({call_id!r}): accepted={accepted!r} must be True or False")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, int | float)):
+        raise ConfigError(f"feedback({call_id!r}): score={score!r} must be a number")
+    if kind is None:
+        if label is not UNSET:
+            kind = FeedbackKind.CORRECTED
+        elif edited is not UNSET:
+            kind = FeedbackKind.EDITED
+        elif accepted is not None:
+            kind = FeedbackKind.ACCEPTED if accepted else FeedbackKind.REJECTED
+        elif score is not None:
+            kind = FeedbackKind.RATED
+        elif comment:
+            kind = FeedbackKind.COMMENTED
+        else:
+            raise ConfigError(
+                f"feedback({call_id!r}) says nothing: give accepted=, score=, edited=, label= "
+                "or comment="
+            )
+    kind = FeedbackKind(kind)
+    if accepted is None:
+        if kind in (FeedbackKind.ACCEPTED, FeedbackKind.EDITED):
+            accepted = True
+        elif kind in (FeedbackKind.REJECTED, FeedbackKind.CORRECTED):
+            accepted = False
+    feature, served_before, ids = _lookup(call_id)
+    if served is UNSET:
+        served = served_before
+    distance = None
+    if edited is not UNSET:
+        distance = edit_distance(served, edited)
+    now = time.time()
+    attrs = dict(attributes or {})
+    row = {
+        "call_id": call_id,
+        "feature": feature,
+        "kind": kind.value,
+        "accepted": None if accepted is None else int(accepted),
+        "score": score,
+        "label": None if label is UNSET else _serialize.dumps(label),
+        "edited": None if edited is UNSET else _serialize.dumps(edited),
+        "edit_distance": distance,
+        "comment": comment,
+        "by": by,
+        "attributes": _serialize.dumps(attrs) if attrs else None,
+        "created_at": now,
+    }
+    row_id = state.store().add_feedback(row)
+    result = Feedback(
+        id=row_id,
+        call_id=call_id,
+        feature=feature,
+        kind=kind,
+        accepted=accepted,
+        score=score,
+        label=None if label is UNSET else _serialize.jsonable(label),
+        edited=None if edited is UNSET else _serialize.jsonable(edited),
+        edit_distance=distance,
+        comment=comment,
+        by=by,
+        attributes=attrs,
+        created_at=now,
+    )
+    _emit(result, ids)
+    return result
+
+
+def _emit(fb: Feedback, ids: tuple[str | None, str | None]) -> None:
+    """A ``gen_ai.evaluation.result`` event in the call's trace, and a counter; never raises."""
+    try:
+        _telemetry.evaluation(fb, ids)
+    except Exception as exc:
+        _internal.report("feedback telemetry", exc)
