@@ -122,8 +122,9 @@ def edit_distance(served: Any, kept: Any) -> float | None:
         n = max(len(a), len(b))
         if n == 0:
             return 0.0
-        return sum(x != y for x, y in zip(a, b, strict=False)) / n + abs(len(a) - len(b)) / n
-    return 0.0 if a == b else 1.0
+        changed: int = sum(bool(x != y) for x, y in zip(a, b, strict=False))
+        return (changed + abs(len(a) - len(b))) / n
+    return 0.0 if bool(a == b) else 1.0
 
 
 # -- recording ------------------------------------------------------------------------------------
