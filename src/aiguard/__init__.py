@@ -48,9 +48,11 @@ from .guard import AsyncGuarded, Guarded, guard
 from .limits import Limits
 from .outcome import Attempt, Outcome, Reason, Source
 from .pricing import ModelPrice, PriceTable
+from .report import FeatureFigures, Report, parse_since, report, wilson
 from .review import ReviewQueue
 from .rollout import Rollout
 from .store import ReviewItem, SQLiteStore, Store, open_store
+from .targets import Target
 from .usage import Usage, read_usage
 
 __all__ = [
@@ -73,6 +75,7 @@ __all__ = [
     "FallbackContext",
     "FeatureConfig",
     "FeatureControl",
+    "FeatureFigures",
     "Feedback",
     "FeedbackKind",
     "Guarded",
@@ -84,6 +87,7 @@ __all__ = [
     "Outcome",
     "PriceTable",
     "Reason",
+    "Report",
     "ReviewError",
     "ReviewItem",
     "ReviewPending",
@@ -95,6 +99,7 @@ __all__ = [
     "Stats",
     "Store",
     "StoreError",
+    "Target",
     "UnknownCall",
     "Usage",
     "__version__",
@@ -108,10 +113,13 @@ __all__ = [
     "last_outcome",
     "load_config",
     "open_store",
+    "parse_since",
     "read_usage",
     "recent_events",
+    "report",
     "revive",
     "revive_all",
     "set_rollout",
     "stats",
+    "wilson",
 ]

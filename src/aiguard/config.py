@@ -32,6 +32,7 @@ from .control import as_source, start_sources, stop_sources
 from .exceptions import ConfigError
 from .pricing import PriceTable
 from .store import Store, open_store
+from .targets import Target
 
 __all__ = ["AiguardConfig", "FeatureConfig", "configure", "load_config"]
 
@@ -52,6 +53,17 @@ class FeatureConfig(BaseModel):
     confidence: str | None = Field(default=None, min_length=1)
     threshold: _Number | None = Field(default=None, ge=0.0, le=1.0)
     timeout: _Number | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+    targets: tuple[str, ...] = ()  # e.g. "acceptance_rate >= 0.40", "p95_latency <= 0.5 s"
+
+    @pydantic.field_validator("targets")
+    @classmethod
+    def _targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            try:
+                Target.parse(text)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class AiguardConfig(BaseModel):
