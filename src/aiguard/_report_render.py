@@ -19,6 +19,8 @@ def _pct(x: float | None) -> str:
 def _secs(x: float | None) -> str:
     if x is None:
         return "-"
+    if x < 1e-3:
+        return f"{x * 1e6:.0f} µs"
     return f"{x * 1000:.1f} ms" if x < 1 else f"{x:.2f} s"
 
 
@@ -213,8 +215,8 @@ def _histogram(latencies: list[float], target: tuple[float, str] | None) -> str:
     x = PAD + min(target[0] / hi, 1.0) * (W - PAD - 10) if hi else PAD
     mark = (
         f'<line class="target" x1="{x:.1f}" y1="10" x2="{x:.1f}" y2="{H - PAD}" stroke="#dc2626" '
-        f'stroke-dasharray="6 4"/><text x="{x + 4:.1f}" y="20" fill="#dc2626">'
-        f"{_html.escape(target[1])}</text>"
+        f'stroke-dasharray="6 4"/><text x="{x - 4:.1f}" y="20" fill="#dc2626" '
+        f'text-anchor="end">{_html.escape(target[1])}</text>'
     )
     return chart.replace("</svg>", mark + "</svg>", 1)
 

@@ -6,9 +6,12 @@
     aiguard rollout FEATURE 25                         # percent
     aiguard rollout check FEATURE                      # do the current stage's gates pass?
     aiguard status                                     # features, state, recent figures
+    aiguard report [--feature F] [--since 7d] [--by model] [--html report.html]
+    aiguard export --feature F --format jsonl [--output data.jsonl] [--since 30d]
 
 ``--control PATH`` (or ``AIGUARD_CONTROL``; default ``./aiguard-control.toml``) names the control
-file; ``--store PATH`` (or ``AIGUARD_STORE``) the store with the recorded figures. Exit status: 0
+file; ``--store PATH`` (or ``AIGUARD_STORE``) the store with the recorded figures; ``--config
+PATH`` (or ``AIGUARD_CONFIG``) a config file whose feature targets the report checks. Exit status: 0
 done (or gates pass), 1 gates fail, 2 usage or input error.
 """
 
@@ -69,6 +72,19 @@ def _parser() -> argparse.ArgumentParser:
         help="with check: the stage to judge (default: the control file's, else the highest)",
     )
     sub.add_parser("status", help="features, their state and recent figures")
+    rp = sub.add_parser("report", help="figures from call records and feedback, with targets")
+    rp.add_argument("--feature")
+    rp.add_argument("--since", help="e.g. 7d, 24h, or an ISO date")
+    rp.add_argument(
+        "--by", action="append", help="split by model, source, arm, reason or an attribute"
+    )
+    rp.add_argument("--html", help="also write a self-contained HTML report here")
+    rp.add_argument("--config", help="config file with feature targets ($AIGUARD_CONFIG)")
+    ex = sub.add_parser("export", help="a retraining / evaluation dataset")
+    ex.add_argument("--feature", required=True)
+    ex.add_argument("--format", default="jsonl", choices=["jsonl"])
+    ex.add_argument("--since", help="e.g. 30d, or an ISO date")
+    ex.add_argument("--output", help="file to write (default: standard output)")
     return p
 
 
@@ -95,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if first == "check":
                 return _check(path, second, _store(args.store), args.percent)
             return _rollout(path, first, second)
+        if args.command == "report":
+            return _report(args)
+        if args.command == "export":
+            return _export(args)
         return _status(path, _store(args.store))
     except _Fail as exc:
         print(f"aiguard: {exc}", file=sys.stderr)
@@ -258,3 +278,48 @@ def _status(path: Path, store: Store | None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _needed_store(explicit: str | None, what: str) -> Store:
+    store = _store(explicit)
+    if store is None:
+        raise _Fail(f"{what} needs the store with the call records: --store or ${STORE_ENV}")
+    return store
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .config import AiguardConfig, load_config
+    from .report import report
+
+    store = _needed_store(args.store, "report")
+    config_path = args.config or os.environ.get("AIGUARD_CONFIG")
+    targets: dict[str, list[str]] = {}
+    if config_path:
+        cfg: AiguardConfig = load_config(config_path)
+        targets = {name: list(fc.targets) for name, fc in cfg.features.items()}
+    result = report(
+        args.feature,
+        since=args.since,
+        by=args.by or ("source", "arm"),
+        store=store,
+        targets=targets or None,
+    )
+    print(result.to_text())
+    if args.html:
+        Path(args.html).write_text(result.to_html(), encoding="utf-8")
+        print(f"HTML report written to {args.html}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    store = _needed_store(args.store, "export")
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as out:
+            written, skipped = export(store, args.feature, out, since=args.since)
+    else:
+        written, skipped = export(store, args.feature, sys.stdout, since=args.since)
+    note = f" ({skipped} calls without captured inputs left out)" if skipped else ""
+    print(f"{written} examples exported for {args.feature}{note}", file=sys.stderr)
+    return 0

@@ -18,7 +18,7 @@ import math
 import re
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -304,7 +304,7 @@ def report(
     since: str | float | None = None,
     by: str | Sequence[str] = ("source", "arm"),
     store: Any = None,
-    targets: dict[str, Sequence[str | Target]] | None = None,
+    targets: Mapping[str, Sequence[str | Target]] | None = None,
 ) -> Report:
     """Compute the report from the store's call records and feedback.
 
