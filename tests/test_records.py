@@ -1,0 +1,187 @@
+"""Call records: what is written, capture, overflow, flush, and the store interface."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import aiguard
+from aiguard import _records
+from aiguard._state import state
+from aiguard.testing import capture_telemetry
+
+
+def records() -> list[dict[str, Any]]:
+    aiguard.flush()
+    return state.store().call_records()
+
+
+def test_each_call_is_recorded(tmp_path: Path) -> None:
+    """Every guarded call has a row: ids, reason, confidence, arm, model, tokens, cost, latency."""
+    aiguard.configure(store=tmp_path / "a.db", prices={"models": {"m": {"per_call": "0.001"}}})
+
+    @aiguard.guard(
+        "t", model="m", confidence="score", threshold=0.5,
+        rollout=aiguard.Rollout(percent=100, key="user"), fallback=aiguard.Default({"x": 1}),
+    )  # fmt: skip
+    def f(user: str, score: float) -> dict[str, Any]:
+        return {"score": score, "input_tokens": 12, "output_tokens": 3}
+
+    served = f.outcome("u", 0.9)
+    low = f.outcome("u", 0.1)
+    by_id = {r["call_id"]: r for r in records()}
+    r = by_id[served.call_id]
+    assert (r["feature"], r["source"], r["reason"], r["confidence"]) == (
+        "t",
+        "model",
+        "served",
+        0.9,
+    )
+    assert (r["arm"], r["rollout_percent"], r["model"]) == ("ai", 100, "m")
+    assert (r["input_tokens"], r["output_tokens"], r["cost_pico"]) == (12, 3, 10**9)
+    assert r["latency"] > 0 and r["started_at"] == pytest.approx(served.started_at)
+    assert r["inputs"] is None and r["output"] is None  # capture is off by default
+    low_row = by_id[low.call_id]
+    assert (low_row["source"], low_row["reason"]) == ("default", "low_confidence")
+    assert low_row["detail"] == "confidence 0.1 < threshold 0.5"
+
+
+def test_capture_with_redaction_and_a_size_cap(tmp_path: Path) -> None:
+    """With capture on, inputs (by name) and outputs are kept, redacted and capped."""
+
+    def redact(value: Any) -> Any:
+        if isinstance(value, dict) and "email" in value:
+            return {**value, "email": "***"}
+        return value
+
+    aiguard.configure(store=tmp_path / "a.db", capture=True, redact=redact, capture_max_bytes=64)
+
+    @aiguard.guard("t")
+    def f(text: str, email: str) -> str:
+        return "y" * 200
+
+    f("hello", email="a@b.c")
+    [r] = records()
+    assert json.loads(r["inputs"]) == {"text": "hello", "email": "***"}
+    out = json.loads(r["output"])
+    assert set(out) == {"$truncated"} and len(out["$truncated"]) <= 64
+
+
+def test_trace_and_span_ids_are_recorded(tmp_path: Path) -> None:
+    """With a tracer, the record holds the call span's trace and span ids."""
+    aiguard.configure(store=tmp_path / "a.db")
+
+    @aiguard.guard("t")
+    def f() -> int:
+        return 1
+
+    with capture_telemetry() as telemetry:
+        f()
+    [span] = telemetry.spans()
+    [r] = records()
+    assert r["trace_id"] == format(span.context.trace_id, "032x")
+    assert r["span_id"] == format(span.context.span_id, "016x")
+
+
+def test_overflow_drops_records_counts_and_logs_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full queue drops call records (counted, logged once), never feedback."""
+    monkeypatch.setattr(_records, "CAPACITY", 5)
+    monkeypatch.setattr(_records, "INTERVAL", 3600)  # the writer stays asleep
+    aiguard.configure(store=tmp_path / "a.db")
+    recorder = state.recorder
+
+    @aiguard.guard("t")
+    def f() -> int:
+        return 1
+
+    with caplog.at_level("WARNING", logger="aiguard"):
+        outcomes = [f.outcome() for _ in range(8)]
+    assert recorder.dropped == 3
+    assert sum("records are being dropped" in r.getMessage() for r in caplog.records) == 1
+    assert len(records()) == 5
+    with pytest.raises(aiguard.UnknownCall):
+        outcomes[-1].accept()  # its record was dropped: feedback says so rather than guess
+    outcomes[0].accept()
+
+
+def test_no_store_no_recording() -> None:
+    """Without a store nothing is recorded and calls work."""
+
+    @aiguard.guard("t")
+    def f() -> int:
+        return 1
+
+    assert f() == 1 and state.recorder is None
+
+
+def test_record_calls_off(tmp_path: Path) -> None:
+    """configure(record_calls=False) turns recording off."""
+    aiguard.configure(store=tmp_path / "a.db", record_calls=False)
+
+    @aiguard.guard("t")
+    def f() -> int:
+        return 1
+
+    f()
+    assert state.recorder is None
+    assert state.store().call_records() == []
+
+
+def test_store_down_keeps_records_for_later(tmp_path: Path) -> None:
+    """A failing write keeps the batch queued; it is written once the store works again."""
+    aiguard.configure(store=tmp_path / "a.db")
+    recorder = state.recorder
+    store = state.store()
+    real = store.add_call_records
+    calls = {"n": 0}
+
+    def flaky(rows: list[Any]) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise aiguard.StoreError("connection lost")
+        real(rows)
+
+    store.add_call_records = flaky  # type: ignore[method-assign]
+
+    @aiguard.guard("t")
+    def f() -> int:
+        return 1
+
+    f()
+    assert recorder.drain() == 0
+    assert recorder.drain() == 1
+    assert len(store.call_records()) == 1
+
+
+def test_records_are_flushed_at_exit(tmp_path: Path) -> None:
+    """A process that exits normally writes what it had queued."""
+    path = tmp_path / "exit.db"
+    script = textwrap.dedent(f"""
+        import aiguard, aiguard._records as r
+        r.INTERVAL = 3600
+        aiguard.configure(store={str(path)!r})
+        f = aiguard.guard("t")(lambda: 1)
+        for _ in range(50):
+            f()
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert len(aiguard.SQLiteStore(path).call_records()) == 50
+
+
+def test_schema_is_versioned(tmp_path: Path) -> None:
+    """The store is at schema version 3 and has the documented tables."""
+    import sqlite3
+
+    aiguard.SQLiteStore(tmp_path / "v.db").close()
+    db = sqlite3.connect(tmp_path / "v.db")
+    assert db.execute("SELECT value FROM aiguard_meta").fetchall() == [("3",)]
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"review_items", "stage_figures", "call_records", "feedback"} <= tables
