@@ -50,8 +50,12 @@ def run(store: str) -> None:
     classifier = TicketClassifier().fit([texts[i] for i in train], [labels[i] for i in train])
     print(f"Trained on {len(train)} tickets; triaging {len(incoming)} incoming tickets.\n")
 
-    # 2. The review queue needs a durable store.
-    aiguard.configure(store=store)
+    # 2. The review queue, call records and feedback need a durable store; targets say what
+    #    "good" means for this feature (the report checks them).
+    aiguard.configure(
+        store=store,
+        features={FEATURE: {"targets": ["acceptance_rate >= 0.85", "p95_latency <= 50 ms"]}},
+    )
 
     # 3. Guard the function that calls the model.
     @aiguard.guard(
@@ -117,6 +121,24 @@ def run(store: str) -> None:
         print("Labelled examples (arguments -> answer):")
         for item in queue.resolved(FEATURE)[-3:]:
             print(f"  {item.arguments} -> {item.answer!r}")
+
+    # 8. The agents who handle the tickets say whether the label was right: feedback on each
+    #    answered ticket (accepted, or corrected with the right label), then the report.
+    for outcome, _ticket, truth in results:
+        if outcome.source is aiguard.Source.HUMAN:
+            continue
+        if outcome.value.label == truth:
+            outcome.accept(by="agent")
+        else:
+            outcome.correct(truth, by="agent")
+    report = aiguard.report(FEATURE, by="source")
+    print("\nReport (from call records and feedback):")
+    for line in report.to_text().splitlines():
+        print(f"  {line}")
+    path = "aiguard-report.html"  # in the current directory: open it in a browser
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(report.to_html())
+    print(f"HTML report with plots: {os.path.abspath(path)}")
 
 
 def main(argv: list[str]) -> int:

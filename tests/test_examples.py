@@ -21,5 +21,6 @@ def test_quickstart_runs_and_shows_every_route(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.lower()
-    for word in ("model", "rules", "human", "resolved"):
+    for word in ("model", "rules", "human", "resolved", "report", "target"):
         assert word in out, f"{word!r} missing from quickstart output:\n{out}"
+    assert (tmp_path / "aiguard-report.html").read_text().count('<svg class="plot"') == 5
