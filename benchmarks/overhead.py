@@ -171,6 +171,59 @@ def bucketing(calls: int) -> str:
     return "\n".join(lines)
 
 
+def recording(batches: int) -> str:
+    """The served path with call records written to a SQLite store (queue + background writer),
+    against the same guard with no store (recording is process-wide, so the two are measured one
+    after the other in this run, each against the bare function); 10,000 calls a batch. Also the
+    memory the recorder holds afterwards."""
+    import os
+    import tempfile
+    import tracemalloc
+
+    calls = 10_000
+
+    def phase(guarded_fn: Callable[[str], Any]) -> tuple[float, float]:
+        samples: dict[str, list[float]] = {"bare": [], "guarded": []}
+        time_sync(guarded_fn, calls)
+        for _ in range(batches):
+            samples["bare"].append(time_sync(bare, calls))
+            samples["guarded"].append(time_sync(guarded_fn, calls))
+            aiguard.flush()
+        return statistics.median(samples["bare"]), statistics.median(samples["guarded"])
+
+    bare_off, off = phase(aiguard.guard("bench-plain", confidence="score", threshold=0.8)(bare))
+    with tempfile.TemporaryDirectory() as tmp:
+        aiguard.configure(store=os.path.join(tmp, "bench.db"))
+        recorded = aiguard.guard("bench-rec", confidence="score", threshold=0.8)(bare)
+        bare_on, on = phase(recorded)
+        tracemalloc.start()  # apart from the timing: tracemalloc slows every allocation
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(batches):
+            time_sync(recorded, calls)
+            aiguard.flush()
+        held = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        aiguard.configure(store=None)
+    over_off, over_on = off - bare_off, on - bare_on
+    return "\n".join(
+        [
+            "",
+            "Call records to SQLite (10,000 calls a batch, written in the background):",
+            "",
+            f"| {'case':22} | {'bare':>9} | {'guarded':>9} | {'overhead':>9} |",
+            f"|{'-' * 24}|{'-' * 11}|{'-' * 11}|{'-' * 11}|",
+            f"| {'served, no store':22} | {bare_off / 1000:6.2f} µs | {off / 1000:6.2f} µs | "
+            f"{over_off / 1000:6.2f} µs |",
+            f"| {'served, recording':22} | {bare_on / 1000:6.2f} µs | {on / 1000:6.2f} µs | "
+            f"{over_on / 1000:6.2f} µs |",
+            "",
+            f"Overhead with recording / without: {over_on / over_off:.2f}x. Memory held after "
+            f"{batches} x {calls:,} recorded calls: {held / 1024:.0f} KiB (bounded: at most "
+            "100,000 queued records and 50,000 recent calls remembered for feedback).",
+        ]
+    )
+
+
 def with_sdk(batches: int, calls: int) -> str:
     """With the OpenTelemetry SDK: a BatchSpanProcessor (exporting to a sink that drops spans),
     a span per call. Compares a guarded call with a bare SDK span carrying 8 attributes around the
@@ -248,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     medians = measure(args.batches, args.calls)
     print(report(medians))
     print(bucketing(args.calls))
+    print(recording(max(5, args.batches // 3)))
     if not args.no_sdk:
         print(with_sdk(args.batches, args.calls))
     if args.json:

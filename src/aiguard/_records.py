@@ -15,9 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import cachetools
-
-from . import _internal, _serialize
+from . import _ids, _internal, _serialize
 from .outcome import Outcome
 from .pricing import to_pico
 
@@ -106,10 +104,11 @@ class Recorder:
         self.queue: collections.deque[Any] = collections.deque()
         self.dropped = 0
         self.written = 0
-        # call id -> (feature, served value, (trace id, span id)): what feedback needs
-        self.recent: cachetools.LRUCache[str, tuple[str, Any, tuple[str | None, str | None]]] = (
-            cachetools.LRUCache(RECENT)
-        )
+        # call id -> (feature, served value, (trace id, span id)): what feedback needs; the
+        # oldest is forgotten first (an OrderedDict: cheaper per insert than cachetools' LRU)
+        self.recent: collections.OrderedDict[
+            str, tuple[str, Any, tuple[str | None, str | None]]
+        ] = collections.OrderedDict()
         self._recent_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
@@ -174,44 +173,57 @@ class Recorder:
         inputs = model = None
         ids: tuple[str | None, str | None] = (None, None)
         record = item
+        source: str | None
         if item.__class__ is Extras:
             record, inputs, ids, model = item.record, item.inputs, item.span_ids, item.model
-        if record.__class__ is tuple:  # a served call's raw figures
-            outcome: Outcome[Any] = record[0].served(record)
-            model = model or record[0].acct.model
+        if record.__class__ is tuple:
+            # a served call's raw figures, read directly (building its Outcome costs more)
+            core, n, value, confidence, s, t0, t1, t2, arm, usage, cost = record
+            call_id, feature, source, reason = _ids.call_id(n), core.feature, "model", "served"
+            started, latency, model_latency = _ids.wall_time(t0), t2 - t0, t1 - t0
+            threshold, percent, detail = s.threshold, s.percent, None
+            model = model or core.acct.model
         else:
-            outcome = record
-        usage = outcome.usage
+            o: Outcome[Any] = record
+            call_id, feature, value, usage = o.call_id, o.feature, o.value, o.usage
+            source = None if o.source is None else o.source.value
+            reason, confidence, threshold = o.reason.value, o.confidence, o.threshold
+            arm, percent, detail = o.arm, o.rollout_percent, o.detail
+            started, latency, model_latency = o.started_at, o.latency, o.model_latency
+            cost = None if o.cost is None else to_pico(o.cost)
         capture = self.capture
         in_text = out_text = None
         if capture is not None:
             if inputs is not None:
                 in_text = capture.encode(_bound(inputs))
-            out_text = capture.encode(outcome.value)
+            out_text = capture.encode(value)
         with self._recent_lock:
-            self.recent[outcome.call_id] = (outcome.feature, outcome.value, ids)
+            recent = self.recent
+            recent[call_id] = (feature, value, ids)
+            if len(recent) > RECENT:
+                recent.popitem(last=False)
         return (
-            outcome.call_id,
-            outcome.feature,
-            outcome.started_at,
-            None if outcome.source is None else outcome.source.value,
-            outcome.reason.value,
-            outcome.confidence,
-            outcome.threshold,
-            outcome.arm,
-            outcome.rollout_percent,
+            call_id,
+            feature,
+            started,
+            source,
+            reason,
+            confidence,
+            threshold,
+            arm,
+            percent,
             (usage.model if usage is not None and usage.model else None) or model,
             None if usage is None else usage.input_tokens,
             None if usage is None else usage.output_tokens,
             None if usage is None else usage.cache_read_tokens,
-            None if outcome.cost is None else to_pico(outcome.cost),
-            outcome.latency,
-            outcome.model_latency,
+            cost,
+            latency,
+            model_latency,
             ids[0],
             ids[1],
             in_text,
             out_text,
-            outcome.detail,
+            detail,
         )
 
     def known(self, call_id: str) -> tuple[str, Any, tuple[str | None, str | None]] | None:
