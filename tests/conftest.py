@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings
 
-from aiguard import _internal, _stats, events
+from aiguard import _internal, _stats, budget, events
 from aiguard.testing import isolated
 
 settings.register_profile("ci", deadline=None, print_blob=True)
@@ -21,6 +21,7 @@ def _clean_aiguard_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     _internal.reset()
     events.clear()
     _stats.reset()
+    budget._shared.clear()
     with isolated():
         yield
     _internal.reset()

@@ -305,3 +305,52 @@ def test_latency_percentiles_are_within_the_bucket_error(latencies: list[float])
     for q, got in ((0.5, snap.latency_p50), (0.95, snap.latency_p95), (0.99, snap.latency_p99)):
         true = ordered[max(1, math.ceil(q * len(ordered))) - 1]
         assert got is not None and true <= got * (1 + 1e-9) and got <= true * 1.125 + 1e-12
+
+
+def test_snapshot_prefix_needs_a_date(caplog: pytest.LogCaptureFixture) -> None:
+    """A dated snapshot finds its base model price; another model sharing a prefix does not."""
+    aiguard.configure(prices={"models": {"gpt-4o": {"input": "2.5", "output": "10"}}})
+
+    @aiguard.guard("snap")
+    def f(model: str) -> dict[str, Any]:
+        return {"model": model, "input_tokens": 1_000_000, "output_tokens": 0}
+
+    assert f.outcome("gpt-4o-2024-08-06").cost == Decimal("2.5")
+    assert f.outcome("gpt-4o-mini-2024-07-18").cost is None
+
+
+def test_per_token_model_without_usage_is_unknown_not_zero(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A model priced per token whose result carries no usage costs 'unknown', warned once."""
+    aiguard.configure(prices=PRICES)
+
+    @aiguard.guard("nousage", model="gpt-4.1-mini")
+    def f() -> str:
+        return "just text"
+
+    with caplog.at_level("WARNING", logger="aiguard"):
+        assert [f.outcome().cost, f.outcome().cost] == [None, None]
+    assert sum("no token usage was read" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_feature_has_one_budget_shared_by_its_guards() -> None:
+    """Two guards of one feature share its spend; declaring another budget is refused."""
+    aiguard.configure(prices={"models": {"m": {"per_call": "0.6"}}})
+    budget = aiguard.Budget(limit="1", per="day")
+    a = aiguard.guard("shared-b", model="m", budget=budget, fallback=aiguard.Default("fb"))(
+        lambda: "a"
+    )
+    b = aiguard.guard("shared-b", model="m", budget=budget, fallback=aiguard.Default("fb"))(
+        lambda: "b"
+    )
+    assert [a(), b(), a()] == ["a", "b", "fb"]
+    with pytest.raises(aiguard.ConfigError, match="a feature has one budget"):
+        aiguard.guard("shared-b", budget=aiguard.Budget(limit="2"))(lambda: 1)
+
+
+def test_too_precise_prices_name_the_model_and_field() -> None:
+    """A price finer than the money unit is refused, naming the model and the field."""
+    with pytest.raises(aiguard.ConfigError) as info:
+        aiguard.configure(prices={"models": {"m": {"input": "0.0000001"}}})
+    assert "model 'm'" in str(info.value) and "field 'input'" in str(info.value)

@@ -6,12 +6,14 @@ failure: logged once, counted, and never raised into the call.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 from . import _internal, _stats, _telemetry
 from ._state import state
 from .budget import Budget, BudgetRun
+from .budget import for_feature as budget_for_feature
 from .outcome import Outcome, Reason, Source
 from .pricing import PriceTable, pico_cost, to_pico
 from .usage import Usage, as_usage, read_usage
@@ -67,7 +69,7 @@ class Accounting:
                 return as_usage(custom(result))
 
             self.reader = reader
-        self.budget = None if budget is None else BudgetRun(budget)
+        self.budget = None if budget is None else budget_for_feature(feature, budget)
         self.slo = latency_slo
         self.stats = _stats.for_feature(feature)
         if latency_slo is not None:
@@ -102,9 +104,27 @@ class Accounting:
         model = usage.model if usage is not None and usage.model else self.model
         rates = self._price_cache.get(model, _internal)
         if rates is _internal:
-            rates = _lookup(prices, model, self.model)
+            if model is None:
+                _internal.warn_once(
+                    f"no-model:{self.feature}",
+                    "aiguard: %s: no model name (the result names none and the guard has no "
+                    "model=): its calls' cost is unknown",
+                    self.feature,
+                )
+                rates = None
+            else:
+                rates = _lookup(prices, model, self.model)
             self._price_cache[model] = rates
         if rates is None:
+            return None
+        if usage is None and any(rates[:4]):
+            _internal.warn_once(
+                f"no-usage:{self.feature}",
+                "aiguard: %s: model %r is priced per token but no token usage was read from "
+                "its results: cost unknown (return the client's response, or pass usage=)",
+                self.feature,
+                model,
+            )
             return None
         return pico_cost(rates, usage) + fallback_cost
 
@@ -122,16 +142,27 @@ class Accounting:
         latency: float,
         usage: Usage | None,
         cost: int | None,
+        model_latency: float | None = None,
+        error_type: str | None = None,
     ) -> None:
         """Stats, budget and metrics for one finished call."""
         try:
             self.record(source, reason, latency, usage, cost)
-            if cost and self.budget is not None:
-                self.budget.spend(cost)
+            budget = self.budget
+            if budget is not None:
+                if cost:
+                    budget.spend(cost)
+                elif cost is None:
+                    _internal.warn_once(
+                        f"budget-unknown:{self.feature}",
+                        "aiguard: %s: the budget cannot count calls whose cost is unknown "
+                        "(configure prices, and return token usage or a per-call price)",
+                        self.feature,
+                    )
             if not no_meter():
                 m = _telemetry.meters()
                 if m is not None:
-                    self._metrics(m, source, reason, latency, usage, cost)
+                    self._metrics(m, source, reason, usage, cost, model_latency, error_type)
         except Exception as exc:
             _internal.report(f"accounting of {self.feature!r}", exc)
 
@@ -140,9 +171,10 @@ class Accounting:
         m: _telemetry.Meters,
         source: Source | None,
         reason: Reason,
-        latency: float,
         usage: Usage | None,
         cost: int | None,
+        model_latency: float | None,
+        error_type: str | None,
     ) -> None:
         gen_ai = {
             "gen_ai.operation.name": self.operation,
@@ -151,9 +183,10 @@ class Accounting:
             "gen_ai.response.model": usage.model if usage is not None else None,
         }
         gen_ai = {k: v for k, v in gen_ai.items() if v is not None}
-        if reason in (Reason.ERROR, Reason.TIMEOUT):
-            gen_ai["error.type"] = reason.value
-        m.duration.record(latency, gen_ai)
+        if error_type is not None:
+            gen_ai["error.type"] = error_type
+        if model_latency is not None:  # the GenAI operation: the model call, when there was one
+            m.duration.record(model_latency, gen_ai)
         if usage is not None:
             m.tokens.record(usage.input_tokens, {**gen_ai, "gen_ai.token.type": "input"})
             m.tokens.record(usage.output_tokens, {**gen_ai, "gen_ai.token.type": "output"})
@@ -162,7 +195,9 @@ class Accounting:
         m.calls.add(1, ours)
         if cost:
             currency = state.prices.currency if state.prices is not None else "USD"
-            m.cost.add(cost / 1e12, {"aiguard.feature": self.feature, "aiguard.currency": currency})
+            m.cost.add(
+                cost / 1e12, {"aiguard.feature": self.feature, "aiguard.cost.currency": currency}
+            )
         if source is not None and source is not Source.MODEL:
             m.fallbacks.add(1, ours)
 
@@ -252,17 +287,19 @@ class Accounting:
 
 
 _KILLED = frozenset({Reason.KILLED, Reason.AUTO_KILLED})
+# what a provider appends to a model name for a dated snapshot: -2025-04-14, -20250929, @20240620
+_SNAPSHOT = re.compile(r"^[-@](\d{4}-\d{2}-\d{2}|\d{8})$")
 
 
 def _lookup(prices: PriceTable, model: str | None, requested: str | None) -> Any:
-    """The rates for ``model``: exact name, else the guard's ``model=``, else the longest
-    table name that ``model`` starts with (dated snapshots such as ``gpt-4.1-2025-04-14``)."""
+    """The rates for ``model``: exact name, else the guard's ``model=``, else a table name that
+    ``model`` is a dated snapshot of (``gpt-4.1-2025-04-14`` -> ``gpt-4.1``)."""
     rates = prices._rates  # type: ignore[attr-defined]
     for name in (model, requested):
         if name is not None and name in rates:
             return rates[name]
     if model is not None:
-        prefixes = [n for n in rates if model.startswith(n)]
-        if prefixes:
-            return rates[max(prefixes, key=len)]
+        for name in rates:
+            if model.startswith(name) and _SNAPSHOT.match(model[len(name) :]):
+                return rates[name]
     return prices.rates(model)  # logs the once-per-model warning, returns None

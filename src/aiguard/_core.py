@@ -423,7 +423,7 @@ class Core:
         _last.set(raw)
         if self.monitor is not None:
             self.monitor(SERVED)
-        acct.report(MODEL, SERVED, t2 - t0, usage, cost)
+        acct.report(MODEL, SERVED, t2 - t0, usage, cost, t1 - t0)
         if span is not None:  # from the figures: no Outcome is built for the span
             _telemetry.describe(
                 span,
@@ -636,12 +636,17 @@ class Core:
             self.monitor(outcome.reason)
         acct = self.acct
         cost = outcome.cost
+        exc = outcome.exception
         acct.report(
             outcome.source,
             outcome.reason,
             outcome.latency,
             outcome.usage,
             None if cost is None else to_pico(cost),
+            outcome.model_latency,
+            type(exc).__qualname__
+            if exc is not None
+            else ("timeout" if outcome.reason is Reason.TIMEOUT else None),
         )
         if span is not None:
             _telemetry.describe(span, *acct.span_attributes(outcome))
@@ -682,14 +687,14 @@ def _pre(
             if verdict[0] is not None:
                 return verdict
             arm = "ai"
+        if budget is not None:  # before the breaker: no half-open probe is spent on it
+            why = budget.exhausted()
+            if why is not None:
+                return Reason.OVER_BUDGET, arm, why
         if breaker is not None:
             why = breaker.admit()
             if why is not None:
                 return Reason.AUTO_KILLED, arm, why
-        if budget is not None:
-            why = budget.exhausted()
-            if why is not None:
-                return Reason.OVER_BUDGET, arm, why
         return ai if arm else (None, None, None)
 
     return pre

@@ -64,6 +64,28 @@ class Budget:
         return float(per)
 
 
+_shared: dict[str, tuple[Budget, BudgetRun]] = {}
+_shared_lock = threading.Lock()
+
+
+def for_feature(feature: str, budget: Budget) -> BudgetRun:
+    """The spend of ``feature`` in this process, shared by every guard of the feature; a guard
+    that declares a different budget for the same feature is a ConfigError."""
+    with _shared_lock:
+        found = _shared.get(feature)
+        if found is None:
+            run = BudgetRun(budget)
+            _shared[feature] = (budget, run)
+            return run
+        declared, run = found
+        if declared != budget:
+            raise ConfigError(
+                f"feature {feature!r}: budget={budget!r} differs from the budget another guard "
+                f"of this feature declared ({declared!r}); a feature has one budget"
+            )
+        return run
+
+
 class BudgetRun:
     """One feature's spend in the current window, in this process."""
 

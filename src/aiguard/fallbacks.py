@@ -90,6 +90,12 @@ class Fallback:
     source: Source = Source.RULES
     cost_pico: int = 0  # what one run of this handler costs, in pico-units of the currency
 
+    def __init__(self, *, cost: Decimal | str | int = 0) -> None:
+        """``cost``: what one run of this handler costs (counted in the call's cost and the
+        feature's budget). Subclasses with their own ``__init__`` call
+        ``super().__init__(cost=...)``."""
+        self._set_cost(cost)
+
     @property
     def cost(self) -> Decimal:
         """What one run of this handler costs (counted in the call's cost and budget)."""

@@ -79,6 +79,20 @@ class ModelPrice(BaseModel):
     output: _Money = Field(default=Decimal(0), ge=0, allow_inf_nan=False)
     per_call: _Money = Field(default=Decimal(0), ge=0, allow_inf_nan=False)
 
+    @pydantic.field_validator("input", "cached_input", "cache_write", "output")
+    @classmethod
+    def _per_token_precision(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None and (value * 10**6) != (value * 10**6).to_integral_value():
+            raise ValueError("finer than 10^-12 of the currency per token (6 decimals at most)")
+        return value
+
+    @pydantic.field_validator("per_call")
+    @classmethod
+    def _per_call_precision(cls, value: Decimal) -> Decimal:
+        if (value * 10**12) != (value * 10**12).to_integral_value():
+            raise ValueError("finer than 10^-12 of the currency (12 decimals at most)")
+        return value
+
     def pico_rates(self) -> tuple[int, int, int, int, int]:
         """(input, cached input, cache write) per token, output per token, per call: pico-units."""
         million = 10**6

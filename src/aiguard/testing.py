@@ -22,7 +22,14 @@ from . import _internal
 from ._state import state
 from .outcome import Outcome
 
-__all__ = ["Telemetry", "capture_outcomes", "capture_telemetry", "isolated", "strict"]
+__all__ = [
+    "Telemetry",
+    "capture_outcomes",
+    "capture_telemetry",
+    "isolated",
+    "reset_stats",
+    "strict",
+]
 
 
 @contextlib.contextmanager
@@ -62,6 +69,21 @@ def isolated() -> Iterator[None]:
         yield
     finally:
         state.restore(snap)
+
+
+def reset_stats() -> None:
+    """Forget every feature's :func:`aiguard.stats` figures in this process.
+
+    Example:
+        >>> import aiguard
+        >>> from aiguard.testing import reset_stats
+        >>> reset_stats()
+        >>> aiguard.stats("anything").calls
+        0
+    """
+    from . import _stats
+
+    _stats.reset()
 
 
 @contextlib.contextmanager
