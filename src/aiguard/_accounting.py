@@ -12,7 +12,7 @@ from typing import Any
 
 from . import _internal, _stats, _telemetry
 from ._state import state
-from .budget import Budget, BudgetRun
+from .budget import Budget
 from .budget import for_feature as budget_for_feature
 from .outcome import Outcome, Reason, Source
 from .pricing import PriceTable, pico_cost, to_pico
