@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from datetime import timedelta
 from typing import Any
 
 from . import _serialize
 from ._state import state
-from .exceptions import ReviewError
+from .exceptions import ConfigError, ReviewError
 from .store import ReviewItem, ReviewStatus, Store, open_store
 
 __all__ = ["ReviewQueue"]
@@ -48,6 +49,32 @@ class ReviewQueue:
     def count(self, feature: str | None = None, *, status: ReviewStatus | None = "pending") -> int:
         """How many items there are with this status (``None``: any) for one feature or all."""
         return self.store.count_reviews(feature=feature, status=status)
+
+    def claim(
+        self,
+        reviewer: str,
+        feature: str | None = None,
+        *,
+        lease: float | timedelta = timedelta(minutes=15),
+    ) -> ReviewItem | None:
+        """Take the oldest pending item nobody holds, for ``lease`` (default 15 minutes).
+
+        Several reviewers (and replicas) can claim at once: each item goes to one of them. A
+        claim that is not resolved in time lapses and the item returns to the queue. Returns
+        None when nothing is waiting.
+
+        Example:
+            >>> import aiguard
+            >>> queue = aiguard.ReviewQueue(":memory:")
+            >>> queue.claim("ana") is None
+            True
+        """
+        if not isinstance(reviewer, str) or not reviewer:
+            raise ConfigError(f"claim(reviewer={reviewer!r}) is invalid: name the reviewer")
+        seconds = lease.total_seconds() if isinstance(lease, timedelta) else float(lease)
+        if not seconds > 0:
+            raise ConfigError(f"claim(lease={lease!r}) is invalid: must be positive")
+        return self.store.claim_review(reviewer=reviewer, feature=feature, lease=seconds)
 
     def get(self, review_id: str) -> ReviewItem:
         """The item with this id; :class:`aiguard.ReviewError` if there is none."""

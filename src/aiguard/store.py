@@ -5,8 +5,8 @@ WAL mode, ``synchronous=FULL``: an item is on disk before ``add_review`` returns
 versioned in the ``aiguard_meta`` table; a database written by a newer aiguard is refused with a
 clear error rather than written to.
 
-Schema, version 3 (version 1 had ``review_items``; 2 added ``stage_figures``; 3 added
-``call_records`` and ``feedback``)::
+Schema, version 4 (version 1 had ``review_items``; 2 added ``stage_figures``; 3 added
+``call_records`` and ``feedback``; 4 added the claim columns of ``review_items``)::
 
     aiguard_meta(key TEXT PRIMARY KEY, value TEXT)          -- 'schema_version' -> '2'
     review_items(
@@ -16,7 +16,8 @@ Schema, version 3 (version 1 had ``review_items``; 2 added ``stage_figures``; 3 
         confidence REAL, created_at REAL,
         status TEXT,               -- 'pending' | 'resolved'
         answer TEXT,               -- JSON or NULL
-        reviewer TEXT, note TEXT, resolved_at REAL)
+        reviewer TEXT, note TEXT, resolved_at REAL,
+        claimed_by TEXT, claimed_until REAL)  -- a reviewer's claim, until it lapses
     stage_figures(                 -- model-call counts per process, feature and rollout percent
         process TEXT, feature TEXT, percent REAL,
         calls INTEGER, errors INTEGER, timeouts INTEGER, low_confidence INTEGER,
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ReviewItem", "SQLiteStore", "Store", "open_store"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 ReviewStatus = Literal["pending", "resolved"]
 
@@ -90,6 +91,8 @@ class ReviewItem:
     reviewer: str | None = None
     note: str | None = None
     resolved_at: float | None = None
+    claimed_by: str | None = None
+    claimed_until: float | None = None
 
 
 @runtime_checkable
@@ -116,10 +119,18 @@ class Store(Protocol):
     def count_reviews(self, *, feature: str | None, status: ReviewStatus | None) -> int:
         """How many items match."""
 
+    def claim_review(
+        self, *, reviewer: str, feature: str | None, lease: float
+    ) -> ReviewItem | None:
+        """Give the oldest unclaimed pending item to ``reviewer`` for ``lease`` seconds (a
+        claim that lapses returns the item to the queue); None when there is none. Atomic: an
+        item goes to one reviewer only."""
+
     def resolve_review(
         self, review_id: str, *, answer: Any, reviewer: str | None, note: str | None
     ) -> ReviewItem:
-        """Mark a pending item resolved; ReviewError if unknown or already resolved."""
+        """Mark a pending item resolved; ReviewError if unknown, already resolved, or claimed
+        by another reviewer."""
 
     def close(self) -> None:
         """Release connections."""
@@ -248,6 +259,9 @@ class SQLiteStore:
                         "CREATE INDEX IF NOT EXISTS feedback_by_feature "
                         "ON feedback (feature, created_at)"
                     )
+                if version < 4:
+                    db.execute("ALTER TABLE review_items ADD COLUMN claimed_by TEXT")
+                    db.execute("ALTER TABLE review_items ADD COLUMN claimed_until REAL")
                 if version < SCHEMA_VERSION:
                     db.execute(
                         "INSERT OR REPLACE INTO aiguard_meta VALUES ('schema_version', ?)",
@@ -267,7 +281,7 @@ class SQLiteStore:
 
     def add_review(self, item: ReviewItem) -> None:
         self._run(
-            "INSERT INTO review_items VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO review_items VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,NULL)",
             (
                 item.id,
                 item.feature,
@@ -303,6 +317,36 @@ class SQLiteStore:
         where, params = _filter(feature, status)
         return int(self._run(f"SELECT COUNT(*) FROM review_items{where}", params)[0][0])
 
+    def claim_review(
+        self, *, reviewer: str, feature: str | None, lease: float
+    ) -> ReviewItem | None:
+        now = time.time()
+        where, params = _filter(feature, "pending")
+        try:
+            with self._lock:
+                db = self._db
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    row = db.execute(
+                        f"SELECT id FROM review_items{where} AND "
+                        "(claimed_until IS NULL OR claimed_until < ?) "
+                        "ORDER BY created_at, id LIMIT 1",
+                        (*params, now),
+                    ).fetchone()
+                    if row is not None:
+                        db.execute(
+                            "UPDATE review_items SET claimed_by = ?, claimed_until = ? "
+                            "WHERE id = ?",
+                            (reviewer, now + lease, row[0]),
+                        )
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+        return None if row is None else self.get_review(row[0])
+
     def resolve_review(
         self, review_id: str, *, answer: Any, reviewer: str | None, note: str | None
     ) -> ReviewItem:
@@ -313,12 +357,14 @@ class SQLiteStore:
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     row = db.execute(
-                        "SELECT status FROM review_items WHERE id = ?", (review_id,)
+                        "SELECT status, claimed_by, claimed_until FROM review_items WHERE id = ?",
+                        (review_id,),
                     ).fetchone()
                     if row is None:
                         raise ReviewError(f"no review item with id {review_id!r}")
                     if row[0] != "pending":
                         raise ReviewError(f"review item {review_id!r} is already {row[0]}")
+                    _check_claim(review_id, row[1], row[2], reviewer)
                     db.execute(
                         "UPDATE review_items SET status = 'resolved', answer = ?, reviewer = ?,"
                         " note = ?, resolved_at = ? WHERE id = ?",
@@ -467,6 +513,22 @@ def _where(**conditions: Any) -> tuple[str, tuple[Any, ...]]:
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
 
+def _check_claim(
+    review_id: str, claimed_by: str | None, claimed_until: float | None, reviewer: str | None
+) -> None:
+    """A live claim by another reviewer forbids resolving the item."""
+    if (
+        claimed_by is not None
+        and claimed_until is not None
+        and claimed_until >= time.time()
+        and claimed_by != reviewer
+    ):
+        raise ReviewError(
+            f"review item {review_id!r} is claimed by {claimed_by!r} until "
+            f"{time.strftime('%H:%M:%S', time.localtime(claimed_until))}"
+        )
+
+
 def _filter(feature: str | None, status: str | None) -> tuple[str, tuple[Any, ...]]:
     clauses, params = [], []
     if feature is not None:
@@ -493,11 +555,14 @@ def _item(row: tuple[Any, ...]) -> ReviewItem:
         reviewer=row[10],
         note=row[11],
         resolved_at=row[12],
+        claimed_by=row[13] if len(row) > 13 else None,
+        claimed_until=row[14] if len(row) > 14 else None,
     )
 
 
 def open_store(spec: Any) -> Store:
-    """A Store from a configuration value: a Store as is, a path (or ``":memory:"``) as SQLite.
+    """A Store from a configuration value: a Store as is, ``postgresql://...`` as PostgreSQL,
+    a path (or ``":memory:"``) as SQLite.
 
     Example:
         >>> import aiguard
@@ -506,6 +571,10 @@ def open_store(spec: Any) -> Store:
     """
     if isinstance(spec, Store):
         return spec
+    if isinstance(spec, str) and spec.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore(spec)
     if isinstance(spec, str | os.PathLike):
         text = os.fspath(spec)
         if text.startswith("sqlite:///"):

@@ -1,0 +1,369 @@
+"""The PostgreSQL store: one review queue, feedback table and call-record table for a fleet.
+
+Install the extra (``pip install 'aiguard[postgres]'``, psycopg 3) and configure
+``aiguard.configure(store="postgresql://user@host/db")``. It implements the same :class:`Store`
+interface as the SQLite store and passes the same test suite. Several replicas and reviewers use
+it at once: a review item is claimed by one reviewer only (``FOR UPDATE SKIP LOCKED``), a claim
+that lapses returns the item to the queue. aiguard creates and migrates its tables (versioned in
+``aiguard_meta``, under an advisory lock so replicas starting together migrate once); a database
+at a newer schema version than this aiguard is refused. When the server cannot be reached,
+``feedback()`` and review operations raise :class:`aiguard.StoreError` (never pretend), and call
+records wait in their bounded queue to be retried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from typing import Any
+
+from . import _serialize
+from .exceptions import ConfigError, ReviewError, StoreError
+from .limits import Limits
+from .store import (
+    CALL_RECORD_COLUMNS,
+    FEEDBACK_COLUMNS,
+    SCHEMA_VERSION,
+    ReviewItem,
+    ReviewStatus,
+    _check_claim,
+    _item,
+)
+
+__all__ = ["PostgresStore"]
+
+_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+_TABLES = [
+    """CREATE TABLE IF NOT EXISTS review_items (
+        id TEXT PRIMARY KEY, feature TEXT NOT NULL, call_id TEXT NOT NULL, reason TEXT NOT NULL,
+        arguments TEXT NOT NULL, model_result TEXT, confidence DOUBLE PRECISION,
+        created_at DOUBLE PRECISION NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
+        answer TEXT, reviewer TEXT, note TEXT, resolved_at DOUBLE PRECISION,
+        claimed_by TEXT, claimed_until DOUBLE PRECISION)""",
+    "CREATE INDEX IF NOT EXISTS review_items_by_feature "
+    "ON review_items (feature, status, created_at)",
+    """CREATE TABLE IF NOT EXISTS stage_figures (
+        process TEXT NOT NULL, feature TEXT NOT NULL, percent DOUBLE PRECISION NOT NULL,
+        calls BIGINT NOT NULL, errors BIGINT NOT NULL, timeouts BIGINT NOT NULL,
+        low_confidence BIGINT NOT NULL, fallbacks BIGINT NOT NULL, gate TEXT,
+        updated_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (process, feature, percent))""",
+    """CREATE TABLE IF NOT EXISTS call_records (
+        call_id TEXT PRIMARY KEY, feature TEXT NOT NULL, started_at DOUBLE PRECISION NOT NULL,
+        source TEXT, reason TEXT NOT NULL, confidence DOUBLE PRECISION,
+        threshold DOUBLE PRECISION, arm TEXT, rollout_percent DOUBLE PRECISION, model TEXT,
+        input_tokens BIGINT, output_tokens BIGINT, cache_read_tokens BIGINT, cost_pico BIGINT,
+        latency DOUBLE PRECISION NOT NULL, model_latency DOUBLE PRECISION, trace_id TEXT,
+        span_id TEXT, inputs TEXT, output TEXT, detail TEXT)""",
+    "CREATE INDEX IF NOT EXISTS call_records_by_feature ON call_records (feature, started_at)",
+    """CREATE TABLE IF NOT EXISTS feedback (
+        id BIGSERIAL PRIMARY KEY, call_id TEXT NOT NULL, feature TEXT, kind TEXT NOT NULL,
+        accepted INTEGER, score DOUBLE PRECISION, label TEXT, edited TEXT,
+        edit_distance DOUBLE PRECISION, comment TEXT, by TEXT, attributes TEXT,
+        created_at DOUBLE PRECISION NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS feedback_by_call ON feedback (call_id, id)",
+    "CREATE INDEX IF NOT EXISTS feedback_by_feature ON feedback (feature, created_at)",
+]
+_REVIEW_COLUMNS = (
+    "id, feature, call_id, reason, arguments, model_result, confidence, created_at, status, "
+    "answer, reviewer, note, resolved_at, claimed_by, claimed_until"
+)
+
+
+class PostgresStore:
+    """A :class:`aiguard.Store` on PostgreSQL (psycopg 3, a small connection pool).
+
+    ``schema`` puts aiguard's tables in their own PostgreSQL schema (created if missing).
+    Operations wait at most ``timeout`` seconds for a connection, then raise StoreError.
+
+    Example:
+        >>> from aiguard.postgres import PostgresStore
+        >>> PostgresStore.__name__
+        'PostgresStore'
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = "public",
+        min_size: int = 1,
+        max_size: int = 8,
+        timeout: float = 5.0,
+    ) -> None:
+        try:
+            import psycopg
+            from psycopg_pool import ConnectionPool
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ConfigError(
+                "the PostgreSQL store needs psycopg 3: pip install 'aiguard[postgres]'"
+            ) from exc
+        if not _SCHEMA.match(schema):
+            raise ConfigError(f"PostgresStore(schema={schema!r}) is invalid: a plain identifier")
+        self.url = url
+        self.schema = schema
+        self._errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+        try:
+            from psycopg_pool import PoolTimeout
+
+            self._errors = (psycopg.Error, PoolTimeout)
+        except ImportError:  # pragma: no cover
+            pass
+        self._pool = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            kwargs={"options": f"-c search_path={schema}"},
+            open=False,
+            name="aiguard",
+        )
+        try:
+            self._pool.open(wait=True, timeout=timeout)
+            self._migrate()
+        except self._errors as exc:
+            self._pool.close()
+            raise StoreError(f"cannot open the PostgreSQL store at {_safe(url)}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({_safe(self.url)!r}, schema={self.schema!r})"
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _fail(self, exc: BaseException) -> StoreError:
+        return StoreError(f"PostgreSQL store {_safe(self.url)}: {exc}")
+
+    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            with self._pool.connection() as conn, conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall() if cur.description is not None else []
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+
+    def _migrate(self) -> None:
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"aiguard:{self.schema}",))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS aiguard_meta (key TEXT PRIMARY KEY, value TEXT)"
+            )
+            row = conn.execute(
+                "SELECT value FROM aiguard_meta WHERE key = 'schema_version'"
+            ).fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the PostgreSQL store {_safe(self.url)} (schema {self.schema}) has schema "
+                    f"version {version}, newer than this aiguard understands ({SCHEMA_VERSION}): "
+                    "upgrade aiguard"
+                )
+            if version < SCHEMA_VERSION:
+                for statement in _TABLES:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO aiguard_meta VALUES ('schema_version', %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    (str(SCHEMA_VERSION),),
+                )
+
+    # -- review queue ------------------------------------------------------------------------
+
+    def add_review(self, item: ReviewItem) -> None:
+        self._run(
+            f"INSERT INTO review_items ({_REVIEW_COLUMNS}) VALUES "
+            "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,NULL,NULL)",
+            (
+                item.id,
+                item.feature,
+                item.call_id,
+                item.reason,
+                _serialize.dumps(item.arguments),
+                None if item.model_result is None else _serialize.dumps(item.model_result),
+                item.confidence,
+                item.created_at,
+                item.status,
+                None if item.answer is None else _serialize.dumps(item.answer),
+                item.reviewer,
+                item.note,
+                item.resolved_at,
+            ),
+        )
+
+    def get_review(self, review_id: str) -> ReviewItem | None:
+        rows = self._run(f"SELECT {_REVIEW_COLUMNS} FROM review_items WHERE id = %s", (review_id,))
+        return _item(rows[0]) if rows else None
+
+    def list_reviews(
+        self, *, feature: str | None, status: ReviewStatus | None, limit: int
+    ) -> list[ReviewItem]:
+        where, params = _where(feature=feature, status=status)
+        rows = self._run(
+            f"SELECT {_REVIEW_COLUMNS} FROM review_items{where} ORDER BY created_at, id LIMIT %s",
+            (*params, limit),
+        )
+        return [_item(r) for r in rows]
+
+    def count_reviews(self, *, feature: str | None, status: ReviewStatus | None) -> int:
+        where, params = _where(feature=feature, status=status)
+        return int(self._run(f"SELECT COUNT(*) FROM review_items{where}", params)[0][0])
+
+    def claim_review(
+        self, *, reviewer: str, feature: str | None, lease: float
+    ) -> ReviewItem | None:
+        now = time.time()
+        where, params = _where(feature=feature, status="pending")
+        rows = self._run(
+            f"UPDATE review_items SET claimed_by = %s, claimed_until = %s WHERE id = ("
+            f"SELECT id FROM review_items{where} AND (claimed_until IS NULL OR claimed_until < %s)"
+            " ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+            f"RETURNING {_REVIEW_COLUMNS}",
+            (reviewer, now + lease, *params, now),
+        )
+        return _item(rows[0]) if rows else None
+
+    def resolve_review(
+        self, review_id: str, *, answer: Any, reviewer: str | None, note: str | None
+    ) -> ReviewItem:
+        encoded = _serialize.dumps(answer)
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                row = conn.execute(
+                    "SELECT status, claimed_by, claimed_until FROM review_items WHERE id = %s "
+                    "FOR UPDATE",
+                    (review_id,),
+                ).fetchone()
+                if row is None:
+                    raise ReviewError(f"no review item with id {review_id!r}")
+                if row[0] != "pending":
+                    raise ReviewError(f"review item {review_id!r} is already {row[0]}")
+                _check_claim(review_id, row[1], row[2], reviewer)
+                updated = conn.execute(
+                    "UPDATE review_items SET status = 'resolved', answer = %s, reviewer = %s, "
+                    f"note = %s, resolved_at = %s WHERE id = %s RETURNING {_REVIEW_COLUMNS}",
+                    (encoded, reviewer, note, time.time(), review_id),
+                ).fetchone()
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+        assert updated is not None
+        return _item(updated)
+
+    # -- rollout figures ---------------------------------------------------------------------
+
+    def save_stage_figures(self, process: str, rows: list[Any]) -> None:
+        now = time.time()
+        try:
+            with self._pool.connection() as conn, conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO stage_figures VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                    "ON CONFLICT (process, feature, percent) DO UPDATE SET calls = EXCLUDED.calls, "
+                    "errors = EXCLUDED.errors, timeouts = EXCLUDED.timeouts, "
+                    "low_confidence = EXCLUDED.low_confidence, fallbacks = EXCLUDED.fallbacks, "
+                    "gate = EXCLUDED.gate, updated_at = EXCLUDED.updated_at",
+                    [
+                        (
+                            process,
+                            r.feature,
+                            r.percent,
+                            r.calls,
+                            r.errors,
+                            r.timeouts,
+                            r.low_confidence,
+                            r.fallbacks,
+                            None if r.gate is None else json.dumps(dataclasses.asdict(r.gate)),
+                            now,
+                        )
+                        for r in rows
+                    ],
+                )
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+
+    def stage_figures(self, feature: str | None) -> list[Any]:
+        from ._gates import StageFigures
+
+        where, params = _where(feature=feature)
+        rows = self._run(
+            "SELECT feature, percent, calls, errors, timeouts, low_confidence, fallbacks, gate "
+            f"FROM stage_figures{where} ORDER BY updated_at",
+            params,
+        )
+        return [
+            StageFigures(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                None if r[7] is None else Limits(**json.loads(r[7])),
+            )
+            for r in rows
+        ]
+
+    # -- call records and feedback -----------------------------------------------------------
+
+    def add_call_records(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        marks = ",".join(["%s"] * len(CALL_RECORD_COLUMNS))
+        try:
+            with self._pool.connection() as conn, conn.cursor() as cur:
+                cur.executemany(
+                    f"INSERT INTO call_records VALUES ({marks}) ON CONFLICT (call_id) DO NOTHING",
+                    rows,
+                )
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+
+    def get_call(self, call_id: str) -> dict[str, Any] | None:
+        rows = self._run("SELECT * FROM call_records WHERE call_id = %s", (call_id,))
+        return dict(zip(CALL_RECORD_COLUMNS, rows[0], strict=True)) if rows else None
+
+    def call_records(
+        self, *, feature: str | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        where, params = _where(feature=feature, since=("started_at", since))
+        rows = self._run(f"SELECT * FROM call_records{where} ORDER BY started_at", params)
+        return [dict(zip(CALL_RECORD_COLUMNS, r, strict=True)) for r in rows]
+
+    def add_feedback(self, row: dict[str, Any]) -> int:
+        columns = [c for c in FEEDBACK_COLUMNS if c != "id"]
+        marks = ",".join(["%s"] * len(columns))
+        rows = self._run(
+            f"INSERT INTO feedback ({','.join(columns)}) VALUES ({marks}) RETURNING id",
+            tuple(row.get(c) for c in columns),
+        )
+        return int(rows[0][0])
+
+    def feedback_rows(
+        self, *, feature: str | None = None, since: float | None = None, call_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        where, params = _where(feature=feature, since=("created_at", since), call_id=call_id)
+        rows = self._run(f"SELECT * FROM feedback{where} ORDER BY id", params)
+        return [dict(zip(FEEDBACK_COLUMNS, r, strict=True)) for r in rows]
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _where(**conditions: Any) -> tuple[str, tuple[Any, ...]]:
+    clauses, params = [], []
+    for name, value in conditions.items():
+        if isinstance(value, tuple):
+            column, value = value
+            if value is not None:
+                clauses.append(f"{column} >= %s")
+                params.append(value)
+        elif value is not None:
+            clauses.append(f"{name} = %s")
+            params.append(value)
+    return (" WHERE " + " AND ".join(clauses) if clauses else " WHERE TRUE"), tuple(params)
+
+
+def _safe(url: str) -> str:
+    """The URL without its password."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
