@@ -177,11 +177,11 @@ def test_records_are_flushed_at_exit(tmp_path: Path) -> None:
 
 
 def test_schema_is_versioned(tmp_path: Path) -> None:
-    """The store is at schema version 3 and has the documented tables."""
+    """The store is at schema version 4 and has the documented tables."""
     import sqlite3
 
     aiguard.SQLiteStore(tmp_path / "v.db").close()
     db = sqlite3.connect(tmp_path / "v.db")
-    assert db.execute("SELECT value FROM aiguard_meta").fetchall() == [("3",)]
+    assert db.execute("SELECT value FROM aiguard_meta").fetchall() == [("4",)]
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"review_items", "stage_figures", "call_records", "feedback"} <= tables
