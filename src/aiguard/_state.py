@@ -54,6 +54,7 @@ class State:
         self.features: dict[str, FeatureConfig] = {}
         self.timeout_workers = 32
         self.prices: Any = None  # aiguard.PriceTable, or None: costs of model calls unknown
+        self.budgets: Any = None  # a shared budget store (aiguard.redis.RedisBudgets), or None
         self.observers: tuple[Callable[[Outcome[Any]], None], ...] = ()
         self.cores: weakref.WeakSet[Any] = weakref.WeakSet()  # live guards, for validation
         # control state (aiguard.control): kills and rollouts said in this process, automatic

@@ -76,6 +76,10 @@ def for_feature(feature: str, budget: Budget) -> BudgetRun:
         if found is None:
             run = BudgetRun(budget)
             _shared[feature] = (budget, run)
+            from ._state import state
+
+            if state.budgets is not None:
+                state.budgets.attach(run, feature)
             return run
         declared, run = found
         if declared != budget:
@@ -87,9 +91,24 @@ def for_feature(feature: str, budget: Budget) -> BudgetRun:
 
 
 class BudgetRun:
-    """One feature's spend in the current window, in this process."""
+    """One feature's spend in the current window.
 
-    __slots__ = ("_lock", "amount", "limit", "seconds", "spent", "window")
+    Alone, ``spent`` is this process's spend. Shared (``aiguard.configure(budgets=...)``),
+    ``fleet`` is the fleet's total as last read back and ``pending`` what this process spent
+    since; the check adds the two.
+    """
+
+    __slots__ = (
+        "_lock",
+        "amount",
+        "fleet",
+        "limit",
+        "pending",
+        "seconds",
+        "shared_key",
+        "spent",
+        "window",
+    )
 
     def __init__(self, budget: Budget) -> None:
         self.amount = budget.limit
@@ -97,13 +116,36 @@ class BudgetRun:
         self.seconds = budget.seconds
         self._lock = threading.Lock()
         self.window = 0
-        self.spent = 0
+        self.spent = 0  # this window's spend as this process knows it: fleet + pending
+        self.fleet = 0
+        self.pending = 0
+        self.shared_key: str | None = None
 
     def _roll(self, now: float) -> None:
         window = int(now // self.seconds)
         if window != self.window:
             self.window = window
-            self.spent = 0
+            self.spent = self.fleet = self.pending = 0
+
+    def take_pending(self) -> tuple[int, int]:
+        """(window, spend not yet shared), resetting it: for the budget store's sync."""
+        with self._lock:
+            self._roll(time.time())
+            pending, self.pending = self.pending, 0
+            return self.window, pending
+
+    def give_back(self, window: int, pending: int) -> None:
+        """A sync failed: keep the spend to share it next time."""
+        with self._lock:
+            if window == self.window:
+                self.pending += pending
+
+    def set_fleet(self, window: int, total: int) -> None:
+        """The fleet's total for ``window``, as the budget store just read it."""
+        with self._lock:
+            if window == self.window:
+                self.fleet = total
+                self.spent = total + self.pending
 
     def exhausted(self) -> str | None:
         """Why the model may not be called now, or None."""
@@ -127,6 +169,7 @@ class BudgetRun:
         with self._lock:
             self._roll(now)
             self.spent += pico
+            self.pending += pico
 
     def remaining(self) -> Decimal:
         with self._lock:

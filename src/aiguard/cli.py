@@ -50,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="aiguard", description="Control aiguard features across every replica."
     )
     p.add_argument(
-        "--control", help="control file (default: $AIGUARD_CONTROL or ./aiguard-control.toml)"
+        "--control",
+        help="control file, or redis://host:port/db (default: $AIGUARD_CONTROL or "
+        "./aiguard-control.toml)",
     )
     p.add_argument("--store", help=f"store with recorded figures (default: ${STORE_ENV})")
     sub = p.add_subparsers(dest="command", required=True)
@@ -137,22 +139,44 @@ def _target(args: argparse.Namespace) -> str:
     return ALL if args.all else str(args.feature)
 
 
+def _label(path: Path) -> str:
+    return f"Redis control {_url(path)}" if _is_redis(path) else f"control file {path}"
+
+
+def _is_redis(path: Path) -> bool:
+    return str(path).startswith(("redis:/", "rediss:/", "unix:/"))
+
+
+def _url(path: Path) -> str:
+    return str(path).replace(":/", "://", 1) if "://" not in str(path) else str(path)
+
+
 def _load(path: Path) -> ControlState:
+    if _is_redis(path):
+        from .redis import RedisControl
+
+        source = RedisControl(_url(path), timeout=5.0)
+        return source.poll() or ControlState()
     return read_control_file(path)  # a missing file is an empty state; ConfigError names it
 
 
 def _edit(path: Path, feature: str, **changes: object) -> None:
-    control = _load(path)
-    if feature == ALL:
-        updated = control.all.model_copy(update=changes)
-        new = control.model_copy(
-            update={"all": FeatureControl.model_validate(updated.model_dump())}
-        )
-    else:
+    def change(control: ControlState) -> ControlState:
+        if feature == ALL:
+            updated = control.all.model_copy(update=changes)
+            return control.model_copy(
+                update={"all": FeatureControl.model_validate(updated.model_dump())}
+            )
         current = control.features.get(feature, FeatureControl())
         fc = FeatureControl.model_validate({**current.model_dump(), **changes})
-        new = control.model_copy(update={"features": {**control.features, feature: fc}})
-    write_control_file(path, new)
+        return control.model_copy(update={"features": {**control.features, feature: fc}})
+
+    if _is_redis(path):
+        from .redis import edit_control
+
+        edit_control(_url(path), change)
+    else:
+        write_control_file(path, change(_load(path)))
 
 
 def _name(feature: str) -> str:
@@ -161,17 +185,15 @@ def _name(feature: str) -> str:
 
 def _kill(path: Path, feature: str, reason: str, by: str | None) -> int:
     if not reason.strip():
-        raise _Fail(
-            f"feature {_name(feature)!r}: --reason must say why (control file {str(path)!r})"
-        )
+        raise _Fail(f"feature {_name(feature)!r}: --reason must say why ({_label(path)})")
     _edit(path, feature, killed=True, reason=reason, by=by)
-    print(f"{_name(feature)}: killed ({reason}) (control file {path!s})")
+    print(f"{_name(feature)}: killed ({reason}) ({_label(path)})")
     return 0
 
 
 def _revive(path: Path, feature: str) -> int:
     _edit(path, feature, killed=False, reason=None, by=None)
-    print(f"{_name(feature)}: revived (control file {path!s})")
+    print(f"{_name(feature)}: revived ({_label(path)})")
     return 0
 
 
@@ -181,17 +203,17 @@ def _rollout(path: Path, feature: str, value: str) -> int:
     except ValueError:
         raise _Fail(
             f"feature {feature!r}: rollout {value!r} is invalid: must be a number in [0, 100] "
-            f"(control file {str(path)!r})"
+            f"({_label(path)})"
         ) from None
     try:
         percent = check_percent("rollout", number)
     except ConfigError as exc:
         raise _Fail(
             f"feature {feature!r}: rollout {value!r} is invalid: {str(exc).split(': ', 1)[-1]} "
-            f"(control file {str(path)!r})"
+            f"({_label(path)})"
         ) from None
     _edit(path, feature, rollout=percent)
-    print(f"{feature}: rollout {percent:g}% (control file {path!s})")
+    print(f"{feature}: rollout {percent:g}% ({_label(path)})")
     return 0
 
 

@@ -98,6 +98,7 @@ def configure(
     capture: bool = UNSET,
     redact: Callable[[Any], Any] | None = UNSET,
     capture_max_bytes: int = UNSET,
+    budgets: Any = UNSET,
 ) -> None:
     """Set process-wide options; what you leave out keeps its current value.
 
@@ -122,6 +123,9 @@ def configure(
         redact: a function applied to inputs and outputs before they are kept.
         capture_max_bytes: the most JSON kept per captured value (default 4096); longer values
             are cut and marked ``{"$truncated": ...}``.
+        budgets: where budgets' spend is shared between replicas: an
+            ``aiguard.redis.RedisBudgets``, or a ``redis://`` URL for one; ``None``: each
+            process counts alone (the default).
 
     Example:
         >>> import aiguard
@@ -167,6 +171,18 @@ def configure(
         raise ConfigError(
             f"capture_max_bytes={capture_max_bytes!r} is invalid: must be a whole number >= 16"
         )
+    shared: Any = UNSET
+    if budgets is not UNSET:
+        if isinstance(budgets, str) and budgets.startswith(("redis://", "rediss://", "unix://")):
+            from .redis import RedisBudgets
+
+            shared = RedisBudgets(budgets)
+        elif budgets is None or hasattr(budgets, "attach"):
+            shared = budgets
+        else:
+            raise ConfigError(
+                f"budgets={budgets!r} is invalid: give a redis:// URL or aiguard.redis.RedisBudgets"
+            )
     sources = None
     if control is not UNSET and control is not None:
         specs = control if isinstance(control, list | tuple) else [control]
@@ -184,6 +200,15 @@ def configure(
             state.timeout_workers = timeout_workers
         if table is not UNSET:
             state.prices = table
+        if shared is not UNSET:
+            old_budgets, state.budgets = state.budgets, shared
+            if old_budgets is not None and old_budgets is not shared:
+                old_budgets.close()
+            if shared is not None:
+                from .budget import _shared as runs
+
+                for feature, (_, run) in list(runs.items()):
+                    shared.attach(run, feature)
         recording = (record_calls, capture, redact, capture_max_bytes)
         if any(v is not UNSET for v in recording):
             if record_calls is not UNSET:

@@ -473,6 +473,10 @@ def stop_sources() -> None:
 
 
 def as_source(spec: Any, interval: float | timedelta) -> ControlSource:
+    if isinstance(spec, str) and spec.startswith(("redis://", "rediss://", "unix://")):
+        from .redis import RedisControl
+
+        return RedisControl(spec, interval=interval)
     if isinstance(spec, str | os.PathLike):
         return ControlFile(spec, interval=interval)
     if isinstance(spec, ControlSource):
