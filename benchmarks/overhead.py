@@ -224,6 +224,50 @@ def recording(batches: int) -> str:
     )
 
 
+def budgets(batches: int, calls: int) -> str:
+    """The served path with a budget: counted in this process, then shared through Redis (if a
+    server answers on 127.0.0.1:6379); same run, each against the bare function."""
+    import uuid
+
+    aiguard.configure(prices={"models": {"m": {"per_call": "0.000001"}}})
+    limit = aiguard.Budget(limit="1000000", per="day")
+    local = aiguard.guard("bench-budget", model="m", budget=limit)(bare)
+    cases: dict[str, Callable[[str], Any]] = {"bare function": bare, "budget, local": local}
+    note = ""
+    try:
+        import redis
+
+        redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_connect_timeout=1).ping()
+        from aiguard.redis import RedisBudgets
+
+        aiguard.configure(
+            budgets=RedisBudgets("redis://127.0.0.1:6379/0", prefix=f"bench-{uuid.uuid4().hex[:8]}")
+        )
+        cases["budget, shared (Redis)"] = aiguard.guard(
+            "bench-budget-shared", model="m", budget=limit
+        )(bare)
+    except Exception as exc:  # no Redis here: say so
+        note = f"(shared case skipped: {exc})"
+    samples: dict[str, list[float]] = {k: [] for k in cases}
+    for fn in cases.values():
+        time_sync(fn, calls)
+    for _ in range(batches):
+        for name, fn in cases.items():
+            samples[name].append(time_sync(fn, calls))
+    aiguard.configure(budgets=None, prices=None)
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    base = med["bare function"]
+    lines = ["", "Budgets (a per-call price, a budget never reached):", "",
+             f"| {'case':24} | {'median/call':>11} | {'overhead':>9} |",
+             f"|{'-' * 26}|{'-' * 13}|{'-' * 11}|"]  # fmt: skip
+    for name, ns in med.items():
+        over = "" if name == "bare function" else f"{(ns - base) / 1000:.2f} µs"
+        lines.append(f"| {name:24} | {ns / 1000:8.2f} µs | {over:>9} |")
+    if note:
+        lines.append(note)
+    return "\n".join(lines)
+
+
 def with_sdk(batches: int, calls: int) -> str:
     """With the OpenTelemetry SDK: a BatchSpanProcessor (exporting to a sink that drops spans),
     a span per call. Compares a guarded call with a bare SDK span carrying 8 attributes around the
@@ -302,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report(medians))
     print(bucketing(args.calls))
     print(recording(max(5, args.batches // 3)))
+    print(budgets(args.batches, args.calls))
     if not args.no_sdk:
         print(with_sdk(args.batches, args.calls))
     if args.json:
