@@ -21,7 +21,6 @@ from typing import Any
 
 from . import _serialize
 from .exceptions import ConfigError, ReviewError, StoreError
-from .limits import Limits
 from .store import (
     CALL_RECORD_COLUMNS,
     FEEDBACK_COLUMNS,
@@ -30,7 +29,9 @@ from .store import (
     ReviewStatus,
     _check_claim,
     _item,
+    figures_from_rows,
 )
+from .store import _where as _store_where
 
 __all__ = ["PostgresStore"]
 
@@ -282,27 +283,13 @@ class PostgresStore:
             raise self._fail(exc) from exc
 
     def stage_figures(self, feature: str | None) -> list[Any]:
-        from ._gates import StageFigures
-
         where, params = _where(feature=feature)
         rows = self._run(
             "SELECT feature, percent, calls, errors, timeouts, low_confidence, fallbacks, gate "
             f"FROM stage_figures{where} ORDER BY updated_at",
             params,
         )
-        return [
-            StageFigures(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                r[5],
-                r[6],
-                None if r[7] is None else Limits(**json.loads(r[7])),
-            )
-            for r in rows
-        ]
+        return figures_from_rows(rows)
 
     # -- call records and feedback -----------------------------------------------------------
 
@@ -351,17 +338,7 @@ class PostgresStore:
 
 
 def _where(**conditions: Any) -> tuple[str, tuple[Any, ...]]:
-    clauses, params = [], []
-    for name, value in conditions.items():
-        if isinstance(value, tuple):
-            column, value = value
-            if value is not None:
-                clauses.append(f"{column} >= %s")
-                params.append(value)
-        elif value is not None:
-            clauses.append(f"{name} = %s")
-            params.append(value)
-    return (" WHERE " + " AND ".join(clauses) if clauses else " WHERE TRUE"), tuple(params)
+    return _store_where("%s", **conditions)
 
 
 def _safe(url: str) -> str:

@@ -306,7 +306,7 @@ class SQLiteStore:
     def list_reviews(
         self, *, feature: str | None, status: ReviewStatus | None, limit: int
     ) -> list[ReviewItem]:
-        where, params = _filter(feature, status)
+        where, params = _where(feature=feature, status=status)
         rows = self._run(
             f"SELECT * FROM review_items{where} ORDER BY created_at, id LIMIT ?",
             (*params, limit),
@@ -314,14 +314,14 @@ class SQLiteStore:
         return [_item(r) for r in rows]
 
     def count_reviews(self, *, feature: str | None, status: ReviewStatus | None) -> int:
-        where, params = _filter(feature, status)
+        where, params = _where(feature=feature, status=status)
         return int(self._run(f"SELECT COUNT(*) FROM review_items{where}", params)[0][0])
 
     def claim_review(
         self, *, reviewer: str, feature: str | None, lease: float
     ) -> ReviewItem | None:
         now = time.time()
-        where, params = _filter(feature, "pending")
+        where, params = _where(feature=feature, status="pending")
         try:
             with self._lock:
                 db = self._db
@@ -406,27 +406,13 @@ class SQLiteStore:
             raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
 
     def stage_figures(self, feature: str | None) -> list[StageFigures]:
-        where, params = ("", ()) if feature is None else (" WHERE feature = ?", (feature,))
+        where, params = _where(feature=feature)
         rows = self._run(
             "SELECT feature, percent, calls, errors, timeouts, low_confidence, fallbacks, gate "
             f"FROM stage_figures{where} ORDER BY updated_at",
             params,
         )
-        from ._gates import StageFigures
-
-        return [
-            StageFigures(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                r[5],
-                r[6],
-                None if r[7] is None else Limits(**json.loads(r[7])),
-            )
-            for r in rows
-        ]
+        return figures_from_rows(rows)
 
     # -- call records and feedback ----------------------------------------------------------------
 
@@ -499,18 +485,40 @@ FEEDBACK_COLUMNS = (
 )  # fmt: skip
 
 
-def _where(**conditions: Any) -> tuple[str, tuple[Any, ...]]:
-    clauses, params = [], []
+def _where(mark: str = "?", **conditions: Any) -> tuple[str, tuple[Any, ...]]:
+    """A WHERE clause (always present, so callers can add ``AND ...``) and its parameters:
+    ``name=value`` is an equality, ``name=(column, value)`` a lower bound; None is no condition.
+    ``mark`` is the driver's placeholder (``?`` for sqlite3, ``%s`` for psycopg)."""
+    clauses, params = ["1 = 1"], []
     for name, value in conditions.items():
         if isinstance(value, tuple):
             column, value = value
             if value is not None:
-                clauses.append(f"{column} >= ?")
+                clauses.append(f"{column} >= {mark}")
                 params.append(value)
         elif value is not None:
-            clauses.append(f"{name} = ?")
+            clauses.append(f"{name} = {mark}")
             params.append(value)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+    return " WHERE " + " AND ".join(clauses), tuple(params)
+
+
+def figures_from_rows(rows: list[tuple[Any, ...]]) -> list[StageFigures]:
+    """StageFigures from ``stage_figures`` rows (feature, percent, five counts, gate JSON)."""
+    from ._gates import StageFigures
+
+    return [
+        StageFigures(
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            None if r[7] is None else Limits(**json.loads(r[7])),
+        )
+        for r in rows
+    ]
 
 
 def _check_claim(
@@ -527,17 +535,6 @@ def _check_claim(
             f"review item {review_id!r} is claimed by {claimed_by!r} until "
             f"{time.strftime('%H:%M:%S', time.localtime(claimed_until))}"
         )
-
-
-def _filter(feature: str | None, status: str | None) -> tuple[str, tuple[Any, ...]]:
-    clauses, params = [], []
-    if feature is not None:
-        clauses.append("feature = ?")
-        params.append(feature)
-    if status is not None:
-        clauses.append("status = ?")
-        params.append(status)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
 
 def _item(row: tuple[Any, ...]) -> ReviewItem:
