@@ -262,6 +262,9 @@ def test_redis_down_keeps_state_and_budgets_go_on(
             proxy.cut()
             time.sleep(0.3)
             assert killed.outcome().reason is Reason.KILLED  # last known state kept
+            from aiguard import _internal
+
+            assert any(k.startswith("control poll: redis") for k in _internal.counts)
             reasons = [spend.outcome().reason for _ in range(6)]
             time.sleep(0.3)
         assert reasons == [Reason.SERVED] * 4 + [Reason.OVER_BUDGET] * 2  # local allowance

@@ -390,6 +390,8 @@ class _Poller:
         try:
             snapshot = self.source.poll()
         except Exception as exc:
+            with _internal._lock:
+                _internal.counts[f"control poll: {self.source.name}"] += 1
             message = str(exc)
             if message != self._last_error:
                 self._last_error = message
