@@ -196,3 +196,15 @@ def test_html_report_plots_render_in_a_browser(tmp_path: Path) -> None:
     assert all(p["w"] > 100 and p["h"] > 100 for p in plots)
     assert all(p["marks"] > 0 for p in plots)
     assert sum(p["targets"] for p in plots) >= 3  # acceptance, p95 latency, cost per call
+
+
+def test_percent_targets_are_exact() -> None:
+    """35 % is exactly 0.35: a figure of 0.35 passes '>= 35 %'."""
+    assert aiguard.Target.parse("acceptance_rate >= 35 %").check(0.35) is True
+
+
+@pytest.mark.parametrize("text", ["p95_latency <= 2 min", "acceptance_rate >= 40 s"])
+def test_units_must_fit_the_figure(text: str) -> None:
+    """A unit that does not fit the figure is refused rather than ignored."""
+    with pytest.raises(aiguard.ConfigError, match="does not fit"):
+        aiguard.Target.parse(text)

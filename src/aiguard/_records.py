@@ -161,7 +161,9 @@ class Recorder:
                     self.store.add_call_records(rows)
                 except Exception as exc:
                     # keep them for the next attempt (store down): back at the front, bounded
-                    for item in reversed(batch[: max(0, CAPACITY - len(queue))]):
+                    room = max(0, CAPACITY - len(queue))
+                    self.dropped += max(0, len(batch) - room)
+                    for item in reversed(batch[:room]):
                         queue.appendleft(item)
                     _internal.report("call records write", exc)
                     break

@@ -146,18 +146,18 @@ class State:
 
     def restore(self, snap: dict[str, Any]) -> None:
         with self.lock:
+            if self.recorder is not None and self.recorder is not snap["recorder"]:
+                from ._records import _recorders
+
+                self.recorder.close()  # writes what it holds, before its store closes
+                if self.recorder in _recorders:
+                    _recorders.remove(self.recorder)
             current = self._store
             if current is not None and self._owned and current is not snap["_store"]:
                 current.close()
             for poller in self.pollers:
                 if poller not in snap["pollers"]:
                     poller.stop.set()
-            if self.recorder is not None and self.recorder is not snap["recorder"]:
-                from ._records import _recorders
-
-                self.recorder.close()
-                if self.recorder in _recorders:
-                    _recorders.remove(self.recorder)
             vars(self).update(snap)
             self.generation += 1  # never back: guards compiled inside must recompile
 

@@ -202,7 +202,9 @@ def evaluation(fb: Any, ids: tuple[str | None, str | None]) -> None:
     """Feedback as a ``gen_ai.evaluation.result`` event in the call's trace, and a counter."""
     m = meters()
     if m is not None:
-        m.feedback.add(1, {"aiguard.feature": fb.feature or "", "aiguard.feedback.kind": fb.kind})
+        m.feedback.add(
+            1, {"aiguard.feature": fb.feature or "", "aiguard.feedback.kind": fb.kind.value}
+        )
     tracer_ = tracer()
     if tracer_ is None:
         return

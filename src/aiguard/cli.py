@@ -124,6 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AiguardError as exc:
         print(f"aiguard: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # e.g. a Redis or PostgreSQL server that does not answer
+        if type(exc).__module__.split(".")[0] not in ("redis", "psycopg", "psycopg_pool"):
+            raise
+        print(f"aiguard: {_label(path)}: {exc}", file=sys.stderr)
+        return 2
 
 
 def _user() -> str | None:

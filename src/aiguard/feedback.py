@@ -149,6 +149,8 @@ def _lookup(call_id: str) -> tuple[str | None, Any, tuple[str | None, str | None
             "the call was recorded in?)"
         )
     served = json.loads(row["output"]) if row.get("output") else None
+    if isinstance(served, dict) and set(served) == {"$truncated"}:
+        served = None  # cut by the capture size cap: not what was served
     return row["feature"], served, (row.get("trace_id"), row.get("span_id"))
 
 

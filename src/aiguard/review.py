@@ -101,7 +101,7 @@ class ReviewQueue:
         item = store.resolve_review(review_id, answer=answer, reviewer=reviewer, note=note)
         add = getattr(store, "add_feedback", None)
         if add is not None:
-            add(
+            row_id = add(
                 {
                     "call_id": item.call_id,
                     "feature": item.feature,
@@ -113,6 +113,7 @@ class ReviewQueue:
                     "created_at": item.resolved_at or time.time(),
                 }
             )
+            _review_feedback_telemetry(item, answer, row_id)
         return item
 
     def submit(
@@ -141,3 +142,20 @@ class ReviewQueue:
 
     def __repr__(self) -> str:
         return f"ReviewQueue({self._store!r})" if self._store is not None else "ReviewQueue()"
+
+
+def _review_feedback_telemetry(item: ReviewItem, answer: Any, row_id: int) -> None:
+    """The resolution's ``gen_ai.evaluation.result`` event and counter, like other feedback."""
+    from .feedback import Feedback, FeedbackKind, _emit
+
+    fb = Feedback(
+        id=row_id,
+        call_id=item.call_id,
+        feature=item.feature,
+        kind=FeedbackKind.REVIEWED,
+        label=_serialize.jsonable(answer),
+        comment=item.note,
+        by=item.reviewer,
+        created_at=item.resolved_at or time.time(),
+    )
+    _emit(fb, (None, None))

@@ -8,7 +8,7 @@ clear error rather than written to.
 Schema, version 4 (version 1 had ``review_items``; 2 added ``stage_figures``; 3 added
 ``call_records`` and ``feedback``; 4 added the claim columns of ``review_items``)::
 
-    aiguard_meta(key TEXT PRIMARY KEY, value TEXT)          -- 'schema_version' -> '2'
+    aiguard_meta(key TEXT PRIMARY KEY, value TEXT)          -- 'schema_version' -> '4'
     review_items(
         id TEXT PRIMARY KEY, feature TEXT, call_id TEXT, reason TEXT,
         arguments TEXT,            -- JSON, by the rule in aiguard._serialize

@@ -35,7 +35,8 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt,
     "<": operator.lt,
 }
-_UNITS = {"s": 1.0, "ms": 1e-3, "%": 0.01}
+_DIVISORS = {"s": 1, "ms": 1000, "%": 100}  # divide: 35 / 100 is exactly 0.35, 35 * 0.01 is not
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
 _PATTERN = re.compile(
     r"^\s*(?P<metric>[a-z_0-9]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>[0-9.eE+-]+)\s*"
     r"(?P<unit>[A-Za-z%]+)?\s*$"
@@ -82,8 +83,17 @@ class Target:
             value = float(m["value"])
         except ValueError:
             raise ConfigError(f"target {text!r}: value {m['value']!r} is not a number") from None
-        if unit is not None and unit in _UNITS:
-            value *= _UNITS[unit]
+        if unit is not None:
+            if unit in _DIVISORS and (
+                (unit == "%" and metric.endswith("_rate"))
+                or (unit != "%" and metric.endswith("_latency"))
+            ):
+                value /= _DIVISORS[unit]
+            elif not (_CURRENCY.match(unit) and metric.startswith("cost")):
+                raise ConfigError(
+                    f"target {text!r}: unit {unit!r} does not fit {metric!r} (use s or ms for "
+                    "latencies, % for rates, a currency code such as USD for costs)"
+                )
         return cls(metric, op, value, unit, text.strip())
 
     def check(self, actual: float | None) -> bool | None:
