@@ -9,7 +9,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from time import perf_counter
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 from . import _core, _ids, _telemetry, _timeouts
 from ._core import Core, Spec
@@ -24,7 +24,9 @@ from .rollout import Rollout
 __all__ = ["AsyncGuarded", "Guarded", "guard"]
 
 P = ParamSpec("P")
+P2 = ParamSpec("P2")
 R = TypeVar("R")
+S = TypeVar("S")
 
 FallbackSpec = Fallback | Callable[..., Any]
 
@@ -47,6 +49,15 @@ class Guarded(Protocol[P, R]):
 
     def outcome(self, *args: P.args, **kwargs: P.kwargs) -> Outcome[R]: ...
 
+    # A guarded method, looked up on an instance, binds ``self`` like any function.
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Guarded[P, R]: ...
+
+    @overload
+    def __get__(
+        self: Guarded[Concatenate[S, P2], R], instance: S, owner: type[Any] | None = None
+    ) -> Callable[P2, R]: ...
+
 
 class AsyncGuarded(Protocol[P, R]):
     """A guarded ``async def`` function; ``outcome(...)`` is awaitable too.
@@ -65,6 +76,14 @@ class AsyncGuarded(Protocol[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...
 
     def outcome(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, Outcome[R]]: ...
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> AsyncGuarded[P, R]: ...
+
+    @overload
+    def __get__(
+        self: AsyncGuarded[Concatenate[S, P2], R], instance: S, owner: type[Any] | None = None
+    ) -> Callable[P2, Coroutine[Any, Any, R]]: ...
 
 
 class _Decorator:

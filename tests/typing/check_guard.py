@@ -35,3 +35,21 @@ def wrong_arguments_are_errors() -> None:
     triage(1)  # type: ignore[arg-type]
     triage("x", language="fr")  # type: ignore[call-arg]
     draft(2)  # type: ignore[arg-type, unused-coroutine]
+
+
+class Service:
+    @aiguard.guard("method")
+    def answer(self, question: str) -> str:
+        return question
+
+    @aiguard.guard("async-method")
+    async def draft(self, prompt: str) -> str:
+        return prompt
+
+
+async def methods() -> None:
+    service = Service()
+    assert_type(service.answer("q"), str)
+    assert_type(await service.draft("p"), str)
+    assert_type(Service.answer.outcome(service, "q"), aiguard.Outcome[str])
+    service.answer(1)  # type: ignore[arg-type]
