@@ -135,8 +135,11 @@ def test_record_calls_off(tmp_path: Path) -> None:
     assert state.store().call_records() == []
 
 
-def test_store_down_keeps_records_for_later(tmp_path: Path) -> None:
+def test_store_down_keeps_records_for_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A failing write keeps the batch queued; it is written once the store works again."""
+    monkeypatch.setattr(_records, "INTERVAL", 3600)  # only this test's drains write
     aiguard.configure(store=tmp_path / "a.db")
     recorder = state.recorder
     store = state.store()
@@ -145,7 +148,7 @@ def test_store_down_keeps_records_for_later(tmp_path: Path) -> None:
 
     def flaky(rows: list[Any]) -> None:
         calls["n"] += 1
-        if calls["n"] == 1:
+        if calls["n"] <= 3:
             raise aiguard.StoreError("connection lost")
         real(rows)
 
@@ -185,3 +188,29 @@ def test_schema_is_versioned(tmp_path: Path) -> None:
     assert db.execute("SELECT value FROM aiguard_meta").fetchall() == [("4",)]
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"review_items", "stage_figures", "call_records", "feedback"} <= tables
+
+
+def test_one_bad_row_does_not_block_the_others(tmp_path: Path) -> None:
+    """A row the store refuses is dropped and counted; the rest of the batch is written."""
+    aiguard.configure(store=tmp_path / "a.db")
+    recorder = state.recorder
+    store = state.store()
+    real = store.add_call_records
+    bad: list[str] = []
+
+    def picky(rows: list[Any]) -> None:
+        if any(r[0] in bad for r in rows):
+            raise aiguard.StoreError("bad row")
+        real(rows)
+
+    store.add_call_records = picky  # type: ignore[method-assign]
+
+    @aiguard.guard("t")
+    def f() -> int:
+        return 1
+
+    with recorder._write_lock:  # the writer thread waits: the four rows go in one batch
+        ids = [f.outcome().call_id for _ in range(4)]
+        bad.append(ids[1])
+    recorder.drain()
+    assert len(store.call_records()) == 3 and recorder.dropped == 1

@@ -93,7 +93,14 @@ class Accounting:
 
     def cost(self, usage: Usage | None, model_called: bool, fallback_cost: int) -> int | None:
         """The call's cost in pico-units: the model's by the price table, plus the fallback
-        handlers' own. None when the model was called and its price is unknown."""
+        handlers' own. None when the model was called and its price is unknown. Never raises."""
+        try:
+            return self._cost(usage, model_called, fallback_cost)
+        except Exception as exc:
+            _internal.report(f"cost of {self.feature!r}", exc)
+            return None
+
+    def _cost(self, usage: Usage | None, model_called: bool, fallback_cost: int) -> int | None:
         if not model_called:
             return fallback_cost
         prices = state.prices

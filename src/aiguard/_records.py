@@ -151,21 +151,38 @@ class Recorder:
                 batch: list[Any] = []
                 while queue and len(batch) < BATCH:
                     batch.append(queue.popleft())
-                rows = []
+                pairs = []
                 for item in batch:
                     try:
-                        rows.append(self._row(item))
+                        pairs.append((item, self._row(item)))
                     except Exception as exc:
+                        self.dropped += 1
                         _internal.report("call record", exc)
+                rows = [row for _, row in pairs]
                 try:
                     self.store.add_call_records(rows)
                 except Exception as exc:
-                    # keep them for the next attempt (store down): back at the front, bounded
-                    room = max(0, CAPACITY - len(queue))
-                    self.dropped += max(0, len(batch) - room)
-                    for item in reversed(batch[:room]):
-                        queue.appendleft(item)
                     _internal.report("call records write", exc)
+                    # one bad row must not block the rest: write them one by one; if none can
+                    # be written the store is down, and they wait for the next attempt
+                    kept, took = [], 0
+                    for i, (item, row) in enumerate(pairs):
+                        if took == 0 and len(kept) >= 2:  # two failures, no success: store down
+                            kept += [it for it, _ in pairs[i:]]
+                            break
+                        try:
+                            self.store.add_call_records([row])
+                            took += 1
+                        except Exception:
+                            kept.append(item)
+                    written += took
+                    if took:
+                        self.dropped += len(kept)  # bad rows (the store took the others)
+                        continue
+                    room = max(0, CAPACITY - len(queue))
+                    self.dropped += max(0, len(kept) - room)
+                    for item in reversed(kept[:room]):
+                        queue.appendleft(item)
                     break
                 written += len(rows)
         self.written += written

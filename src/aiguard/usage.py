@@ -170,6 +170,11 @@ def as_usage(value: Any) -> Usage | None:
     if value is None or isinstance(value, Usage):
         return value
     if isinstance(value, Mapping):
-        fields = {f.name for f in dataclasses.fields(Usage)}
-        return Usage(**{k: v for k, v in value.items() if k in fields})
+        counts = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+                  "reasoning_tokens")  # fmt: skip
+        return Usage(
+            **{k: _int(value.get(k)) for k in counts},
+            model=_str(value.get("model")),
+            provider=_str(value.get("provider")),
+        )
     raise TypeError(f"a usage reader returned {value!r}: give a Usage, a mapping or None")
