@@ -311,3 +311,18 @@ def test_misuse_does_not_count_against_the_breaker() -> None:
         with pytest.raises(TypeError):
             f(1, 2)  # type: ignore[call-arg]
     assert f.outcome(1).reason is Reason.SERVED
+
+
+def test_a_source_returning_the_wrong_type_is_refused() -> None:
+    """A custom source whose poll() returns something else is a ConfigError, not a broken guard."""
+
+    class Odd:
+        name = "odd"
+        interval = 60.0
+
+        def poll(self) -> Any:
+            return {"features": {"t": {"killed": "nope"}}}
+
+    with pytest.raises(aiguard.ConfigError, match="control source odd"):
+        aiguard.configure(control=Odd())
+    assert guarded("t")("x") == "model"

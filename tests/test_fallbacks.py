@@ -309,3 +309,22 @@ def test_unserialisable_arguments_are_stored_by_repr() -> None:
         "ticket": {"$repr": "<Opaque 7>"},
         "extra": {"when": [1, 2], "(1, 2)": {"$repr": "b'x'"}},
     }
+
+
+def test_a_failing_respond_still_reports_the_queued_item() -> None:
+    """If respond= raises after the item is queued, the caller gets ReviewPending, not an orphan."""
+    queue = aiguard.ReviewQueue(":memory:")
+
+    def respond(item: aiguard.ReviewItem) -> str:
+        raise ValueError("template missing")
+
+    @aiguard.guard(
+        "t", fallback=[aiguard.HumanReview(queue=queue, respond=respond), aiguard.Default("d")]
+    )
+    def triage(ticket: str) -> str:
+        raise RuntimeError
+
+    with pytest.raises(aiguard.ReviewPending) as info:
+        triage("x")
+    assert queue.get(info.value.review_id).status == "pending"
+    assert queue.count("t") == 1

@@ -331,3 +331,15 @@ def test_breaker_only_sees_the_ai_arm() -> None:
     for k, reason in reasons.items():
         expected = Reason.AUTO_KILLED if inside("armcb", k, 50) else Reason.NOT_IN_ROLLOUT
         assert reason is expected
+
+
+def test_arm_is_kept_when_the_exception_propagates() -> None:
+    """A call whose exception is not caught still records its rollout arm."""
+
+    @aiguard.guard("armexc", catch=ValueError, rollout=aiguard.Rollout(percent=100, key="user_id"))
+    def f(user_id: str) -> str:
+        raise KeyError("x")
+
+    with pytest.raises(KeyError):
+        f("u")
+    assert aiguard.last_outcome().arm == "ai"  # type: ignore[union-attr]

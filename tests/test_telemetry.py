@@ -282,3 +282,44 @@ def test_export_over_otlp_http_to_a_local_receiver() -> None:
     assert attrs["aiguard.reason"].string_value == "timeout"
     assert attrs["error.type"].string_value == "TimeoutError"
     assert attrs["gen_ai.request.model"].string_value == "m-1"
+
+
+def test_a_processor_failing_at_span_start_does_not_fail_fallbacks() -> None:
+    """A span processor whose on_start raises: the fallback still serves."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Exploding(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            raise RuntimeError("processor down")
+
+    with capture_telemetry():
+        trace.get_tracer_provider().add_span_processor(Exploding())  # type: ignore[attr-defined]
+
+        @aiguard.guard("boom2", fallback=aiguard.Default("fb"))
+        def f() -> str:
+            raise ConnectionError
+
+        outcome = f.outcome()
+    assert outcome.value == "fb" and not outcome.attempts[0].failed
+
+
+def test_span_work_failing_never_fails_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even if starting the call's span raises, the call is served."""
+    from aiguard import _internal
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("tracer broken")
+
+    with capture_telemetry():
+        monkeypatch.setattr(telemetry_tracer(), "start_span", broken)
+
+        @aiguard.guard("boom3")
+        def f() -> int:
+            return 1
+
+        assert f() == 1
+    assert _internal.counts["telemetry: start span"] == 1
+
+
+def telemetry_tracer() -> Any:
+    return _telemetry.tracer()

@@ -117,3 +117,21 @@ def test_anthropic_dict_message_too() -> None:
     """The same Anthropic rule applies to the message as a plain dict."""
     assert read_usage(dict(MESSAGE)) == Usage(450, 20, 300, 50, model="claude-test-1",
                                                provider="anthropic")  # fmt: skip
+
+
+def test_reader_values_become_whole_token_counts() -> None:
+    """A custom reader returning Decimals, floats or numeric strings gives whole counts."""
+    from decimal import Decimal
+
+    aiguard.configure(prices={"models": {"m": {"input": "1", "output": "1"}}})
+
+    def reader(result: Any) -> dict[str, Any]:
+        return {"input_tokens": Decimal(5), "output_tokens": "7.0x"}
+
+    @aiguard.guard("odd", model="m", usage=reader)
+    def f() -> str:
+        return "ok"
+
+    outcome = f.outcome()
+    assert outcome.usage == Usage(5, 0, model=None)
+    assert outcome.cost is not None

@@ -587,7 +587,7 @@ class Core:
     ) -> FallbackContext:
         """The context for an exception in ``catch``; re-raises a caller's misuse."""
         if exc.__class__ is TypeError and self.misuse(args, kwargs):
-            self.unhandled(s, n, args, kwargs, exc, t0, misuse=True, span=span)
+            self.unhandled(s, n, args, kwargs, exc, t0, misuse=True, span=span, arm=arm)
             raise exc
         return self.failed(s, n, args, kwargs, exc, arm, span)
 
@@ -613,12 +613,13 @@ class Core:
         *,
         misuse: bool = False,
         span: Any = None,
+        arm: str | None = None,
     ) -> None:
         """Record the Outcome of a call whose exception is not in ``catch`` (it propagates).
 
         A misuse (arguments that do not fit the function) is the caller's bug: it is not counted
         against the model's quality (breaker, gates)."""
-        ctx = self.failed(s, n, args, kwargs, exc)
+        ctx = self.failed(s, n, args, kwargs, exc, arm, span)
         outcome = self.outcome(ctx, t0, perf_counter(), None, None, [])
         self.publish(outcome, span, count=not misuse, ctx=ctx)
 

@@ -166,6 +166,9 @@ def flush() -> None:
         store = state.store()
     except ConfigError:
         return  # no store configured: figures stay in this process
+    except Exception as exc:
+        _internal.report("rollout figures flush", exc)
+        return
     save = getattr(store, "save_stage_figures", None)
     if save is None:
         return  # a store without rollout figures (they are optional)

@@ -165,7 +165,8 @@ class Recorder:
                     _internal.report("call records write", exc)
                     # one bad row must not block the rest: write them one by one; if none can
                     # be written the store is down, and they wait for the next attempt
-                    kept, took = [], 0
+                    kept: list[Any] = []
+                    took = 0
                     for i, (item, row) in enumerate(pairs):
                         if took == 0 and len(kept) >= 2:  # two failures, no success: store down
                             kept += [it for it, _ in pairs[i:]]

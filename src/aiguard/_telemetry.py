@@ -189,13 +189,38 @@ def describe(span: Any, attributes: Mapping[str, Any], error: str | None) -> Non
         _internal.report("telemetry: span attributes", exc)
 
 
-def child(tracer: Any, name: str, attributes: Mapping[str, Any]) -> Any:
-    """A child span for one fallback handler (the call's span is current)."""
-    try:
-        return tracer.start_as_current_span(name, kind=SpanKind.INTERNAL, attributes=attributes)
-    except Exception as exc:
-        _internal.report("telemetry: fallback span", exc)
-        return None
+class child:
+    """A child span around one fallback handler (the call's span is current). Telemetry
+    failures when it starts or ends are reported, never raised; the handler's own exception is
+    recorded on the span and passes through."""
+
+    __slots__ = ("attributes", "name", "span", "token", "tracer")
+
+    def __init__(self, tracer: Any, name: str, attributes: Mapping[str, Any]) -> None:
+        self.tracer, self.name, self.attributes = tracer, name, attributes
+        self.span: Any = None
+        self.token: Any = None
+
+    def __enter__(self) -> None:
+        try:
+            self.span = self.tracer.start_span(self.name, kind=SpanKind.INTERNAL,
+                                               attributes=self.attributes)  # fmt: skip
+            self.token = otel_context.attach(otel_trace.set_span_in_context(self.span))
+        except Exception as exc:
+            _internal.report("telemetry: fallback span", exc)
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        span, token = self.span, self.token
+        try:
+            if token is not None:
+                otel_context.detach(token)
+            if span is not None:
+                if exc is not None:
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                span.end()
+        except Exception as failure:
+            _internal.report("telemetry: fallback span", failure)
 
 
 def evaluation(fb: Any, ids: tuple[str | None, str | None]) -> None:

@@ -388,7 +388,7 @@ class _Poller:
 
     def poll_once(self) -> None:
         try:
-            snapshot = self.source.poll()
+            snapshot = self._checked()
         except Exception as exc:
             with _internal._lock:
                 _internal.counts[f"control poll: {self.source.name}"] += 1
@@ -407,9 +407,24 @@ class _Poller:
         if snapshot is not None:
             apply(self.source.name, snapshot, poller=self)
 
+    def _checked(self) -> ControlState | None:
+        return checked(self.source.name, self.source.poll())
+
     def _run(self) -> None:
         while not self.stop.wait(self.source.interval):
             self.poll_once()
+
+
+def checked(name: str, snapshot: Any) -> ControlState | None:
+    """What a source's ``poll()`` returned, as a ControlState (ConfigError if it is not one)."""
+    if snapshot is None or isinstance(snapshot, ControlState):
+        return snapshot
+    from .config import _explain
+
+    try:
+        return ControlState.model_validate(snapshot)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(_explain(exc, f"control source {name}")) from None
 
 
 def apply(source: str, snapshot: ControlState, poller: _Poller | None = None) -> None:
@@ -451,7 +466,7 @@ def start_sources(sources: list[ControlSource]) -> None:
             raise ConfigError(
                 f"control: two sources are named {source.name!r}; each source needs its own name"
             )
-        snapshot = source.poll()  # configuration time: a bad source raises here
+        snapshot = checked(source.name, source.poll())  # configuration time: raises here
         first[source.name] = snapshot if snapshot is not None else ControlState()
         pollers.append(_Poller(source))
     stop_sources()

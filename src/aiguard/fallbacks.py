@@ -14,6 +14,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
+from . import _internal
 from .exceptions import ConfigError
 from .outcome import Reason, Source
 from .pricing import to_decimal, to_pico
@@ -294,7 +295,12 @@ class HumanReview(Fallback):
         )
         if self.respond is None:
             return _Queued(item, None, False)
-        return _Queued(item, self.respond(item), True)
+        try:
+            placeholder = self.respond(item)
+        except Exception as exc:  # the item is queued: say so (ReviewPending) rather than orphan it
+            _internal.report(f"HumanReview respond of {ctx.feature!r}", exc)
+            return _Queued(item, None, False)
+        return _Queued(item, placeholder, True)
 
     async def handle_async(self, ctx: FallbackContext) -> _Queued:
         # The store is blocking I/O: keep it off the event loop.

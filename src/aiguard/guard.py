@@ -283,7 +283,7 @@ def _wrap_sync(fn: Callable[P, R], core: Core) -> Guarded[P, R]:
             ctx = core.caught(s, n, args, kwargs, exc, t0, arm, span)
             return _drive_sync(core, ctx, t0, perf_counter())
         except Exception as exc:
-            core.unhandled(s, n, args, kwargs, exc, t0, span=span)
+            core.unhandled(s, n, args, kwargs, exc, t0, span=span, arm=arm)
             raise
         t1 = perf_counter()
         out = core.settle(s, n, args, kwargs, result, t0, t1, arm, span)
@@ -329,12 +329,9 @@ def _handler_span(ctx: Any, handler: Fallback) -> Any:
         "aiguard.source": handler.source.value,
         "aiguard.reason": ctx.reason.value,
     }
-    span = (
-        None
-        if tracer is None
-        else _telemetry.child(tracer, f"aiguard.fallback {handler.name}", attributes)
-    )
-    return contextlib.nullcontext() if span is None else span
+    if tracer is None:
+        return contextlib.nullcontext()
+    return _telemetry.child(tracer, f"aiguard.fallback {handler.name}", attributes)
 
 
 def _wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> AsyncGuarded[P, R]:
@@ -385,7 +382,7 @@ def _wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> AsyncGuarded[P, R]
             if limit is not None and limit.expired():
                 ctx = core.failed(s, n, args, kwargs, None, arm, span)
                 return await _drive_async(core, ctx, t0, None)
-            core.unhandled(s, n, args, kwargs, exc, t0, span=span)
+            core.unhandled(s, n, args, kwargs, exc, t0, span=span, arm=arm)
             raise
         t1 = perf_counter()
         out = core.settle(s, n, args, kwargs, result, t0, t1, arm, span)

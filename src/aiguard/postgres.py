@@ -127,6 +127,9 @@ class PostgresStore:
         except self._errors as exc:
             self._pool.close()
             raise StoreError(f"cannot open the PostgreSQL store at {_safe(url)}: {exc}") from exc
+        except BaseException:
+            self._pool.close()
+            raise
 
     def __repr__(self) -> str:
         return f"PostgresStore({_safe(self.url)!r}, schema={self.schema!r})"
