@@ -220,3 +220,36 @@ def test_replacing_a_store_closes_only_what_aiguard_opened(tmp_path: Path) -> No
     aiguard.configure(store=mine)
     aiguard.configure(store=tmp_path / "other.db")
     assert mine.count_reviews(feature=None, status=None) == 0  # still open
+
+
+def test_isolated_hands_back_working_store_recorder_and_sources(tmp_path: Path) -> None:
+    """Switching store and control source inside isolated() leaves the outer ones working."""
+    import time
+
+    from aiguard._state import state
+    from aiguard.testing import isolated
+
+    control = tmp_path / "control.toml"
+    aiguard.configure(store=tmp_path / "outer.db", control=control, control_interval=0.05)
+    outer_recorder = state.recorder
+    with isolated():
+        aiguard.configure(store=tmp_path / "inner.db", control=None)
+
+        @aiguard.guard("iso-in")
+        def inner() -> int:
+            return 1
+
+        inner()
+    assert state.recorder is outer_recorder and outer_recorder.thread.is_alive()
+
+    @aiguard.guard("iso-out", fallback=aiguard.Default(0))
+    def outer() -> int:
+        return 1
+
+    outer.outcome().accept()  # the outer store is open
+    control.write_text('[features.iso-out]\nkilled = true\nreason = "x"\n')
+    deadline = time.monotonic() + 5
+    while outer() != 0:  # the outer poller still polls
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    aiguard.configure(control=None)

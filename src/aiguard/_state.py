@@ -68,6 +68,13 @@ class State:
         self.record_calls = True
         self.capture: Any = None  # a _records.Capture when inputs and outputs are kept
         self.recorder: Any = None
+        # objects an aiguard.testing.isolated() block must hand back working: never closed
+        # while the block runs (their ids)
+        self.protected: frozenset[int] = frozenset()
+
+    def closable(self, obj: Any) -> bool:
+        """False for what an enclosing isolated() block will restore."""
+        return obj is not None and id(obj) not in self.protected
 
     def bump(self) -> None:
         with self.lock:
@@ -104,7 +111,7 @@ class State:
             old, old_owned = self._store, self._owned
             self.store_spec, self._store, self._owned = spec, store, owned
             self.replace_recorder()
-            if old is not None and old_owned and old is not store:
+            if old is not None and old_owned and old is not store and self.closable(old):
                 old.close()
             self.generation += 1
 
@@ -114,7 +121,7 @@ class State:
 
         old = self.recorder
         self.recorder = None
-        if old is not None:
+        if old is not None and self.closable(old):
             old.close()  # writes what it has queued to the store it was made for
             if old in _recorders:
                 _recorders.remove(old)
@@ -138,10 +145,13 @@ class State:
     _COPIED = ("features", "kills", "rollouts", "rollbacks", "controls", "pollers")
 
     def snapshot(self) -> dict[str, Any]:
+        """The state to restore, and protection for what it holds until then."""
         with self.lock:
             snap = {k: v for k, v in vars(self).items() if k not in ("cores", "generation")}
             for k in self._COPIED:
                 snap[k] = type(snap[k])(snap[k])
+            held = [self._store, self.recorder, self.budgets, *self.pollers]
+            self.protected = self.protected | {id(o) for o in held if o is not None}
             return snap
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -158,7 +168,13 @@ class State:
             for poller in self.pollers:
                 if poller not in snap["pollers"]:
                     poller.stop.set()
+            if self.budgets is not None and self.budgets is not snap["budgets"]:
+                self.budgets.close()
             vars(self).update(snap)
+            from ._records import _recorders
+
+            if self.recorder is not None and self.recorder not in _recorders:
+                _recorders.append(self.recorder)
             self.generation += 1  # never back: guards compiled inside must recompile
 
 

@@ -203,7 +203,8 @@ def configure(
         if shared is not UNSET:
             old_budgets, state.budgets = state.budgets, shared
             if old_budgets is not None and old_budgets is not shared:
-                old_budgets.close()
+                if state.closable(old_budgets):
+                    old_budgets.close()
             if shared is not None:
                 from .budget import _shared as runs
 

@@ -486,7 +486,8 @@ def stop_sources() -> None:
         state.controls = {}
         state.bump()
     for p in pollers:
-        p.stop.set()
+        if state.closable(p):
+            p.stop.set()
 
 
 def as_source(spec: Any, interval: float | timedelta) -> ControlSource:
