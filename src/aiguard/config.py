@@ -202,9 +202,8 @@ def configure(
             state.prices = table
         if shared is not UNSET:
             old_budgets, state.budgets = state.budgets, shared
-            if old_budgets is not None and old_budgets is not shared:
-                if state.closable(old_budgets):
-                    old_budgets.close()
+            if old_budgets is not shared and state.closable(old_budgets):
+                old_budgets.close()
             if shared is not None:
                 from .budget import _shared as runs
 
