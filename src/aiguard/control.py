@@ -488,6 +488,12 @@ def stop_sources() -> None:
     for p in pollers:
         if state.closable(p):
             p.stop.set()
+            close = getattr(p.source, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:
+                    _internal.report("control source close", exc)
 
 
 def as_source(spec: Any, interval: float | timedelta) -> ControlSource:

@@ -74,6 +74,10 @@ class RedisControl:
         self._redis = _client(url, timeout)
         self._last: bytes | None = b"\0"  # nothing read yet
 
+    def close(self) -> None:
+        """Release the Redis connections (aiguard calls this when the source is replaced)."""
+        self._redis.close()
+
     def poll(self) -> ControlState | None:
         raw = self._redis.get(self.key)  # raises when Redis is unreachable: state kept
         if raw == self._last:
@@ -112,7 +116,7 @@ def edit_control(
 
     client = _client(url, 5.0)
     key = f"{prefix}:control"
-    with client.pipeline() as pipe:
+    with client, client.pipeline() as pipe:
         while True:
             try:
                 pipe.watch(key)
@@ -194,5 +198,7 @@ class RedisBudgets:
         run.set_fleet(window, int(total))
 
     def close(self) -> None:
+        """Stop syncing (after one last push of this replica's spend) and disconnect."""
         self._stop.set()
         self.flush()
+        self._redis.close()
