@@ -354,3 +354,18 @@ def test_too_precise_prices_name_the_model_and_field() -> None:
     with pytest.raises(aiguard.ConfigError) as info:
         aiguard.configure(prices={"models": {"m": {"input": "0.0000001"}}})
     assert "model 'm'" in str(info.value) and "field 'input'" in str(info.value)
+
+
+def test_fallback_costs_count_even_when_the_model_cost_is_unknown() -> None:
+    """A model with no price still lets its handlers' own cost count against the budget."""
+
+    @aiguard.guard(
+        "unk-b",
+        budget=aiguard.Budget(limit="2", per="day"),
+        fallback=aiguard.Rules(lambda: "rules", cost="1"),
+    )
+    def f() -> str:
+        raise ConnectionError
+
+    reasons = [f.outcome().reason for _ in range(4)]
+    assert reasons == [Reason.ERROR, Reason.ERROR, Reason.OVER_BUDGET, Reason.OVER_BUDGET]

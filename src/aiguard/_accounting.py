@@ -151,6 +151,7 @@ class Accounting:
         cost: int | None,
         model_latency: float | None = None,
         error_type: str | None = None,
+        fallback_cost: int = 0,
     ) -> None:
         """Stats, budget and metrics for one finished call."""
         try:
@@ -160,6 +161,7 @@ class Accounting:
                 if cost:
                     budget.spend(cost)
                 elif cost is None:
+                    budget.spend(fallback_cost)  # what is known of the call's cost
                     _internal.warn_once(
                         f"budget-unknown:{self.feature}",
                         "aiguard: %s: the budget cannot count calls whose cost is unknown "

@@ -519,15 +519,15 @@ class Core:
                 outcome = self.outcome(
                     ctx, t0, t1, handler.source, value.placeholder, attempts, spent, value.item.id
                 )
-                self.publish(outcome, ctx.span, ctx=ctx)
+                self.publish(outcome, ctx.span, ctx=ctx, spent=spent)
                 if not value.has_placeholder:
                     raise ReviewPending(value.item.id, outcome)
                 return outcome
             outcome = self.outcome(ctx, t0, t1, handler.source, value, attempts, spent)
-            self.publish(outcome, ctx.span, ctx=ctx)
+            self.publish(outcome, ctx.span, ctx=ctx, spent=spent)
             return outcome
         outcome = self.outcome(ctx, t0, t1, None, None, attempts, spent)
-        self.publish(outcome, ctx.span, ctx=ctx)
+        self.publish(outcome, ctx.span, ctx=ctx, spent=spent)
         if ctx.exception is not None:
             raise ctx.exception
         if ctx.reason is Reason.TIMEOUT:
@@ -630,8 +630,11 @@ class Core:
         *,
         count: bool = True,
         ctx: FallbackContext | None = None,
+        spent: int = 0,
     ) -> None:
-        """Make ``outcome`` the last one, and account for it everywhere it counts."""
+        """Make ``outcome`` the last one, and account for it everywhere it counts. ``spent``:
+        what the fallback handlers cost, counted in the budget even when the model's cost (and
+        so the call's) is unknown."""
         _last.set(outcome)
         if count and self.monitor is not None:
             self.monitor(outcome.reason)
@@ -648,6 +651,7 @@ class Core:
             type(exc).__qualname__
             if exc is not None
             else ("timeout" if outcome.reason is Reason.TIMEOUT else None),
+            spent,
         )
         if span is not None:
             _telemetry.describe(span, *acct.span_attributes(outcome))
