@@ -137,11 +137,6 @@ class Accounting:
 
     # -- per call ---------------------------------------------------------------------------
 
-    def blocked(self) -> str | None:
-        """Why the budget forbids calling the model now, or None."""
-        budget = self.budget
-        return None if budget is None else budget.exhausted()
-
     def report(
         self,
         source: Source | None,

@@ -39,11 +39,6 @@ def call_id(n: int) -> str:
     return f"{_prefix}{n:x}"
 
 
-def new_call_id() -> str:
-    """A fresh call id."""
-    return call_id(next_number())
-
-
 def wall_time(perf: float) -> float:
     """The POSIX time at which ``time.perf_counter()`` read ``perf``."""
     return _wall0 + (perf - _perf0)

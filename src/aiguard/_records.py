@@ -246,6 +246,20 @@ class Recorder:
             detail,
         )
 
+    def queued(self, call_id: str) -> tuple[str, Any, tuple[str | None, str | None]] | None:
+        """(feature, served value, span ids) of a call still waiting in the queue (no I/O)."""
+        for item in list(self.queue):
+            record = item
+            ids: tuple[str | None, str | None] = (None, None)
+            if item.__class__ is Extras:
+                record, ids = item.record, item.span_ids
+            if record.__class__ is tuple:
+                if _ids.call_id(record[1]) == call_id:
+                    return record[0].feature, record[2], ids
+            elif record.call_id == call_id:
+                return record.feature, record.value, ids
+        return None
+
     def known(self, call_id: str) -> tuple[str, Any, tuple[str | None, str | None]] | None:
         """(feature, served value, span ids) of a recent call, if this process remembers it."""
         with self._recent_lock:

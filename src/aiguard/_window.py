@@ -34,10 +34,6 @@ class Window:
         )
         self.counts = [0, 0, 0, 0, 0]  # calls, errors, timeouts, low confidence, fallbacks
 
-    def add(self, reason: Reason, now: float | None = None) -> None:
-        with self.lock:
-            self.add_locked(_FLAGS[reason], now)
-
     def add_locked(self, flags: tuple[int, int, int, int], now: float | None = None) -> list[int]:
         """Add one call (the caller holds ``lock``); returns the live counts."""
         if now is None:
@@ -71,12 +67,6 @@ class Window:
         items = self._items
         while items and items[0][0] < limit:
             self._drop()
-
-    def snapshot(self, now: float | None = None) -> tuple[int, int, int, int, int]:
-        with self.lock:
-            self._expire(monotonic() if now is None else now)
-            c = self.counts
-            return c[0], c[1], c[2], c[3], c[4]
 
     def clear(self) -> None:
         with self.lock:

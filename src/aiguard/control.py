@@ -34,9 +34,7 @@ import json
 import os
 import tempfile
 import threading
-import time
 import tomllib
-from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -147,9 +145,11 @@ def effective(feature: str) -> Effective:
 
 
 def _check_feature(feature: Any) -> str:
-    if not isinstance(feature, str) or not feature.strip():
-        raise ConfigError(f"feature={feature!r} is invalid: must be a non-empty name")
-    return feature
+    if feature == ALL:
+        return feature  # type: ignore[no-any-return]
+    from ._core import check_feature
+
+    return check_feature(feature)
 
 
 def kill(feature: str, *, reason: str, by: str | None = None) -> None:
@@ -512,11 +512,3 @@ def default_control_path(explicit: str | os.PathLike[str] | None = None) -> Path
     """The control file the CLI edits: ``--control``, else $AIGUARD_CONTROL, else
     ``./aiguard-control.toml``."""
     return Path(explicit or os.environ.get(CONTROL_ENV) or "aiguard-control.toml")
-
-
-def _now() -> float:
-    return time.time()
-
-
-def features_in(mapping: Mapping[str, Any]) -> list[str]:
-    return sorted(k for k in mapping if k != ALL)

@@ -134,10 +134,7 @@ def _lookup(call_id: str) -> tuple[str | None, Any, tuple[str | None, str | None
     """(feature, served value, (trace id, span id)) of a known call; UnknownCall if unknown."""
     recorder = state.recorder
     if recorder is not None:
-        known = recorder.known(call_id)
-        if known is None:
-            recorder.drain()  # it may still be queued
-            known = recorder.known(call_id)
+        known = recorder.known(call_id) or recorder.queued(call_id)
         if known is not None:
             feature, served, ids = known
             return feature, served, ids
