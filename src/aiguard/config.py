@@ -171,6 +171,14 @@ def configure(
         raise ConfigError(
             f"capture_max_bytes={capture_max_bytes!r} is invalid: must be a whole number >= 16"
         )
+    sources = None
+    if control is not UNSET and control is not None:
+        specs = control if isinstance(control, list | tuple) else [control]
+        sources = [as_source(spec, control_interval) for spec in specs]
+    if parsed_features is not None:
+        with state.lock:
+            for core in list(state.cores):  # check every live guard before opening anything
+                core.compile(parsed_features.get(core.feature))
     shared: Any = UNSET
     if budgets is not UNSET:
         if isinstance(budgets, str) and budgets.startswith(("redis://", "rediss://", "unix://")):
@@ -183,15 +191,8 @@ def configure(
             raise ConfigError(
                 f"budgets={budgets!r} is invalid: give a redis:// URL or aiguard.redis.RedisBudgets"
             )
-    sources = None
-    if control is not UNSET and control is not None:
-        specs = control if isinstance(control, list | tuple) else [control]
-        sources = [as_source(spec, control_interval) for spec in specs]
     opened = None if store is UNSET or store is None else open_store(store)
     with state.lock:
-        if parsed_features is not None:
-            for core in list(state.cores):  # check every live guard before changing anything
-                core.compile(parsed_features.get(core.feature))
         if store is not UNSET:
             state.set_store(store, opened, owned=opened is not store)
         if parsed_features is not None:
