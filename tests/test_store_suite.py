@@ -150,3 +150,13 @@ def test_newer_schema_is_refused(store: Any) -> None:
                    (str(SCHEMA_VERSION + 1),))  # fmt: skip
         with pytest.raises(aiguard.StoreError, match="newer than this aiguard"):
             PostgresStore(store.url, schema=store.schema)
+
+
+def test_a_resolution_and_its_feedback_commit_together(store: Any) -> None:
+    """If the feedback row cannot be written, the item stays pending: no half resolution."""
+    queue = aiguard.ReviewQueue(store)
+    [item] = submit(queue)
+    store._run("DROP TABLE feedback")
+    with pytest.raises(aiguard.StoreError):
+        queue.resolve(item.id, "x", reviewer="ana")
+    assert queue.get(item.id).status == "pending"

@@ -229,7 +229,13 @@ class PostgresStore:
         return _item(rows[0]) if rows else None
 
     def resolve_review(
-        self, review_id: str, *, answer: Any, reviewer: str | None, note: str | None
+        self,
+        review_id: str,
+        *,
+        answer: Any,
+        reviewer: str | None,
+        note: str | None,
+        feedback: dict[str, Any] | None = None,
     ) -> ReviewItem:
         encoded = _serialize.dumps(answer)
         try:
@@ -249,6 +255,13 @@ class PostgresStore:
                     f"note = %s, resolved_at = %s WHERE id = %s RETURNING {_REVIEW_COLUMNS}",
                     (encoded, reviewer, note, time.time(), review_id),
                 ).fetchone()
+                if feedback is not None:
+                    columns = [c for c in FEEDBACK_COLUMNS if c != "id"]
+                    conn.execute(
+                        f"INSERT INTO feedback ({','.join(columns)}) "
+                        f"VALUES ({','.join(['%s'] * len(columns))})",
+                        tuple(feedback.get(c) for c in columns),
+                    )
         except self._errors as exc:
             raise self._fail(exc) from exc
         assert updated is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import secrets
 import time
@@ -98,22 +99,28 @@ class ReviewQueue:
         reviewer's answer as the label.
         """
         store = self.store
-        item = store.resolve_review(review_id, answer=answer, reviewer=reviewer, note=note)
-        add = getattr(store, "add_feedback", None)
-        if add is not None:
-            row_id = add(
-                {
-                    "call_id": item.call_id,
-                    "feature": item.feature,
-                    "kind": "reviewed",
-                    "accepted": None,
-                    "label": _serialize.dumps(answer),
-                    "comment": note,
-                    "by": reviewer,
-                    "created_at": item.resolved_at or time.time(),
-                }
+        current = self.get(review_id)  # ReviewError if there is no such item
+        row = {
+            "call_id": current.call_id,
+            "feature": current.feature,
+            "kind": "reviewed",
+            "accepted": None,
+            "label": _serialize.dumps(answer),
+            "comment": note,
+            "by": reviewer,
+            "created_at": time.time(),
+        }
+        if "feedback" in inspect.signature(store.resolve_review).parameters:
+            # the resolution and its feedback row commit together: neither without the other
+            item = store.resolve_review(
+                review_id, answer=answer, reviewer=reviewer, note=note, feedback=row
             )
-            _review_feedback_telemetry(item, answer, row_id)
+        else:  # a store of your own without it: two writes
+            item = store.resolve_review(review_id, answer=answer, reviewer=reviewer, note=note)
+            add = getattr(store, "add_feedback", None)
+            if add is not None:
+                add(row)
+        _review_feedback_telemetry(item, answer, 0)
         return item
 
     def submit(

@@ -127,10 +127,16 @@ class Store(Protocol):
         item goes to one reviewer only."""
 
     def resolve_review(
-        self, review_id: str, *, answer: Any, reviewer: str | None, note: str | None
+        self,
+        review_id: str,
+        *,
+        answer: Any,
+        reviewer: str | None,
+        note: str | None,
+        feedback: dict[str, Any] | None = None,
     ) -> ReviewItem:
         """Mark a pending item resolved; ReviewError if unknown, already resolved, or claimed
-        by another reviewer."""
+        by another reviewer. ``feedback``: a feedback row written in the same transaction."""
 
     def close(self) -> None:
         """Release connections."""
@@ -348,7 +354,13 @@ class SQLiteStore:
         return None if row is None else self.get_review(row[0])
 
     def resolve_review(
-        self, review_id: str, *, answer: Any, reviewer: str | None, note: str | None
+        self,
+        review_id: str,
+        *,
+        answer: Any,
+        reviewer: str | None,
+        note: str | None,
+        feedback: dict[str, Any] | None = None,
     ) -> ReviewItem:
         encoded = _serialize.dumps(answer)
         try:
@@ -370,6 +382,13 @@ class SQLiteStore:
                         " note = ?, resolved_at = ? WHERE id = ?",
                         (encoded, reviewer, note, time.time(), review_id),
                     )
+                    if feedback is not None:
+                        columns = [c for c in FEEDBACK_COLUMNS if c != "id"]
+                        db.execute(
+                            f"INSERT INTO feedback ({','.join(columns)}) "
+                            f"VALUES ({','.join('?' * len(columns))})",
+                            tuple(feedback.get(c) for c in columns),
+                        )
                     db.execute("COMMIT")
                 except BaseException:
                     db.execute("ROLLBACK")
