@@ -7,9 +7,9 @@ import enum
 import threading
 from datetime import timedelta
 from time import monotonic
-from typing import Any
 
 from . import events
+from ._durations import seconds
 from ._window import _FLAGS, Window
 from .events import ControlEvent, EventKind
 from .exceptions import ConfigError
@@ -31,14 +31,6 @@ class BreakerState(enum.StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
-
-
-def _seconds(name: str, value: Any) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(f"{name}={value!r} is invalid: must be positive seconds or a timedelta")
-    return float(value)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,8 +84,8 @@ class Breaker:
                 f"{self.min_calls!r}, so the breaker could never trip"
             )
         if self.window_seconds is not None:
-            _seconds("Breaker(window_seconds)", self.window_seconds)
-        _seconds("Breaker(cooldown)", self.cooldown)
+            seconds("Breaker(window_seconds)", self.window_seconds)
+        seconds("Breaker(cooldown)", self.cooldown)
         share = self.probe_share
         if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
             raise ConfigError(f"Breaker(probe_share={share!r}) is invalid: must be in (0, 1]")
@@ -136,8 +128,8 @@ class BreakerRun:
         self.feature = feature
         self.limits = policy.limits
         ws = policy.window_seconds
-        self.window = Window(policy.window, None if ws is None else _seconds("window_seconds", ws))
-        self.cooldown = _seconds("cooldown", policy.cooldown)
+        self.window = Window(policy.window, None if ws is None else seconds("window_seconds", ws))
+        self.cooldown = seconds("cooldown", policy.cooldown)
         self._every = max(1, round(1 / policy.probe_share))
         self._lock = threading.Lock()
         self.state = BreakerState.CLOSED

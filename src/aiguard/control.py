@@ -43,6 +43,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import _internal, events
+from ._durations import seconds
 from ._state import state
 from .events import ControlEvent, EventKind
 from .exceptions import ConfigError
@@ -290,11 +291,7 @@ class ControlFile:
     def __init__(self, path: str | os.PathLike[str], *, interval: float | timedelta = 1.0) -> None:
         self.path = Path(path)
         self.name = f"control file {str(self.path)!r}"
-        if isinstance(interval, timedelta):
-            interval = interval.total_seconds()
-        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
-            raise ConfigError(f"control interval={interval!r} is invalid: must be positive seconds")
-        self.interval = float(interval)
+        self.interval = seconds("control interval", interval)
         self._stamp: tuple[int, int, int] | None = None
 
     def poll(self) -> ControlState | None:

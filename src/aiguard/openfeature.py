@@ -35,6 +35,7 @@ from typing import Any
 
 import pydantic
 
+from ._durations import seconds
 from ._state import state
 from .config import _explain
 from .control import ControlState, FeatureControl
@@ -92,11 +93,7 @@ class OpenFeatureControl:
         self.rollout_flag = rollout_flag
         self.threshold_flag = threshold_flag
         self.all_killed_flag = all_killed_flag
-        if isinstance(interval, timedelta):
-            interval = interval.total_seconds()
-        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
-            raise ConfigError(f"interval={interval!r} is invalid: must be positive seconds")
-        self.interval = float(interval)
+        self.interval = seconds("interval", interval)
         self.name = "openfeature" if domain is None else f"openfeature:{domain}"
         self._last: ControlState | None = None
 

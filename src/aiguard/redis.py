@@ -26,6 +26,7 @@ from datetime import timedelta
 from typing import Any
 
 from . import _internal
+from ._durations import seconds
 from .control import ControlState
 from .exceptions import ConfigError
 
@@ -40,14 +41,6 @@ def _client(url: str, timeout: float) -> Any:
     return redis_py.Redis.from_url(
         url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=10
     )
-
-
-def _seconds(name: str, value: float | timedelta) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{name}={value!r} is invalid: must be positive seconds")
-    return float(value)
 
 
 class RedisControl:
@@ -69,7 +62,7 @@ class RedisControl:
     ) -> None:
         self.url = url
         self.key = f"{prefix}:control"
-        self.interval = _seconds("interval", interval)
+        self.interval = seconds("interval", interval)
         self.name = f"redis control {url!r} ({self.key})"
         self._redis = _client(url, timeout)
         self._last: bytes | None = b"\0"  # nothing read yet
@@ -149,7 +142,7 @@ class RedisBudgets:
     ) -> None:
         self.url = url
         self.prefix = prefix
-        self.sync = _seconds("sync", sync)
+        self.sync = seconds("sync", sync)
         self._redis = _client(url, timeout)
         self._runs: list[Any] = []
         self._lock = threading.Lock()

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from . import _serialize
+from ._durations import seconds
 from ._state import state
 from .exceptions import ConfigError, ReviewError
 from .store import ReviewItem, ReviewStatus, Store, open_store
@@ -72,10 +73,8 @@ class ReviewQueue:
         """
         if not isinstance(reviewer, str) or not reviewer:
             raise ConfigError(f"claim(reviewer={reviewer!r}) is invalid: name the reviewer")
-        seconds = lease.total_seconds() if isinstance(lease, timedelta) else float(lease)
-        if not seconds > 0:
-            raise ConfigError(f"claim(lease={lease!r}) is invalid: must be positive")
-        return self.store.claim_review(reviewer=reviewer, feature=feature, lease=seconds)
+        lease_s = seconds("claim(lease)", lease)
+        return self.store.claim_review(reviewer=reviewer, feature=feature, lease=lease_s)
 
     def get(self, review_id: str) -> ReviewItem:
         """The item with this id; :class:`aiguard.ReviewError` if there is none."""
