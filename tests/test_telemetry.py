@@ -19,16 +19,25 @@ from aiguard.testing import capture_telemetry
 PRICES = {"models": {"gpt-4.1-mini": {"input": "0.40", "cached_input": "0.10", "output": "1.60"}}}
 
 
-def test_no_sdk_means_no_span_work() -> None:
-    """With no provider set, aiguard notices and does no span work at all."""
+def test_no_sdk_means_no_span_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no provider set, aiguard notices and does no span or metric work at all."""
     assert _telemetry.no_tracer() and _telemetry.tracer() is None
     assert _telemetry.no_meter() and _telemetry.meters() is None
 
-    @aiguard.guard("quiet")
-    def f() -> int:
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("span or metric work without a provider")
+
+    monkeypatch.setattr(_telemetry, "tracer", forbidden)
+    monkeypatch.setattr(_telemetry, "meters", forbidden)
+    monkeypatch.setattr(_telemetry, "start", forbidden)
+
+    @aiguard.guard("quiet", fallback=aiguard.Default(0))
+    def f(fail: bool) -> int:
+        if fail:
+            raise RuntimeError
         return 1
 
-    assert f() == 1
+    assert (f(False), f(True)) == (1, 0)
 
 
 def test_span_per_call_with_genai_and_aiguard_attributes() -> None:

@@ -80,19 +80,9 @@ def span_ids(span: Any) -> tuple[str | None, str | None]:
 
 
 def _bound(inputs: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> Any:
-    signature, args, kwargs = inputs
-    if signature is not None:
-        try:
-            bound = signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            arguments = dict(bound.arguments)
-            first = next(iter(signature.parameters), None)
-            if first in ("self", "cls"):
-                arguments.pop(first)
-            return arguments
-        except TypeError:
-            pass
-    return {"args": list(args), "kwargs": dict(kwargs)}
+    from .fallbacks import bound_arguments
+
+    return bound_arguments(*inputs)
 
 
 class Recorder:

@@ -57,19 +57,27 @@ class FallbackContext:
     def arguments(self) -> dict[str, Any]:
         """The call's arguments by parameter name (defaults applied; a method's ``self`` or
         ``cls`` left out)."""
-        if self.signature is not None:
-            try:
-                bound = self.signature.bind(*self.args, **self.kwargs)
-            except TypeError:
-                pass
-            else:
-                bound.apply_defaults()
-                arguments = dict(bound.arguments)
-                first = next(iter(self.signature.parameters), None)
-                if first in ("self", "cls"):
-                    arguments.pop(first)
-                return arguments
-        return {"args": list(self.args), "kwargs": dict(self.kwargs)}
+        return bound_arguments(self.signature, self.args, self.kwargs)
+
+
+def bound_arguments(
+    signature: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """A call's arguments by parameter name, defaults applied, a method's ``self``/``cls`` left
+    out; ``{"args": [...], "kwargs": {...}}`` when they do not bind."""
+    if signature is not None:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:
+            pass
+        else:
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+            first = next(iter(signature.parameters), None)
+            if first in ("self", "cls"):
+                arguments.pop(first)
+            return arguments
+    return {"args": list(args), "kwargs": dict(kwargs)}
 
 
 class Fallback:

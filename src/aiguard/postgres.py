@@ -22,16 +22,15 @@ from typing import Any
 from . import _serialize
 from .exceptions import ConfigError, ReviewError, StoreError
 from .store import (
+    _REVIEW_COLUMNS,
     CALL_RECORD_COLUMNS,
     FEEDBACK_COLUMNS,
     SCHEMA_VERSION,
     ReviewItem,
-    ReviewStatus,
     _check_claim,
     _item,
-    figures_from_rows,
+    _SqlReads,
 )
-from .store import _where as _store_where
 
 __all__ = ["PostgresStore"]
 
@@ -67,13 +66,9 @@ _TABLES = [
     "CREATE INDEX IF NOT EXISTS feedback_by_call ON feedback (call_id, id)",
     "CREATE INDEX IF NOT EXISTS feedback_by_feature ON feedback (feature, created_at)",
 ]
-_REVIEW_COLUMNS = (
-    "id, feature, call_id, reason, arguments, model_result, confidence, created_at, status, "
-    "answer, reviewer, note, resolved_at, claimed_by, claimed_until"
-)
 
 
-class PostgresStore:
+class PostgresStore(_SqlReads):
     """A :class:`aiguard.Store` on PostgreSQL (psycopg 3, a small connection pool).
 
     ``schema`` puts aiguard's tables in their own PostgreSQL schema (created if missing).
@@ -131,6 +126,8 @@ class PostgresStore:
             self._pool.close()
             raise
 
+    _mark = "%s"
+
     def __repr__(self) -> str:
         return f"PostgresStore({_safe(self.url)!r}, schema={self.schema!r})"
 
@@ -175,50 +172,11 @@ class PostgresStore:
 
     # -- review queue ------------------------------------------------------------------------
 
-    def add_review(self, item: ReviewItem) -> None:
-        self._run(
-            f"INSERT INTO review_items ({_REVIEW_COLUMNS}) VALUES "
-            "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,NULL,NULL)",
-            (
-                item.id,
-                item.feature,
-                item.call_id,
-                item.reason,
-                _serialize.dumps(item.arguments),
-                None if item.model_result is None else _serialize.dumps(item.model_result),
-                item.confidence,
-                item.created_at,
-                item.status,
-                None if item.answer is None else _serialize.dumps(item.answer),
-                item.reviewer,
-                item.note,
-                item.resolved_at,
-            ),
-        )
-
-    def get_review(self, review_id: str) -> ReviewItem | None:
-        rows = self._run(f"SELECT {_REVIEW_COLUMNS} FROM review_items WHERE id = %s", (review_id,))
-        return _item(rows[0]) if rows else None
-
-    def list_reviews(
-        self, *, feature: str | None, status: ReviewStatus | None, limit: int
-    ) -> list[ReviewItem]:
-        where, params = _where(feature=feature, status=status)
-        rows = self._run(
-            f"SELECT {_REVIEW_COLUMNS} FROM review_items{where} ORDER BY created_at, id LIMIT %s",
-            (*params, limit),
-        )
-        return [_item(r) for r in rows]
-
-    def count_reviews(self, *, feature: str | None, status: ReviewStatus | None) -> int:
-        where, params = _where(feature=feature, status=status)
-        return int(self._run(f"SELECT COUNT(*) FROM review_items{where}", params)[0][0])
-
     def claim_review(
         self, *, reviewer: str, feature: str | None, lease: float
     ) -> ReviewItem | None:
         now = time.time()
-        where, params = _where(feature=feature, status="pending")
+        where, params = self._where(feature=feature, status="pending")
         rows = self._run(
             f"UPDATE review_items SET claimed_by = %s, claimed_until = %s WHERE id = ("
             f"SELECT id FROM review_items{where} AND (claimed_until IS NULL OR claimed_until < %s)"
@@ -298,15 +256,6 @@ class PostgresStore:
         except self._errors as exc:
             raise self._fail(exc) from exc
 
-    def stage_figures(self, feature: str | None) -> list[Any]:
-        where, params = _where(feature=feature)
-        rows = self._run(
-            "SELECT feature, percent, calls, errors, timeouts, low_confidence, fallbacks, gate "
-            f"FROM stage_figures{where} ORDER BY updated_at",
-            params,
-        )
-        return figures_from_rows(rows)
-
     # -- call records and feedback -----------------------------------------------------------
 
     def add_call_records(self, rows: list[tuple[Any, ...]]) -> None:
@@ -322,17 +271,6 @@ class PostgresStore:
         except self._errors as exc:
             raise self._fail(exc) from exc
 
-    def get_call(self, call_id: str) -> dict[str, Any] | None:
-        rows = self._run("SELECT * FROM call_records WHERE call_id = %s", (call_id,))
-        return dict(zip(CALL_RECORD_COLUMNS, rows[0], strict=True)) if rows else None
-
-    def call_records(
-        self, *, feature: str | None = None, since: float | None = None
-    ) -> list[dict[str, Any]]:
-        where, params = _where(feature=feature, since=("started_at", since))
-        rows = self._run(f"SELECT * FROM call_records{where} ORDER BY started_at", params)
-        return [dict(zip(CALL_RECORD_COLUMNS, r, strict=True)) for r in rows]
-
     def add_feedback(self, row: dict[str, Any]) -> int:
         columns = [c for c in FEEDBACK_COLUMNS if c != "id"]
         marks = ",".join(["%s"] * len(columns))
@@ -342,19 +280,8 @@ class PostgresStore:
         )
         return int(rows[0][0])
 
-    def feedback_rows(
-        self, *, feature: str | None = None, since: float | None = None, call_id: str | None = None
-    ) -> list[dict[str, Any]]:
-        where, params = _where(feature=feature, since=("created_at", since), call_id=call_id)
-        rows = self._run(f"SELECT * FROM feedback{where} ORDER BY id", params)
-        return [dict(zip(FEEDBACK_COLUMNS, r, strict=True)) for r in rows]
-
     def close(self) -> None:
         self._pool.close()
-
-
-def _where(**conditions: Any) -> tuple[str, tuple[Any, ...]]:
-    return _store_where("%s", **conditions)
 
 
 def _safe(url: str) -> str:

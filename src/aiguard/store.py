@@ -165,7 +165,95 @@ class Store(Protocol):
     # between processes for ``aiguard rollout check`` and ``aiguard status``.
 
 
-class SQLiteStore:
+_REVIEW_COLUMNS = (
+    "id, feature, call_id, reason, arguments, model_result, confidence, created_at, status, "
+    "answer, reviewer, note, resolved_at, claimed_by, claimed_until"
+)
+
+
+class _SqlReads:
+    """What the SQL stores do alike: writing a review item, and every read. ``_mark`` is the
+    driver's placeholder; ``_run(sql, params)`` runs one statement and returns its rows."""
+
+    _mark = "?"
+
+    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _where(self, **conditions: Any) -> tuple[str, tuple[Any, ...]]:
+        return _where(self._mark, **conditions)
+
+    def add_review(self, item: ReviewItem) -> None:
+        marks = ",".join([self._mark] * 13)
+        self._run(
+            f"INSERT INTO review_items ({_REVIEW_COLUMNS}) VALUES ({marks},NULL,NULL)",
+            (
+                item.id,
+                item.feature,
+                item.call_id,
+                item.reason,
+                _serialize.dumps(item.arguments),
+                None if item.model_result is None else _serialize.dumps(item.model_result),
+                item.confidence,
+                item.created_at,
+                item.status,
+                None if item.answer is None else _serialize.dumps(item.answer),
+                item.reviewer,
+                item.note,
+                item.resolved_at,
+            ),
+        )
+
+    def get_review(self, review_id: str) -> ReviewItem | None:
+        rows = self._run(
+            f"SELECT {_REVIEW_COLUMNS} FROM review_items WHERE id = {self._mark}", (review_id,)
+        )
+        return _item(rows[0]) if rows else None
+
+    def list_reviews(
+        self, *, feature: str | None, status: ReviewStatus | None, limit: int
+    ) -> list[ReviewItem]:
+        where, params = self._where(feature=feature, status=status)
+        rows = self._run(
+            f"SELECT {_REVIEW_COLUMNS} FROM review_items{where} ORDER BY created_at, id "
+            f"LIMIT {self._mark}",
+            (*params, limit),
+        )
+        return [_item(r) for r in rows]
+
+    def count_reviews(self, *, feature: str | None, status: ReviewStatus | None) -> int:
+        where, params = self._where(feature=feature, status=status)
+        return int(self._run(f"SELECT COUNT(*) FROM review_items{where}", params)[0][0])
+
+    def stage_figures(self, feature: str | None) -> list[StageFigures]:
+        where, params = self._where(feature=feature)
+        rows = self._run(
+            "SELECT feature, percent, calls, errors, timeouts, low_confidence, fallbacks, gate "
+            f"FROM stage_figures{where} ORDER BY updated_at",
+            params,
+        )
+        return figures_from_rows(rows)
+
+    def get_call(self, call_id: str) -> dict[str, Any] | None:
+        rows = self._run(f"SELECT * FROM call_records WHERE call_id = {self._mark}", (call_id,))
+        return dict(zip(CALL_RECORD_COLUMNS, rows[0], strict=True)) if rows else None
+
+    def call_records(
+        self, *, feature: str | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        where, params = self._where(feature=feature, since=("started_at", since))
+        rows = self._run(f"SELECT * FROM call_records{where} ORDER BY started_at", params)
+        return [dict(zip(CALL_RECORD_COLUMNS, r, strict=True)) for r in rows]
+
+    def feedback_rows(
+        self, *, feature: str | None = None, since: float | None = None, call_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        where, params = self._where(feature=feature, since=("created_at", since), call_id=call_id)
+        rows = self._run(f"SELECT * FROM feedback{where} ORDER BY id", params)
+        return [dict(zip(FEEDBACK_COLUMNS, r, strict=True)) for r in rows]
+
+
+class SQLiteStore(_SqlReads):
     """The embedded default store: one SQLite file (or ``":memory:"``), WAL mode.
 
     Example:
@@ -285,49 +373,11 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
 
-    def add_review(self, item: ReviewItem) -> None:
-        self._run(
-            "INSERT INTO review_items VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,NULL)",
-            (
-                item.id,
-                item.feature,
-                item.call_id,
-                item.reason,
-                _serialize.dumps(item.arguments),
-                None if item.model_result is None else _serialize.dumps(item.model_result),
-                item.confidence,
-                item.created_at,
-                item.status,
-                None if item.answer is None else _serialize.dumps(item.answer),
-                item.reviewer,
-                item.note,
-                item.resolved_at,
-            ),
-        )
-
-    def get_review(self, review_id: str) -> ReviewItem | None:
-        rows = self._run("SELECT * FROM review_items WHERE id = ?", (review_id,))
-        return _item(rows[0]) if rows else None
-
-    def list_reviews(
-        self, *, feature: str | None, status: ReviewStatus | None, limit: int
-    ) -> list[ReviewItem]:
-        where, params = _where(feature=feature, status=status)
-        rows = self._run(
-            f"SELECT * FROM review_items{where} ORDER BY created_at, id LIMIT ?",
-            (*params, limit),
-        )
-        return [_item(r) for r in rows]
-
-    def count_reviews(self, *, feature: str | None, status: ReviewStatus | None) -> int:
-        where, params = _where(feature=feature, status=status)
-        return int(self._run(f"SELECT COUNT(*) FROM review_items{where}", params)[0][0])
-
     def claim_review(
         self, *, reviewer: str, feature: str | None, lease: float
     ) -> ReviewItem | None:
         now = time.time()
-        where, params = _where(feature=feature, status="pending")
+        where, params = self._where(feature=feature, status="pending")
         try:
             with self._lock:
                 db = self._db
@@ -424,15 +474,6 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
 
-    def stage_figures(self, feature: str | None) -> list[StageFigures]:
-        where, params = _where(feature=feature)
-        rows = self._run(
-            "SELECT feature, percent, calls, errors, timeouts, low_confidence, fallbacks, gate "
-            f"FROM stage_figures{where} ORDER BY updated_at",
-            params,
-        )
-        return figures_from_rows(rows)
-
     # -- call records and feedback ----------------------------------------------------------------
 
     def add_call_records(self, rows: list[tuple[Any, ...]]) -> None:
@@ -453,17 +494,6 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
 
-    def get_call(self, call_id: str) -> dict[str, Any] | None:
-        rows = self._run("SELECT * FROM call_records WHERE call_id = ?", (call_id,))
-        return dict(zip(CALL_RECORD_COLUMNS, rows[0], strict=True)) if rows else None
-
-    def call_records(
-        self, *, feature: str | None = None, since: float | None = None
-    ) -> list[dict[str, Any]]:
-        where, params = _where(feature=feature, since=("started_at", since))
-        rows = self._run(f"SELECT * FROM call_records{where} ORDER BY started_at", params)
-        return [dict(zip(CALL_RECORD_COLUMNS, r, strict=True)) for r in rows]
-
     def add_feedback(self, row: dict[str, Any]) -> int:
         """Insert one feedback row durably; returns its id."""
         columns = [c for c in FEEDBACK_COLUMNS if c != "id"]
@@ -477,13 +507,6 @@ class SQLiteStore:
                 return int(cur.lastrowid or 0)
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
-
-    def feedback_rows(
-        self, *, feature: str | None = None, since: float | None = None, call_id: str | None = None
-    ) -> list[dict[str, Any]]:
-        where, params = _where(feature=feature, since=("created_at", since), call_id=call_id)
-        rows = self._run(f"SELECT * FROM feedback{where} ORDER BY id", params)
-        return [dict(zip(FEEDBACK_COLUMNS, r, strict=True)) for r in rows]
 
     def close(self) -> None:
         with self._lock:
