@@ -13,8 +13,6 @@ records wait in their bounded queue to be retried.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import re
 import time
 from typing import Any
@@ -30,6 +28,7 @@ from .store import (
     _check_claim,
     _item,
     _SqlReads,
+    figures_to_params,
 )
 
 __all__ = ["PostgresStore"]
@@ -228,7 +227,6 @@ class PostgresStore(_SqlReads):
     # -- rollout figures ---------------------------------------------------------------------
 
     def save_stage_figures(self, process: str, rows: list[Any]) -> None:
-        now = time.time()
         try:
             with self._pool.connection() as conn, conn.cursor() as cur:
                 cur.executemany(
@@ -237,21 +235,7 @@ class PostgresStore(_SqlReads):
                     "errors = EXCLUDED.errors, timeouts = EXCLUDED.timeouts, "
                     "low_confidence = EXCLUDED.low_confidence, fallbacks = EXCLUDED.fallbacks, "
                     "gate = EXCLUDED.gate, updated_at = EXCLUDED.updated_at",
-                    [
-                        (
-                            process,
-                            r.feature,
-                            r.percent,
-                            r.calls,
-                            r.errors,
-                            r.timeouts,
-                            r.low_confidence,
-                            r.fallbacks,
-                            None if r.gate is None else json.dumps(dataclasses.asdict(r.gate)),
-                            now,
-                        )
-                        for r in rows
-                    ],
+                    figures_to_params(process, rows),
                 )
         except self._errors as exc:
             raise self._fail(exc) from exc

@@ -450,22 +450,7 @@ class SQLiteStore(_SqlReads):
         return resolved
 
     def save_stage_figures(self, process: str, rows: list[StageFigures]) -> None:
-        now = time.time()
-        params = [
-            (
-                process,
-                r.feature,
-                r.percent,
-                r.calls,
-                r.errors,
-                r.timeouts,
-                r.low_confidence,
-                r.fallbacks,
-                None if r.gate is None else json.dumps(dataclasses.asdict(r.gate)),
-                now,
-            )
-            for r in rows
-        ]
+        params = figures_to_params(process, rows)
         try:
             with self._lock:
                 self._db.executemany(
@@ -542,6 +527,26 @@ def _where(mark: str = "?", **conditions: Any) -> tuple[str, tuple[Any, ...]]:
             clauses.append(f"{name} = {mark}")
             params.append(value)
     return " WHERE " + " AND ".join(clauses), tuple(params)
+
+
+def figures_to_params(process: str, rows: list[StageFigures]) -> list[tuple[Any, ...]]:
+    """``stage_figures`` rows for this process's figures, stamped now."""
+    now = time.time()
+    return [
+        (
+            process,
+            r.feature,
+            r.percent,
+            r.calls,
+            r.errors,
+            r.timeouts,
+            r.low_confidence,
+            r.fallbacks,
+            None if r.gate is None else json.dumps(dataclasses.asdict(r.gate)),
+            now,
+        )
+        for r in rows
+    ]
 
 
 def figures_from_rows(rows: list[tuple[Any, ...]]) -> list[StageFigures]:
