@@ -9,6 +9,8 @@ from hypothesis import settings
 from aiguard import _internal, _stats, budget, events
 from aiguard.testing import isolated
 
+pytest_plugins = ["_modes"]  # the `mode` fixture: each behaviour in sync and async
+
 settings.register_profile("ci", deadline=None, print_blob=True)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
