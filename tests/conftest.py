@@ -6,7 +6,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings
 
-from aiguard import _internal, _stats, budget, events
+from aiguard import events
+from aiguard._runtime import errors, stats
 from aiguard.testing import isolated
 
 pytest_plugins = ["_modes"]  # the `mode` fixture: each behaviour in sync and async
@@ -20,11 +21,10 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 def _clean_aiguard_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test starts with default configuration and no AIGUARD_STORE, and leaves none."""
     monkeypatch.delenv("AIGUARD_STORE", raising=False)
-    _internal.reset()
+    errors.reset()
     events.clear()
-    _stats.reset()
-    budget._shared.clear()
+    stats.reset()
     with isolated():
         yield
-    _internal.reset()
+    errors.reset()
     events.clear()

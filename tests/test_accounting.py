@@ -186,7 +186,7 @@ def test_stats_sum_costs_exactly_over_many_calls() -> None:
 
 def test_budget_stops_model_calls_then_rolls_over(monkeypatch: pytest.MonkeyPatch) -> None:
     """Over the window's budget the model is not called (over_budget); the next window resets."""
-    from aiguard import budget as budget_module
+    from aiguard._runtime import budgets as budget_module
 
     now = [1_000_000.0]
     monkeypatch.setattr(budget_module.time, "time", lambda: now[0])
@@ -295,12 +295,13 @@ def test_latency_percentiles_are_within_the_bucket_error(latencies: list[float])
     """The histogram's p50/p95/p99 lie within 12.5 % above the true nearest-rank value."""
     import math
 
-    from aiguard._stats import FeatureStats
+    from aiguard._runtime.stats import FeatureStats
+    from aiguard.stats import _snapshot
 
     fs = FeatureStats("h")
     for x in latencies:
         fs.record(Source.MODEL, Reason.SERVED, x, None, 0)
-    snap = fs.snapshot("USD")
+    snap = _snapshot(fs, "USD")
     ordered = sorted(latencies)
     for q, got in ((0.5, snap.latency_p50), (0.95, snap.latency_p95), (0.99, snap.latency_p99)):
         true = ordered[max(1, math.ceil(q * len(ordered))) - 1]

@@ -226,7 +226,7 @@ def test_isolated_hands_back_working_store_recorder_and_sources(tmp_path: Path) 
     """Switching store and control source inside isolated() leaves the outer ones working."""
     import time
 
-    from aiguard._state import state
+    from aiguard._runtime.state import runtime as state
     from aiguard.testing import isolated
 
     control = tmp_path / "control.toml"
@@ -240,7 +240,7 @@ def test_isolated_hands_back_working_store_recorder_and_sources(tmp_path: Path) 
             return 1
 
         inner()
-    assert state.recorder is outer_recorder and outer_recorder.thread.is_alive()
+    assert state.recorder is outer_recorder and not outer_recorder.retired
 
     @aiguard.guard("iso-out", fallback=aiguard.Default(0))
     def outer() -> int:

@@ -153,9 +153,9 @@ def test_a_failing_store_raises_rather_than_pretends(store: Path) -> None:
     """If the store cannot write, feedback() raises StoreError: nothing is silently lost."""
     outcome = reply_guard().outcome("x")
     aiguard.flush()
-    from aiguard._state import state
+    from aiguard.store import configured
 
-    st = state.store()
+    st = configured()
     st._db.execute("DROP TABLE feedback")  # type: ignore[attr-defined]
     with pytest.raises(aiguard.StoreError):
         outcome.accept()

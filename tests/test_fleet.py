@@ -117,7 +117,7 @@ while time.time() < deadline and blocked < 20:
     if f.outcome().reason is aiguard.Reason.OVER_BUDGET:
         blocked += 1
     time.sleep(0.002)
-aiguard._state.state.budgets.close()
+aiguard._runtime.state.runtime.budget_store.close()
 print(json.dumps({"model_calls": calls["n"]}))
 """
 
@@ -262,9 +262,9 @@ def test_redis_down_keeps_state_and_budgets_go_on(
             proxy.cut()
             time.sleep(0.3)
             assert killed.outcome().reason is Reason.KILLED  # last known state kept
-            from aiguard import _internal
+            from aiguard._runtime import errors
 
-            assert any(k.startswith("control poll: redis") for k in _internal.counts)
+            assert any(k.startswith("control poll: redis") for k in errors.counts())
             reasons = [spend.outcome().reason for _ in range(6)]
             time.sleep(0.3)
         assert reasons == [Reason.SERVED] * 4 + [Reason.OVER_BUDGET] * 2  # local allowance

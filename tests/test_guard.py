@@ -545,8 +545,8 @@ def test_config_error_is_a_value_error() -> None:
 
 def test_observer_failure_does_not_fail_the_call(caplog: pytest.LogCaptureFixture) -> None:
     """An internal failure (here an outcome observer) is logged once and counted."""
-    from aiguard import _internal
-    from aiguard._state import state
+    from aiguard._runtime import errors
+    from aiguard._runtime.state import runtime as state
 
     def broken(outcome: Any) -> None:
         raise RuntimeError("observer bug")
@@ -560,12 +560,12 @@ def test_observer_failure_does_not_fail_the_call(caplog: pytest.LogCaptureFixtur
     with caplog.at_level("WARNING", logger="aiguard"):
         assert [f(), f(), f()] == [1, 1, 1]
     assert sum("observer bug" in r.getMessage() for r in caplog.records) == 1
-    assert _internal.counts["outcome observer"] == 3
+    assert errors.counts()["outcome observer"] == 3
 
 
 def test_strict_mode_reraises_internal_failures() -> None:
     """Under aiguard.testing.strict(), internal failures surface in tests."""
-    from aiguard._state import state
+    from aiguard._runtime.state import runtime as state
     from aiguard.testing import strict
 
     def broken(outcome: Any) -> None:

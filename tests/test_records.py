@@ -12,14 +12,15 @@ from typing import Any
 import pytest
 
 import aiguard
-from aiguard import _records
-from aiguard._state import state
+from aiguard._runtime import records as _records
+from aiguard._runtime.state import runtime as state
+from aiguard.store import configured
 from aiguard.testing import capture_telemetry
 
 
 def records() -> list[dict[str, Any]]:
     aiguard.flush()
-    return state.store().call_records()
+    return configured().call_records()
 
 
 def test_each_call_is_recorded(tmp_path: Path) -> None:
@@ -132,7 +133,7 @@ def test_record_calls_off(tmp_path: Path) -> None:
 
     f()
     assert state.recorder is None
-    assert state.store().call_records() == []
+    assert configured().call_records() == []
 
 
 def test_store_down_keeps_records_for_later(
@@ -142,7 +143,7 @@ def test_store_down_keeps_records_for_later(
     monkeypatch.setattr(_records, "INTERVAL", 3600)  # only this test's drains write
     aiguard.configure(store=tmp_path / "a.db")
     recorder = state.recorder
-    store = state.store()
+    store = configured()
     real = store.add_call_records
     calls = {"n": 0}
 
@@ -168,7 +169,7 @@ def test_records_are_flushed_at_exit(tmp_path: Path) -> None:
     """A process that exits normally writes what it had queued."""
     path = tmp_path / "exit.db"
     script = textwrap.dedent(f"""
-        import aiguard, aiguard._records as r
+        import aiguard, aiguard._runtime.records as r
         r.INTERVAL = 3600
         aiguard.configure(store={str(path)!r})
         f = aiguard.guard("t")(lambda: 1)
@@ -194,7 +195,7 @@ def test_one_bad_row_does_not_block_the_others(tmp_path: Path) -> None:
     """A row the store refuses is dropped and counted; the rest of the batch is written."""
     aiguard.configure(store=tmp_path / "a.db")
     recorder = state.recorder
-    store = state.store()
+    store = configured()
     real = store.add_call_records
     bad: list[str] = []
 

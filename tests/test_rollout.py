@@ -266,7 +266,7 @@ def test_second_breach_rolls_further_down_not_back_up() -> None:
 
 def test_figures_of_a_stage_rolled_back_from_are_kept() -> None:
     """The counts that caused a rollback stay in this process's figures."""
-    from aiguard import _core
+    from aiguard._runtime.state import runtime
 
     @aiguard.guard(
         "kept",
@@ -283,7 +283,7 @@ def test_figures_of_a_stage_rolled_back_from_are_kept() -> None:
 
     for i in range(5):
         draft(f"u{i}")
-    core = next(c for c in _core.state.cores if c.feature == "kept")
+    core = next(c for c in runtime.cores if c.feature == "kept")
     figures = {f.percent: f.calls for f in core.gate.figures()}
     assert figures == {100: 5}
     for i in range(200):

@@ -16,7 +16,7 @@ import pydantic
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aiguard._serialize import dumps, jsonable, loads
+from aiguard._runtime.serialize import dumps, jsonable, loads
 
 
 class Color(enum.Enum):

@@ -13,7 +13,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
 import aiguard
-from aiguard import _telemetry
+from aiguard._runtime import errors
+from aiguard._runtime import telemetry as _telemetry
 from aiguard.testing import capture_telemetry
 
 PRICES = {"models": {"gpt-4.1-mini": {"input": "0.40", "cached_input": "0.10", "output": "1.60"}}}
@@ -224,7 +225,6 @@ def test_telemetry_failures_never_fail_the_call(caplog: pytest.LogCaptureFixture
     """A span processor that raises is logged once and counted; calls still succeed."""
     from opentelemetry.sdk.trace import SpanProcessor
 
-    from aiguard import _internal
 
     class Exploding(SpanProcessor):
         def on_end(self, span: Any) -> None:
@@ -240,7 +240,7 @@ def test_telemetry_failures_never_fail_the_call(caplog: pytest.LogCaptureFixture
         with caplog.at_level("WARNING", logger="aiguard"):
             assert [f(), f(), f()] == [1, 1, 1]
     assert sum("exporter down" in r.getMessage() for r in caplog.records) == 1
-    assert _internal.counts["telemetry: end span"] == 3
+    assert errors.counts()["telemetry: end span"] == 3
 
 
 def test_export_over_otlp_http_to_a_local_receiver() -> None:
@@ -314,7 +314,6 @@ def test_a_processor_failing_at_span_start_does_not_fail_fallbacks() -> None:
 
 def test_span_work_failing_never_fails_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
     """Even if starting the call's span raises, the call is served."""
-    from aiguard import _internal
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("tracer broken")
@@ -327,7 +326,7 @@ def test_span_work_failing_never_fails_the_call(monkeypatch: pytest.MonkeyPatch)
             return 1
 
         assert f() == 1
-    assert _internal.counts["telemetry: start span"] == 1
+    assert errors.counts()["telemetry: start span"] == 1
 
 
 def telemetry_tracer() -> Any:

@@ -13,9 +13,7 @@ Example:
 """
 
 from ._bucketing import Bucketing
-from ._core import last_outcome
-from ._records import flush
-from ._stats import Stats, stats
+from ._engine.finish import last_outcome
 from ._version import __version__
 from .breaker import Breaker, BreakerState
 from .budget import Budget
@@ -48,9 +46,11 @@ from .guard import AsyncGuarded, Guarded, guard
 from .limits import Limits
 from .outcome import Attempt, Outcome, Reason, Source
 from .pricing import ModelPrice, PriceTable
+from .records import flush
 from .report import FeatureFigures, Report, parse_since, report, wilson
 from .review import ReviewQueue
 from .rollout import Rollout
+from .stats import Stats, stats
 from .store import ReviewItem, SQLiteStore, Store, open_store
 from .targets import Target
 from .usage import Usage, read_usage

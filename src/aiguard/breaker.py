@@ -9,12 +9,13 @@ from datetime import timedelta
 from time import monotonic
 
 from . import events
-from ._durations import seconds
-from ._window import _FLAGS, Window
+from ._checks import seconds
+from ._runtime.state import track
+from ._runtime.window import Window
 from .events import ControlEvent, EventKind
 from .exceptions import ConfigError
 from .limits import Limits
-from .outcome import Reason
+from .outcome import _FLAGS, Reason
 
 __all__ = ["Breaker", "BreakerState"]
 
@@ -33,7 +34,7 @@ class BreakerState(enum.StrEnum):
     HALF_OPEN = "half_open"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Breaker:
     """Trip a feature when its quality goes over a limit; probe, then recover.
 
@@ -106,6 +107,7 @@ class BreakerRun:
     """One guard's breaker at run time. ``admit`` before the model call, ``record`` after."""
 
     __slots__ = (
+        "__weakref__",
         "_bad",
         "_checks",
         "_counter",
@@ -132,6 +134,7 @@ class BreakerRun:
         self.cooldown = seconds("cooldown", policy.cooldown)
         self._every = max(1, round(1 / policy.probe_share))
         self._lock = threading.Lock()
+        track(self)
         self.state = BreakerState.CLOSED
         self.opened_at = 0.0
         self.why = ""

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
-import time
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from ._runtime import budgets
+from ._runtime.budgets import BudgetRun
 from .exceptions import ConfigError
-from .pricing import to_decimal, to_pico
+from .pricing import to_pico
 
 __all__ = ["Budget"]
 
 _WINDOWS = {"minute": 60.0, "hour": 3600.0, "day": 86400.0}
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Budget:
     """At most ``limit`` spent per window (``"hour"``, ``"day"``, or a timedelta / seconds).
 
@@ -64,114 +64,13 @@ class Budget:
         return float(per)
 
 
-_shared: dict[str, tuple[Budget, BudgetRun]] = {}
-_shared_lock = threading.Lock()
-
-
 def for_feature(feature: str, budget: Budget) -> BudgetRun:
     """The spend of ``feature`` in this process, shared by every guard of the feature; a guard
     that declares a different budget for the same feature is a ConfigError."""
-    with _shared_lock:
-        found = _shared.get(feature)
-        if found is None:
-            run = BudgetRun(budget)
-            _shared[feature] = (budget, run)
-            from ._state import state
-
-            if state.budgets is not None:
-                state.budgets.attach(run, feature)
-            return run
-        declared, run = found
-        if declared != budget:
-            raise ConfigError(
-                f"feature {feature!r}: budget={budget!r} differs from the budget another guard "
-                f"of this feature declared ({declared!r}); a feature has one budget"
-            )
-        return run
-
-
-class BudgetRun:
-    """One feature's spend in the current window.
-
-    Alone, ``spent`` is this process's spend. Shared (``aiguard.configure(budgets=...)``),
-    ``fleet`` is the fleet's total as last read back and ``pending`` what this process spent
-    since; the check adds the two.
-    """
-
-    __slots__ = (
-        "_lock",
-        "amount",
-        "fleet",
-        "limit",
-        "pending",
-        "seconds",
-        "shared_key",
-        "spent",
-        "window",
-    )
-
-    def __init__(self, budget: Budget) -> None:
-        self.amount = budget.limit
-        self.limit = to_pico(budget.limit)
-        self.seconds = budget.seconds
-        self._lock = threading.Lock()
-        self.window = 0
-        self.spent = 0  # this window's spend as this process knows it: fleet + pending
-        self.fleet = 0
-        self.pending = 0
-        self.shared_key: str | None = None
-
-    def _roll(self, now: float) -> None:
-        window = int(now // self.seconds)
-        if window != self.window:
-            self.window = window
-            self.spent = self.fleet = self.pending = 0
-
-    def take_pending(self) -> tuple[int, int]:
-        """(window, spend not yet shared), resetting it: for the budget store's sync."""
-        with self._lock:
-            self._roll(time.time())
-            pending, self.pending = self.pending, 0
-            return self.window, pending
-
-    def give_back(self, window: int, pending: int) -> None:
-        """A sync failed: keep the spend to share it next time."""
-        with self._lock:
-            if window == self.window:
-                self.pending += pending
-
-    def set_fleet(self, window: int, total: int) -> None:
-        """The fleet's total for ``window``, as the budget store just read it."""
-        with self._lock:
-            if window == self.window:
-                self.fleet = total
-                self.spent = total + self.pending
-
-    def exhausted(self) -> str | None:
-        """Why the model may not be called now, or None."""
-        now = time.time()
-        with self._lock:
-            self._roll(now)
-            if self.spent < self.limit:
-                return None
-            spent = self.spent
-            left = (self.window + 1) * self.seconds - now
-        return (
-            f"spent {to_decimal(spent)} of the {self.amount} budget for this "
-            f"window; next window in {left:.0f} s"
+    declared, run = budgets.for_feature(feature, budget, BudgetRun(budget.limit, budget.seconds))
+    if declared != budget:
+        raise ConfigError(
+            f"feature {feature!r}: budget={budget!r} differs from the budget another guard "
+            f"of this feature declared ({declared!r}); a feature has one budget"
         )
-
-    def spend(self, pico: int) -> None:
-        """Add one call's cost."""
-        if pico <= 0:
-            return
-        now = time.time()
-        with self._lock:
-            self._roll(now)
-            self.spent += pico
-            self.pending += pico
-
-    def remaining(self) -> Decimal:
-        with self._lock:
-            self._roll(time.time())
-            return to_decimal(max(0, self.limit - self.spent))
+    return run

@@ -24,8 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._gates import StageFigures, summed
-from ._state import STORE_ENV
+from ._runtime.state import STORE_ENV
 from .control import (
     ALL,
     ControlState,
@@ -35,7 +34,7 @@ from .control import (
     write_control_file,
 )
 from .exceptions import AiguardError, ConfigError
-from .rollout import check_percent
+from .rollout import StageFigures, check_percent, summed
 from .store import Store, open_store
 
 

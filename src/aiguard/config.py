@@ -16,6 +16,7 @@ out of the decorator to let configuration decide it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -26,8 +27,10 @@ from typing import Annotated, Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._records import Capture
-from ._state import UNSET, state
+from ._checks import explain, seconds
+from ._runtime import lifecycle
+from ._runtime.records import Capture
+from ._runtime.state import UNSET, runtime
 from .control import as_source, start_sources, stop_sources
 from .exceptions import ConfigError
 from .pricing import PriceTable
@@ -35,6 +38,8 @@ from .store import Store, open_store
 from .targets import Target
 
 __all__ = ["AiguardConfig", "FeatureConfig", "configure", "load_config"]
+
+logger = logging.getLogger("aiguard")
 
 _Number = Annotated[float, Field(strict=True)]
 
@@ -99,6 +104,7 @@ def configure(
     redact: Callable[[Any], Any] | None = UNSET,
     capture_max_bytes: int = UNSET,
     budgets: Any = UNSET,
+    exit_timeout: float | timedelta = UNSET,
 ) -> None:
     """Set process-wide options; what you leave out keeps its current value.
 
@@ -126,6 +132,9 @@ def configure(
         budgets: where budgets' spend is shared between replicas: an
             ``aiguard.redis.RedisBudgets``, or a ``redis://`` URL for one; ``None``: each
             process counts alone (the default).
+        exit_timeout: the most the process waits at exit (seconds or a timedelta, default 5 s)
+            for queued call records to reach the store; what is still queued then is counted
+            and logged, and the process exits. ``0`` does not wait at all (a warning says so).
 
     Example:
         >>> import aiguard
@@ -171,13 +180,16 @@ def configure(
         raise ConfigError(
             f"capture_max_bytes={capture_max_bytes!r} is invalid: must be a whole number >= 16"
         )
+    wait_at_exit: float = runtime.exit_timeout
+    if exit_timeout is not UNSET:
+        wait_at_exit = _exit_timeout(exit_timeout)
     sources = None
     if control is not UNSET and control is not None:
         specs = control if isinstance(control, list | tuple) else [control]
         sources = [as_source(spec, control_interval) for spec in specs]
     if parsed_features is not None:
-        with state.lock:
-            for core in list(state.cores):  # check every live guard before opening anything
+        with runtime.lock:
+            for core in list(runtime.cores):  # check every live guard before opening anything
                 core.compile(parsed_features.get(core.feature))
     shared: Any = UNSET
     if budgets is not UNSET:
@@ -192,31 +204,28 @@ def configure(
                 f"budgets={budgets!r} is invalid: give a redis:// URL or aiguard.redis.RedisBudgets"
             )
     opened = None if store is UNSET or store is None else open_store(store)
-    with state.lock:
+    old_budgets: Any = None
+    with runtime.lock:
         if store is not UNSET:
-            state.set_store(store, opened, owned=opened is not store)
+            lifecycle.install_store(store, opened, owned=opened is not store)
+        if exit_timeout is not UNSET:
+            runtime.exit_timeout = wait_at_exit
         if parsed_features is not None:
-            state.features = parsed_features
+            runtime.features = parsed_features
         if timeout_workers is not UNSET:
-            state.timeout_workers = timeout_workers
+            runtime.timeout_workers = timeout_workers
         if table is not UNSET:
-            state.prices = table
+            runtime.prices = table
         if shared is not UNSET:
-            old_budgets, state.budgets = state.budgets, shared
-            if old_budgets is not shared and state.closable(old_budgets):
-                old_budgets.close()
-            if shared is not None:
-                from .budget import _shared as runs
-
-                for feature, (_, run) in list(runs.items()):
-                    shared.attach(run, feature)
+            old_budgets, runtime.budget_store = runtime.budget_store, shared
+            runs = list(runtime.budgets.items())
         recording = (record_calls, capture, redact, capture_max_bytes)
         if any(v is not UNSET for v in recording):
             if record_calls is not UNSET:
-                state.record_calls = record_calls
-            old = state.capture
+                runtime.record_calls = record_calls
+            old = runtime.capture
             keep = capture if capture is not UNSET else old is not None
-            state.capture = (
+            runtime.capture = (
                 Capture(
                     redact if redact is not UNSET else (old.redact if old else None),
                     capture_max_bytes
@@ -226,19 +235,37 @@ def configure(
                 if keep
                 else None
             )
-            state.replace_recorder()
-        state.bump()
+            lifecycle.replace_recorder()
+        runtime.bump()
+    if shared is not UNSET:  # network work, outside the lock
+        if old_budgets is not None and old_budgets is not shared and runtime.closable(old_budgets):
+            old_budgets.close()
+        if shared is not None:
+            for feature, (_, run) in runs:
+                shared.attach(run, feature)
     if sources is not None:
         start_sources(sources)
     elif control is None:
         stop_sources()
 
 
+def _exit_timeout(value: Any) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if value == 0 and not isinstance(value, bool):
+        logger.warning(
+            "aiguard: configure(exit_timeout=0): call records still queued at exit will not be "
+            "written (they are counted and logged)"
+        )
+        return 0.0
+    return seconds("exit_timeout", value)
+
+
 def _features(raw: Mapping[str, Any], *, source: str) -> dict[str, FeatureConfig]:
     try:
         return AiguardConfig.model_validate({"features": dict(raw)}).features
     except pydantic.ValidationError as exc:
-        raise ConfigError(_explain(exc, source)) from None
+        raise ConfigError(explain(exc, source)) from None
 
 
 def load_config(path: str | os.PathLike[str]) -> AiguardConfig:
@@ -271,7 +298,7 @@ def load_config(path: str | os.PathLike[str]) -> AiguardConfig:
     try:
         cfg = AiguardConfig.model_validate(raw)
     except pydantic.ValidationError as exc:
-        raise ConfigError(_explain(exc, f"config file {str(p)!r}")) from None
+        raise ConfigError(explain(exc, f"config file {str(p)!r}")) from None
     store: Any = UNSET
     if cfg.store is not None:
         store = (
@@ -295,21 +322,3 @@ def load_config(path: str | os.PathLike[str]) -> AiguardConfig:
 
 def _kind(p: Path) -> str:
     return "JSON" if p.suffix.lower() == ".json" else "TOML"
-
-
-def _explain(
-    exc: pydantic.ValidationError, source: str, *, group: str = "features", label: str = "feature"
-) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = [str(x) for x in err["loc"]]
-        where = []
-        if len(loc) >= 2 and loc[0] == group:
-            where.append(f"{label} {loc[1]!r}")
-            loc = loc[2:]
-        if loc:
-            where.append(f"field {'.'.join(loc)!r}")
-        value = err.get("input", "")
-        value_text = f"value {value!r}" if err["type"] != "missing" else "missing"
-        lines.append(f"{', '.join(where) or 'top level'}: {value_text}: {err['msg']}")
-    return f"{source}: " + "; ".join(lines)

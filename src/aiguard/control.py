@@ -29,11 +29,9 @@ A control file::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import tempfile
-import threading
 import tomllib
 from datetime import timedelta
 from pathlib import Path
@@ -42,11 +40,14 @@ from typing import Any, Protocol, runtime_checkable
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import _internal, events
-from ._durations import seconds
-from ._state import state
+from . import events
+from ._checks import check_feature, explain, seconds
+from ._engine.settings import ALL, Kill, effective
+from ._runtime import errors, lifecycle
+from ._runtime.state import runtime
 from .events import ControlEvent, EventKind
 from .exceptions import ConfigError
+from .rollout import check_percent
 
 __all__ = [
     "ControlFile",
@@ -60,7 +61,6 @@ __all__ = [
     "set_rollout",
 ]
 
-ALL = "*"
 CONTROL_ENV = "AIGUARD_CONTROL"
 
 
@@ -98,58 +98,9 @@ class ControlState(BaseModel):
     features: dict[str, FeatureControl] = Field(default_factory=dict)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Kill:
-    """Why a feature is killed, by whom, and where that was said."""
-
-    reason: str
-    by: str | None
-    source: str
-
-    def describe(self) -> str:
-        by = f" by {self.by}" if self.by else ""
-        return f"killed{by} ({self.source}): {self.reason}"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Effective:
-    """A feature's merged control state."""
-
-    kill: Kill | None = None
-    percent: float | None = None
-    threshold: float | None = None
-
-
-def effective(feature: str) -> Effective:
-    """Merge every control layer for ``feature``. Call with ``state.lock`` held."""
-    kill: Kill | None = state.kills.get(feature) or state.kills.get(ALL)
-    percent = state.rollouts.get(feature)
-    threshold = None
-    for name, snap in state.controls.items():
-        fc = snap.features.get(feature)
-        if kill is None:
-            for c in (fc, snap.all):
-                if c is not None and c.killed:
-                    kill = Kill(c.reason or "killed in control state", c.by, name)
-                    break
-        if fc is not None:
-            if percent is None and fc.rollout is not None:
-                percent = fc.rollout
-            if threshold is None and fc.threshold is not None:
-                threshold = fc.threshold
-    rollback = state.rollbacks.get(feature)
-    if rollback is not None:
-        from_percent, to_percent = rollback
-        if percent is None or percent == from_percent:
-            percent = to_percent
-    return Effective(kill, percent, threshold)
-
-
 def _check_feature(feature: Any) -> str:
     if feature == ALL:
         return feature  # type: ignore[no-any-return]
-    from ._core import check_feature
-
     return check_feature(feature)
 
 
@@ -167,9 +118,9 @@ def kill(feature: str, *, reason: str, by: str | None = None) -> None:
     _check_feature(feature)
     if not isinstance(reason, str) or not reason:
         raise ConfigError(f"kill({feature!r}): reason={reason!r} is invalid: say why")
-    with state.lock:
-        state.kills[feature] = Kill(reason, by, "process")
-        state.bump()
+    with runtime.lock:
+        runtime.kills[feature] = Kill(reason, by, "process")
+        runtime.bump()
     events.emit(ControlEvent(EventKind.KILL, feature, reason, by))
 
 
@@ -183,19 +134,19 @@ def revive(feature: str, *, by: str | None = None) -> None:
         >>> aiguard.revive("ticket-triage")
     """
     _check_feature(feature)
-    with state.lock:
-        had = state.kills.pop(feature, None)
+    with runtime.lock:
+        had = runtime.kills.pop(feature, None)
         reset = False
-        for core in list(state.cores):
+        for core in list(runtime.cores):
             if core.feature == feature and core.breaker is not None:
                 reset = core.breaker.reset() or reset
         still = effective(feature).kill
-        state.bump()
+        runtime.bump()
     if had is not None or reset:
         what = "revived in this process" if had is not None else "automatic kill reset"
         events.emit(ControlEvent(EventKind.REVIVE, feature, what, by))
     if still is not None:
-        _internal.warn_once(
+        errors.warn_once(
             f"revive:{feature}:{still.source}",
             "aiguard: %s revived in this process but still %s",
             feature,
@@ -232,18 +183,16 @@ def set_rollout(feature: str, percent: float | None) -> None:
         >>> aiguard.set_rollout("reply-draft", 50)
         >>> aiguard.set_rollout("reply-draft", None)
     """
-    from .rollout import check_percent
-
     _check_feature(feature)
     if percent is not None:
         percent = check_percent(f"set_rollout({feature!r}, percent)", percent)
-    with state.lock:
+    with runtime.lock:
         if percent is None:
-            state.rollouts.pop(feature, None)
+            runtime.rollouts.pop(feature, None)
         else:
-            state.rollouts[feature] = percent
-        state.rollbacks.pop(feature, None)
-        state.bump()
+            runtime.rollouts[feature] = percent
+        runtime.rollbacks.pop(feature, None)
+        runtime.bump()
 
 
 # -- sources ---------------------------------------------------------------------------------------
@@ -315,8 +264,6 @@ class ControlFile:
 
 def read_control_file(path: Path) -> ControlState:
     """Parse and validate a control file; ConfigError naming the file, feature, field, value."""
-    from .config import _explain
-
     try:
         data = path.read_bytes()
         raw = json.loads(data) if path.suffix.lower() == ".json" else tomllib.loads(data.decode())
@@ -327,7 +274,7 @@ def read_control_file(path: Path) -> ControlState:
     try:
         return ControlState.model_validate(raw)
     except pydantic.ValidationError as exc:
-        raise ConfigError(_explain(exc, f"control file {str(path)!r}")) from None
+        raise ConfigError(explain(exc, f"control file {str(path)!r}")) from None
 
 
 def write_control_file(path: Path, control: ControlState) -> None:
@@ -373,22 +320,18 @@ def _to_toml(control: ControlState) -> str:
 
 
 class _Poller:
-    """A daemon thread that polls one source and applies what it says."""
+    """What one runtime worker does for one source: poll it, apply what it says."""
 
     def __init__(self, source: ControlSource) -> None:
         self.source = source
-        self.stop = threading.Event()
-        self.thread = threading.Thread(
-            target=self._run, name=f"aiguard-control[{source.name}]", daemon=True
-        )
+        self.worker_name = f"aiguard-control[{source.name}]"
         self._last_error: str | None = None
 
     def poll_once(self) -> None:
         try:
-            snapshot = self._checked()
+            snapshot = checked(self.source.name, self.source.poll())
         except Exception as exc:
-            with _internal._lock:
-                _internal.counts[f"control poll: {self.source.name}"] += 1
+            errors.count(f"control poll: {self.source.name}")
             message = str(exc)
             if message != self._last_error:
                 self._last_error = message
@@ -404,34 +347,32 @@ class _Poller:
         if snapshot is not None:
             apply(self.source.name, snapshot, poller=self)
 
-    def _checked(self) -> ControlState | None:
-        return checked(self.source.name, self.source.poll())
-
-    def _run(self) -> None:
-        while not self.stop.wait(self.source.interval):
-            self.poll_once()
+    def close(self) -> None:
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
 
 
 def checked(name: str, snapshot: Any) -> ControlState | None:
     """What a source's ``poll()`` returned, as a ControlState (ConfigError if it is not one)."""
     if snapshot is None or isinstance(snapshot, ControlState):
         return snapshot
-    from .config import _explain
-
     try:
         return ControlState.model_validate(snapshot)
     except pydantic.ValidationError as exc:
-        raise ConfigError(_explain(exc, f"control source {name}")) from None
+        raise ConfigError(explain(exc, f"control source {name}")) from None
 
 
 def apply(source: str, snapshot: ControlState, poller: _Poller | None = None) -> None:
     """Install ``snapshot`` as what ``source`` says; emit kill/revive events for changes."""
-    with state.lock:
-        if poller is not None and poller not in state.pollers:
-            return  # stopped while it was polling: what it read no longer counts
-        old = state.controls.get(source)
-        state.controls[source] = snapshot
-        state.bump()
+    with runtime.lock:
+        if poller is not None:
+            worker = runtime.workers.get(poller.worker_name)
+            if worker is None or worker.step != poller.poll_once:
+                return  # stopped while it was polling: what it read no longer counts
+        old = runtime.controls.get(source)
+        runtime.controls[source] = snapshot
+        runtime.bump()
     before = _killed(old)
     after = _killed(snapshot)
     for feature in sorted(after.keys() - before.keys()):
@@ -451,7 +392,8 @@ def _killed(snapshot: ControlState | None) -> dict[str, FeatureControl]:
 
 
 def start_sources(sources: list[ControlSource]) -> None:
-    """Replace the polled sources: read each once now (errors raise), then poll in background."""
+    """Replace the polled sources: read each once now (errors raise), then poll each in a
+    runtime worker at its interval."""
     pollers = []
     first: dict[str, ControlState] = {}
     for source in sources:
@@ -467,30 +409,22 @@ def start_sources(sources: list[ControlSource]) -> None:
         first[source.name] = snapshot if snapshot is not None else ControlState()
         pollers.append(_Poller(source))
     stop_sources()
-    with state.lock:
-        state.pollers = pollers
-        state.controls = {}
+    with runtime.lock:
+        runtime.controls = {}
     for name, snapshot in first.items():
         apply(name, snapshot)
     for p in pollers:
-        p.thread.start()
+        lifecycle.add_worker(p.worker_name, p.poll_once, p.source.interval, close=p.close)
 
 
 def stop_sources() -> None:
     """Stop polling (the state they gave is dropped)."""
-    with state.lock:
-        pollers, state.pollers = state.pollers, []
-        state.controls = {}
-        state.bump()
-    for p in pollers:
-        if state.closable(p):
-            p.stop.set()
-            close = getattr(p.source, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception as exc:
-                    _internal.report("control source close", exc)
+    with runtime.lock:
+        names = [name for name in runtime.workers if name.startswith("aiguard-control[")]
+        runtime.controls = {}
+        runtime.bump()
+    for name in names:
+        lifecycle.remove_worker(name)
 
 
 def as_source(spec: Any, interval: float | timedelta) -> ControlSource:

@@ -1,20 +1,18 @@
 """Control events: kills, revivals, automatic trips, probes, recoveries and rollbacks.
 
-Every event is logged (logger ``aiguard``), kept in a short per-process history
-(:func:`recent_events`), and handed to observers (telemetry, ``aiguard.testing``).
+Every event is logged (logger ``aiguard``), kept in a short per-process history in the runtime
+(:func:`recent_events`), emitted as telemetry, and handed to observers.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import enum
 import logging
-import threading
 import time
-from collections.abc import Callable
 
-from . import _internal
+from ._runtime import errors, telemetry
+from ._runtime.state import runtime
 
 __all__ = ["ControlEvent", "EventKind", "recent_events"]
 
@@ -58,9 +56,6 @@ class ControlEvent:
     at: float = dataclasses.field(default_factory=time.time)
 
 
-_lock = threading.Lock()
-_history: collections.deque[ControlEvent] = collections.deque(maxlen=1000)
-observers: list[Callable[[ControlEvent], None]] = []
 
 _LEVEL = {
     EventKind.PROBE: logging.INFO,
@@ -71,9 +66,9 @@ _LEVEL = {
 
 def emit(event: ControlEvent) -> None:
     """Log, keep and hand out ``event``; never raises."""
-    with _lock:
-        _history.append(event)
-        targets = list(observers)
+    with runtime.lock:
+        runtime.events.append(event)
+        targets = runtime.event_observers
     by = f" by {event.by}" if event.by else ""
     logger.log(
         _LEVEL.get(event.kind, logging.WARNING),
@@ -83,11 +78,15 @@ def emit(event: ControlEvent) -> None:
         by,
         event.reason,
     )
+    try:
+        telemetry.control_event(event)
+    except Exception as exc:
+        errors.report("control event telemetry", exc)
     for observer in targets:
         try:
             observer(event)
         except Exception as exc:
-            _internal.report("control event observer", exc)
+            errors.report("control event observer", exc)
 
 
 def recent_events(feature: str | None = None) -> list[ControlEvent]:
@@ -98,10 +97,11 @@ def recent_events(feature: str | None = None) -> list[ControlEvent]:
         >>> isinstance(aiguard.recent_events(), list)
         True
     """
-    with _lock:
-        return [e for e in _history if feature is None or e.feature == feature]
+    with runtime.lock:
+        return [e for e in runtime.events if feature is None or e.feature == feature]
 
 
 def clear() -> None:
-    with _lock:
-        _history.clear()
+    """Forget the event history (tests)."""
+    with runtime.lock:
+        runtime.events.clear()

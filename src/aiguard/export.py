@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import IO, Any
 
-from ._records import flush
+from ._runtime.lifecycle import flush
 from .report import parse_since
 
 __all__ = ["export"]
@@ -33,7 +33,7 @@ def export(
         >>> triage.outcome("refund please").correct("refunds")  # doctest: +ELLIPSIS
         Feedback(...)
         >>> buf = io.StringIO()
-        >>> export(aiguard._state.state.store(), "triage", buf)
+        >>> export(aiguard.store.configured(), "triage", buf)
         (1, 0)
         >>> line = json.loads(buf.getvalue())
         >>> line["input"], line["output"], line["label"]

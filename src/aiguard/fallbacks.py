@@ -14,10 +14,12 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from . import _internal
+from ._runtime import errors
+from ._runtime.money import to_decimal
+from ._runtime.records import bound_arguments
 from .exceptions import ConfigError
 from .outcome import Reason, Source
-from .pricing import to_decimal, to_pico
+from .pricing import to_pico
 from .review import ReviewQueue
 from .store import ReviewItem
 
@@ -58,26 +60,6 @@ class FallbackContext:
         """The call's arguments by parameter name (defaults applied; a method's ``self`` or
         ``cls`` left out)."""
         return bound_arguments(self.signature, self.args, self.kwargs)
-
-
-def bound_arguments(
-    signature: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> dict[str, Any]:
-    """A call's arguments by parameter name, defaults applied, a method's ``self``/``cls`` left
-    out; ``{"args": [...], "kwargs": {...}}`` when they do not bind."""
-    if signature is not None:
-        try:
-            bound = signature.bind(*args, **kwargs)
-        except TypeError:
-            pass
-        else:
-            bound.apply_defaults()
-            arguments = dict(bound.arguments)
-            first = next(iter(signature.parameters), None)
-            if first in ("self", "cls"):
-                arguments.pop(first)
-            return arguments
-    return {"args": list(args), "kwargs": dict(kwargs)}
 
 
 class Fallback:
@@ -306,7 +288,7 @@ class HumanReview(Fallback):
         try:
             placeholder = self.respond(item)
         except Exception as exc:  # the item is queued: say so (ReviewPending) rather than orphan it
-            _internal.report(f"HumanReview respond of {ctx.feature!r}", exc)
+            errors.report(f"HumanReview respond of {ctx.feature!r}", exc)
             return _Queued(item, None, False)
         return _Queued(item, placeholder, True)
 
@@ -316,3 +298,28 @@ class HumanReview(Fallback):
 
     def __repr__(self) -> str:
         return f"HumanReview(queue={self.queue!r})"
+
+
+def as_chain(feature: str, value: Any) -> tuple[Fallback, ...]:
+    """A guard's ``fallback=`` as a chain of handlers (a plain callable is taken as Rules);
+    ConfigError naming the position and the value otherwise."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, list | tuple) else (value,)
+    out: list[Fallback] = []
+    for i, h in enumerate(items):
+        if isinstance(h, Fallback):
+            out.append(h)
+        elif isinstance(h, type) and issubclass(h, Fallback):
+            raise ConfigError(
+                f"feature {feature!r}: fallback[{i}]={h.__name__} is a class: pass an instance, "
+                f"e.g. {h.__name__}(...)"
+            )
+        elif callable(h):
+            out.append(Rules(h))
+        else:
+            raise ConfigError(
+                f"feature {feature!r}: fallback[{i}]={h!r} is invalid: give a handler such as "
+                "aiguard.Rules(fn), aiguard.Default(value), aiguard.HumanReview(), or a callable"
+            )
+    return tuple(out)

@@ -17,9 +17,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from . import _internal, _serialize, _telemetry
-from ._state import UNSET, state
+from ._runtime import errors
+from ._runtime import serialize as _serialize
+from ._runtime import telemetry as _telemetry
+from ._runtime.state import UNSET, runtime
 from .exceptions import ConfigError, UnknownCall
+from .store import configured
 
 __all__ = ["Feedback", "FeedbackKind", "edit_distance", "feedback"]
 
@@ -132,13 +135,13 @@ def edit_distance(served: Any, kept: Any) -> float | None:
 
 def _lookup(call_id: str) -> tuple[str | None, Any, tuple[str | None, str | None]]:
     """(feature, served value, (trace id, span id)) of a known call; UnknownCall if unknown."""
-    recorder = state.recorder
+    recorder = runtime.recorder
     if recorder is not None:
         known = recorder.known(call_id) or recorder.queued(call_id)
         if known is not None:
             feature, served, ids = known
             return feature, served, ids
-    store = state.store()
+    store = configured()
     row = store.get_call(call_id)
     if row is None:
         raise UnknownCall(
@@ -189,9 +192,7 @@ def feedback(
         >>> fb.kind.value, round(fb.edit_distance, 3)
         ('edited', 0.095)
     """
-    from .outcome import Outcome
-
-    if isinstance(call_id, Outcome):
+    if not isinstance(call_id, str) and hasattr(call_id, "call_id"):  # an Outcome
         if served is UNSET:
             served = call_id.value
         call_id = call_id.call_id
@@ -245,7 +246,7 @@ def feedback(
         "attributes": _serialize.dumps(attrs) if attrs else None,
         "created_at": now,
     }
-    row_id = state.store().add_feedback(row)
+    row_id = configured().add_feedback(row)
     result = Feedback(
         id=row_id,
         call_id=call_id,
@@ -270,4 +271,4 @@ def _emit(fb: Feedback, ids: tuple[str | None, str | None]) -> None:
     try:
         _telemetry.evaluation(fb, ids)
     except Exception as exc:
-        _internal.report("feedback telemetry", exc)
+        errors.report("feedback telemetry", exc)

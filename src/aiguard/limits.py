@@ -19,7 +19,7 @@ def _rate(name: str, value: Any) -> float | None:
     return float(value)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
     """Highest acceptable rates over a window of model calls; ``None`` leaves a rate unchecked.
 

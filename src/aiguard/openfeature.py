@@ -35,9 +35,8 @@ from typing import Any
 
 import pydantic
 
-from ._durations import seconds
-from ._state import state
-from .config import _explain
+from ._checks import explain, seconds
+from ._runtime.state import runtime
 from .control import ControlState, FeatureControl
 from .exceptions import ConfigError
 
@@ -100,8 +99,8 @@ class OpenFeatureControl:
     def _features(self) -> list[str]:
         if self.features is not None:
             return self.features
-        with state.lock:
-            return sorted({core.feature for core in list(state.cores)})
+        with runtime.lock:
+            return sorted({core.feature for core in list(runtime.cores)})
 
     @staticmethod
     def _value(key: str, details: Any) -> Any:
@@ -147,7 +146,7 @@ class OpenFeatureControl:
                     )
                 except pydantic.ValidationError as exc:
                     where = f"OpenFeature flags of feature {feature!r}"
-                    raise ConfigError(_explain(exc, where)) from None
+                    raise ConfigError(explain(exc, where)) from None
         all_killed = False
         if self.all_killed_flag is not None:
             all_killed = bool(self._bool(self.all_killed_flag))

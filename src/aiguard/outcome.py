@@ -7,8 +7,6 @@ import enum
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from . import _ids
-from .pricing import to_decimal
 from .usage import Usage
 
 __all__ = ["Attempt", "Outcome", "Reason", "Source"]
@@ -82,6 +80,18 @@ class Attempt:
     def failed(self) -> bool:
         """True when the handler raised and the call was passed on."""
         return self.error is not None
+
+
+# What a model call's reason counts as, per rate: (error, timeout, low_confidence, fallback).
+_FLAGS: dict[Reason, tuple[int, int, int, int]] = {
+    Reason.SERVED: (0, 0, 0, 0),
+    Reason.ERROR: (1, 0, 0, 1),
+    Reason.TIMEOUT: (0, 1, 0, 1),
+    Reason.LOW_CONFIDENCE: (0, 0, 1, 1),
+    Reason.INVALID_CONFIDENCE: (0, 0, 1, 1),
+    Reason.INVALID_OUTPUT: (0, 0, 0, 1),
+}
+MODEL_REASONS = frozenset(_FLAGS)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -182,37 +192,3 @@ class Outcome(Generic[T]):
         from .feedback import feedback
 
         return feedback(self, score=score, by=by, **extra)
-
-
-def _served(
-    feature: str,
-    threshold: float | None,
-    n: int,
-    result: Any,
-    confidence: float | None,
-    t0: float,
-    t1: float,
-    t2: float,
-    arm: str | None,
-    percent: float | None,
-    usage: Usage | None,
-    cost: int | None,
-) -> Outcome[Any]:
-    """Build the Outcome of a served call from the raw figures the hot path keeps."""
-    return Outcome(
-        value=result,
-        call_id=_ids.call_id(n),
-        feature=feature,
-        source=Source.MODEL,
-        reason=Reason.SERVED,
-        confidence=confidence,
-        threshold=threshold,
-        latency=t2 - t0,
-        model_latency=t1 - t0,
-        model_result=result,
-        started_at=_ids.wall_time(t0),
-        arm=arm,
-        rollout_percent=percent,
-        usage=usage,
-        cost=None if cost is None else to_decimal(cost),
-    )

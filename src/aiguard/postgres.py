@@ -14,14 +14,15 @@ records wait in their bounded queue to be retried.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from typing import Any
 
-from . import _serialize
-from .exceptions import ConfigError, ReviewError, StoreError
-from .store import (
+from ._runtime import serialize as _serialize
+from ._runtime.records import CALL_RECORD_COLUMNS
+from ._runtime.state import track
+from ._sql import (
     _REVIEW_COLUMNS,
-    CALL_RECORD_COLUMNS,
     FEEDBACK_COLUMNS,
     SCHEMA_VERSION,
     ReviewItem,
@@ -30,6 +31,7 @@ from .store import (
     _SqlReads,
     figures_to_params,
 )
+from .exceptions import ConfigError, ReviewError, StoreError
 
 __all__ = ["PostgresStore"]
 
@@ -106,24 +108,54 @@ class PostgresStore(_SqlReads):
             self._errors = (psycopg.Error, PoolTimeout)
         except ImportError:  # pragma: no cover
             pass
-        self._pool = ConnectionPool(
-            url,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=timeout,
-            kwargs={"options": f"-c search_path={schema}"},
-            open=False,
-            name="aiguard",
-        )
+        self._timeout = timeout
+
+        def new_pool() -> Any:
+            return ConnectionPool(
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=timeout,
+                kwargs={"options": f"-c search_path={schema}"},
+                open=False,
+                name="aiguard",
+            )
+
+        self._new_pool = new_pool
+        self._lock = threading.Lock()
+        self._pool_now: Any = new_pool()
         try:
-            self._pool.open(wait=True, timeout=timeout)
+            self._pool_now.open(wait=True, timeout=timeout)
             self._migrate()
         except self._errors as exc:
-            self._pool.close()
+            self._pool_now.close()
             raise StoreError(f"cannot open the PostgreSQL store at {_safe(url)}: {exc}") from exc
         except BaseException:
-            self._pool.close()
+            self._pool_now.close()
             raise
+        track(self)
+
+    @property
+    def _pool(self) -> Any:
+        """The connection pool of this process (a forked child opens its own on first use)."""
+        pool = self._pool_now
+        if pool is None:
+            with self._lock:
+                if self._pool_now is None:
+                    pool = self._new_pool()
+                    try:
+                        pool.open(wait=True, timeout=self._timeout)
+                    except self._errors as exc:
+                        pool.close()
+                        raise self._fail(exc) from exc
+                    self._pool_now = pool
+                pool = self._pool_now
+        return pool
+
+    def _after_fork(self) -> None:
+        # The parent's pool is the parent's: its connections' sockets are shared with it (closing
+        # them here would end the parent's sessions) and its worker threads are not here.
+        self._pool_now = None
 
     _mark = "%s"
 
@@ -265,7 +297,9 @@ class PostgresStore(_SqlReads):
         return int(rows[0][0])
 
     def close(self) -> None:
-        self._pool.close()
+        pool, self._pool_now = self._pool_now, None
+        if pool is not None:
+            pool.close()
 
 
 def _safe(url: str) -> str:

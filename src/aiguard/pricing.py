@@ -32,19 +32,15 @@ from typing import Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import _internal
+from ._checks import explain
+from ._runtime import errors
+from ._runtime.money import to_decimal
 from .exceptions import ConfigError
 from .usage import Usage
 
 __all__ = ["ModelPrice", "PriceTable", "to_decimal"]
 
-PICO = 10**12
 _Money = Decimal
-
-
-def to_decimal(pico: int) -> Decimal:
-    """Integer pico-units as a Decimal amount."""
-    return Decimal(pico).scaleb(-12).normalize() if pico else Decimal(0)
 
 
 def to_pico(amount: Decimal | int | float | str, *, field: str = "amount") -> int:
@@ -162,7 +158,7 @@ class PriceTable(BaseModel):
         """The pico rates of ``model``, or None (warning logged once) when it has no price."""
         found: tuple[int, int, int, int, int] | None = self._rates.get(model)  # type: ignore[attr-defined]
         if found is None:
-            _internal.warn_once(
+            errors.warn_once(
                 f"price:{model}",
                 "aiguard: no price for model %r in the price table: its calls' cost is unknown",
                 model,
@@ -195,9 +191,7 @@ class PriceTable(BaseModel):
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], *, source: str = "prices") -> PriceTable:
-        from .config import _explain
-
         try:
             return cls.model_validate(raw)
         except pydantic.ValidationError as exc:
-            raise ConfigError(_explain(exc, source, group="models", label="model")) from None
+            raise ConfigError(explain(exc, source, group="models", label="model")) from None

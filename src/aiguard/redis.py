@@ -25,8 +25,9 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from . import _internal
-from ._durations import seconds
+from ._checks import explain, seconds
+from ._runtime import errors, lifecycle
+from ._runtime.state import track
 from .control import ControlState
 from .exceptions import ConfigError
 
@@ -81,8 +82,6 @@ class RedisControl:
 
 
 def _parse(raw: bytes | None, where: str) -> ControlState:
-    from .config import _explain
-
     if raw is None:
         return ControlState()
     try:
@@ -91,7 +90,7 @@ def _parse(raw: bytes | None, where: str) -> ControlState:
         import pydantic
 
         if isinstance(exc, pydantic.ValidationError):
-            raise ConfigError(_explain(exc, where)) from None
+            raise ConfigError(explain(exc, where)) from None
         raise ConfigError(f"{where}: not a valid control document: {exc}") from None
 
 
@@ -146,10 +145,10 @@ class RedisBudgets:
         self._redis = _client(url, timeout)
         self._runs: list[Any] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
         self.failures = 0
-        self._thread = threading.Thread(target=self._loop, name="aiguard-budgets", daemon=True)
-        self._thread.start()
+        track(self)
+        self._worker = f"aiguard-budgets[{id(self):x}]"
+        lifecycle.add_worker(self._worker, self.flush, self.sync, final=self.flush)
 
     def attach(self, run: Any, feature: str) -> None:
         """Share ``run`` (a feature's BudgetRun) through Redis."""
@@ -157,10 +156,6 @@ class RedisBudgets:
             run.shared_key = f"{self.prefix}:budget:{feature}"
             self._runs.append(run)
         self.flush_one(run)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.sync):
-            self.flush()
 
     def flush(self) -> None:
         """Push this replica's spend and read back the fleet's totals, now."""
@@ -180,7 +175,7 @@ class RedisBudgets:
         except Exception as exc:
             run.give_back(window, pending)  # counted locally until Redis answers
             self.failures += 1
-            _internal.warn_once(
+            errors.warn_once(
                 f"redis-budgets:{self.url}",
                 "aiguard: Redis at %s is unreachable (%s): budgets go on with this replica's "
                 "own spend and the last known fleet total",
@@ -192,6 +187,6 @@ class RedisBudgets:
 
     def close(self) -> None:
         """Stop syncing (after one last push of this replica's spend) and disconnect."""
-        self._stop.set()
+        lifecycle.remove_worker(self._worker)
         self.flush()
         self._redis.close()

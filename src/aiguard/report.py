@@ -23,9 +23,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from ._state import state
+from ._runtime.state import runtime
 from .exceptions import ConfigError
 from .pricing import to_decimal
+from .store import configured as configured_store
 from .targets import Target
 
 __all__ = ["FeatureFigures", "Report", "parse_since", "report", "wilson"]
@@ -330,10 +331,10 @@ def report(
         >>> figures.calls, figures.acceptance_rate
         (1, 1.0)
     """
-    from ._records import flush
+    from ._runtime.lifecycle import flush
 
     flush()
-    store = state.store() if store is None else store
+    store = configured_store() if store is None else store
     start = parse_since(since)
     calls = store.call_records(feature=feature, since=start)
     fb = _latest_feedback(store.feedback_rows(feature=feature))
@@ -342,7 +343,7 @@ def report(
         per_feature[c["feature"]].append(c)
     splits = [by] if isinstance(by, str) else list(by)
     features, groups, diffs, target_rows, series = [], {}, {}, {}, {}
-    configured = state.features
+    configured = runtime.features
     for name in sorted(per_feature):
         rows = per_feature[name]
         figures = _figures(name, None, rows, fb)

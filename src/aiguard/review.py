@@ -9,11 +9,10 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from . import _serialize
-from ._durations import seconds
-from ._state import state
+from ._checks import seconds
+from ._runtime import serialize as _serialize
 from .exceptions import ConfigError, ReviewError
-from .store import ReviewItem, ReviewStatus, Store, open_store
+from .store import ReviewItem, ReviewStatus, Store, configured, open_store
 
 __all__ = ["ReviewQueue"]
 
@@ -38,7 +37,7 @@ class ReviewQueue:
     @property
     def store(self) -> Store:
         """The store this queue reads and writes."""
-        return self._store if self._store is not None else state.store()
+        return self._store if self._store is not None else configured()
 
     def pending(self, feature: str | None = None, *, limit: int = 100) -> list[ReviewItem]:
         """Pending items, oldest first, for one feature or all."""

@@ -10,8 +10,8 @@ import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from . import _internal
 from ._bucketing import Bucketing, positioner
+from ._runtime import errors
 from .exceptions import ConfigError
 from .limits import Limits
 from .outcome import Reason
@@ -21,7 +21,7 @@ __all__ = ["Bucketing", "Rollout"]
 Segment = Mapping[str, Collection[Any]] | Callable[..., bool]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Rollout:
     """Give the AI path to ``percent`` % of units, the same units on every replica.
 
@@ -241,7 +241,7 @@ def _segment(
             try:
                 return bool(predicate(*args, **kwargs))
             except Exception as exc:  # a segment that cannot decide does not match
-                _internal.report(f"rollout segment of {feature!r}", exc)
+                errors.report(f"rollout segment of {feature!r}", exc)
                 return False
 
         return call
@@ -282,14 +282,14 @@ class Plan:
                 try:
                     return fn(*args, **kwargs)
                 except Exception as exc:  # the unit is unknown: treated as a missing key
-                    _internal.report(f"rollout key of {feature!r}", exc)
+                    errors.report(f"rollout key of {feature!r}", exc)
                     return None
 
             self.key = by_callable
         self.include = _segment(rollout.include, sig, feature)
         self.exclude = _segment(rollout.exclude, sig, feature)
         if rollout.bucketing is Bucketing.UNLEASH and percent != int(percent):
-            _internal.warn_once(
+            errors.warn_once(
                 f"unleash-percent:{feature}:{percent}",
                 "aiguard: %s: Unleash bucketing takes whole percents; %s%% is used as %s%%",
                 feature,
@@ -342,3 +342,47 @@ class Plan:
 def cached_positioner(algorithm: Bucketing, feature: str, salt: str) -> Callable[[str], float]:
     """The position function for (algorithm, feature, salt), with an LRU cache of 65,536 keys."""
     return functools.lru_cache(maxsize=65536)(positioner(algorithm, feature, salt))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StageFigures:
+    """Counts of model calls at one percentage (from one process, or summed)."""
+
+    feature: str
+    percent: float
+    calls: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    low_confidence: int = 0
+    fallbacks: int = 0
+    gate: Limits | None = None
+
+    def breach(self) -> str | None:
+        if self.gate is None:
+            return None
+        return self.gate.breach(
+            calls=self.calls,
+            errors=self.errors,
+            timeouts=self.timeouts,
+            low_confidence=self.low_confidence,
+            fallbacks=self.fallbacks,
+        )
+
+
+def summed(rows: list[StageFigures]) -> StageFigures | None:
+    """Add up several processes' figures for one feature and percentage."""
+    if not rows:
+        return None
+    first = rows[0]
+    total: dict[str, Any] = {
+        "calls": 0,
+        "errors": 0,
+        "timeouts": 0,
+        "low_confidence": 0,
+        "fallbacks": 0,
+    }
+    for r in rows:
+        for k in total:
+            total[k] += getattr(r, k)
+    gate = next((r.gate for r in rows if r.gate is not None), None)
+    return StageFigures(first.feature, first.percent, gate=gate, **total)

@@ -18,8 +18,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from . import _internal
-from ._state import state
+from ._runtime import lifecycle, stats
+from ._runtime.state import runtime
 from .outcome import Outcome
 
 __all__ = [
@@ -45,18 +45,20 @@ def capture_outcomes() -> Iterator[list[Outcome[Any]]]:
     """
     captured: list[Outcome[Any]] = []
     observer = captured.append
-    with state.lock:
-        state.observers = (*state.observers, observer)
+    with runtime.lock:
+        runtime.observers = (*runtime.observers, observer)
     try:
         yield captured
     finally:
-        with state.lock:
-            state.observers = tuple(o for o in state.observers if o is not observer)
+        with runtime.lock:
+            runtime.observers = tuple(o for o in runtime.observers if o is not observer)
 
 
 @contextlib.contextmanager
 def isolated() -> Iterator[None]:
-    """Restore aiguard's global configuration (store, features, observers) when the block ends.
+    """Restore all of aiguard's process state when the block ends: configuration, control
+    state, store and recorder, workers, budgets, gates, events and error counts. What the block
+    starts (a store, a recorder, control pollers, a budget store) is stopped and closed.
 
     Example:
         >>> import aiguard
@@ -64,11 +66,11 @@ def isolated() -> Iterator[None]:
         >>> with isolated():
         ...     aiguard.configure(store=":memory:")
     """
-    snap = state.snapshot()
+    saved = lifecycle.snapshot()
     try:
         yield
     finally:
-        state.restore(snap)
+        lifecycle.restore(saved)
 
 
 def reset_stats() -> None:
@@ -81,9 +83,7 @@ def reset_stats() -> None:
         >>> aiguard.stats("anything").calls
         0
     """
-    from . import _stats
-
-    _stats.reset()
+    stats.reset()
 
 
 @contextlib.contextmanager
@@ -95,12 +95,12 @@ def strict() -> Iterator[None]:
         >>> with strict():
         ...     pass
     """
-    before = _internal.strict
-    _internal.strict = True
+    before = runtime.strict
+    runtime.strict = True
     try:
         yield
     finally:
-        _internal.strict = before
+        runtime.strict = before
 
 
 class Telemetry:

@@ -12,7 +12,6 @@ from it against one reference pair taken at import.
 from __future__ import annotations
 
 import itertools
-import os
 import secrets
 import time
 
@@ -23,15 +22,15 @@ _wall0 = time.time()
 _perf0 = time.perf_counter()
 
 
-def _reset() -> None:
+def reseed() -> None:
+    """A new random prefix and counter: at import, and in a forked child (by the runtime)."""
     global _prefix, _counter, next_number
     _prefix = "ag_" + secrets.token_hex(8) + "_"
     _counter = itertools.count(1)
     next_number = _counter.__next__
 
 
-_reset()
-os.register_at_fork(after_in_child=_reset)
+reseed()
 
 
 def call_id(n: int) -> str:

@@ -2,55 +2,25 @@
 
 Each guard with a rollout keeps, for the percentage in force, the counts of its model calls
 (calls, errors, timeouts, low confidence, fallbacks). A gate breach rolls this process back to the
-previous stage. A daemon thread writes the counts to the configured store every few seconds, one
+previous stage. A runtime worker writes the counts to the configured store every few seconds, one
 row per process, feature and percentage, so ``aiguard rollout check`` and ``aiguard status`` can
 judge a stage over every replica's calls.
 """
 
 from __future__ import annotations
 
-import atexit
-import dataclasses
 import threading
-import time
-import weakref
-from typing import Any
 
-from . import _ids, _internal, events
-from ._state import state
-from ._window import _FLAGS
-from .events import ControlEvent, EventKind
-from .exceptions import ConfigError
-from .limits import Limits
-from .outcome import Reason
-from .rollout import Rollout
+from .. import events
+from .._runtime import errors, ids, lifecycle
+from .._runtime.state import runtime, track
+from ..events import ControlEvent, EventKind
+from ..limits import Limits
+from ..outcome import _FLAGS, Reason
+from ..rollout import Rollout, StageFigures
 
 FLUSH_SECONDS = 2.0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class StageFigures:
-    """Counts of model calls at one percentage (from one process, or summed)."""
-
-    feature: str
-    percent: float
-    calls: int = 0
-    errors: int = 0
-    timeouts: int = 0
-    low_confidence: int = 0
-    fallbacks: int = 0
-    gate: Limits | None = None
-
-    def breach(self) -> str | None:
-        if self.gate is None:
-            return None
-        return self.gate.breach(
-            calls=self.calls,
-            errors=self.errors,
-            timeouts=self.timeouts,
-            low_confidence=self.low_confidence,
-            fallbacks=self.fallbacks,
-        )
+FLUSHER = "aiguard-gates"
 
 
 class GateRun:
@@ -79,8 +49,16 @@ class GateRun:
         # rollback are still written after it)
         self.stages: dict[float, tuple[list[int], Limits | None]] = {}
         self.rolled_back = False
-        _runs.add(self)
-        _start_flusher()
+        track(self)
+        with runtime.lock:
+            runtime.gates.add(self)
+            if FLUSHER not in runtime.workers:
+                lifecycle.add_worker(FLUSHER, flush, FLUSH_SECONDS, final=flush)
+
+    def _after_fork(self) -> None:
+        """A forked child counts its own calls (the parent writes its figures)."""
+        self.totals = [0, 0, 0, 0, 0]
+        self.stages = {self.percent: (self.totals, self.limits)} if self.percent is not None else {}
 
     def at(self, percent: float) -> None:
         """The percentage in force changed (or not): start counting afresh when it did."""
@@ -113,13 +91,13 @@ class GateRun:
                 return
             self.rolled_back = True
         to = self.rollout.previous(percent)
-        with state.lock:
+        with runtime.lock:
             # keep the percentage the control layers ask for, so a second rollback goes further
             # down instead of back up to it
-            prev = state.rollbacks.get(self.feature)
+            prev = runtime.rollbacks.get(self.feature)
             origin = prev[0] if prev is not None and prev[1] == percent else percent
-            state.rollbacks[self.feature] = (origin, to)
-            state.bump()
+            runtime.rollbacks[self.feature] = (origin, to)
+            runtime.bump()
         events.emit(
             ControlEvent(
                 EventKind.ROLLBACK,
@@ -138,63 +116,20 @@ class GateRun:
             ]
 
 
-_runs: weakref.WeakSet[GateRun] = weakref.WeakSet()
-_flusher: threading.Thread | None = None
-_flusher_lock = threading.Lock()
-
-
-def _start_flusher() -> None:
-    global _flusher
-    with _flusher_lock:
-        if _flusher is None or not _flusher.is_alive():
-            _flusher = threading.Thread(target=_flush_loop, name="aiguard-gates", daemon=True)
-            _flusher.start()
-
-
-def _flush_loop() -> None:
-    while True:
-        time.sleep(FLUSH_SECONDS)
-        flush()
-
-
 def flush() -> None:
     """Write every gate's figures to the configured store (if any); never raises."""
-    rows = [f for run in list(_runs) for f in run.figures()]
+    rows = [f for run in list(runtime.gates) for f in run.figures()]
     if not rows:
         return
     try:
-        store = state.store()
-    except ConfigError:
-        return  # no store configured: figures stay in this process
+        store = lifecycle.store()
     except Exception as exc:
-        _internal.report("rollout figures flush", exc)
+        errors.report("rollout figures flush", exc)
         return
     save = getattr(store, "save_stage_figures", None)
     if save is None:
-        return  # a store without rollout figures (they are optional)
+        return  # no store, or one without rollout figures (they are optional)
     try:
-        save(_ids.process_id(), rows)
+        save(ids.process_id(), rows)
     except Exception as exc:
-        _internal.report("rollout figures flush", exc)
-
-
-atexit.register(flush)
-
-
-def summed(rows: list[StageFigures]) -> StageFigures | None:
-    """Add up several processes' figures for one feature and percentage."""
-    if not rows:
-        return None
-    first = rows[0]
-    total: dict[str, Any] = {
-        "calls": 0,
-        "errors": 0,
-        "timeouts": 0,
-        "low_confidence": 0,
-        "fallbacks": 0,
-    }
-    for r in rows:
-        for k in total:
-            total[k] += getattr(r, k)
-    gate = next((r.gate for r in rows if r.gate is not None), None)
-    return StageFigures(first.feature, first.percent, gate=gate, **total)
+        errors.report("rollout figures flush", exc)

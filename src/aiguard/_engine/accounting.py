@@ -10,16 +10,18 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from . import _internal, _stats, _telemetry
-from ._state import state
-from .budget import Budget
-from .budget import for_feature as budget_for_feature
-from .outcome import Outcome, Reason, Source
-from .pricing import PriceTable, pico_cost, to_pico
-from .usage import Usage, as_usage, read_usage
+from .._runtime import errors, telemetry
+from .._runtime import stats as _stats
+from .._runtime.money import pico_of
+from .._runtime.state import runtime
+from ..budget import Budget
+from ..budget import for_feature as budget_for_feature
+from ..outcome import Outcome, Reason, Source
+from ..pricing import PriceTable, pico_cost
+from ..usage import Usage, as_usage, read_usage
 
 UsageReader = Callable[[Any], Any]
-no_meter = _telemetry.no_meter
+no_meter = telemetry.no_meter
 
 
 class Accounting:
@@ -88,7 +90,7 @@ class Accounting:
             usage: Usage | None = reader(result)
             return usage
         except Exception as exc:
-            _internal.report(f"usage reader of {self.feature!r}", exc)
+            errors.report(f"usage reader of {self.feature!r}", exc)
             return None
 
     def cost(self, usage: Usage | None, model_called: bool, fallback_cost: int) -> int | None:
@@ -97,22 +99,22 @@ class Accounting:
         try:
             return self._cost(usage, model_called, fallback_cost)
         except Exception as exc:
-            _internal.report(f"cost of {self.feature!r}", exc)
+            errors.report(f"cost of {self.feature!r}", exc)
             return None
 
     def _cost(self, usage: Usage | None, model_called: bool, fallback_cost: int) -> int | None:
         if not model_called:
             return fallback_cost
-        prices = state.prices
+        prices = runtime.prices
         if prices is None:
             return None  # no price table: the model's cost is unknown
         if prices is not self._prices:
             self._prices, self._price_cache = prices, {}
         model = usage.model if usage is not None and usage.model else self.model
-        rates = self._price_cache.get(model, _internal)
-        if rates is _internal:
+        rates = self._price_cache.get(model, _UNKNOWN)
+        if rates is _UNKNOWN:
             if model is None:
-                _internal.warn_once(
+                errors.warn_once(
                     f"no-model:{self.feature}",
                     "aiguard: %s: no model name (the result names none and the guard has no "
                     "model=): its calls' cost is unknown",
@@ -125,7 +127,7 @@ class Accounting:
         if rates is None:
             return None
         if usage is None and any(rates[:4]):
-            _internal.warn_once(
+            errors.warn_once(
                 f"no-usage:{self.feature}",
                 "aiguard: %s: model %r is priced per token but no token usage was read from "
                 "its results: cost unknown (return the client's response, or pass usage=)",
@@ -157,22 +159,22 @@ class Accounting:
                     budget.spend(cost)
                 elif cost is None:
                     budget.spend(fallback_cost)  # what is known of the call's cost
-                    _internal.warn_once(
+                    errors.warn_once(
                         f"budget-unknown:{self.feature}",
                         "aiguard: %s: the budget cannot count calls whose cost is unknown "
                         "(configure prices, and return token usage or a per-call price)",
                         self.feature,
                     )
             if not no_meter():
-                m = _telemetry.meters()
+                m = telemetry.meters()
                 if m is not None:
                     self._metrics(m, source, reason, usage, cost, model_latency, error_type)
         except Exception as exc:
-            _internal.report(f"accounting of {self.feature!r}", exc)
+            errors.report(f"accounting of {self.feature!r}", exc)
 
     def _metrics(
         self,
-        m: _telemetry.Meters,
+        m: telemetry.Meters,
         source: Source | None,
         reason: Reason,
         usage: Usage | None,
@@ -198,7 +200,7 @@ class Accounting:
         ours = {"aiguard.feature": self.feature, "aiguard.source": src, "aiguard.reason": reason}
         m.calls.add(1, ours)
         if cost:
-            currency = state.prices.currency if state.prices is not None else "USD"
+            currency = runtime.prices.currency if runtime.prices is not None else "USD"
             m.cost.add(
                 cost / 1e12, {"aiguard.feature": self.feature, "aiguard.cost.currency": currency}
             )
@@ -217,7 +219,7 @@ class Accounting:
             outcome.rollout_percent,
             outcome.arm,
             outcome.usage,
-            None if cost is None else to_pico(cost),
+            None if cost is None else pico_of(cost),
             tuple(a.handler for a in outcome.attempts),
             outcome.detail,
             outcome.exception,
@@ -274,7 +276,7 @@ class Accounting:
         if cost is not None:
             attrs["aiguard.cost"] = cost / 1e12
             attrs["aiguard.cost.currency"] = (
-                state.prices.currency if state.prices is not None else "USD"
+                runtime.prices.currency if runtime.prices is not None else "USD"
             )
         if handlers:
             attrs["aiguard.fallback.handlers"] = handlers
@@ -290,6 +292,7 @@ class Accounting:
         return attrs, error
 
 
+_UNKNOWN: Any = object()
 _KILLED = frozenset({Reason.KILLED, Reason.AUTO_KILLED})
 # what a provider appends to a model name for a dated snapshot: -2025-04-14, -20250929, @20240620
 _SNAPSHOT = re.compile(r"^[-@](\d{4}-\d{2}-\d{2}|\d{8})$")

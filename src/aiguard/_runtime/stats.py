@@ -1,4 +1,4 @@
-"""Per-feature figures kept in memory: counts, latency percentiles, tokens, cost.
+"""Per-feature figures kept in memory (in the runtime): counts, latency percentiles, tokens, cost.
 
 Updates are a few integer additions on a per-thread shard, with no lock; latencies go into a
 histogram
@@ -8,19 +8,12 @@ at most 12.5 % above the true value).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 import weakref
-from collections import Counter
-from decimal import Decimal
 from typing import Any
 
-from ._state import state
-from .outcome import Reason, Source
-from .pricing import to_decimal
-
-__all__ = ["Stats", "stats"]
+from .state import runtime, track
 
 _MIN = 1e-6
 _BUCKETS = 8 * 32  # 1 µs * 2^32 ~ 71 minutes
@@ -45,46 +38,6 @@ def _upper(i: int) -> float:
     return _MIN * 2.0**octave * (1 + (step + 1) / 8)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Stats:
-    """A snapshot of one feature's figures since the process started (or ``reset``).
-
-    Latencies are in seconds, for the whole guarded call. ``slo_met`` says whether the p95
-    latency is within ``latency_slo`` (the guard's ``latency_slo=``); ``slo_breaches`` counts the
-    calls over it.
-
-    Example:
-        >>> import aiguard
-        >>> @aiguard.guard("stats-demo")
-        ... def f() -> int:
-        ...     return 1
-        >>> _ = [f() for _ in range(3)]
-        >>> s = aiguard.stats("stats-demo")
-        >>> s.calls, s.by_source["model"], s.fallback_rate
-        (3, 3, 0.0)
-    """
-
-    feature: str
-    calls: int = 0
-    by_source: dict[str, int] = dataclasses.field(default_factory=dict)
-    by_reason: dict[str, int] = dataclasses.field(default_factory=dict)
-    fallback_rate: float = 0.0
-    latency_p50: float | None = None
-    latency_p95: float | None = None
-    latency_p99: float | None = None
-    latency_slo: float | None = None
-    slo_breaches: int = 0
-    slo_met: bool | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    reasoning_tokens: int = 0
-    cost: Decimal = Decimal(0)
-    cost_per_call: Decimal | None = None
-    unknown_cost_calls: int = 0
-    currency: str = "USD"
-
-
 class _Shard:
     """One thread's counts for one feature: updated by that thread alone, with no lock."""
 
@@ -106,7 +59,7 @@ class _Shard:
 
     def clear(self) -> None:
         self.calls = 0
-        self.pairs: dict[tuple[Source | None, Reason], int] = {}
+        self.pairs: dict[tuple[Any, Any], int] = {}  # (source, reason) -> calls
         self.hist = [0] * _BUCKETS
         self.tokens = [0, 0, 0, 0]
         self.cost = 0
@@ -133,7 +86,7 @@ class FeatureStats:
     (and folds the shards of threads that have ended into one, so memory stays bounded).
     """
 
-    __slots__ = ("_done", "_local", "_lock", "_shards", "feature", "slo")
+    __slots__ = ("__weakref__", "_done", "_local", "_lock", "_shards", "feature", "slo")
 
     def __init__(self, feature: str) -> None:
         self.feature = feature
@@ -142,6 +95,7 @@ class FeatureStats:
         self._shards: list[_Shard] = []
         self._done = _Shard()  # the counts of threads that have ended
         self.slo: float | None = None
+        track(self)
 
     def _new_shard(self) -> _Shard:
         shard = _Shard()
@@ -158,8 +112,8 @@ class FeatureStats:
 
     def record(
         self,
-        source: Source | None,
-        reason: Reason,
+        source: Any,
+        reason: Any,
         latency: float,
         usage: Any,
         cost: int | None,
@@ -195,7 +149,7 @@ class FeatureStats:
         if slo is not None and latency > slo:
             sh.slo_breaches += 1
 
-    def _total(self) -> _Shard:
+    def total(self) -> _Shard:
         with self._lock:
             live = []
             for shard in self._shards:
@@ -210,39 +164,8 @@ class FeatureStats:
                 total.fold(shard)
             return total
 
-    def snapshot(self, currency: str) -> Stats:
-        t = self._total()
-        by_source: Counter[str] = Counter()
-        by_reason: Counter[str] = Counter()
-        for (src, reason), n in t.pairs.items():
-            by_source[src.value if src is not None else "none"] += n
-            by_reason[reason.value] += n
-        served = by_reason.get(Reason.SERVED.value, 0)
-        p95 = _percentile(t, 0.95)
-        return Stats(
-            feature=self.feature,
-            calls=t.calls,
-            by_source=dict(by_source),
-            by_reason=dict(by_reason),
-            fallback_rate=(t.calls - served) / t.calls if t.calls else 0.0,
-            latency_p50=_percentile(t, 0.50),
-            latency_p95=p95,
-            latency_p99=_percentile(t, 0.99),
-            latency_slo=self.slo,
-            slo_breaches=t.slo_breaches,
-            slo_met=None if self.slo is None or p95 is None else p95 <= self.slo,
-            input_tokens=t.tokens[0],
-            output_tokens=t.tokens[1],
-            cache_read_tokens=t.tokens[2],
-            reasoning_tokens=t.tokens[3],
-            cost=to_decimal(t.cost),
-            cost_per_call=to_decimal(t.cost // t.priced) if t.priced else None,
-            unknown_cost_calls=t.unknown_cost,
-            currency=currency,
-        )
 
-
-def _percentile(t: _Shard, q: float) -> float | None:
+def percentile(t: _Shard, q: float) -> float | None:
     calls = sum(t.hist)
     if not calls:
         return None
@@ -255,33 +178,17 @@ def _percentile(t: _Shard, q: float) -> float | None:
     return _upper(_BUCKETS - 1)
 
 
-_lock = threading.Lock()
-_features: dict[str, FeatureStats] = {}
-
-
 def for_feature(feature: str) -> FeatureStats:
-    found = _features.get(feature)
+    """The live figures of ``feature`` (created on first use), kept in the runtime."""
+    found = runtime.stats.get(feature)
     if found is None:
-        with _lock:
-            found = _features.setdefault(feature, FeatureStats(feature))
+        with runtime.lock:
+            found = runtime.stats.setdefault(feature, FeatureStats(feature))
     return found
 
 
-def stats(feature: str) -> Stats:
-    """A snapshot of a feature's figures in this process: calls by source and reason, fallback
-    rate, latency p50/p95/p99 (seconds, whole guarded call), SLO breaches, tokens and cost.
-
-    Example:
-        >>> import aiguard
-        >>> aiguard.stats("never-called").calls
-        0
-    """
-    prices = state.prices
-    return for_feature(feature).snapshot(prices.currency if prices is not None else "USD")
-
-
 def reset() -> None:
-    """Forget every feature's figures (tests)."""
-    with _lock:
-        for fs in _features.values():
+    """Forget every feature's figures (tests, and a forked child)."""
+    with runtime.lock:
+        for fs in runtime.stats.values():
             fs.reset()

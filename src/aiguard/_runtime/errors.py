@@ -2,32 +2,28 @@
 
 ``report(where, exc)`` is called wherever aiguard's own machinery fails (an observer, the store
 behind a review queue, ...). It logs the first failure of each kind at WARNING with its traceback,
-counts every one, and returns. With strict mode on (``aiguard.testing.strict()``), it re-raises, so
-a test suite sees the bug instead of a log line.
+counts every one (in the runtime: ``runtime.error_counts``), and returns. With strict mode on
+(``aiguard.testing.strict()``), it re-raises, so a test suite sees the bug instead of a log line.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
-import threading
+
+from .state import runtime
 
 logger = logging.getLogger("aiguard")
-
-_lock = threading.Lock()
-_seen: set[tuple[str, type[BaseException]]] = set()
-counts: collections.Counter[str] = collections.Counter()
-strict = False
 
 
 def report(where: str, exc: BaseException) -> None:
     """Record an internal failure at ``where``: log the first of its kind, count every one."""
-    with _lock:
-        counts[where] += 1
+    rt = runtime
+    with rt.lock:
+        rt.error_counts[where] += 1
         key = (where, type(exc))
-        first = key not in _seen
-        _seen.add(key)
-    if strict:
+        first = key not in rt.error_seen
+        rt.error_seen.add(key)
+    if rt.strict:
         raise exc
     if first:
         logger.warning(
@@ -38,21 +34,30 @@ def report(where: str, exc: BaseException) -> None:
         )
 
 
+def count(where: str) -> None:
+    """Count one failure at ``where`` that is reported elsewhere (e.g. as a control event)."""
+    with runtime.lock:
+        runtime.error_counts[where] += 1
+
+
 def warn_once(key: str, message: str, *args: object) -> None:
     """Log ``message`` at WARNING the first time ``key`` is seen in this process."""
-    with _lock:
-        if key in _seen_keys:
+    rt = runtime
+    with rt.lock:
+        if key in rt.error_seen:
             return
-        _seen_keys.add(key)
+        rt.error_seen.add(key)
     logger.warning(message, *args)
 
 
-_seen_keys: set[str] = set()
+def counts() -> dict[str, int]:
+    """Internal failures so far, by where they happened."""
+    with runtime.lock:
+        return dict(runtime.error_counts)
 
 
 def reset() -> None:
     """Forget what was logged and counted (tests)."""
-    with _lock:
-        _seen.clear()
-        _seen_keys.clear()
-        counts.clear()
+    with runtime.lock:
+        runtime.error_seen.clear()
+        runtime.error_counts.clear()

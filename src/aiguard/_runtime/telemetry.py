@@ -4,7 +4,7 @@ aiguard never installs a TracerProvider or MeterProvider. Until the application 
 global provider is unset, and ``tracer()`` / ``meters()`` return None after one attribute read, so
 the telemetry path costs almost nothing; a provider set later is picked up on the next call.
 Everything here is wrapped so that a telemetry failure never fails a call: it is logged once and
-counted (``aiguard._internal.counts``).
+counted (``runtime.error_counts``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from . import _internal, events
-from ._version import __version__
+from .._version import __version__
+from . import errors as _internal
+from .state import runtime
 
 # GenAI semantic conventions (development): advised histogram buckets.
 DURATION_BUCKETS = (
@@ -79,24 +80,21 @@ else:  # pragma: no cover - a future API without the private global
         return _global_tracer_provider() is None
 
 
-_tracer_for: Any = None
-_tracer: Any = None
-
-
 def tracer() -> Any:
-    """aiguard's tracer, or None when no TracerProvider has been set."""
-    global _tracer_for, _tracer
+    """aiguard's tracer, or None when no TracerProvider has been set (cached per provider, in
+    the runtime)."""
     provider = _global_tracer_provider()
     if provider is None:
         return None
-    if provider is not _tracer_for:
+    cached = runtime.tracer
+    if cached is None or cached[0] is not provider:
         try:
-            _tracer = provider.get_tracer(_SCOPE, __version__)
+            cached = (provider, provider.get_tracer(_SCOPE, __version__))
         except Exception as exc:
             _internal.report("telemetry: get_tracer", exc)
             return None
-        _tracer_for = provider
-    return _tracer
+        runtime.tracer = cached
+    return cached[1]
 
 
 class Meters:
@@ -137,24 +135,21 @@ class Meters:
         )
 
 
-_meters_for: Any = None
-_meters: Meters | None = None
-
-
 def meters() -> Meters | None:
-    """aiguard's instruments, or None when no MeterProvider has been set."""
-    global _meters_for, _meters
+    """aiguard's instruments, or None when no MeterProvider has been set (cached per provider,
+    in the runtime)."""
     provider = _global_meter_provider()
     if provider is None:
         return None
-    if provider is not _meters_for:
+    cached = runtime.meters
+    if cached is None or cached[0] is not provider:
         try:
-            _meters = Meters(provider)
+            cached = (provider, Meters(provider))
         except Exception as exc:
             _internal.report("telemetry: create instruments", exc)
             return None
-        _meters_for = provider
-    return _meters
+        runtime.meters = cached
+    return cached[1]  # type: ignore[no-any-return]
 
 
 def start(tracer: Any, name: str) -> tuple[Any, Any]:
@@ -269,7 +264,8 @@ def evaluation(fb: Any, ids: tuple[str | None, str | None]) -> None:
     span.end()
 
 
-def _on_event(event: events.ControlEvent) -> None:
+def control_event(event: Any) -> None:
+    """A control event (``aiguard.ControlEvent``) on the current span and as a counter."""
     span = otel_trace.get_current_span()
     if span.is_recording():
         attrs = {"aiguard.feature": event.feature, "aiguard.event.reason": event.reason}
@@ -282,5 +278,3 @@ def _on_event(event: events.ControlEvent) -> None:
             1, {"aiguard.feature": event.feature, "aiguard.event": event.kind.value}
         )
 
-
-events.observers.append(_on_event)

@@ -6,24 +6,13 @@ import collections
 import threading
 from time import monotonic
 
-from .outcome import Reason
-
-# What a model call's reason counts as, per rate: (error, timeout, low_confidence, fallback).
-_FLAGS: dict[Reason, tuple[int, int, int, int]] = {
-    Reason.SERVED: (0, 0, 0, 0),
-    Reason.ERROR: (1, 0, 0, 1),
-    Reason.TIMEOUT: (0, 1, 0, 1),
-    Reason.LOW_CONFIDENCE: (0, 0, 1, 1),
-    Reason.INVALID_CONFIDENCE: (0, 0, 1, 1),
-    Reason.INVALID_OUTPUT: (0, 0, 0, 1),
-}
-MODEL_REASONS = frozenset(_FLAGS)
+from .state import track
 
 
 class Window:
     """The last ``size`` model calls no older than ``seconds``: counts per kind."""
 
-    __slots__ = ("_items", "counts", "lock", "seconds", "size")
+    __slots__ = ("__weakref__", "_items", "counts", "lock", "seconds", "size")
 
     def __init__(self, size: int, seconds: float | None) -> None:
         self.size = size
@@ -33,6 +22,7 @@ class Window:
             collections.deque()
         )
         self.counts = [0, 0, 0, 0, 0]  # calls, errors, timeouts, low confidence, fallbacks
+        track(self)
 
     def add_locked(self, flags: tuple[int, int, int, int], now: float | None = None) -> list[int]:
         """Add one call (the caller holds ``lock``); returns the live counts."""

@@ -1,0 +1,182 @@
+"""Every configuration-time check, written once.
+
+Each check takes the value as given and returns it normalised, or raises
+:class:`aiguard.ConfigError` naming the field and the value: durations (seconds or a
+``timedelta``), numbers in [0, 1], names, the "a threshold needs a confidence" rule, and the
+wording of pydantic's validation errors. Nothing here runs per call.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from ._runtime.state import UNSET
+from .exceptions import ConfigError
+
+Validator = Callable[[Any], Any]
+
+
+def seconds(name: str, value: Any) -> float:
+    """``value`` (seconds or a timedelta) as positive, finite seconds; ConfigError naming
+    ``name`` and the value otherwise."""
+    given = value
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not value > 0
+        or not math.isfinite(value)
+    ):
+        raise ConfigError(f"{name}={given!r} is invalid: must be positive seconds or a timedelta")
+    return float(value)
+
+
+def unit_interval(name: str, value: Any) -> float:
+    """``value`` as a float in [0, 1]; ConfigError naming ``name`` and the value otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name}={value!r} is invalid: must be a number in [0, 1]")
+    try:
+        f = float(value)
+    except (OverflowError, ValueError):
+        f = math.nan
+    if not 0.0 <= f <= 1.0:
+        raise ConfigError(f"{name}={value!r} is invalid: must be a number in [0, 1]")
+    return f
+
+
+def needs_confidence(feature: str, threshold: Any, confidence: Any) -> None:
+    """A threshold is compared with the result's confidence: without confidence= it is a
+    setting that silently does nothing, so it is an error."""
+    if threshold is not None and threshold is not UNSET and confidence is None:
+        raise ConfigError(
+            f"feature {feature!r}: threshold={threshold!r} needs confidence=: say which "
+            "attribute, key or callable gives the result's confidence"
+        )
+
+
+def check_feature(feature: Any) -> str:
+    if not isinstance(feature, str) or not feature.strip() or feature != feature.strip():
+        raise ConfigError(
+            f"feature={feature!r} is invalid: must be a non-empty name without surrounding spaces"
+        )
+    return feature
+
+
+def check_threshold(feature: str, value: Any) -> float | None:
+    if value is None or value is UNSET:
+        return value  # type: ignore[no-any-return]
+    try:
+        return unit_interval("threshold", value)
+    except ConfigError as exc:
+        raise ConfigError(f"feature {feature!r}: {exc}") from None
+
+
+def check_timeout(feature: str, value: Any, *, name: str = "timeout") -> float | None:
+    if value is None or value is UNSET:
+        return value
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+        seconds = math.nan
+    else:
+        try:
+            seconds = float(value)
+        except (OverflowError, ValueError):
+            seconds = math.nan
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ConfigError(
+            f"feature {feature!r}: {name}={value!r} is invalid: must be a positive number of "
+            "seconds or a timedelta"
+        )
+    return seconds
+
+
+def check_confidence(feature: str, value: Any) -> Any:
+    if value is None or value is UNSET or callable(value):
+        return value
+    if isinstance(value, str) and value:
+        return value
+    raise ConfigError(
+        f"feature {feature!r}: confidence={value!r} is invalid: give an attribute or key name, "
+        "or a callable that takes the result and returns a float in [0, 1]"
+    )
+
+
+def check_catch(feature: str, value: Any) -> tuple[type[Exception], ...]:
+    types = value if isinstance(value, tuple) else (value,)
+    if not types or not all(isinstance(t, type) and issubclass(t, Exception) for t in types):
+        raise ConfigError(
+            f"feature {feature!r}: catch={value!r} is invalid: give an Exception subclass or a "
+            "tuple of them (KeyboardInterrupt, SystemExit and CancelledError always propagate)"
+        )
+    return types
+
+
+def check_validate(feature: str, value: Any) -> tuple[Validator, ...]:
+    items = value if isinstance(value, list | tuple) else (value,)
+    out: list[Validator] = []
+    for i, v in enumerate(items):
+        if isinstance(v, type) and hasattr(v, "model_validate"):
+            out.append(_pydantic_validator(v))
+        elif callable(v):
+            out.append(v)
+        else:
+            raise ConfigError(
+                f"feature {feature!r}: validate[{i}]={v!r} is invalid: give a callable that "
+                "checks the result, or a pydantic model type"
+            )
+    return tuple(out)
+
+
+def _pydantic_validator(model: Any) -> Validator:
+    def validate(result: Any) -> None:
+        model.model_validate(result, from_attributes=not isinstance(result, Mapping))
+
+    validate.__qualname__ = model.__qualname__
+    return validate
+
+
+def check_name(feature: str, name: str, value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip()):
+        return value
+    raise ConfigError(f"feature {feature!r}: {name}={value!r} is invalid: must be a non-empty name")
+
+
+def check_usage(feature: str, value: Any) -> Any:
+    if value is None or isinstance(value, bool) or callable(value):
+        return value
+    raise ConfigError(
+        f"feature {feature!r}: usage={value!r} is invalid: give a callable that reads a Usage "
+        "from the result, None (built-in readers) or False"
+    )
+
+
+def check_policy(feature: str, name: str, value: Any, kind: type) -> Any:
+    if value is None or isinstance(value, kind):
+        return value
+    raise ConfigError(
+        f"feature {feature!r}: {name}={value!r} is invalid: give an aiguard.{kind.__name__}(...)"
+    )
+
+
+def explain(
+    exc: Any, source: str, *, group: str = "features", label: str = "feature"
+) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(x) for x in err["loc"]]
+        where = []
+        if len(loc) >= 2 and loc[0] == group:
+            where.append(f"{label} {loc[1]!r}")
+            loc = loc[2:]
+        if loc:
+            where.append(f"field {'.'.join(loc)!r}")
+        value = err.get("input", "")
+        value_text = f"value {value!r}" if err["type"] != "missing" else "missing"
+        lines.append(f"{', '.join(where) or 'top level'}: {value_text}: {err['msg']}")
+    return f"{source}: " + "; ".join(lines)

@@ -1,0 +1,226 @@
+"""One guard, compiled: its fixed parts at decoration, its settings once per generation.
+
+``Core`` is built once per decorated function (all validation happens there); the drivers read
+``core.settings`` once per call, and ``refresh()`` recompiles it when the configuration
+generation moved on.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any
+
+from .._checks import needs_confidence
+from .._runtime import errors, ids, lifecycle
+from .._runtime.state import runtime
+from ..breaker import BreakerRun
+from ..fallbacks import FallbackContext
+from ..outcome import Reason
+from ..rollout import Plan, cached_positioner
+from . import decide, finish
+from .accounting import Accounting
+from .gates import GateRun
+from .pre import compile_pre, monitor
+from .settings import Settings, Spec, by_name, effective, pick
+
+
+class Core:
+    """One guard's compiled settings, and the context of each call that is not served."""
+
+    __slots__ = (
+        "__weakref__",
+        "acct",
+        "breaker",
+        "catch",
+        "chain",
+        "feature",
+        "fn",
+        "gate",
+        "is_async",
+        "monitor",
+        "position",
+        "settings",
+        "signature",
+        "spec",
+        "validators",
+    )
+
+    def __init__(self, fn: Callable[..., Any], spec: Spec, *, is_async: bool) -> None:
+        self.fn = fn
+        self.spec = spec
+        self.feature = spec.feature
+        self.is_async = is_async
+        self.catch = spec.catch
+        self.chain = spec.fallback
+        self.validators = spec.validate
+        try:
+            self.signature: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):
+            self.signature = None
+        for handler in self.chain:
+            handler.bind(fn, is_async=is_async, feature=spec.feature)
+        self.breaker = None if spec.breaker is None else BreakerRun(spec.breaker, spec.feature)
+        rollout = spec.rollout
+        self.gate = None
+        self.position = None
+        if rollout is not None:
+            salt = rollout.salt if rollout.salt is not None else spec.feature
+            self.position = cached_positioner(rollout.bucketing, spec.feature, salt)
+            Plan(rollout, spec.feature, self.signature, self.position, 0)  # checks key, segments
+            self.gate = GateRun(rollout, spec.feature) if rollout.gates is not None else None
+        self.monitor = monitor(self.breaker, self.gate)
+        self.acct = Accounting(
+            spec.feature,
+            model=spec.model,
+            provider=spec.provider,
+            operation=spec.operation,
+            usage=spec.usage,
+            budget=spec.budget,
+            latency_slo=spec.latency_slo,
+        )
+        self.settings = self.refresh()
+        runtime.cores.add(self)
+
+    def refresh(self) -> Settings:
+        """Merge control state, the guard's own arguments and configuration for its feature.
+
+        Runs on the first call after any change (and after a fork, which is a change): it also
+        makes sure the runtime's background workers run in this process."""
+        lifecycle.ensure_recorder()
+        lifecycle.ensure_workers()
+        with runtime.lock:
+            generation = runtime.generation
+            confidence, threshold, timeout = self.compile(runtime.features.get(self.feature))
+            ctl = effective(self.feature)
+        if ctl.threshold is not None:
+            if confidence is None:
+                errors.warn_once(
+                    f"control-threshold:{self.feature}",
+                    "aiguard: %s: the control threshold %s is ignored: the guard has no "
+                    "confidence= to compare it with",
+                    self.feature,
+                    ctl.threshold,
+                )
+            else:
+                threshold = ctl.threshold
+        plan = None
+        percent = None
+        rollout = self.spec.rollout
+        if rollout is not None:
+            assert self.position is not None
+            percent = ctl.percent if ctl.percent is not None else rollout.initial_percent
+            plan = Plan(rollout, self.feature, self.signature, self.position, percent)
+            if self.gate is not None:
+                self.gate.at(percent)
+        named = isinstance(confidence, str)
+        settings = Settings(
+            generation=generation,
+            extract=by_name(confidence) if named else confidence,
+            confidence_name=confidence if named else None,
+            threshold=threshold,
+            timeout=timeout,
+            pre=compile_pre(ctl.kill, self.breaker, plan, self.acct.budget),
+            percent=percent,
+        )
+        self.settings = settings
+        return settings
+
+    def compile(self, cfg: Any) -> tuple[Any, float | None, float | None]:
+        """``(confidence, threshold, timeout)`` for this guard under feature config ``cfg``.
+
+        Raises ConfigError when they do not fit together; ``configure()`` calls this for every
+        live guard before it applies anything, so a bad configuration changes nothing.
+        """
+        confidence, threshold, timeout = pick(self.spec, cfg)
+        needs_confidence(self.feature, threshold, confidence)
+        return confidence, threshold, timeout
+
+    # -- the context of a call that is not served ------------------------------------------------
+
+    def context(
+        self,
+        s: Settings,
+        n: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        reason: Reason,
+        *,
+        result: Any = None,
+        confidence: float | None = None,
+        exception: BaseException | None = None,
+        detail: str | None = None,
+        arm: str | None = None,
+        span: Any = None,
+    ) -> FallbackContext:
+        return FallbackContext(
+            feature=self.feature,
+            call_id=ids.call_id(n),
+            reason=reason,
+            args=args,
+            kwargs=kwargs,
+            model_result=result,
+            confidence=confidence,
+            threshold=s.threshold,
+            exception=exception,
+            detail=detail,
+            arm=arm,
+            rollout_percent=s.percent,
+            span=span,
+            signature=self.signature,
+        )
+
+    def failed(
+        self,
+        s: Settings,
+        n: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        exc: BaseException | None,
+        arm: str | None = None,
+        span: Any = None,
+    ) -> FallbackContext:
+        """The context for a model call that raised ``exc`` (None: aiguard's timeout fired)."""
+        reason, detail = decide.failure(exc, s.timeout)
+        return self.context(
+            s, n, args, kwargs, reason, exception=exc, detail=detail, arm=arm, span=span
+        )
+
+    def caught(
+        self,
+        s: Settings,
+        n: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        exc: Exception,
+        t0: float,
+        arm: str | None,
+        span: Any,
+    ) -> FallbackContext:
+        """The context for an exception in ``catch``; re-raises a caller's misuse."""
+        if exc.__class__ is TypeError and decide.misuse(self.signature, args, kwargs):
+            self.unhandled(s, n, args, kwargs, exc, t0, misuse=True, span=span, arm=arm)
+            raise exc
+        return self.failed(s, n, args, kwargs, exc, arm, span)
+
+    def unhandled(
+        self,
+        s: Settings,
+        n: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        exc: BaseException,
+        t0: float,
+        *,
+        misuse: bool = False,
+        span: Any = None,
+        arm: str | None = None,
+    ) -> None:
+        """Record the Outcome of a call whose exception is not in ``catch`` (it propagates).
+
+        A misuse (arguments that do not fit the function) is the caller's bug: it is not counted
+        against the model's quality (breaker, gates)."""
+        ctx = self.failed(s, n, args, kwargs, exc, arm, span)
+        outcome = finish.outcome(self, ctx, t0, perf_counter(), None, None, ())
+        finish.publish(self, outcome, span, count=not misuse, ctx=ctx)

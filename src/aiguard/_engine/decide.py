@@ -1,0 +1,117 @@
+"""Decisions, written once for both drivers: pure functions, no state and no I/O.
+
+``judge`` says whether a model result may be served; ``flow`` walks the fallback chain as a
+generator that yields the next handler to run and is sent back what it did, and returns the
+:class:`Verdict`; the sync and async drivers only execute what these decide.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import numbers
+from collections.abc import Callable, Generator, Sequence
+from typing import Any
+
+from ..exceptions import ConfigError
+from ..fallbacks import Fallback, _Queued
+from ..outcome import Attempt, Reason
+from .settings import _MISSING, Settings
+
+SERVED = Reason.SERVED
+BASELINE_REASONS = frozenset({Reason.NOT_IN_ROLLOUT, Reason.MISSING_ROLLOUT_KEY})
+
+
+def judge(
+    validators: Sequence[Callable[[Any], Any]], result: Any, s: Settings
+) -> tuple[Reason, float | None, str | None]:
+    """May ``result`` be served? ``(reason, confidence, detail)``; reason ``served`` if so."""
+    for check in validators:
+        try:
+            ok = check(result)
+        except Exception as exc:
+            return Reason.INVALID_OUTPUT, None, f"{_name(check)} rejected the result: {exc!r}"
+        if ok is False:
+            return Reason.INVALID_OUTPUT, None, f"{_name(check)} returned False"
+    extract = s.extract
+    if extract is None:
+        return SERVED, None, None
+    try:
+        raw = extract(result)
+    except Exception as exc:
+        return Reason.INVALID_CONFIDENCE, None, f"reading the confidence failed: {exc!r}"
+    if raw.__class__ is float:
+        c: float = raw
+    elif isinstance(raw, numbers.Real) and not isinstance(raw, bool):
+        c = float(raw)
+    elif raw is _MISSING or raw is None:
+        where = f" {s.confidence_name!r}" if s.confidence_name else ""
+        return Reason.INVALID_CONFIDENCE, None, f"confidence{where} is missing"
+    else:
+        return (
+            Reason.INVALID_CONFIDENCE,
+            None,
+            f"confidence {raw!r} is a {type(raw).__name__}, not a number",
+        )
+    if not 0.0 <= c <= 1.0:  # also false for NaN
+        return Reason.INVALID_CONFIDENCE, None, f"confidence {c!r} is outside [0, 1]"
+    threshold = s.threshold
+    if threshold is not None and c < threshold:
+        return Reason.LOW_CONFIDENCE, c, f"confidence {c:g} < threshold {threshold:g}"
+    return SERVED, c, None
+
+
+def failure(exc: BaseException | None, timeout: float | None) -> tuple[Reason, str]:
+    """Reason and detail of a model call that raised ``exc`` (None: aiguard's timeout fired)."""
+    if exc is None:
+        return Reason.TIMEOUT, f"the model gave no result within {timeout:g} s"
+    return (Reason.TIMEOUT if isinstance(exc, TimeoutError) else Reason.ERROR), repr(exc)
+
+
+def misuse(
+    signature: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> bool:
+    """True when the call's arguments do not fit the function: the caller's bug, not the
+    model's, so the TypeError propagates instead of going to the fallback chain."""
+    if signature is None:
+        return False
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError:
+        return True
+    return False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Verdict:
+    """How the fallback chain ended: who answered (None: nobody), with what, after which
+    attempts, at what cost of the handlers, and the review item when one was queued."""
+
+    handler: Fallback | None
+    value: Any
+    attempts: tuple[Attempt, ...]
+    spent: int
+    queued: _Queued | None = None
+
+
+def flow(chain: Sequence[Fallback]) -> Generator[Fallback, tuple[bool, Any], Verdict]:
+    """Walk the fallback chain: yields each handler, is sent ``(ok, value_or_exception)``."""
+    attempts: list[Attempt] = []
+    spent = 0  # what the handlers that ran cost
+    for handler in chain:
+        ok, value = yield handler
+        spent += handler.cost_pico
+        if not ok:
+            if isinstance(value, ConfigError):
+                raise value  # a configuration bug is surfaced, not passed on
+            attempts.append(Attempt(handler.name, handler.source, value))
+            continue
+        attempts.append(Attempt(handler.name, handler.source))
+        if isinstance(value, _Queued):
+            return Verdict(handler, value.placeholder, tuple(attempts), spent, value)
+        return Verdict(handler, value, tuple(attempts), spent)
+    return Verdict(None, None, tuple(attempts), spent)
+
+
+def _name(check: Callable[..., Any]) -> str:
+    return "validator " + getattr(check, "__qualname__", type(check).__name__)

@@ -1,0 +1,261 @@
+"""Finishing a call: its Outcome, accounting, telemetry and record, whatever its path.
+
+The served path keeps a :class:`~aiguard._runtime.records.Served` record and builds the Outcome
+only when somebody asks (``last_outcome()``, ``fn.outcome()``, an observer); every other path
+builds its Outcome here and ``publish``-es it. Failures in accounting, telemetry or recording are
+internal failures: logged once, counted, never raised into the call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from time import perf_counter
+from typing import Any
+
+from .._runtime import errors, ids, telemetry
+from .._runtime.money import pico_of, to_decimal
+from .._runtime.records import Extras, Served, served, span_ids
+from .._runtime.state import runtime
+from ..exceptions import ModelTimeout, NotServed, ReviewPending, StoreError
+from ..fallbacks import FallbackContext
+from ..outcome import MODEL_REASONS, Outcome, Reason, Source
+from .decide import BASELINE_REASONS, SERVED, Verdict, judge
+
+MODEL = Source.MODEL  # enum attribute lookups cost ~0.1 µs: the hot path uses these names
+
+_last: contextvars.ContextVar[Outcome[Any] | Served | None] = contextvars.ContextVar(
+    "aiguard_last_outcome", default=None
+)
+
+
+def served_outcome(record: Served) -> Outcome[Any]:
+    """The Outcome of a served call, from its record."""
+    s = record.settings
+    cost = record.cost
+    return Outcome(
+        value=record.value,
+        call_id=record.call_id,
+        feature=record.core.feature,
+        source=Source.MODEL,
+        reason=Reason.SERVED,
+        confidence=record.confidence,
+        threshold=s.threshold,
+        latency=record.t2 - record.t0,
+        model_latency=record.t1 - record.t0,
+        model_result=record.value,
+        started_at=ids.wall_time(record.t0),
+        arm=record.arm,
+        rollout_percent=s.percent,
+        usage=record.usage,
+        cost=None if cost is None else to_decimal(cost),
+    )
+
+
+def settle(
+    core: Any,
+    s: Any,
+    n: int,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    result: Any,
+    t0: float,
+    t1: float,
+    arm: str | None,
+    span: Any,
+) -> Served | FallbackContext:
+    """Judge the model's result: a served call is accounted for and its record returned (the
+    Outcome is built lazily); otherwise the context for the fallback chain."""
+    reason, confidence, detail = judge(core.validators, result, s)
+    if reason is not SERVED:
+        return core.context(  # type: ignore[no-any-return]
+            s,
+            n,
+            args,
+            kwargs,
+            reason,
+            result=result,
+            confidence=confidence,
+            detail=detail,
+            arm=arm,
+            span=span,
+        )
+    acct = core.acct
+    reader = acct.reader
+    usage = None
+    if reader is not None:
+        try:
+            usage = reader(result)
+        except Exception as exc:
+            errors.report(f"usage reader of {core.feature!r}", exc)
+    cost = None if runtime.prices is None else acct.cost(usage, True, 0)
+    t2 = perf_counter()
+    record = served(core, n, result, confidence, s, t0, t1, t2, arm, usage, cost)
+    _last.set(record)
+    if core.monitor is not None:
+        core.monitor(SERVED)
+    acct.report(MODEL, SERVED, t2 - t0, usage, cost, t1 - t0)
+    if span is not None:  # from the figures: no Outcome is built for the span
+        telemetry.describe(
+            span,
+            *acct.attributes(
+                ids.call_id(n), MODEL, SERVED, confidence, s.threshold, s.percent, arm,
+                usage, cost, (), None, None,
+            ),
+        )  # fmt: skip
+    recorder = runtime.recorder
+    if recorder is not None:
+        if span is None and recorder.capture is None:
+            recorder.put(record)
+        else:
+            inputs = (core.signature, args, kwargs) if recorder.capture is not None else None
+            recorder.put(Extras(record, inputs, span_ids(span), None))
+    if runtime.observers:
+        notify(served_outcome(record))
+    return record
+
+
+def outcome(
+    core: Any,
+    ctx: FallbackContext,
+    t0: float,
+    t1: float | None,
+    source: Source | None,
+    value: Any,
+    attempts: tuple[Any, ...],
+    spent: int = 0,
+    review_id: str | None = None,
+) -> Outcome[Any]:
+    """The Outcome of a call that was not served by the model."""
+    if source is not None and ctx.reason in BASELINE_REASONS:
+        source = Source.BASELINE
+    acct = core.acct
+    usage = acct.usage(ctx.model_result)
+    cost = acct.cost(usage, ctx.reason in MODEL_REASONS, spent)
+    return Outcome(
+        value=value,
+        call_id=ctx.call_id,
+        feature=core.feature,
+        source=source,
+        reason=ctx.reason,
+        confidence=ctx.confidence,
+        threshold=ctx.threshold,
+        latency=perf_counter() - t0,
+        model_latency=None if t1 is None else t1 - t0,
+        exception=ctx.exception,
+        attempts=attempts,
+        review_id=review_id,
+        model_result=ctx.model_result,
+        detail=ctx.detail,
+        started_at=ids.wall_time(t0),
+        arm=ctx.arm,
+        rollout_percent=ctx.rollout_percent,
+        usage=usage,
+        cost=None if cost is None else to_decimal(cost),
+    )
+
+
+def conclude(
+    core: Any, ctx: FallbackContext, t0: float, t1: float | None, verdict: Verdict
+) -> Outcome[Any]:
+    """The end of the fallback chain: publish its Outcome; raise when nothing was served (the
+    model's exception, ModelTimeout or NotServed) or a review is pending without a
+    placeholder."""
+    for attempt in verdict.attempts:
+        if isinstance(attempt.error, StoreError):
+            errors.report(f"fallback {attempt.handler} of {core.feature!r}", attempt.error)
+    handler = verdict.handler
+    queued = verdict.queued
+    result = outcome(
+        core,
+        ctx,
+        t0,
+        t1,
+        None if handler is None else handler.source,
+        verdict.value,
+        verdict.attempts,
+        verdict.spent,
+        None if queued is None else queued.item.id,
+    )
+    publish(core, result, ctx.span, ctx=ctx, spent=verdict.spent)
+    if handler is not None:
+        if queued is not None and not queued.has_placeholder:
+            raise ReviewPending(queued.item.id, result)
+        return result
+    if ctx.exception is not None:
+        raise ctx.exception
+    if ctx.reason is Reason.TIMEOUT:
+        raise ModelTimeout(
+            result, f"feature {core.feature!r}: {ctx.detail} and no fallback answered"
+        )
+    raise NotServed(result)
+
+
+def publish(
+    core: Any,
+    result: Outcome[Any],
+    span: Any = None,
+    *,
+    count: bool = True,
+    ctx: FallbackContext | None = None,
+    spent: int = 0,
+) -> None:
+    """Make ``result`` the last outcome, and account for it everywhere it counts. ``spent``:
+    what the fallback handlers cost, counted in the budget even when the model's cost (and so
+    the call's) is unknown."""
+    _last.set(result)
+    if count and core.monitor is not None:
+        core.monitor(result.reason)
+    acct = core.acct
+    cost = result.cost
+    exc = result.exception
+    acct.report(
+        result.source,
+        result.reason,
+        result.latency,
+        result.usage,
+        None if cost is None else pico_of(cost),
+        result.model_latency,
+        type(exc).__qualname__
+        if exc is not None
+        else ("timeout" if result.reason is Reason.TIMEOUT else None),
+        spent,
+    )
+    if span is not None:
+        telemetry.describe(span, *acct.span_attributes(result))
+    recorder = runtime.recorder
+    if recorder is not None:
+        inputs = None
+        if recorder.capture is not None and ctx is not None:
+            inputs = (core.signature, ctx.args, ctx.kwargs)
+        recorder.put(Extras(result, inputs, span_ids(span), acct.model))
+    if runtime.observers:
+        notify(result)
+
+
+def notify(result: Outcome[Any]) -> None:
+    for observer in runtime.observers:
+        try:
+            observer(result)
+        except Exception as exc:
+            errors.report("outcome observer", exc)
+
+
+def last_outcome() -> Outcome[Any] | None:
+    """The Outcome of the latest guarded call in this thread or asyncio task, if any.
+
+    Example:
+        >>> import aiguard
+        >>> @aiguard.guard("greet")
+        ... def greet(name: str) -> str:
+        ...     return "hi " + name
+        >>> greet("ada")
+        'hi ada'
+        >>> aiguard.last_outcome().call_id.startswith("ag_")
+        True
+    """
+    last = _last.get()
+    if last is None or last.__class__ is Outcome:
+        return last  # type: ignore[return-value]
+    result = served_outcome(last)  # type: ignore[arg-type]
+    _last.set(result)
+    return result

@@ -1,0 +1,240 @@
+"""What the SQL stores (SQLite, PostgreSQL) share: the review item, the schema version, the
+reads and the row conversions. Both store modules import this one, never each other."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any, Literal
+
+from ._runtime import serialize as _serialize
+from ._runtime.records import CALL_RECORD_COLUMNS
+from .exceptions import ReviewError
+from .limits import Limits
+from .rollout import StageFigures
+
+SCHEMA_VERSION = 4
+
+ReviewStatus = Literal["pending", "resolved"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReviewItem:
+    """One call waiting for (or resolved by) a human reviewer.
+
+    Values are stored as JSON (see docs/review-queue.md for the rule): ``arguments`` maps the
+    model function's parameter names to the call's values; ``answer`` is the reviewer's answer,
+    the label of a labelled example.
+
+    Example:
+        >>> import aiguard
+        >>> item = aiguard.ReviewItem(id="rv_1", feature="triage", call_id="ag_1",
+        ...                           reason="low_confidence", arguments={"text": "hi"})
+        >>> item.status
+        'pending'
+    """
+
+    id: str
+    feature: str
+    call_id: str
+    reason: str
+    arguments: dict[str, Any]
+    model_result: Any = None
+    confidence: float | None = None
+    created_at: float = 0.0
+    status: ReviewStatus = "pending"
+    answer: Any = None
+    reviewer: str | None = None
+    note: str | None = None
+    resolved_at: float | None = None
+    claimed_by: str | None = None
+    claimed_until: float | None = None
+
+
+_REVIEW_COLUMNS = (
+    "id, feature, call_id, reason, arguments, model_result, confidence, created_at, status, "
+    "answer, reviewer, note, resolved_at, claimed_by, claimed_until"
+)
+
+
+class _SqlReads:
+    """What the SQL stores do alike: writing a review item, and every read. ``_mark`` is the
+    driver's placeholder; ``_run(sql, params)`` runs one statement and returns its rows."""
+
+    _mark = "?"
+
+    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _where(self, **conditions: Any) -> tuple[str, tuple[Any, ...]]:
+        return _where(self._mark, **conditions)
+
+    def add_review(self, item: ReviewItem) -> None:
+        marks = ",".join([self._mark] * 13)
+        self._run(
+            f"INSERT INTO review_items ({_REVIEW_COLUMNS}) VALUES ({marks},NULL,NULL)",
+            (
+                item.id,
+                item.feature,
+                item.call_id,
+                item.reason,
+                _serialize.dumps(item.arguments),
+                None if item.model_result is None else _serialize.dumps(item.model_result),
+                item.confidence,
+                item.created_at,
+                item.status,
+                None if item.answer is None else _serialize.dumps(item.answer),
+                item.reviewer,
+                item.note,
+                item.resolved_at,
+            ),
+        )
+
+    def get_review(self, review_id: str) -> ReviewItem | None:
+        rows = self._run(
+            f"SELECT {_REVIEW_COLUMNS} FROM review_items WHERE id = {self._mark}", (review_id,)
+        )
+        return _item(rows[0]) if rows else None
+
+    def list_reviews(
+        self, *, feature: str | None, status: ReviewStatus | None, limit: int
+    ) -> list[ReviewItem]:
+        where, params = self._where(feature=feature, status=status)
+        rows = self._run(
+            f"SELECT {_REVIEW_COLUMNS} FROM review_items{where} ORDER BY created_at, id "
+            f"LIMIT {self._mark}",
+            (*params, limit),
+        )
+        return [_item(r) for r in rows]
+
+    def count_reviews(self, *, feature: str | None, status: ReviewStatus | None) -> int:
+        where, params = self._where(feature=feature, status=status)
+        return int(self._run(f"SELECT COUNT(*) FROM review_items{where}", params)[0][0])
+
+    def stage_figures(self, feature: str | None) -> list[StageFigures]:
+        where, params = self._where(feature=feature)
+        rows = self._run(
+            "SELECT feature, percent, calls, errors, timeouts, low_confidence, fallbacks, gate "
+            f"FROM stage_figures{where} ORDER BY updated_at",
+            params,
+        )
+        return figures_from_rows(rows)
+
+    def get_call(self, call_id: str) -> dict[str, Any] | None:
+        rows = self._run(f"SELECT * FROM call_records WHERE call_id = {self._mark}", (call_id,))
+        return dict(zip(CALL_RECORD_COLUMNS, rows[0], strict=True)) if rows else None
+
+    def call_records(
+        self, *, feature: str | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        where, params = self._where(feature=feature, since=("started_at", since))
+        rows = self._run(f"SELECT * FROM call_records{where} ORDER BY started_at", params)
+        return [dict(zip(CALL_RECORD_COLUMNS, r, strict=True)) for r in rows]
+
+    def feedback_rows(
+        self, *, feature: str | None = None, since: float | None = None, call_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        where, params = self._where(feature=feature, since=("created_at", since), call_id=call_id)
+        rows = self._run(f"SELECT * FROM feedback{where} ORDER BY id", params)
+        return [dict(zip(FEEDBACK_COLUMNS, r, strict=True)) for r in rows]
+
+
+FEEDBACK_COLUMNS = (
+    "id", "call_id", "feature", "kind", "accepted", "score", "label", "edited",
+    "edit_distance", "comment", "by", "attributes", "created_at",
+)  # fmt: skip
+
+
+
+
+def _where(mark: str = "?", **conditions: Any) -> tuple[str, tuple[Any, ...]]:
+    """A WHERE clause (always present, so callers can add ``AND ...``) and its parameters:
+    ``name=value`` is an equality, ``name=(column, value)`` a lower bound; None is no condition.
+    ``mark`` is the driver's placeholder (``?`` for sqlite3, ``%s`` for psycopg)."""
+    clauses, params = ["1 = 1"], []
+    for name, value in conditions.items():
+        if isinstance(value, tuple):
+            column, value = value
+            if value is not None:
+                clauses.append(f"{column} >= {mark}")
+                params.append(value)
+        elif value is not None:
+            clauses.append(f"{name} = {mark}")
+            params.append(value)
+    return " WHERE " + " AND ".join(clauses), tuple(params)
+
+
+def figures_to_params(process: str, rows: list[StageFigures]) -> list[tuple[Any, ...]]:
+    """``stage_figures`` rows for this process's figures, stamped now."""
+    now = time.time()
+    return [
+        (
+            process,
+            r.feature,
+            r.percent,
+            r.calls,
+            r.errors,
+            r.timeouts,
+            r.low_confidence,
+            r.fallbacks,
+            None if r.gate is None else json.dumps(dataclasses.asdict(r.gate)),
+            now,
+        )
+        for r in rows
+    ]
+
+
+def figures_from_rows(rows: list[tuple[Any, ...]]) -> list[StageFigures]:
+    """StageFigures from ``stage_figures`` rows (feature, percent, five counts, gate JSON)."""
+    return [
+        StageFigures(
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            None if r[7] is None else Limits(**json.loads(r[7])),
+        )
+        for r in rows
+    ]
+
+
+def _check_claim(
+    review_id: str, claimed_by: str | None, claimed_until: float | None, reviewer: str | None
+) -> None:
+    """A live claim by another reviewer forbids resolving the item."""
+    if (
+        claimed_by is not None
+        and claimed_until is not None
+        and claimed_until >= time.time()
+        and claimed_by != reviewer
+    ):
+        raise ReviewError(
+            f"review item {review_id!r} is claimed by {claimed_by!r} until "
+            f"{time.strftime('%H:%M:%S', time.localtime(claimed_until))}"
+        )
+
+
+def _item(row: tuple[Any, ...]) -> ReviewItem:
+    return ReviewItem(
+        id=row[0],
+        feature=row[1],
+        call_id=row[2],
+        reason=row[3],
+        arguments=_serialize.loads(row[4]),
+        model_result=_serialize.loads(row[5]),
+        confidence=row[6],
+        created_at=row[7],
+        status=row[8],
+        answer=_serialize.loads(row[9]),
+        reviewer=row[10],
+        note=row[11],
+        resolved_at=row[12],
+        claimed_by=row[13] if len(row) > 13 else None,
+        claimed_until=row[14] if len(row) > 14 else None,
+    )
+
+
