@@ -146,7 +146,7 @@ def test_rollout_check_sums_every_replica_and_fails_a_breach(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Figures from several processes at the current percentage are summed and judged."""
-    from aiguard.rollout import StageFigures
+    from aiguard.limits import StageFigures
 
     store_path = tmp_path / "store.db"
     control = tmp_path / "control.toml"

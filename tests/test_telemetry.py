@@ -225,7 +225,6 @@ def test_telemetry_failures_never_fail_the_call(caplog: pytest.LogCaptureFixture
     """A span processor that raises is logged once and counted; calls still succeed."""
     from opentelemetry.sdk.trace import SpanProcessor
 
-
     class Exploding(SpanProcessor):
         def on_end(self, span: Any) -> None:
             raise RuntimeError("exporter down")

@@ -69,7 +69,7 @@ def check_feature(feature: Any) -> str:
 
 def check_threshold(feature: str, value: Any) -> float | None:
     if value is None or value is UNSET:
-        return value  # type: ignore[no-any-return]
+        return value
     try:
         return unit_interval("threshold", value)
     except ConfigError as exc:
@@ -164,9 +164,7 @@ def check_policy(feature: str, name: str, value: Any, kind: type) -> Any:
     )
 
 
-def explain(
-    exc: Any, source: str, *, group: str = "features", label: str = "feature"
-) -> str:
+def explain(exc: Any, source: str, *, group: str = "features", label: str = "feature") -> str:
     lines = []
     for err in exc.errors():
         loc = [str(x) for x in err["loc"]]

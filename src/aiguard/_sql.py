@@ -11,8 +11,7 @@ from typing import Any, Literal
 from ._runtime import serialize as _serialize
 from ._runtime.records import CALL_RECORD_COLUMNS
 from .exceptions import ReviewError
-from .limits import Limits
-from .rollout import StageFigures
+from .limits import Limits, StageFigures
 
 SCHEMA_VERSION = 4
 
@@ -146,8 +145,6 @@ FEEDBACK_COLUMNS = (
 )  # fmt: skip
 
 
-
-
 def _where(mark: str = "?", **conditions: Any) -> tuple[str, tuple[Any, ...]]:
     """A WHERE clause (always present, so callers can add ``AND ...``) and its parameters:
     ``name=value`` is an equality, ``name=(column, value)`` a lower bound; None is no condition.
@@ -236,5 +233,3 @@ def _item(row: tuple[Any, ...]) -> ReviewItem:
         claimed_by=row[13] if len(row) > 13 else None,
         claimed_until=row[14] if len(row) > 14 else None,
     )
-
-

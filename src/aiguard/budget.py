@@ -67,7 +67,8 @@ class Budget:
 def for_feature(feature: str, budget: Budget) -> BudgetRun:
     """The spend of ``feature`` in this process, shared by every guard of the feature; a guard
     that declares a different budget for the same feature is a ConfigError."""
-    declared, run = budgets.for_feature(feature, budget, BudgetRun(budget.limit, budget.seconds))
+    new = BudgetRun(Decimal(budget.limit), budget.seconds)
+    declared, run = budgets.for_feature(feature, budget, new)
     if declared != budget:
         raise ConfigError(
             f"feature {feature!r}: budget={budget!r} differs from the budget another guard "

@@ -24,9 +24,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._engine.settings import ALL
 from ._runtime.state import STORE_ENV
 from .control import (
-    ALL,
     ControlState,
     FeatureControl,
     default_control_path,
@@ -34,7 +34,8 @@ from .control import (
     write_control_file,
 )
 from .exceptions import AiguardError, ConfigError
-from .rollout import StageFigures, check_percent, summed
+from .limits import StageFigures, summed
+from .rollout import check_percent
 from .store import Store, open_store
 
 

@@ -31,7 +31,7 @@ from ._checks import explain, seconds
 from ._runtime import lifecycle
 from ._runtime.records import Capture
 from ._runtime.state import UNSET, runtime
-from .control import as_source, start_sources, stop_sources
+from .control import ControlFile, ControlSource, start_sources, stop_sources
 from .exceptions import ConfigError
 from .pricing import PriceTable
 from .store import Store, open_store
@@ -247,6 +247,18 @@ def configure(
         start_sources(sources)
     elif control is None:
         stop_sources()
+
+
+def as_source(spec: Any, interval: float | timedelta) -> ControlSource:
+    if isinstance(spec, str) and spec.startswith(("redis://", "rediss://", "unix://")):
+        from .redis import RedisControl
+
+        return RedisControl(spec, interval=interval)
+    if isinstance(spec, str | os.PathLike):
+        return ControlFile(spec, interval=interval)
+    if isinstance(spec, ControlSource):
+        return spec
+    raise ConfigError(f"control={spec!r} is invalid: give a control file path or a ControlSource")
 
 
 def _exit_timeout(value: Any) -> float:

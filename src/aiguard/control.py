@@ -427,18 +427,6 @@ def stop_sources() -> None:
         lifecycle.remove_worker(name)
 
 
-def as_source(spec: Any, interval: float | timedelta) -> ControlSource:
-    if isinstance(spec, str) and spec.startswith(("redis://", "rediss://", "unix://")):
-        from .redis import RedisControl
-
-        return RedisControl(spec, interval=interval)
-    if isinstance(spec, str | os.PathLike):
-        return ControlFile(spec, interval=interval)
-    if isinstance(spec, ControlSource):
-        return spec
-    raise ConfigError(f"control={spec!r} is invalid: give a control file path or a ControlSource")
-
-
 def default_control_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The control file the CLI edits: ``--control``, else $AIGUARD_CONTROL, else
     ``./aiguard-control.toml``."""

@@ -56,7 +56,6 @@ class ControlEvent:
     at: float = dataclasses.field(default_factory=time.time)
 
 
-
 _LEVEL = {
     EventKind.PROBE: logging.INFO,
     EventKind.REVIVE: logging.INFO,

@@ -111,8 +111,8 @@ class _Decorator:
                 "guard a function that returns the model's result"
             )
         if inspect.iscoroutinefunction(fn):
-            return wrap_async(fn, Core(fn, self.spec, is_async=True))  # type: ignore[arg-type]
-        return wrap_sync(fn, Core(fn, self.spec, is_async=False))
+            return wrap_async(fn, Core(fn, self.spec, is_async=True))  # type: ignore[no-any-return]
+        return wrap_sync(fn, Core(fn, self.spec, is_async=False))  # type: ignore[no-any-return]
 
 
 def guard(

@@ -80,3 +80,47 @@ class Limits:
                 if rate > limit and not math.isclose(rate, limit):
                     return f"{label} {rate:.3g} > {limit:g} over {calls} calls"
         return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StageFigures:
+    """Counts of model calls at one percentage (from one process, or summed)."""
+
+    feature: str
+    percent: float
+    calls: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    low_confidence: int = 0
+    fallbacks: int = 0
+    gate: Limits | None = None
+
+    def breach(self) -> str | None:
+        if self.gate is None:
+            return None
+        return self.gate.breach(
+            calls=self.calls,
+            errors=self.errors,
+            timeouts=self.timeouts,
+            low_confidence=self.low_confidence,
+            fallbacks=self.fallbacks,
+        )
+
+
+def summed(rows: list[StageFigures]) -> StageFigures | None:
+    """Add up several processes' figures for one feature and percentage."""
+    if not rows:
+        return None
+    first = rows[0]
+    total: dict[str, Any] = {
+        "calls": 0,
+        "errors": 0,
+        "timeouts": 0,
+        "low_confidence": 0,
+        "fallbacks": 0,
+    }
+    for r in rows:
+        for k in total:
+            total[k] += getattr(r, k)
+    gate = next((r.gate for r in rows if r.gate is not None), None)
+    return StageFigures(first.feature, first.percent, gate=gate, **total)

@@ -11,8 +11,9 @@ from typing import Any
 
 from ._checks import seconds
 from ._runtime import serialize as _serialize
+from ._sql import ReviewStatus
 from .exceptions import ConfigError, ReviewError
-from .store import ReviewItem, ReviewStatus, Store, configured, open_store
+from .store import ReviewItem, Store, configured, open_store
 
 __all__ = ["ReviewQueue"]
 

@@ -86,8 +86,6 @@ def _snapshot(fs: FeatureStats, currency: str) -> Stats:
     )
 
 
-
-
 def stats(feature: str) -> Stats:
     """A snapshot of a feature's figures in this process: calls by source and reason, fallback
     rate, latency p50/p95/p99 (seconds, whole guarded call), SLO breaches, tokens and cost.

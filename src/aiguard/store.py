@@ -60,11 +60,9 @@ from ._sql import (
     figures_to_params,
 )
 from .exceptions import ConfigError, ReviewError, StoreError
-from .rollout import StageFigures
+from .limits import StageFigures
 
 __all__ = ["ReviewItem", "SQLiteStore", "Store", "open_store"]
-
-
 
 
 @runtime_checkable

@@ -255,7 +255,7 @@ def last_outcome() -> Outcome[Any] | None:
     """
     last = _last.get()
     if last is None or last.__class__ is Outcome:
-        return last  # type: ignore[return-value]
+        return last
     result = served_outcome(last)  # type: ignore[arg-type]
     _last.set(result)
     return result

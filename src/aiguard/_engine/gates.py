@@ -15,9 +15,9 @@ from .. import events
 from .._runtime import errors, ids, lifecycle
 from .._runtime.state import runtime, track
 from ..events import ControlEvent, EventKind
-from ..limits import Limits
+from ..limits import Limits, StageFigures
 from ..outcome import _FLAGS, Reason
-from ..rollout import Rollout, StageFigures
+from ..rollout import Rollout
 
 FLUSH_SECONDS = 2.0
 FLUSHER = "aiguard-gates"

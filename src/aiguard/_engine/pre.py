@@ -64,5 +64,3 @@ def monitor(breaker: BreakerRun | None, gate: GateRun | None) -> Callable[[Reaso
         g(reason)
 
     return both
-
-

@@ -134,5 +134,3 @@ def by_name(name: str) -> Extract:
         return value
 
     return extract
-
-

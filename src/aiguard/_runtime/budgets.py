@@ -16,7 +16,7 @@ def for_feature(feature: str, declared: Any, new: BudgetRun) -> tuple[Any, Budge
     with runtime.lock:
         found = runtime.budgets.get(feature)
         if found is not None:
-            return found  # type: ignore[no-any-return]
+            return found
         runtime.budgets[feature] = (declared, new)
         shared = runtime.budget_store
     if shared is not None:

@@ -47,16 +47,16 @@ class Served(tuple):  # type: ignore[type-arg]
 
     __slots__ = ()
 
-    core: Any = property(operator.itemgetter(0))  # type: ignore[assignment]
+    core: Any = property(operator.itemgetter(0))
     number: int = property(operator.itemgetter(1))  # type: ignore[assignment]
-    value: Any = property(operator.itemgetter(2))  # type: ignore[assignment]
+    value: Any = property(operator.itemgetter(2))
     confidence: float | None = property(operator.itemgetter(3))  # type: ignore[assignment]
-    settings: Any = property(operator.itemgetter(4))  # type: ignore[assignment]
+    settings: Any = property(operator.itemgetter(4))
     t0: float = property(operator.itemgetter(5))  # type: ignore[assignment]
     t1: float = property(operator.itemgetter(6))  # type: ignore[assignment]
     t2: float = property(operator.itemgetter(7))  # type: ignore[assignment]
     arm: str | None = property(operator.itemgetter(8))  # type: ignore[assignment]
-    usage: Any = property(operator.itemgetter(9))  # type: ignore[assignment]
+    usage: Any = property(operator.itemgetter(9))
     cost: int | None = property(operator.itemgetter(10))  # type: ignore[assignment]
 
     @property

@@ -76,7 +76,7 @@ def reinit_tracked() -> None:
     for owner in owners:
         for value in _attributes(owner):
             if isinstance(value, _LOCK_TYPES):
-                value._at_fork_reinit()
+                value._at_fork_reinit()  # type: ignore[union-attr]
     for owner in owners:
         hook = getattr(owner, "_after_fork", None)
         if hook is not None:

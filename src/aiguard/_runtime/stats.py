@@ -184,7 +184,7 @@ def for_feature(feature: str) -> FeatureStats:
     if found is None:
         with runtime.lock:
             found = runtime.stats.setdefault(feature, FeatureStats(feature))
-    return found
+    return found  # type: ignore[no-any-return]
 
 
 def reset() -> None:

@@ -149,7 +149,7 @@ def meters() -> Meters | None:
             _internal.report("telemetry: create instruments", exc)
             return None
         runtime.meters = cached
-    return cached[1]  # type: ignore[no-any-return]
+    return cached[1]
 
 
 def start(tracer: Any, name: str) -> tuple[Any, Any]:
@@ -277,4 +277,3 @@ def control_event(event: Any) -> None:
         m.control_events.add(
             1, {"aiguard.feature": event.feature, "aiguard.event": event.kind.value}
         )
-
