@@ -21,7 +21,7 @@ from ..pricing import PriceTable, pico_cost
 from ..usage import Usage, as_usage, read_usage
 
 UsageReader = Callable[[Any], Any]
-no_meter = telemetry.no_meter
+metrics_api = telemetry.metrics_api
 
 
 class Accounting:
@@ -165,7 +165,7 @@ class Accounting:
                         "(configure prices, and return token usage or a per-call price)",
                         self.feature,
                     )
-            if not no_meter():
+            if metrics_api._METER_PROVIDER is not None:
                 m = telemetry.meters()
                 if m is not None:
                     self._metrics(m, source, reason, usage, cost, model_latency, error_type)

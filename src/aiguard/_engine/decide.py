@@ -7,11 +7,10 @@ generator that yields the next handler to run and is sent back what it did, and 
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import numbers
 from collections.abc import Callable, Generator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..exceptions import ConfigError
 from ..fallbacks import Fallback, _Queued
@@ -82,8 +81,7 @@ def misuse(
     return False
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """How the fallback chain ended: who answered (None: nobody), with what, after which
     attempts, at what cost of the handlers, and the review item when one was queued."""
 

@@ -30,11 +30,12 @@ R = TypeVar("R")
 
 def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
     TimedOut = workers.TimedOut
+    settle = finish.settler(core)
     span_name = core.acct.span_name
-    no_tracer = telemetry.no_tracer
+    api = telemetry.trace_api  # api._TRACER_PROVIDER is None: no tracing, one attribute read
 
     def run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if no_tracer():
+        if api._TRACER_PROVIDER is None:
             return body(args, kwargs, None)
         tracer = telemetry.tracer()
         span, token = (None, None) if tracer is None else telemetry.start(tracer, span_name)
@@ -73,16 +74,16 @@ def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
             core.unhandled(s, n, args, kwargs, exc, t0, span=span, arm=arm)
             raise
         t1 = perf_counter()
-        out = finish.settle(core, s, n, args, kwargs, result, t0, t1, arm, span)
+        out = settle(s, n, args, kwargs, result, t0, t1, arm, span)
         return out if out.__class__ is Served else drive_sync(core, out, t0, t1)
 
     @functools.wraps(fn)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        record = body(args, kwargs, None) if no_tracer() else run(args, kwargs)
+        record = body(args, kwargs, None) if api._TRACER_PROVIDER is None else run(args, kwargs)
         return record.value  # type: ignore[no-any-return]
 
     def outcome(*args: P.args, **kwargs: P.kwargs) -> Outcome[R]:
-        record = body(args, kwargs, None) if no_tracer() else run(args, kwargs)
+        record = body(args, kwargs, None) if api._TRACER_PROVIDER is None else run(args, kwargs)
         return finish.served_outcome(record) if record.__class__ is Served else record
 
     return _attach(call, outcome, core)
@@ -124,11 +125,12 @@ def _handler_span(ctx: Any, handler: Fallback) -> Any:
 
 def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
     timeout_cm = asyncio.timeout
+    settle = finish.settler(core)
     span_name = core.acct.span_name
-    no_tracer = telemetry.no_tracer
+    api = telemetry.trace_api  # api._TRACER_PROVIDER is None: no tracing, one attribute read
 
     async def run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if no_tracer():
+        if api._TRACER_PROVIDER is None:
             return await body(args, kwargs, None)
         tracer = telemetry.tracer()
         span, token = (None, None) if tracer is None else telemetry.start(tracer, span_name)
@@ -173,16 +175,16 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
             core.unhandled(s, n, args, kwargs, exc, t0, span=span, arm=arm)
             raise
         t1 = perf_counter()
-        out = finish.settle(core, s, n, args, kwargs, result, t0, t1, arm, span)
+        out = settle(s, n, args, kwargs, result, t0, t1, arm, span)
         return out if out.__class__ is Served else await drive_async(core, out, t0, t1)
 
     @functools.wraps(fn)
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        record = await (body(args, kwargs, None) if no_tracer() else run(args, kwargs))
+        record = await (body(args, kwargs, None) if api._TRACER_PROVIDER is None else run(args, kwargs))
         return record.value  # type: ignore[no-any-return]
 
     async def outcome(*args: P.args, **kwargs: P.kwargs) -> Outcome[R]:
-        record = await (body(args, kwargs, None) if no_tracer() else run(args, kwargs))
+        record = await (body(args, kwargs, None) if api._TRACER_PROVIDER is None else run(args, kwargs))
         return finish.served_outcome(record) if record.__class__ is Served else record
 
     return _attach(call, outcome, core)

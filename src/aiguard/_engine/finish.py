@@ -9,6 +9,7 @@ internal failures: logged once, counted, never raised into the call.
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
@@ -51,67 +52,88 @@ def served_outcome(record: Served) -> Outcome[Any]:
     )
 
 
-def settle(
-    core: Any,
-    s: Any,
-    n: int,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    result: Any,
-    t0: float,
-    t1: float,
-    arm: str | None,
-    span: Any,
-) -> Served | FallbackContext:
-    """Judge the model's result: a served call is accounted for and its record returned (the
-    Outcome is built lazily); otherwise the context for the fallback chain."""
-    reason, confidence, detail = judge(core.validators, result, s)
-    if reason is not SERVED:
-        return core.context(  # type: ignore[no-any-return]
-            s,
-            n,
-            args,
-            kwargs,
-            reason,
-            result=result,
-            confidence=confidence,
-            detail=detail,
-            arm=arm,
-            span=span,
-        )
+def settler(core: Any) -> Callable[..., Served | FallbackContext]:
+    """The per-call ``settle`` of one guard, its fixed parts bound once at decoration."""
+    validators = core.validators
+    context = core.context
+    monitor = core.monitor
+    feature = core.feature
+    signature = core.signature
     acct = core.acct
     reader = acct.reader
-    usage = None
-    if reader is not None:
-        try:
-            usage = reader(result)
-        except Exception as exc:
-            errors.report(f"usage reader of {core.feature!r}", exc)
-    cost = None if runtime.prices is None else acct.cost(usage, True, 0)
-    t2 = perf_counter()
-    record = served(core, n, result, confidence, s, t0, t1, t2, arm, usage, cost)
-    _last.set(record)
-    if core.monitor is not None:
-        core.monitor(SERVED)
-    acct.report(MODEL, SERVED, t2 - t0, usage, cost, t1 - t0)
-    if span is not None:  # from the figures: no Outcome is built for the span
-        telemetry.describe(
-            span,
-            *acct.attributes(
-                ids.call_id(n), MODEL, SERVED, confidence, s.threshold, s.percent, arm,
-                usage, cost, (), None, None,
-            ),
-        )  # fmt: skip
-    recorder = runtime.recorder
-    if recorder is not None:
-        if span is None and recorder.capture is None:
-            recorder.put(record)
+    cost_of = acct.cost
+    report = acct.report
+    attributes = acct.attributes
+    count = acct.record  # the feature's figures: all a served call reports without a budget
+    unbudgeted = acct.budget is None
+    metrics = telemetry.metrics_api  # ._METER_PROVIDER is None: no metrics
+
+    def settle(
+        s: Any,
+        n: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        result: Any,
+        t0: float,
+        t1: float,
+        arm: str | None,
+        span: Any,
+    ) -> Served | FallbackContext:
+        """Judge the model's result: a served call is accounted for and its record returned
+        (the Outcome is built lazily); otherwise the context for the fallback chain."""
+        reason, confidence, detail = judge(validators, result, s)
+        if reason is not SERVED:
+            return context(  # type: ignore[no-any-return]
+                s,
+                n,
+                args,
+                kwargs,
+                reason,
+                result=result,
+                confidence=confidence,
+                detail=detail,
+                arm=arm,
+                span=span,
+            )
+        usage = None
+        if reader is not None:
+            try:
+                usage = reader(result)
+            except Exception as exc:
+                errors.report(f"usage reader of {feature!r}", exc)
+        cost = None if runtime.prices is None else cost_of(usage, True, 0)
+        t2 = perf_counter()
+        record = served((core, n, result, confidence, s, t0, t1, t2, arm, usage, cost))
+        _last.set(record)
+        if monitor is not None:
+            monitor(SERVED)
+        if unbudgeted and metrics._METER_PROVIDER is None:
+            try:
+                count(MODEL, SERVED, t2 - t0, usage, cost)
+            except Exception as exc:
+                errors.report(f"accounting of {feature!r}", exc)
         else:
-            inputs = (core.signature, args, kwargs) if recorder.capture is not None else None
-            recorder.put(Extras(record, inputs, span_ids(span), None))
-    if runtime.observers:
-        notify(served_outcome(record))
-    return record
+            report(MODEL, SERVED, t2 - t0, usage, cost, t1 - t0)
+        if span is not None:  # from the figures: no Outcome is built for the span
+            telemetry.describe(
+                span,
+                *attributes(
+                    ids.call_id(n), MODEL, SERVED, confidence, s.threshold, s.percent, arm,
+                    usage, cost, (), None, None,
+                ),
+            )  # fmt: skip
+        recorder = runtime.recorder
+        if recorder is not None:
+            if span is None and recorder.capture is None:
+                recorder.put(record)
+            else:
+                inputs = (signature, args, kwargs) if recorder.capture is not None else None
+                recorder.put(Extras(record, inputs, span_ids(span), None))
+        if runtime.observers:
+            notify(served_outcome(record))
+        return record
+
+    return settle
 
 
 def outcome(

@@ -17,6 +17,7 @@ runtime writes it within ``exit_timeout``.
 from __future__ import annotations
 
 import collections
+import functools
 import inspect
 import operator
 import threading
@@ -43,7 +44,7 @@ CALL_RECORD_COLUMNS = (
 
 class Served(tuple):  # type: ignore[type-arg]
     """A served call's raw figures: all the served path keeps until somebody asks for its
-    Outcome. Built by :func:`served`; read by name."""
+    Outcome. Built by :data:`served`; read by name."""
 
     __slots__ = ()
 
@@ -64,25 +65,9 @@ class Served(tuple):  # type: ignore[type-arg]
         return ids.call_id(self[1])
 
 
-_new = tuple.__new__
-
-
-def served(
-    core: Any,
-    number: int,
-    value: Any,
-    confidence: float | None,
-    settings: Any,
-    t0: float,
-    t1: float,
-    t2: float,
-    arm: str | None,
-    usage: Any,
-    cost: int | None,
-) -> Served:
-    """The record of a served call (core, call number, value, confidence, settings, start,
-    model end, end, rollout arm, usage, cost in pico-units)."""
-    return _new(Served, (core, number, value, confidence, settings, t0, t1, t2, arm, usage, cost))
+served: Callable[[tuple[Any, ...]], Served] = functools.partial(tuple.__new__, Served)
+"""The record of a served call, from the tuple (core, call number, value, confidence, settings,
+start, model end, end, rollout arm, usage, cost in pico-units): a C-level call, for the hot path."""
 
 
 class Capture:

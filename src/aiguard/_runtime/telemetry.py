@@ -68,6 +68,29 @@ def _global_meter_provider() -> Any:
         return None if type(provider).__name__ == "_ProxyMeterProvider" else provider
 
 
+class _Shim:
+    """Stands in for the API modules if a future API drops their private globals: the same
+    attribute names, read through the public getters."""
+
+    @property
+    def _TRACER_PROVIDER(self) -> Any:  # noqa: N802 - the name of the global it stands for
+        return _global_tracer_provider()
+
+    @property
+    def _METER_PROVIDER(self) -> Any:  # noqa: N802
+        return _global_meter_provider()
+
+
+# What the per-call path reads: ``trace_api._TRACER_PROVIDER is None`` and
+# ``metrics_api._METER_PROVIDER is None`` mean "no provider set", in one attribute read.
+trace_api: Any = otel_trace if hasattr(otel_trace, "_TRACER_PROVIDER") else _Shim()
+metrics_api: Any = (
+    _metrics_internal
+    if _metrics_internal is not None and hasattr(_metrics_internal, "_METER_PROVIDER")
+    else _Shim()
+)
+
+
 if hasattr(otel_trace, "_TRACER_PROVIDER"):
 
     def no_tracer() -> bool:
