@@ -64,6 +64,8 @@ from .limits import StageFigures
 
 __all__ = ["ReviewItem", "SQLiteStore", "Store", "open_store"]
 
+FORK_WAIT = 2.0  # the most a fork waits for a running SQLite statement to end
+
 
 @runtime_checkable
 class Store(Protocol):
@@ -153,14 +155,26 @@ class SQLiteStore(_SqlReads):
                 self.path, check_same_thread=False, isolation_level=None, timeout=30.0
             )
             self._migrate()
+            limit = self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store at {self.path!r}: {exc}") from exc
+        self._rows_per_statement = max(1, min(500, limit // len(CALL_RECORD_COLUMNS)))
         track(self)
+
+    def _before_fork(self) -> None:
+        # No statement may be running at the fork: SQLite keeps per-file lock state in process
+        # memory, and a child that inherits it mid-transaction waits on itself for ever.
+        self._forking = self._lock.acquire(timeout=FORK_WAIT)
+
+    def _after_fork_in_parent(self) -> None:
+        if self.__dict__.pop("_forking", False):
+            self._lock.release()
 
     def _after_fork(self) -> None:
         """In a forked child: a connection of its own (SQLite connections must not cross a
         fork). The parent's is left alone: closing it here could checkpoint the parent's WAL.
         An in-memory database cannot be re-opened: the child keeps its private copy."""
+        self.__dict__.pop("_forking", None)  # the lock itself was re-created
         if self.path == ":memory:":
             return
         try:
@@ -362,13 +376,23 @@ class SQLiteStore(_SqlReads):
         """Insert call records (tuples in ``CALL_RECORD_COLUMNS`` order), in one transaction."""
         if not rows:
             return
-        marks = ",".join("?" * len(CALL_RECORD_COLUMNS))
+        row_marks = "(" + ",".join("?" * len(CALL_RECORD_COLUMNS)) + ")"
+        per = self._rows_per_statement
         try:
             with self._lock:
                 db = self._db
                 db.execute("BEGIN")
                 try:
-                    db.executemany(f"INSERT OR REPLACE INTO call_records VALUES ({marks})", rows)
+                    # many rows per statement: one step of SQLite per chunk, so the GIL is
+                    # handed over a few times per batch, not twice per row (under load, a
+                    # batch written row by row held the write lock for seconds)
+                    for i in range(0, len(rows), per):
+                        chunk = rows[i : i + per]
+                        db.execute(
+                            "INSERT OR REPLACE INTO call_records VALUES "
+                            + ",".join([row_marks] * len(chunk)),
+                            [value for row in chunk for value in row],
+                        )
                     db.execute("COMMIT")
                 except BaseException:
                     db.execute("ROLLBACK")

@@ -55,6 +55,7 @@ STAGES = {
     "kill-checked": "checked the kill, waiting for its records to land",
     "flushing": "called aiguard.flush() before exiting",
     "done": "finished, exiting",
+    "error": "failed with an exception",
 }
 
 
@@ -127,6 +128,8 @@ class Child:
         self.records = "not started"  # waiting | landed | missing
         self.records_latency: float | None = None
         self.records_landed = 0
+        self.stack_path = ""
+        self.stacks: str | None = None
 
     def report(self) -> dict[str, Any]:
         return {
@@ -145,6 +148,7 @@ class Child:
             "records_landed": self.records_landed,
             "records_expected": len(self.work_ids),
             "prefixes": sorted({prefix_of(i) for i in self.all_ids}),
+            "stacks": self.stacks,
         }
 
 
@@ -197,7 +201,8 @@ def child_main(chan: Channel, index: int, work: Any, probe: Any) -> int:
     return 0
 
 
-def spawn(index: int, work: Any, probe: Any) -> Child:
+def spawn(index: int, work: Any, probe: Any, stacks: str) -> Child:
+    stack_path = os.path.join(stacks, f"child-{index}-stacks.txt")
     to_parent_r, to_parent_w = os.pipe()
     to_child_r, to_child_w = os.pipe()
     with warnings.catch_warnings():
@@ -209,6 +214,8 @@ def spawn(index: int, work: Any, probe: Any) -> Child:
         try:
             os.close(to_parent_r)
             os.close(to_child_w)
+            # SIGUSR1 writes every thread's stack here: what a hung child was stuck in
+            faulthandler.register(signal.SIGUSR1, file=open(stack_path, "w"), all_threads=True)  # noqa: SIM115
             code = child_main(chan, index, work, probe)
         except BaseException:
             with contextlib.suppress(BaseException):
@@ -217,10 +224,24 @@ def spawn(index: int, work: Any, probe: Any) -> Child:
             os._exit(code)
     os.close(to_parent_w)
     os.close(to_child_r)
-    return Child(index, pid, Channel(to_parent_r, to_child_w))
+    child = Child(index, pid, Channel(to_parent_r, to_child_w))
+    child.stack_path = stack_path
+    return child
 
 
 # -- the parent ----------------------------------------------------------------------------------
+
+
+def stacks_of(child: Child) -> str | None:
+    """Every thread's stack in a hung child (its C-level handler dumps them on SIGUSR1)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(child.pid, signal.SIGUSR1)
+    time.sleep(0.3)
+    try:
+        with open(child.stack_path) as f:
+            return f.read() or None
+    except OSError:
+        return None
 
 
 class Parent:
@@ -242,7 +263,6 @@ class Parent:
             i: aiguard.guard(feature_of(i), fallback=fallback)(lambda: "model")
             for i in range(-1, args.children)
         }
-        self.db = sqlite3.connect(args.store, timeout=10)
         self.stop = threading.Event()
         self.thread_ids: list[list[str]] = [[] for _ in range(PARENT_THREADS)]
         self.thread_errors: list[str] = []
@@ -290,18 +310,24 @@ class Parent:
             time.sleep(0.005)
         return None
 
+    def db(self) -> sqlite3.Connection:
+        """A connection of the harness's own, opened for one look and closed before the next
+        fork: no SQLite connection of ours is ever carried across a fork."""
+        return sqlite3.connect(self.args.store, timeout=10)
+
     def landed(self, ids: list[str]) -> set[str]:
         found: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            try:
-                rows = self.db.execute(
-                    f"SELECT call_id FROM call_records WHERE call_id IN ({marks})", chunk
-                ).fetchall()
-            except sqlite3.OperationalError:  # locked for a moment: ask again next round
-                return found
-            found.update(r[0] for r in rows)
+        with contextlib.closing(self.db()) as db:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                try:
+                    rows = db.execute(
+                        f"SELECT call_id FROM call_records WHERE call_id IN ({marks})", chunk
+                    ).fetchall()
+                except sqlite3.OperationalError:  # locked for a moment: ask again next round
+                    return found
+                found.update(r[0] for r in rows)
         return found
 
     def handle(self, child: Child, message: dict[str, Any]) -> None:
@@ -342,7 +368,8 @@ class Parent:
                 c.chan.send(done=True)
 
     def wave(self, indices: list[int]) -> list[Child]:
-        children = [spawn(i, self.work, self.probes[i]) for i in indices]
+        stacks = os.path.dirname(os.path.abspath(self.args.report))
+        children = [spawn(i, self.work, self.probes[i], stacks) for i in indices]
         deadline = time.monotonic() + WAVE_DEADLINE
         while any(c.exit_code is None for c in children) and time.monotonic() < deadline:
             open_fds = [c.chan.rfd for c in children if not c.chan.eof]
@@ -365,6 +392,7 @@ class Parent:
                 self.handle(c, message)
             if c.exit_code is None:
                 c.hung = True
+                c.stacks = stacks_of(c)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(c.pid, signal.SIGKILL)
                 _, status = os.waitpid(c.pid, 0)
@@ -375,8 +403,7 @@ class Parent:
     def run(self) -> dict[str, Any]:
         report: dict[str, Any] = {"parent_kill_latency": self.parent_kill_latency()}
         threads = [
-            threading.Thread(target=self.busy, args=(out,), daemon=True)
-            for out in self.thread_ids
+            threading.Thread(target=self.busy, args=(out,), daemon=True) for out in self.thread_ids
         ]
         for t in threads:
             t.start()
@@ -421,7 +448,9 @@ class Parent:
                 made.setdefault(p, set()).update(i for i in ids if prefix_of(i) == p)
         counts = collections.Counter(i for _, ids in processes for i in ids)
         duplicates = sorted(i for i, n in counts.items() if n > 1)
-        stored = [r[0] for r in self.db.execute("SELECT call_id FROM call_records")]
+        with contextlib.closing(self.db()) as db:
+            stored = [r[0] for r in db.execute("SELECT call_id FROM call_records")]
+            integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
         stored_set = set(stored)
         foreign: dict[str, list[str]] = {}
         unknown = []
@@ -432,7 +461,6 @@ class Parent:
             elif call_id not in made[p]:
                 foreign.setdefault(owners[p], []).append(call_id)
         parent_missing = [i for i in parent_ids if i not in stored_set]
-        integrity = self.db.execute("PRAGMA integrity_check").fetchone()[0]
         return {
             "parent_calls": len(parent_ids),
             "store_rows": len(stored),

@@ -27,7 +27,14 @@ from typing import Any
 
 from . import errors, ids, stats
 from .records import Recorder
-from .state import STORE_ENV, UNSET, reinit_tracked, runtime
+from .state import (
+    STORE_ENV,
+    UNSET,
+    after_fork_in_parent,
+    before_fork,
+    reinit_tracked,
+    runtime,
+)
 from .workers import Worker
 
 logger = logging.getLogger("aiguard")
@@ -207,7 +214,9 @@ def _after_fork_in_child() -> None:
     runtime.generation += 1  # every guard recompiles on its next call: workers restart there
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=before_fork, after_in_parent=after_fork_in_parent, after_in_child=_after_fork_in_child
+)
 
 
 # -- exit ------------------------------------------------------------------------------------------
@@ -237,7 +246,7 @@ def shutdown(timeout: float | None = None) -> int:
     thread = threading.Thread(target=last_writes, name="aiguard-exit", daemon=True)
     thread.start()
     thread.join(max(0.0, deadline - time.monotonic()))
-    left = sum(len(r.queue) for r in recorders)
+    left = sum(r.unwritten() for r in recorders)
     if thread.is_alive() or left:
         logger.warning(
             "aiguard: could not write %d call record(s) within exit_timeout=%g s (the store "

@@ -33,6 +33,7 @@ from .workers import Worker
 CAPACITY = 100_000  # queued records at most
 BATCH = 1_000  # rows per transaction at most
 INTERVAL = 0.2  # seconds between writes when the queue is quiet
+MIN_PAUSE, MAX_PAUSE = 0.002, 0.05  # seconds between two batches of a backlog
 RECENT = 50_000  # recent calls remembered for feedback (id -> feature, served value)
 
 CALL_RECORD_COLUMNS = (
@@ -157,6 +158,7 @@ class Recorder:
         self.dropped = 0
         self.written = 0
         self.retired = False  # set by retire(): what still arrives goes to the new recorder
+        self.inflight = 0  # records in the batch being written now
         # call id -> (feature, served value, (trace id, span id)): what feedback needs; the
         # oldest is forgotten first (an OrderedDict: cheaper per insert than cachetools' LRU)
         self.recent: collections.OrderedDict[str, Known] = collections.OrderedDict()
@@ -222,7 +224,10 @@ class Recorder:
                 while queue and len(batch) < min(BATCH, left):
                     batch.append(queue.popleft())
                 left -= len(batch)
+                began = time.monotonic()
+                self.inflight = len(batch)
                 took, kept = self._write(batch)
+                self.inflight = 0
                 written += took
                 if kept:  # the store is down: they wait for the next attempt
                     room = max(0, CAPACITY - len(queue))
@@ -230,6 +235,11 @@ class Recorder:
                     for item in reversed(kept[:room]):
                         queue.appendleft(item)
                     break
+                if left > 0:
+                    # let other processes' writers in between two transactions, for as long
+                    # as the last one took: a backlog written back to back would starve them
+                    # (SQLite's busy wait polls, it does not queue)
+                    time.sleep(min(MAX_PAUSE, max(MIN_PAUSE, time.monotonic() - began)))
         self.written += written
         return written
 
@@ -363,8 +373,14 @@ class Recorder:
         if self.retired:  # a late record that read this recorder before it retired
             time.sleep(min(INTERVAL, max(0.0, deadline - time.monotonic())))
             self.drain(deadline)
-        return len(self.queue)
+        return self.unwritten()
+
+    def unwritten(self) -> int:
+        """Records not written yet: queued, and in a batch being written now."""
+        return len(self.queue) + self.inflight
 
     def _after_fork(self) -> None:
         self.queue.clear()  # the parent's records: the parent writes them
+        self.inflight = 0
         self.put = self._put_first  # the writer starts again on the first record here
+

@@ -70,6 +70,23 @@ def _attributes(obj: Any) -> list[Any]:
     return values
 
 
+def before_fork() -> None:
+    """In the parent, just before ``fork()``: owners whose state must be quiet at the fork (a
+    store mid-transaction) get there (``_before_fork()``, which must not wait unboundedly)."""
+    for owner in list(_tracked):
+        hook = getattr(owner, "_before_fork", None)
+        if hook is not None:
+            hook()
+
+
+def after_fork_in_parent() -> None:
+    """In the parent, just after ``fork()``: what ``before_fork`` held is released."""
+    for owner in list(_tracked):
+        hook = getattr(owner, "_after_fork_in_parent", None)
+        if hook is not None:
+            hook()
+
+
 def reinit_tracked() -> None:
     """In a forked child: fresh locks for every tracked owner, then their own fork hooks."""
     owners = list(_tracked)
