@@ -180,11 +180,13 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
 
     @functools.wraps(fn)
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        record = await (body(args, kwargs, None) if api._TRACER_PROVIDER is None else run(args, kwargs))
+        traced = api._TRACER_PROVIDER is not None
+        record = await (run(args, kwargs) if traced else body(args, kwargs, None))
         return record.value  # type: ignore[no-any-return]
 
     async def outcome(*args: P.args, **kwargs: P.kwargs) -> Outcome[R]:
-        record = await (body(args, kwargs, None) if api._TRACER_PROVIDER is None else run(args, kwargs))
+        traced = api._TRACER_PROVIDER is not None
+        record = await (run(args, kwargs) if traced else body(args, kwargs, None))
         return finish.served_outcome(record) if record.__class__ is Served else record
 
     return _attach(call, outcome, core)

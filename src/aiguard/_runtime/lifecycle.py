@@ -228,7 +228,7 @@ def shutdown(timeout: float | None = None) -> int:
     wait = runtime.exit_timeout if timeout is None else timeout
     deadline = time.monotonic() + wait
     workers = list(runtime.workers.values())
-    recorders = list(runtime.recorders)
+    recorders: list[Recorder] = list(runtime.recorders)
     for worker in workers:
         worker.stop()
 
@@ -246,7 +246,7 @@ def shutdown(timeout: float | None = None) -> int:
     thread = threading.Thread(target=last_writes, name="aiguard-exit", daemon=True)
     thread.start()
     thread.join(max(0.0, deadline - time.monotonic()))
-    left = sum(r.unwritten() for r in recorders)
+    left: int = sum(r.unwritten() for r in recorders)
     if thread.is_alive() or left:
         logger.warning(
             "aiguard: could not write %d call record(s) within exit_timeout=%g s (the store "

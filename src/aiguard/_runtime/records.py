@@ -383,4 +383,3 @@ class Recorder:
         self.queue.clear()  # the parent's records: the parent writes them
         self.inflight = 0
         self.put = self._put_first  # the writer starts again on the first record here
-

@@ -73,11 +73,11 @@ class _Shim:
     attribute names, read through the public getters."""
 
     @property
-    def _TRACER_PROVIDER(self) -> Any:  # noqa: N802 - the name of the global it stands for
+    def _TRACER_PROVIDER(self) -> Any:
         return _global_tracer_provider()
 
     @property
-    def _METER_PROVIDER(self) -> Any:  # noqa: N802
+    def _METER_PROVIDER(self) -> Any:
         return _global_meter_provider()
 
 
