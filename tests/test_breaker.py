@@ -172,7 +172,7 @@ def test_revive_resets_the_breaker() -> None:
         ({"max_error_rate": 1.5}, "max_error_rate=1.5 is invalid"),
         ({"max_error_rate": 0.1, "min_calls": 0}, "min_calls=0 is invalid"),
         ({"max_error_rate": 0.1, "window": 5}, "window=5) is invalid"),
-        ({"max_error_rate": 0.1, "cooldown": 0}, "cooldown)=0 is invalid"),
+        ({"max_error_rate": 0.1, "cooldown": 0}, "cooldown=0) is invalid"),
         ({"max_error_rate": 0.1, "probe_share": 0}, "probe_share=0) is invalid"),
     ],
 )

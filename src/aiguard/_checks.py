@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -20,32 +21,48 @@ from .exceptions import ConfigError
 Validator = Callable[[Any], Any]
 
 
+def named(name: str, value: Any) -> str:
+    """``name=value`` for an error message; ``Policy(field)`` becomes ``Policy(field=value)``."""
+    if name.endswith(")") and "(" in name:
+        return f"{name[:-1]}={value!r})"
+    return f"{name}={value!r}"
+
+
 def seconds(name: str, value: Any) -> float:
-    """``value`` (seconds or a timedelta) as positive, finite seconds; ConfigError naming
-    ``name`` and the value otherwise."""
+    """The one duration check: ``value`` (seconds or a timedelta) as positive, finite seconds
+    that a thread can wait for; ConfigError naming ``name`` and the value otherwise."""
     given = value
     if isinstance(value, timedelta):
         value = value.total_seconds()
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not value > 0
-        or not math.isfinite(value)
-    ):
-        raise ConfigError(f"{name}={given!r} is invalid: must be positive seconds or a timedelta")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        value = math.nan
+    try:
+        f = float(value)
+    except (OverflowError, ValueError):
+        f = math.inf
+    if not (f > 0 and math.isfinite(f)):
+        raise ConfigError(
+            f"{named(name, given)} is invalid: must be positive seconds or a timedelta"
+        )
+    if f > threading.TIMEOUT_MAX:
+        raise ConfigError(
+            f"{named(name, given)} is invalid: longer than any wait can be "
+            f"({threading.TIMEOUT_MAX:.0f} s)"
+        )
+    return f
 
 
 def unit_interval(name: str, value: Any) -> float:
-    """``value`` as a float in [0, 1]; ConfigError naming ``name`` and the value otherwise."""
+    """The one [0, 1] check: ``value`` as a float in [0, 1]; ConfigError naming ``name`` and
+    the value otherwise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name}={value!r} is invalid: must be a number in [0, 1]")
+        raise ConfigError(f"{named(name, value)} is invalid: must be a number in [0, 1]")
     try:
         f = float(value)
     except (OverflowError, ValueError):
         f = math.nan
     if not 0.0 <= f <= 1.0:
-        raise ConfigError(f"{name}={value!r} is invalid: must be a number in [0, 1]")
+        raise ConfigError(f"{named(name, value)} is invalid: must be a number in [0, 1]")
     return f
 
 
@@ -79,21 +96,10 @@ def check_threshold(feature: str, value: Any) -> float | None:
 def check_timeout(feature: str, value: Any, *, name: str = "timeout") -> float | None:
     if value is None or value is UNSET:
         return value
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
-        seconds = math.nan
-    else:
-        try:
-            seconds = float(value)
-        except (OverflowError, ValueError):
-            seconds = math.nan
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise ConfigError(
-            f"feature {feature!r}: {name}={value!r} is invalid: must be a positive number of "
-            "seconds or a timedelta"
-        )
-    return seconds
+    try:
+        return seconds(name, value)
+    except ConfigError as exc:
+        raise ConfigError(f"feature {feature!r}: {exc}") from None
 
 
 def check_confidence(feature: str, value: Any) -> Any:

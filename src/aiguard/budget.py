@@ -7,6 +7,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from ._checks import seconds
 from ._runtime import budgets
 from ._runtime.budgets import BudgetRun
 from .exceptions import ConfigError
@@ -57,11 +58,7 @@ class Budget:
                     "or seconds"
                 )
             return _WINDOWS[per]
-        if isinstance(per, timedelta):
-            per = per.total_seconds()
-        if isinstance(per, bool) or not isinstance(per, int | float) or per <= 0:
-            raise ConfigError(f"Budget(per={self.per!r}) is invalid: must be a positive duration")
-        return float(per)
+        return seconds("Budget(per)", per)
 
 
 def for_feature(feature: str, budget: Budget) -> BudgetRun:

@@ -262,9 +262,7 @@ def as_source(spec: Any, interval: float | timedelta) -> ControlSource:
 
 
 def _exit_timeout(value: Any) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if value == 0 and not isinstance(value, bool):
+    if (value == 0 or value == timedelta(0)) and not isinstance(value, bool):
         logger.warning(
             "aiguard: configure(exit_timeout=0): call records still queued at exit will not be "
             "written (they are counted and logged)"

@@ -6,17 +6,14 @@ import dataclasses
 import math
 from typing import Any
 
+from ._checks import unit_interval
 from .exceptions import ConfigError
 
 __all__ = ["Limits"]
 
 
 def _rate(name: str, value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise ConfigError(f"{name}={value!r} is invalid: must be a rate in [0, 1] or None")
-    return float(value)
+    return None if value is None else unit_interval(name, value)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
