@@ -7,12 +7,13 @@ generator that yields the next handler to run and is sent back what it did, and 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import numbers
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, NamedTuple
 
-from ..exceptions import ConfigError
+from ..exceptions import ConfigError, StoreError
 from ..fallbacks import Fallback, _Queued
 from ..outcome import Attempt, Reason
 from .settings import _MISSING, Settings
@@ -83,18 +84,24 @@ def misuse(
 
 class Verdict(NamedTuple):
     """How the fallback chain ended: who answered (None: nobody), with what, after which
-    attempts, at what cost of the handlers, and the review item when one was queued."""
+    attempts, at what cost of the handlers, the review item when one was queued, and the store
+    failures among the attempts (internal failures to report)."""
 
     handler: Fallback | None
     value: Any
     attempts: tuple[Attempt, ...]
     spent: int
-    queued: _Queued | None = None
+    queued: _Queued | None
+    store_failures: tuple[Attempt, ...]
+
+
+_verdict = functools.partial(tuple.__new__, Verdict)  # C-level: the fallback path is hot too
 
 
 def flow(chain: Sequence[Fallback]) -> Generator[Fallback, tuple[bool, Any], Verdict]:
     """Walk the fallback chain: yields each handler, is sent ``(ok, value_or_exception)``."""
     attempts: list[Attempt] = []
+    store_failures: tuple[Attempt, ...] = ()
     spent = 0  # what the handlers that ran cost
     for handler in chain:
         ok, value = yield handler
@@ -102,13 +109,16 @@ def flow(chain: Sequence[Fallback]) -> Generator[Fallback, tuple[bool, Any], Ver
         if not ok:
             if isinstance(value, ConfigError):
                 raise value  # a configuration bug is surfaced, not passed on
-            attempts.append(Attempt(handler.name, handler.source, value))
+            failed = Attempt(handler.name, handler.source, value)
+            attempts.append(failed)
+            if isinstance(value, StoreError):
+                store_failures += (failed,)
             continue
         attempts.append(Attempt(handler.name, handler.source))
-        if isinstance(value, _Queued):
-            return Verdict(handler, value.placeholder, tuple(attempts), spent, value)
-        return Verdict(handler, value, tuple(attempts), spent)
-    return Verdict(None, None, tuple(attempts), spent)
+        queued = value if isinstance(value, _Queued) else None
+        answer = value.placeholder if queued is not None else value
+        return _verdict((handler, answer, tuple(attempts), spent, queued, store_failures))
+    return _verdict((None, None, tuple(attempts), spent, None, store_failures))
 
 
 def _name(check: Callable[..., Any]) -> str:

@@ -17,7 +17,7 @@ from .._runtime import errors, ids, telemetry
 from .._runtime.money import pico_of, to_decimal
 from .._runtime.records import Extras, Served, served, span_ids
 from .._runtime.state import runtime
-from ..exceptions import ModelTimeout, NotServed, ReviewPending, StoreError
+from ..exceptions import ModelTimeout, NotServed, ReviewPending
 from ..fallbacks import FallbackContext
 from ..outcome import MODEL_REASONS, Outcome, Reason, Source
 from .decide import BASELINE_REASONS, SERVED, Verdict, judge
@@ -182,8 +182,8 @@ def conclude(
     """The end of the fallback chain: publish its Outcome; raise when nothing was served (the
     model's exception, ModelTimeout or NotServed) or a review is pending without a
     placeholder."""
-    for attempt in verdict.attempts:
-        if isinstance(attempt.error, StoreError):
+    for attempt in verdict.store_failures:
+        if attempt.error is not None:
             errors.report(f"fallback {attempt.handler} of {core.feature!r}", attempt.error)
     handler = verdict.handler
     queued = verdict.queued
