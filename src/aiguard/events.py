@@ -1,7 +1,7 @@
 """Control events: kills, revivals, automatic trips, probes, recoveries and rollbacks.
 
 Every event is logged (logger ``aiguard``), kept in a short per-process history in the runtime
-(:func:`recent_events`), emitted as telemetry, and handed to observers.
+(:func:`recent_events`), and emitted as telemetry (a span event and a counter).
 """
 
 from __future__ import annotations
@@ -67,7 +67,6 @@ def emit(event: ControlEvent) -> None:
     """Log, keep and hand out ``event``; never raises."""
     with runtime.lock:
         runtime.events.append(event)
-        targets = runtime.event_observers
     by = f" by {event.by}" if event.by else ""
     logger.log(
         _LEVEL.get(event.kind, logging.WARNING),
@@ -81,11 +80,6 @@ def emit(event: ControlEvent) -> None:
         telemetry.control_event(event)
     except Exception as exc:
         errors.report("control event telemetry", exc)
-    for observer in targets:
-        try:
-            observer(event)
-        except Exception as exc:
-            errors.report("control event observer", exc)
 
 
 def recent_events(feature: str | None = None) -> list[ControlEvent]:

@@ -40,6 +40,7 @@ Schema, version 4 (version 1 had ``review_items``; 2 added ``stage_figures``; 3 
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import threading
@@ -65,6 +66,10 @@ from .limits import StageFigures
 __all__ = ["ReviewItem", "SQLiteStore", "Store", "open_store"]
 
 FORK_WAIT = 2.0  # the most a fork waits for a running SQLite statement to end
+# Call records per INSERT statement: one SQLite step per statement, so the GIL changes hands a
+# few dozen times per batch rather than twice per row (row by row, a batch under GIL contention
+# held SQLite's write lock for seconds); few enough that binding them never holds the GIL long.
+ROWS_PER_STATEMENT = 50
 
 
 @runtime_checkable
@@ -158,7 +163,9 @@ class SQLiteStore(_SqlReads):
             limit = self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store at {self.path!r}: {exc}") from exc
-        self._rows_per_statement = max(1, min(500, limit // len(CALL_RECORD_COLUMNS)))
+        self._rows_per_statement = max(
+            1, min(ROWS_PER_STATEMENT, limit // len(CALL_RECORD_COLUMNS))
+        )
         track(self)
 
     def _before_fork(self) -> None:
@@ -391,7 +398,7 @@ class SQLiteStore(_SqlReads):
                         db.execute(
                             "INSERT OR REPLACE INTO call_records VALUES "
                             + ",".join([row_marks] * len(chunk)),
-                            [value for row in chunk for value in row],
+                            list(itertools.chain.from_iterable(chunk)),
                         )
                     db.execute("COMMIT")
                 except BaseException:

@@ -121,8 +121,7 @@ class Runtime:
         self.exit_timeout = EXIT_TIMEOUT
         self.prices: Any = None  # aiguard.PriceTable, or None: costs of model calls unknown
         self.budget_store: Any = None  # a shared budget store (RedisBudgets), or None
-        self.observers: tuple[Any, ...] = ()  # Outcome observers
-        self.event_observers: tuple[Any, ...] = ()  # ControlEvent observers
+        self.observers: tuple[Any, ...] = ()  # Outcome observers (testing.capture_outcomes)
         self.cores: weakref.WeakSet[Any] = weakref.WeakSet()  # live guards
         # control state: kills and rollouts said in this process, automatic rollbacks
         # (feature -> (from percent, to percent)), what each control source says

@@ -1,6 +1,9 @@
 """Background work, owned by the runtime: periodic daemon workers and the timeout pool.
 
-Every thread aiguard runs is one of these. A :class:`Worker` starts lazily (``ensure()``), runs
+Every periodic thread aiguard runs is a :class:`Worker`, and every thread that runs a sync model
+call under a timeout belongs to the :class:`TimeoutPool`; the only others are one-shot threads of
+``lifecycle`` that hand a replaced recorder's records over and write at exit, each with a
+deadline. A :class:`Worker` starts lazily (``ensure()``), runs
 its step every ``interval`` seconds or when woken, never dies of an exception in its step
 (reported once, counted), stops on ``stop()``, and after ``fork()`` is simply forgotten in the
 child (its thread does not exist there) until the next ``ensure()`` starts it again. Workers are
