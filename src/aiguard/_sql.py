@@ -1,5 +1,6 @@
 """What the SQL stores (SQLite, PostgreSQL) share: the review item, the schema version, the
-reads and the row conversions. Both store modules import this one, never each other."""
+reads and the row conversions. Both store modules import this one; only ``store.open_store``
+imports ``postgres`` (inside the function, for a ``postgresql://`` URL)."""
 
 from __future__ import annotations
 

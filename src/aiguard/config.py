@@ -60,6 +60,16 @@ class FeatureConfig(BaseModel):
     timeout: _Number | None = Field(default=None, gt=0.0, allow_inf_nan=False)
     targets: tuple[str, ...] = ()  # e.g. "acceptance_rate >= 0.40", "p95_latency <= 0.5 s"
 
+    @pydantic.field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: float | None) -> float | None:
+        if value is None:
+            return None
+        try:
+            return seconds("timeout", value)  # the one duration check, as for guard(timeout=)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
     @pydantic.field_validator("targets")
     @classmethod
     def _targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:

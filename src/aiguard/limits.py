@@ -9,7 +9,7 @@ from typing import Any
 from ._checks import unit_interval
 from .exceptions import ConfigError
 
-__all__ = ["Limits"]
+__all__ = ["Limits", "StageFigures"]
 
 
 def _rate(name: str, value: Any) -> float | None:
@@ -81,7 +81,16 @@ class Limits:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class StageFigures:
-    """Counts of model calls at one percentage (from one process, or summed)."""
+    """Counts of model calls at one percentage (from one process, or summed); with the gate
+    in force, ``breach()`` says why the stage fails, or None.
+
+    Example:
+        >>> from aiguard.limits import Limits, StageFigures
+        >>> f = StageFigures("triage", 25.0, calls=40, errors=8,
+        ...                  gate=Limits(max_error_rate=0.1, min_calls=20))
+        >>> f.breach() is not None
+        True
+    """
 
     feature: str
     percent: float

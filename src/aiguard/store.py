@@ -11,7 +11,7 @@ Schema, version 4 (version 1 had ``review_items``; 2 added ``stage_figures``; 3 
     aiguard_meta(key TEXT PRIMARY KEY, value TEXT)          -- 'schema_version' -> '4'
     review_items(
         id TEXT PRIMARY KEY, feature TEXT, call_id TEXT, reason TEXT,
-        arguments TEXT,            -- JSON, by the rule in aiguard._serialize
+        arguments TEXT,            -- JSON, by the rule in aiguard._runtime.serialize
         model_result TEXT,         -- JSON or NULL
         confidence REAL, created_at REAL,
         status TEXT,               -- 'pending' | 'resolved'
@@ -63,7 +63,7 @@ from ._sql import (
 from .exceptions import ConfigError, ReviewError, StoreError
 from .limits import StageFigures
 
-__all__ = ["ReviewItem", "SQLiteStore", "Store", "open_store"]
+__all__ = ["ReviewItem", "SQLiteStore", "Store", "configured", "open_store"]
 
 FORK_WAIT = 2.0  # the most a fork waits for a running SQLite statement to end
 # Call records per INSERT statement: one SQLite step per statement, so the GIL changes hands a
@@ -163,6 +163,7 @@ class SQLiteStore(_SqlReads):
             limit = self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store at {self.path!r}: {exc}") from exc
+        self._inherited: list[sqlite3.Connection] = []  # parents' connections, after forks
         self._rows_per_statement = max(
             1, min(ROWS_PER_STATEMENT, limit // len(CALL_RECORD_COLUMNS))
         )
@@ -184,6 +185,9 @@ class SQLiteStore(_SqlReads):
         self.__dict__.pop("_forking", None)  # the lock itself was re-created
         if self.path == ":memory:":
             return
+        # Keep the parent's connection object alive, unused: were it garbage-collected here,
+        # SQLite would close it, and closing it in the child can disturb the parent's locks.
+        self._inherited.append(self._db)
         try:
             self._db = sqlite3.connect(
                 self.path, check_same_thread=False, isolation_level=None, timeout=30.0
