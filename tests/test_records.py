@@ -149,7 +149,7 @@ def test_store_down_keeps_records_for_later(
 
     def flaky(rows: list[Any]) -> None:
         calls["n"] += 1
-        if calls["n"] <= 3:
+        if calls["n"] <= 4:
             raise aiguard.StoreError("connection lost")
         real(rows)
 
@@ -160,9 +160,12 @@ def test_store_down_keeps_records_for_later(
         return 1
 
     f()
-    assert recorder.drain() == 0
-    assert recorder.drain() == 1
-    assert len(store.call_records()) == 1
+    assert recorder.drain() == 0  # the batch and one row refused: the store is down
+    tries = calls["n"]
+    assert recorder.drain() == 0 and calls["n"] == tries  # backing off: not hammered
+    assert recorder.drain(force=True) == 0  # a flush tries now; the store still refuses
+    assert recorder.drain(force=True) == 1  # it works again: nothing was lost
+    assert len(store.call_records()) == 1 and recorder.dropped == 0
 
 
 def test_records_are_flushed_at_exit(tmp_path: Path) -> None:
@@ -214,4 +217,8 @@ def test_one_bad_row_does_not_block_the_others(tmp_path: Path) -> None:
         ids = [f.outcome().call_id for _ in range(4)]
         bad.append(ids[1])
     recorder.drain()
-    assert len(store.call_records()) == 3 and recorder.dropped == 1
+    assert len(store.call_records()) == 3 and recorder.dropped == 0  # refused once: kept
+    f()  # a good row written with it proves the store is up
+    recorder.drain()
+    assert len(store.call_records()) == 4 and recorder.dropped == 1  # refused twice: dropped
+    assert recorder.drop_reasons == {"refused by the store: StoreError: bad row": 1}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
-import json
+import inspect
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 from ._runtime import errors
 from ._runtime import serialize as _serialize
 from ._runtime import telemetry as _telemetry
+from ._runtime.records import served_output
 from ._runtime.state import UNSET, runtime
 from .exceptions import ConfigError, UnknownCall
 from .store import configured
@@ -133,25 +134,31 @@ def edit_distance(served: Any, kept: Any) -> float | None:
 # -- recording ------------------------------------------------------------------------------------
 
 
-def _lookup(call_id: str) -> tuple[str | None, Any, tuple[str | None, str | None]]:
-    """(feature, served value, (trace id, span id)) of a known call; UnknownCall if unknown."""
-    recorder = runtime.recorder
-    if recorder is not None:
-        known = recorder.known(call_id) or recorder.queued(call_id)
+def _lookup(
+    call_id: str,
+) -> tuple[str | None, Any, tuple[str | None, str | None], tuple[Any, ...] | None]:
+    """(feature, served value, (trace id, span id), the call's record row if it is not in the
+    store yet) of a known call; UnknownCall if unknown."""
+    for recorder in [runtime.recorder, *runtime.recorders]:
+        if recorder is None:
+            continue
+        pending = recorder.pending(call_id)
+        if pending is not None:
+            (feature, served, ids), row = pending
+            return feature, served, ids, row
+        known = recorder.known(call_id)
         if known is not None:
             feature, served, ids = known
-            return feature, served, ids
+            return feature, served, ids, None
     store = configured()
-    row = store.get_call(call_id)
-    if row is None:
+    found = store.get_call(call_id)
+    if found is None:
         raise UnknownCall(
             f"no guarded call has id {call_id!r} (is call recording on, and the store the one "
             "the call was recorded in?)"
         )
-    served = json.loads(row["output"]) if row.get("output") else None
-    if isinstance(served, dict) and set(served) == {"$truncated"}:
-        served = None  # cut by the capture size cap: not what was served
-    return row["feature"], served, (row.get("trace_id"), row.get("span_id"))
+    served = served_output(found.get("output"))
+    return found["feature"], served, (found.get("trace_id"), found.get("span_id")), None
 
 
 def feedback(
@@ -224,7 +231,7 @@ def feedback(
             accepted = True
         elif kind in (FeedbackKind.REJECTED, FeedbackKind.CORRECTED):
             accepted = False
-    feature, served_before, ids = _lookup(call_id)
+    feature, served_before, ids, record = _lookup(call_id)
     if served is UNSET:
         served = served_before
     distance = None
@@ -246,7 +253,7 @@ def feedback(
         "attributes": _serialize.dumps(attrs) if attrs else None,
         "created_at": now,
     }
-    row_id = configured().add_feedback(row)
+    row_id = _write(configured(), row, record)
     result = Feedback(
         id=row_id,
         call_id=call_id,
@@ -264,6 +271,18 @@ def feedback(
     )
     _emit(result, ids)
     return result
+
+
+def _write(store: Any, row: dict[str, Any], record: tuple[Any, ...] | None) -> int:
+    """Write the feedback row; with the call's record when it is not in the store yet, in the
+    same transaction, so no acknowledged feedback is ever without its call (even after a crash).
+    A store without that parameter gets the record first, then the feedback."""
+    if record is None:
+        return int(store.add_feedback(row))
+    if "call_record" in inspect.signature(store.add_feedback).parameters:
+        return int(store.add_feedback(row, call_record=record))
+    store.add_call_records([record])  # a store of the earlier protocol: two transactions
+    return int(store.add_feedback(row))
 
 
 def _emit(fb: Feedback, ids: tuple[str | None, str | None]) -> None:

@@ -287,14 +287,30 @@ class PostgresStore(_SqlReads):
         except self._errors as exc:
             raise self._fail(exc) from exc
 
-    def add_feedback(self, row: dict[str, Any]) -> int:
+    def add_feedback(
+        self, row: dict[str, Any], *, call_record: tuple[Any, ...] | None = None
+    ) -> int:
+        """Insert one feedback row (and the call's record, if given and not stored yet) in one
+        transaction; returns the feedback's id."""
         columns = [c for c in FEEDBACK_COLUMNS if c != "id"]
         marks = ",".join(["%s"] * len(columns))
-        rows = self._run(
-            f"INSERT INTO feedback ({','.join(columns)}) VALUES ({marks}) RETURNING id",
-            tuple(row.get(c) for c in columns),
-        )
-        return int(rows[0][0])
+        try:
+            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                if call_record is not None:
+                    call_marks = ",".join(["%s"] * len(CALL_RECORD_COLUMNS))
+                    cur.execute(
+                        f"INSERT INTO call_records VALUES ({call_marks}) "
+                        "ON CONFLICT (call_id) DO NOTHING",
+                        call_record,
+                    )
+                cur.execute(
+                    f"INSERT INTO feedback ({','.join(columns)}) VALUES ({marks}) RETURNING id",
+                    tuple(row.get(c) for c in columns),
+                )
+                found = cur.fetchone()
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+        return int(found[0]) if found else 0
 
     def close(self) -> None:
         pool, self._pool_now = self._pool_now, None

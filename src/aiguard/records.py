@@ -8,9 +8,50 @@ docs/call-records.md.
 
 from __future__ import annotations
 
+import dataclasses
+
 from ._runtime import lifecycle
 
-__all__ = ["flush"]
+__all__ = ["RecordCounts", "counts", "flush"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordCounts:
+    """Call records of this process so far. ``recorded == written + dropped + queued`` at any
+    moment; ``drop_reasons`` says why each dropped record was dropped (the queue was full, the
+    store refused the row twice, the store did not answer before exit, ...).
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.records.counts().recorded >= 0
+        True
+    """
+
+    recorded: int = 0
+    written: int = 0
+    dropped: int = 0
+    queued: int = 0
+    drop_reasons: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def counts() -> RecordCounts:
+    """How many call records this process made, wrote, dropped (and why) and still holds.
+
+    Example:
+        >>> import aiguard
+        >>> c = aiguard.records.counts()
+        >>> c.recorded == c.written + c.dropped + c.queued
+        True
+    """
+    raw = lifecycle.record_counts()
+    prefix = "dropped: "
+    return RecordCounts(
+        recorded=raw.get("recorded", 0),
+        written=raw.get("written", 0),
+        dropped=raw.get("dropped", 0),
+        queued=raw.get("queued", 0),
+        drop_reasons={k[len(prefix) :]: v for k, v in raw.items() if k.startswith(prefix)},
+    )
 
 
 def flush() -> int:

@@ -129,8 +129,12 @@ class Store(Protocol):
     ) -> list[dict[str, Any]]:
         """Call records, oldest first."""
 
-    def add_feedback(self, row: dict[str, Any]) -> int:
-        """Insert one feedback row, durable when this returns; its id."""
+    def add_feedback(
+        self, row: dict[str, Any], *, call_record: tuple[Any, ...] | None = None
+    ) -> int:
+        """Insert one feedback row, durable when this returns; its id. With ``call_record``
+        (a call's row, when feedback comes before the call's record was written), write that
+        record too, in the same transaction, unless the store has it already."""
 
     def feedback_rows(
         self, *, feature: str | None = None, since: float | None = None, call_id: str | None = None
@@ -411,16 +415,32 @@ class SQLiteStore(_SqlReads):
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
 
-    def add_feedback(self, row: dict[str, Any]) -> int:
-        """Insert one feedback row durably; returns its id."""
+    def add_feedback(
+        self, row: dict[str, Any], *, call_record: tuple[Any, ...] | None = None
+    ) -> int:
+        """Insert one feedback row durably (and the call's record, if given and not stored yet,
+        in the same transaction); returns the feedback's id."""
         columns = [c for c in FEEDBACK_COLUMNS if c != "id"]
         marks = ",".join("?" * len(columns))
         try:
             with self._lock:
-                cur = self._db.execute(
-                    f"INSERT INTO feedback ({','.join(columns)}) VALUES ({marks})",
-                    tuple(row.get(c) for c in columns),
-                )
+                db = self._db
+                db.execute("BEGIN")
+                try:
+                    if call_record is not None:
+                        call_marks = ",".join("?" * len(CALL_RECORD_COLUMNS))
+                        db.execute(
+                            f"INSERT OR IGNORE INTO call_records VALUES ({call_marks})",
+                            call_record,
+                        )
+                    cur = db.execute(
+                        f"INSERT INTO feedback ({','.join(columns)}) VALUES ({marks})",
+                        tuple(row.get(c) for c in columns),
+                    )
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
                 return int(cur.lastrowid or 0)
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc

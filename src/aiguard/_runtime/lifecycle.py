@@ -119,7 +119,7 @@ def replace_recorder(close_after: Any = None) -> None:
 def _finish_retired(recorder: Recorder, close_after: Any) -> None:
     left = recorder.finish(time.monotonic() + RETIRE_SECONDS)
     if left:
-        recorder.dropped += left
+        recorder.drop_unwritten(f"not written within {RETIRE_SECONDS:g} s of a store change")
         logger.warning(
             "aiguard: %d call record(s) could not be written to %r within %g s after the "
             "store was replaced; dropped and counted",
@@ -129,6 +129,7 @@ def _finish_retired(recorder: Recorder, close_after: Any) -> None:
         )
     with runtime.lock:
         runtime.recorders = [r for r in runtime.recorders if r is not recorder]
+        runtime.retired_counts.update(recorder.counts())
     if close_after is not None:
         _close(close_after)
 
@@ -144,9 +145,20 @@ def _background(name: str, target: Callable[..., Any], *args: Any) -> None:
     threading.Thread(target=target, args=args, name=name, daemon=True).start()
 
 
+def record_counts() -> dict[str, int]:
+    """Call records of this process so far: recorded, written, dropped (and ``dropped: reason``
+    per reason), queued. ``recorded == written + dropped + queued`` at any moment."""
+    with runtime.lock:
+        total = collections.Counter(runtime.retired_counts)
+        recorders = list(runtime.recorders)
+    for recorder in recorders:
+        total.update(recorder.counts())
+    return dict(total)
+
+
 def flush() -> int:
     """Write every queued call record now (current and retiring recorders)."""
-    return sum(recorder.drain() for recorder in list(runtime.recorders))
+    return sum(recorder.drain(force=True) for recorder in list(runtime.recorders))
 
 
 # -- workers ---------------------------------------------------------------------------------------
@@ -234,7 +246,7 @@ def shutdown(timeout: float | None = None) -> int:
 
     def last_writes() -> None:
         for recorder in recorders:
-            recorder.finish(deadline)
+            recorder.finish(deadline)  # tries even while backing off
         for worker in workers:
             final = getattr(worker, "final", None)
             if final is not None and time.monotonic() < deadline:
@@ -247,6 +259,8 @@ def shutdown(timeout: float | None = None) -> int:
     thread.start()
     thread.join(max(0.0, deadline - time.monotonic()))
     left: int = sum(r.unwritten() for r in recorders)
+    for recorder in recorders:
+        recorder.drop_unwritten(f"not written within exit_timeout={wait:g} s")
     if thread.is_alive() or left:
         logger.warning(
             "aiguard: could not write %d call record(s) within exit_timeout=%g s (the store "

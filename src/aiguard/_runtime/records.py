@@ -34,6 +34,9 @@ CAPACITY = 100_000  # queued records at most
 BATCH = 1_000  # rows per transaction at most
 INTERVAL = 0.2  # seconds between writes when the queue is quiet
 MIN_PAUSE, MAX_PAUSE = 0.002, 0.05  # seconds between two batches of a backlog
+PROBES = 2  # rows refused, none taken: the store is down
+REFUSALS = 2  # a row refused this often while the store took others is dropped
+MAX_BACKOFF = 5.0  # seconds at most between two tries while the store is down
 RECENT = 50_000  # recent calls remembered for feedback (id -> feature, served value)
 
 CALL_RECORD_COLUMNS = (
@@ -111,6 +114,10 @@ class Extras:
         self.span_ids = span_ids
         self.model = model
 
+    @property
+    def call_id(self) -> str:
+        return self.record.call_id  # type: ignore[no-any-return]
+
 
 def span_ids(span: Any) -> tuple[str | None, str | None]:
     """The hex trace and span ids of a span (None, None when there is none)."""
@@ -148,6 +155,32 @@ def bound_arguments(
 Known = tuple[str, Any, tuple[str | None, str | None]]  # feature, served value, span ids
 
 
+def served_output(text: str | None) -> Any:
+    """The served value kept in a record's ``output`` column (capture on), or None when none
+    was kept or it was cut by the size cap (then it is not what was served)."""
+    if not text:
+        return None
+    value = serialize.loads(text)
+    if isinstance(value, dict) and set(value) == {"$truncated"}:
+        return None
+    return value
+
+
+class _Retry:
+    """A record the store refused once: its row (built once), and how often a store that took
+    other rows refused it."""
+
+    __slots__ = ("refusals", "row")
+
+    def __init__(self, row: tuple[Any, ...], refusals: int) -> None:
+        self.row = row
+        self.refusals = refusals
+
+    @property
+    def call_id(self) -> str:
+        return str(self.row[0])
+
+
 class Recorder:
     """The queue and its writer for one store."""
 
@@ -159,8 +192,14 @@ class Recorder:
         self.written = 0
         self.retired = False  # set by retire(): what still arrives goes to the new recorder
         self.inflight = 0  # records in the batch being written now
-        # call id -> (feature, served value, (trace id, span id)): what feedback needs; the
-        # oldest is forgotten first (an OrderedDict: cheaper per insert than cachetools' LRU)
+        self.writing: dict[str, tuple[Any, ...]] = {}  # call id -> row, of that batch
+        self.recorded = 0  # records put (written + dropped + queued + in flight)
+        self.drop_reasons: dict[str, int] = {}
+        self.backoff = 0.0  # seconds to wait after the store refused everything
+        self.retry_at = 0.0  # time.monotonic() before which the writer does not try again
+        # call id -> (feature, None, (trace id, span id)): what feedback needs, without the
+        # served value (memory); the oldest is forgotten first (an OrderedDict: cheaper per
+        # insert than cachetools' LRU)
         self.recent: collections.OrderedDict[str, Known] = collections.OrderedDict()
         self._recent_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -178,9 +217,10 @@ class Recorder:
 
     def _put(self, item: Any) -> None:
         """Queue one call (a served record or an Outcome, with its inputs if captured)."""
+        self.recorded += 1
         queue = self.queue
         if len(queue) >= CAPACITY:
-            self.dropped += 1
+            self._drop(1, "queue full")
             errors.warn_once(
                 "records-dropped",
                 "aiguard: the call-record queue is full (%s): records are being dropped and "
@@ -210,11 +250,16 @@ class Recorder:
 
     # -- the writer's side ---------------------------------------------------------------------
 
-    def drain(self, deadline: float | None = None) -> int:
+    def drain(self, deadline: float | None = None, *, force: bool = False) -> int:
         """Write what is queued now (not what arrives meanwhile), by ``deadline`` (a
-        ``time.monotonic()`` value) if given; returns how many rows were written. Never raises."""
+        ``time.monotonic()`` value) if given; returns how many rows were written. Never raises.
+
+        While the store is down the writer backs off (``retry_at``); ``force`` (a flush, exit)
+        tries anyway."""
         written = 0
         with self._write_lock:
+            if not force and time.monotonic() < self.retry_at:
+                return 0
             queue = self.queue
             left = len(queue)
             while left > 0 and queue:
@@ -226,14 +271,10 @@ class Recorder:
                 left -= len(batch)
                 began = time.monotonic()
                 self.inflight = len(batch)
-                took, kept = self._write(batch)
+                took, down = self._write(batch)
                 self.inflight = 0
                 written += took
-                if kept:  # the store is down: they wait for the next attempt
-                    room = max(0, CAPACITY - len(queue))
-                    self.dropped += max(0, len(kept) - room)
-                    for item in reversed(kept[:room]):
-                        queue.appendleft(item)
+                if down:
                     break
                 if left > 0:
                     # let other processes' writers in between two transactions, for as long
@@ -243,40 +284,88 @@ class Recorder:
         self.written += written
         return written
 
-    def _write(self, batch: list[Any]) -> tuple[int, list[Any]]:
-        """Write one batch: (rows written, items to try again later)."""
+    def _write(self, batch: list[Any]) -> tuple[int, bool]:
+        """Write one batch: (rows written, whether the store looks down).
+
+        A batch the store refuses is written row by row, so one bad row never holds back the
+        others. A row refused while the store took others is bad: it goes to the back of the
+        queue, and is dropped (counted, with the reason) when refused a second time. When the
+        store takes no row at all, it is down: the rows keep their place and the writer backs
+        off (doubling up to ``MAX_BACKOFF``); nothing is dropped for that."""
         pairs = []
         for item in batch:
+            if item.__class__ is _Retry:
+                pairs.append((item, item.row))
+                continue
             try:
                 pairs.append((item, self._row(item)))
             except Exception as exc:
-                self.dropped += 1
+                self._drop(1, f"unreadable record: {type(exc).__name__}")
                 errors.report("call record", exc)
-        rows = [row for _, row in pairs]
-        if not rows:
-            return 0, []
+        if not pairs:
+            return 0, False
+        self.writing = {row[0]: row for _, row in pairs}  # for feedback meanwhile
         try:
-            self.store.add_call_records(rows)
-            return len(rows), []
+            return self._write_rows(pairs)
+        finally:
+            self.writing = {}
+
+    def _write_rows(self, pairs: list[tuple[Any, tuple[Any, ...]]]) -> tuple[int, bool]:
+        try:
+            self.store.add_call_records([row for _, row in pairs])
+            self._store_up()
+            return len(pairs), False
         except Exception as exc:
             errors.report("call records write", exc)
-        # one bad row must not block the rest: write them one by one; if none can be written
-        # the store is down, and they wait for the next attempt
-        kept: list[Any] = []
         took = 0
+        refused: list[tuple[Any, tuple[Any, ...], BaseException]] = []
+        untried: list[tuple[Any, tuple[Any, ...]]] = []
         for i, (item, row) in enumerate(pairs):
-            if took == 0 and len(kept) >= 2:  # two failures, no success: store down
-                kept += [it for it, _ in pairs[i:]]
+            if not took and len(refused) >= PROBES:
+                untried = pairs[i:]  # no row taken yet: the store looks down
                 break
             try:
                 self.store.add_call_records([row])
                 took += 1
-            except Exception:
-                kept.append(item)
+            except Exception as refusal:
+                refused.append((item, row, refusal))
+        queue = self.queue
         if took:
-            self.dropped += len(kept)  # bad rows (the store took the others)
-            return took, []
-        return 0, kept
+            self._store_up()
+            for item, row, why in refused:
+                refusals = (item.refusals if item.__class__ is _Retry else 0) + 1
+                if refusals >= REFUSALS:
+                    self._drop(1, f"refused by the store: {type(why).__name__}: {why}")
+                else:
+                    queue.append(_Retry(row, refusals))  # behind the good rows
+            return took, False
+        # nothing taken: the store is down, or every row tried is bad. The rows tried go to the
+        # back (so that a bad row at the front cannot hold the others back), the rest keep their
+        # place; nobody is dropped for it.
+        was_up = self.backoff == 0.0  # the last write before this one went through
+        for item, row in reversed(untried):
+            queue.appendleft(item if item.__class__ is _Retry else _Retry(row, 0))
+        for item, row, why in refused:
+            if item.__class__ is not _Retry:
+                queue.append(_Retry(row, 0))
+            elif was_up and item.refusals >= 1:  # refused again, and the store was up before
+                self._drop(1, f"refused by the store: {type(why).__name__}: {why}")
+            else:
+                queue.append(item)
+        self._store_down()
+        return 0, True
+
+    def _store_up(self) -> None:
+        self.backoff = 0.0
+        self.retry_at = 0.0
+
+    def _store_down(self) -> None:
+        self.backoff = min(MAX_BACKOFF, max(INTERVAL, self.backoff * 2))
+        self.retry_at = time.monotonic() + self.backoff
+
+    def _drop(self, n: int, reason: str) -> None:
+        self.dropped += n
+        self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + n
 
     def _row(self, item: Any) -> tuple[Any, ...]:
         inputs = model = None
@@ -309,7 +398,7 @@ class Recorder:
             out_text = capture.encode(value)
         with self._recent_lock:
             recent = self.recent
-            recent[call_id] = (feature, value, span)
+            recent[call_id] = (feature, None, span)  # ids and figures, never the served value
             if len(recent) > RECENT:
                 recent.popitem(last=False)
         return (
@@ -338,17 +427,27 @@ class Recorder:
 
     # -- what feedback asks ------------------------------------------------------------------
 
-    def queued(self, call_id: str) -> Known | None:
-        """(feature, served value, span ids) of a call still waiting in the queue (no I/O)."""
+    def pending(self, call_id: str) -> tuple[Known, tuple[Any, ...]] | None:
+        """A call whose record is not in the store yet (queued, or in the batch being written):
+        what feedback needs to know of it, and its row, for feedback to write both in one
+        transaction. No I/O."""
         for item in list(self.queue):
-            record = item
-            span: tuple[str | None, str | None] = (None, None)
-            if item.__class__ is Extras:
-                record, span = item.record, item.span_ids
-            if record.call_id == call_id:
-                feature = record.core.feature if record.__class__ is Served else record.feature
-                return feature, record.value, span
+            if item.call_id != call_id:
+                continue
+            if item.__class__ is _Retry:
+                return self._known_of(item.row), item.row
+            row = self._row(item)
+            feature, _, span = self._known_of(row)
+            record = item.record if item.__class__ is Extras else item
+            return (feature, record.value, span), row  # still in memory: the served value
+        writing = self.writing.get(call_id)
+        if writing is not None:
+            return self._known_of(writing), writing
         return None
+
+    @staticmethod
+    def _known_of(row: tuple[Any, ...]) -> Known:
+        return row[1], served_output(row[19]), (row[16], row[17])
 
     def known(self, call_id: str) -> Known | None:
         """(feature, served value, span ids) of a recent call, if this process remembers it."""
@@ -367,11 +466,31 @@ class Recorder:
         """Write what is left (by ``deadline``, a ``time.monotonic()`` value) and stop the
         writer; returns how many records are still unwritten."""
         self.worker.stop()
-        self.drain(deadline)
+        self.drain(deadline, force=True)
         if self.retired:  # a late record that read this recorder before it retired
             time.sleep(min(INTERVAL, max(0.0, deadline - time.monotonic())))
-            self.drain(deadline)
+            self.drain(deadline, force=True)
         return self.unwritten()
+
+    def drop_unwritten(self, reason: str) -> None:
+        """Count what is still unwritten as dropped (at exit, or when a replaced recorder ran
+        out of time), with ``reason``."""
+        left = self.unwritten()
+        if left:
+            self.queue.clear()
+            self.inflight = 0
+            self._drop(left, reason)
+
+    def counts(self) -> dict[str, int]:
+        """recorded, written, dropped (and each ``dropped: reason``), queued (in flight too)."""
+        out = {
+            "recorded": self.recorded,
+            "written": self.written,
+            "dropped": self.dropped,
+            "queued": self.unwritten(),
+        }
+        out.update({f"dropped: {why}": n for why, n in self.drop_reasons.items()})
+        return out
 
     def unwritten(self) -> int:
         """Records not written yet: queued, and in a batch being written now."""

@@ -134,6 +134,7 @@ class Runtime:
         self.capture: Any = None  # a records.Capture when inputs and outputs are kept
         self.recorder: Any = None  # the recorder new calls go to
         self.recorders: list[Any] = []  # it, and replaced ones still writing what they hold
+        self.retired_counts: collections.Counter[str] = collections.Counter()  # of those gone
         # per-feature state
         self.stats: dict[str, Any] = {}  # feature -> FeatureStats
         self.budgets: dict[str, tuple[Any, Any]] = {}  # feature -> (Budget, BudgetRun)

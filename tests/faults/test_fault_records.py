@@ -1,0 +1,113 @@
+"""Faults in the call-record path: poisoned rows, a flaky store, a store down then healed.
+
+Every case ends with the books balanced: ``recorded == written + dropped + queued``, and nothing
+dropped that the store could have taken.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import aiguard
+from aiguard._runtime.state import runtime
+from aiguard.store import configured
+
+
+def _settle(want_written: int, *, seconds: float = 10.0) -> aiguard.records.RecordCounts:
+    """Flush until ``want_written`` records are written and nothing is queued (or time runs
+    out); the counts then."""
+    deadline = time.monotonic() + seconds
+    while True:
+        aiguard.flush()
+        counts = aiguard.records.counts()
+        if (counts.written >= want_written and counts.queued == 0) or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.05)
+
+
+def test_poisoned_rows_never_hold_back_good_ones(tmp_path: Path) -> None:
+    """Two rows SQLite refuses (2**70 tokens) at the head of the queue: the 500 good records
+    behind them are written, the two are dropped with their reason, and the books balance."""
+    aiguard.configure(store=tmp_path / "a.db")
+
+    @aiguard.guard("poison", usage=lambda r: aiguard.Usage(input_tokens=r, output_tokens=0))
+    def f(tokens: int) -> int:
+        return tokens
+
+    f(2**70)
+    f(2**70)
+    for _ in range(500):
+        f(1)
+    counts = _settle(500)
+    assert counts.written == 500
+    assert len(configured().call_records(feature="poison")) == 500
+    # the two bad rows: refused twice while the store took others, dropped with the reason
+    for _ in range(3):
+        f(1)
+        counts = _settle(counts.written + 1)
+    assert counts.dropped == 2, counts
+    assert any("refused by the store" in why for why in counts.drop_reasons), counts
+    assert counts.recorded == counts.written + counts.dropped + counts.queued
+
+
+def test_a_store_that_fails_every_other_batch_loses_nothing(tmp_path: Path) -> None:
+    """Half the writes fail (a flaky connection): every record is written in the end."""
+    aiguard.configure(store=tmp_path / "a.db")
+    store = configured()
+    real = store.add_call_records
+    calls = {"n": 0}
+
+    def flaky(rows: list[Any]) -> None:
+        calls["n"] += 1
+        if calls["n"] % 2:
+            raise aiguard.StoreError("connection reset")
+        real(rows)
+
+    store.add_call_records = flaky  # type: ignore[method-assign]
+
+    @aiguard.guard("flaky")
+    def f(i: int) -> int:
+        return i
+
+    for batch in range(10):
+        for i in range(20):
+            f(batch * 20 + i)
+        aiguard.flush()
+    counts = _settle(200)
+    assert counts.written == 200 and counts.dropped == 0, counts
+    assert len(store.call_records(feature="flaky")) == 200
+
+
+def test_a_store_down_then_healed_writes_everything(tmp_path: Path) -> None:
+    """While the store refuses every write, records wait (the writer backs off, nothing is
+    dropped); once it heals, all land: written == recorded."""
+    aiguard.configure(store=tmp_path / "a.db")
+    store = configured()
+    real = store.add_call_records
+    down = {"on": True, "tries": 0}
+
+    def outage(rows: list[Any]) -> None:
+        if down["on"]:
+            down["tries"] += 1
+            raise aiguard.StoreError("server closed the connection")
+        real(rows)
+
+    store.add_call_records = outage  # type: ignore[method-assign]
+
+    @aiguard.guard("outage")
+    def f(i: int) -> int:
+        return i
+
+    for i in range(300):
+        f(i)
+    time.sleep(1.0)  # the writer tries, fails, backs off
+    tries = down["tries"]
+    assert 0 < tries < 20  # backing off, not hammering the store
+    counts = aiguard.records.counts()
+    assert counts.dropped == 0 and counts.queued == 300
+    down["on"] = False
+    counts = _settle(300)
+    assert counts.written == 300 and counts.dropped == 0 and counts.recorded == 300
+    assert runtime.recorder is not None and runtime.recorder.backoff == 0.0
