@@ -126,6 +126,38 @@ class Proxy:
         self.listener.close()
 
 
+class Partition(Proxy):
+    """A Proxy that can also partition: ``blackhole()`` keeps every connection open but passes
+    nothing on, in either direction (a network that drops packets: writes hang, not fail)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.flowing = threading.Event()
+        self.flowing.set()
+        super().__init__(target)
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if self.flowing.is_set():
+                    dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def blackhole(self) -> None:
+        self.flowing.clear()
+
+    def heal(self) -> None:
+        """Pass data on again (what was sent meanwhile is lost, as on a real network)."""
+        self.flowing.set()
+
+
 def proxy_for(url_host_port: tuple[str, int]) -> Iterator[Proxy]:
     proxy = Proxy(url_host_port)
     try:

@@ -38,7 +38,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import urllib.request
 from collections import defaultdict
@@ -47,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from services import PG_URL, Proxy, drop_schema, require_postgres, require_redis, unique
+from services import PG_URL, Partition, drop_schema, require_postgres, require_redis, unique
 
 
 def _record_interval() -> float:
@@ -630,34 +629,6 @@ def test_default_exit_timeout_is_5_seconds() -> None:
     assert done.exit_took >= 4.0, (  # type: ignore[operator]
         f"exit gave up after {done.exit_took:.2f} s: the default exit_timeout is 5 s"
     )
-
-
-class Partition(Proxy):
-    """A Proxy that can also partition: ``blackhole()`` keeps every connection open but passes
-    nothing on, in either direction (a network that drops packets: writes hang, not fail)."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.flowing = threading.Event()
-        self.flowing.set()
-        super().__init__(target)
-
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if self.flowing.is_set():
-                    dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.close()
-
-    def blackhole(self) -> None:
-        self.flowing.clear()
 
 
 @pytest.fixture

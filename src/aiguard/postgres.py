@@ -13,9 +13,14 @@ records wait in their bounded queue to be retried.
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import re
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from ._runtime import serialize as _serialize
@@ -73,7 +78,10 @@ class PostgresStore(_SqlReads):
     """A :class:`aiguard.Store` on PostgreSQL (psycopg 3, a small connection pool).
 
     ``schema`` puts aiguard's tables in their own PostgreSQL schema (created if missing).
-    Operations wait at most ``timeout`` seconds for a connection, then raise StoreError.
+    Every operation has a deadline of ``timeout`` seconds (default 5) to get a connection, and
+    another to run: connect, statement and transaction timeouts, TCP keepalives, and a watchdog
+    that hangs up a connection stuck past it (a partitioned network). Past a deadline the
+    operation raises StoreError; it never blocks its caller for longer.
 
     Example:
         >>> from aiguard.postgres import PostgresStore
@@ -116,7 +124,7 @@ class PostgresStore(_SqlReads):
                 min_size=min_size,
                 max_size=max_size,
                 timeout=timeout,
-                kwargs={"options": f"-c search_path={schema}"},
+                kwargs=_connection_settings(schema, timeout),
                 open=False,
                 name="aiguard",
             )
@@ -134,6 +142,20 @@ class PostgresStore(_SqlReads):
             self._pool_now.close()
             raise
         track(self)
+
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[Any]:
+        """A pooled connection whose use has a deadline: ``timeout`` seconds after it is handed
+        out, a watchdog shuts its socket, so a statement stuck on a partitioned network fails
+        (StoreError) instead of blocking its caller; the pool then discards the connection."""
+        with self._pool.connection(timeout=self._timeout) as conn:
+            watchdog = threading.Timer(self._timeout, _hang_up, args=(conn,))
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                yield conn
+            finally:
+                watchdog.cancel()
 
     @property
     def _pool(self) -> Any:
@@ -169,14 +191,14 @@ class PostgresStore(_SqlReads):
 
     def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         try:
-            with self._pool.connection() as conn, conn.cursor() as cur:
+            with self._conn() as conn, conn.cursor() as cur:
                 cur.execute(sql, params)
                 return cur.fetchall() if cur.description is not None else []
         except self._errors as exc:
             raise self._fail(exc) from exc
 
     def _migrate(self) -> None:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._conn() as conn, conn.transaction():
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"aiguard:{self.schema}",))
             conn.execute(
@@ -228,7 +250,7 @@ class PostgresStore(_SqlReads):
     ) -> ReviewItem:
         encoded = _serialize.dumps(answer)
         try:
-            with self._pool.connection() as conn, conn.transaction():
+            with self._conn() as conn, conn.transaction():
                 row = conn.execute(
                     "SELECT status, claimed_by, claimed_until FROM review_items WHERE id = %s "
                     "FOR UPDATE",
@@ -260,7 +282,7 @@ class PostgresStore(_SqlReads):
 
     def save_stage_figures(self, process: str, rows: list[Any]) -> None:
         try:
-            with self._pool.connection() as conn, conn.cursor() as cur:
+            with self._conn() as conn, conn.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO stage_figures VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
                     "ON CONFLICT (process, feature, percent) DO UPDATE SET calls = EXCLUDED.calls, "
@@ -279,7 +301,7 @@ class PostgresStore(_SqlReads):
             return
         marks = ",".join(["%s"] * len(CALL_RECORD_COLUMNS))
         try:
-            with self._pool.connection() as conn, conn.cursor() as cur:
+            with self._conn() as conn, conn.cursor() as cur:
                 cur.executemany(
                     f"INSERT INTO call_records VALUES ({marks}) ON CONFLICT (call_id) DO NOTHING",
                     rows,
@@ -295,7 +317,7 @@ class PostgresStore(_SqlReads):
         columns = [c for c in FEEDBACK_COLUMNS if c != "id"]
         marks = ",".join(["%s"] * len(columns))
         try:
-            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
                 if call_record is not None:
                     call_marks = ",".join(["%s"] * len(CALL_RECORD_COLUMNS))
                     cur.execute(
@@ -316,6 +338,36 @@ class PostgresStore(_SqlReads):
         pool, self._pool_now = self._pool_now, None
         if pool is not None:
             pool.close()
+
+
+def _connection_settings(schema: str, timeout: float) -> dict[str, Any]:
+    """libpq settings that give every network operation a deadline: the connection (connect
+    timeout), the statements and transactions (server-side timeouts), and a dead or silent peer
+    (TCP keepalives and TCP_USER_TIMEOUT)."""
+    ms = max(1, int(timeout * 1000))
+    return {
+        "options": (
+            f"-c search_path={schema} -c statement_timeout={ms} "
+            f"-c idle_in_transaction_session_timeout={ms}"
+        ),
+        "connect_timeout": max(1, math.ceil(timeout)),
+        "keepalives": 1,
+        "keepalives_idle": max(1, math.ceil(timeout)),
+        "keepalives_interval": 1,
+        "keepalives_count": 3,
+        "tcp_user_timeout": ms,
+    }
+
+
+def _hang_up(conn: Any) -> None:
+    """Shut the socket of a connection whose operation ran past its deadline (from the
+    watchdog's thread): the blocked call then fails at once."""
+    try:
+        fd = conn.pgconn.socket
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except Exception:  # already closed, or never opened: nothing is stuck on it
+        return
 
 
 def _safe(url: str) -> str:
