@@ -45,8 +45,10 @@ import os
 import sqlite3
 import threading
 import time
+from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
+from ._checks import seconds
 from ._runtime import errors, lifecycle
 from ._runtime import serialize as _serialize
 from ._runtime.records import CALL_RECORD_COLUMNS
@@ -66,6 +68,7 @@ from .limits import StageFigures
 __all__ = ["ReviewItem", "SQLiteStore", "Store", "configured", "open_store"]
 
 FORK_WAIT = 2.0  # the most a fork waits for a running SQLite statement to end
+OPEN_WAIT = 1.0  # the most opening waits for another process's mode switch
 # Call records per INSERT statement: one SQLite step per statement, so the GIL changes hands a
 # few dozen times per batch rather than twice per row (row by row, a batch under GIL contention
 # held SQLite's write lock for seconds); few enough that binding them never holds the GIL long.
@@ -156,13 +159,12 @@ class SQLiteStore(_SqlReads):
         0
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float | timedelta = 5.0) -> None:
         self.path = os.fspath(path)
+        self.timeout = seconds("SQLiteStore(timeout)", timeout)
         self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=30.0
-            )
+            self._db = self._connect()
             self._migrate()
             limit = self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         except sqlite3.Error as exc:
@@ -193,25 +195,34 @@ class SQLiteStore(_SqlReads):
         # SQLite would close it, and closing it in the child can disturb the parent's locks.
         self._inherited.append(self._db)
         try:
-            self._db = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=30.0
-            )
+            self._db = self._connect()
             self._db.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as exc:
             errors.report(f"re-opening {self!r} after fork", exc)
 
+    def _connect(self) -> sqlite3.Connection:
+        # a locked database is waited for at most `timeout` seconds, then StoreError
+        return sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=self.timeout
+        )
+
     def _migrate(self) -> None:
         db = self._db
         if self.path != ":memory:":
-            # Two processes opening a new file at once can find it locked for the mode switch.
-            for attempt in range(50):
+            # Two processes opening a new file at once can find it locked for the mode switch:
+            # that, and only that, is tried again, for at most OPEN_WAIT seconds. Any other
+            # failure (a read-only directory, a full disk, not a database) fails at once.
+            deadline = time.monotonic() + OPEN_WAIT
+            pause = 0.01
+            while True:
                 try:
                     db.execute("PRAGMA journal_mode=WAL")
                     break
-                except sqlite3.OperationalError:
-                    if attempt == 49:
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() + pause > deadline:
                         raise
-                    time.sleep(0.01 * (attempt + 1))
+                    time.sleep(pause)
+                    pause = min(0.1, pause * 2)
         db.execute("PRAGMA synchronous=FULL")
         with self._lock:
             db.execute("BEGIN IMMEDIATE")

@@ -54,29 +54,111 @@ def set_opener(opener: Callable[[Any], Any]) -> None:
 # -- the store and call recording -----------------------------------------------------------------
 
 
+OPEN_RETRY = (1.0, 60.0)  # seconds between two tries to open a store that failed: first, most
+OPENER = "aiguard-store-open"
+
+
+class _OpenFailure:
+    """Why the configured store could not be opened, and when to try again."""
+
+    __slots__ = ("error", "retry_at", "wait")
+
+    def __init__(self, error: BaseException, wait: float) -> None:
+        self.error = error
+        self.wait = wait
+        self.retry_at = time.monotonic() + wait
+
+
+def _spec() -> Any:
+    spec = runtime.store_spec
+    return (os.environ.get(STORE_ENV) or None) if spec is UNSET else spec
+
+
 def store() -> Any:
-    """The configured store, opened on first use; None when none is configured."""
+    """The configured store, opened on first use; None when none is configured.
+
+    A store that cannot be opened fails once (its error, raised here), is tried again in the
+    background with backoff (1 s, doubling, at most 60 s), and until then every caller gets the
+    remembered error at once: nothing waits on a store that is known to be unreachable."""
     found = runtime.store
     if found is not None:
         return found
     with runtime.lock:
-        if runtime.store is None:
-            spec = runtime.store_spec
-            if spec is UNSET:
-                spec = os.environ.get(STORE_ENV) or None
-            if spec is None or _opener is None:
-                return None
-            opened = _opener(spec)
+        if runtime.store is not None:
+            return runtime.store
+        spec = _spec()
+        if spec is None or _opener is None:
+            return None
+        failed = runtime.store_error
+        if failed is not None and time.monotonic() < failed.retry_at:
+            raise failed.error
+    return _open(spec)
+
+
+def store_if_open() -> Any:
+    """The store if it is open now, else None; never opens or waits."""
+    return runtime.store
+
+
+def _open(spec: Any) -> Any:
+    """Open ``spec`` (outside the lock: it may take up to the store's timeout) and install it,
+    unless the configuration changed meanwhile; remember a failure and retry in the
+    background."""
+    assert _opener is not None
+    try:
+        opened = _opener(spec)
+    except Exception as exc:
+        with runtime.lock:
+            if _spec() == spec:
+                before = runtime.store_error
+                wait = OPEN_RETRY[0] if before is None else min(OPEN_RETRY[1], before.wait * 2)
+                runtime.store_error = _OpenFailure(exc, wait)
+                if OPENER not in runtime.workers:
+                    add_worker(OPENER, _retry_open, OPEN_RETRY[0])
+        raise
+    with runtime.lock:
+        installed = runtime.store is None and _spec() == spec
+        if installed:
             runtime.store, runtime.store_owned = opened, opened is not spec
+            runtime.store_error = None
             replace_recorder()
-        return runtime.store
+            runtime.generation += 1
+        current = runtime.store
+    if not installed and opened is not spec and opened is not current:
+        _close(opened)  # configured otherwise meanwhile
+    if OPENER in runtime.workers:
+        remove_worker(OPENER)
+    return current
+
+
+def _retry_open() -> None:
+    """The background retry of a store that could not be opened (a worker's step)."""
+    with runtime.lock:
+        failed = runtime.store_error
+        spec = _spec()
+        done = runtime.store is not None or failed is None or spec is None
+        due = failed is not None and time.monotonic() >= failed.retry_at
+    if done:
+        remove_worker(OPENER)
+        return
+    if due:
+        try:
+            _open(spec)
+        except Exception as exc:
+            errors.warn_once(
+                f"store-open:{spec!r}",
+                "aiguard: the store %r cannot be opened (%s); retrying in the background",
+                spec,
+                exc,
+            )
 
 
 def ensure_recorder() -> None:
-    """Start recording if a store comes from the environment and none was opened yet."""
+    """Start recording if a store comes from the environment and none was opened yet. A store
+    that failed to open is not tried here again (the background retry does it)."""
     if runtime.recorder is not None or not runtime.record_calls or runtime.store is not None:
         return
-    if runtime.store_spec is UNSET and os.environ.get(STORE_ENV):
+    if runtime.store_spec is UNSET and os.environ.get(STORE_ENV) and runtime.store_error is None:
         try:
             store()
         except Exception as exc:
@@ -89,6 +171,7 @@ def install_store(spec: Any, opened: Any, owned: bool) -> None:
     with runtime.lock:
         old, old_owned = runtime.store, runtime.store_owned
         runtime.store_spec, runtime.store, runtime.store_owned = spec, opened, owned
+        runtime.store_error = None
         close = old if old is not None and old_owned and old is not opened else None
         if close is not None and not runtime.closable(close):
             close = None
