@@ -219,7 +219,7 @@ def recording(batches: int) -> str:
             "",
             f"Overhead with recording / without: {over_on / over_off:.2f}x. Memory held after "
             f"{batches} x {calls:,} recorded calls: {held / 1024:.0f} KiB (bounded: at most "
-            "100,000 queued records and 50,000 recent calls remembered for feedback).",
+            "64 MiB of queued records and 16 MiB of calls remembered for feedback, by default).",
         ]
     )
 

@@ -62,13 +62,27 @@ def test_every_kind_of_feedback_on_an_outcome(store: Path) -> None:
 
 
 def test_feedback_by_call_id_uses_the_served_value(store: Path) -> None:
-    """aiguard.feedback(call_id, edited=...) measures the edit against what was served."""
+    """aiguard.feedback(call_id, edited=...) measures the edit against what was served: the
+    captured output (capture on), or ``served=``; memory keeps ids, never served values, so
+    without either the distance is unknown rather than guessed."""
     reply = reply_guard()
     reply("x")
     call_id = aiguard.last_outcome().call_id  # type: ignore[union-attr]
     fb = aiguard.feedback(call_id, edited="Thanks, we are on it!", attributes={"plan": "pro"})
+    assert fb.edit_distance is None and fb.attributes == {"plan": "pro"}
+    fb = aiguard.feedback(call_id, edited="Thanks, we are on it!", served=reply("x"))
     assert fb.edit_distance == pytest.approx(1 / 21)
-    assert fb.attributes == {"plan": "pro"}
+    aiguard.configure(capture=True)
+    reply("x")
+    call_id = aiguard.last_outcome().call_id  # type: ignore[union-attr]
+    fb = aiguard.feedback(call_id, edited="Thanks, we are on it!")  # record still queued
+    assert fb.edit_distance == pytest.approx(1 / 21)
+    aiguard.flush()
+    reply("x")
+    call_id = aiguard.last_outcome().call_id  # type: ignore[union-attr]
+    aiguard.flush()
+    fb = aiguard.feedback(call_id, edited="Thanks, we are on it!")  # read from the store
+    assert fb.edit_distance == pytest.approx(1 / 21)
 
 
 def test_structured_edits_count_fields_changed(store: Path) -> None:

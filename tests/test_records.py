@@ -94,9 +94,8 @@ def test_overflow_drops_records_counts_and_logs_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A full queue drops call records (counted, logged once), never feedback."""
-    monkeypatch.setattr(_records, "CAPACITY", 5)
     monkeypatch.setattr(_records, "INTERVAL", 3600)  # the writer stays asleep
-    aiguard.configure(store=tmp_path / "a.db")
+    aiguard.configure(store=tmp_path / "a.db", record_queue_bytes=5 * _records.ITEM_BYTES)
     recorder = state.recorder
 
     @aiguard.guard("t")

@@ -115,6 +115,8 @@ def configure(
     capture_max_bytes: int = UNSET,
     budgets: Any = UNSET,
     exit_timeout: float | timedelta = UNSET,
+    record_queue_bytes: int = UNSET,
+    remembered_calls_bytes: int = UNSET,
 ) -> None:
     """Set process-wide options; what you leave out keeps its current value.
 
@@ -145,6 +147,11 @@ def configure(
         exit_timeout: the most the process waits at exit (seconds or a timedelta, default 5 s)
             for queued call records to reach the store; what is still queued then is counted
             and logged, and the process exits. ``0`` does not wait at all (a warning says so).
+        record_queue_bytes: the most memory call records waiting to be written may hold
+            (default 64 MiB); past it new records are dropped and counted. A queued record
+            never holds the served value unless ``capture`` is on.
+        remembered_calls_bytes: the most memory the calls remembered for feedback may hold
+            (default 16 MiB: about 50,000 calls; ids and figures, never served values).
 
     Example:
         >>> import aiguard
@@ -190,6 +197,16 @@ def configure(
         raise ConfigError(
             f"capture_max_bytes={capture_max_bytes!r} is invalid: must be a whole number >= 16"
         )
+    for name, value in (
+        ("record_queue_bytes", record_queue_bytes),
+        ("remembered_calls_bytes", remembered_calls_bytes),
+    ):
+        if value is not UNSET and (
+            isinstance(value, bool) or not isinstance(value, int) or not 2**10 <= value <= 2**40
+        ):
+            raise ConfigError(
+                f"{name}={value!r} is invalid: must be a whole number of bytes from 1 KiB to 1 TiB"
+            )
     wait_at_exit: float = runtime.exit_timeout
     if exit_timeout is not UNSET:
         wait_at_exit = _exit_timeout(exit_timeout)
@@ -229,7 +246,18 @@ def configure(
         if shared is not UNSET:
             old_budgets, runtime.budget_store = runtime.budget_store, shared
             runs = list(runtime.budgets.items())
-        recording = (record_calls, capture, redact, capture_max_bytes)
+        if record_queue_bytes is not UNSET:
+            runtime.record_queue_bytes = record_queue_bytes
+        if remembered_calls_bytes is not UNSET:
+            runtime.remembered_calls_bytes = remembered_calls_bytes
+        recording = (
+            record_calls,
+            capture,
+            redact,
+            capture_max_bytes,
+            record_queue_bytes,
+            remembered_calls_bytes,
+        )
         if any(v is not UNSET for v in recording):
             if record_calls is not UNSET:
                 runtime.record_calls = record_calls

@@ -148,6 +148,8 @@ def _lookup(
             return feature, served, ids, row
         known = recorder.known(call_id)
         if known is not None:
+            if recorder.capture is not None:
+                break  # written, with its output: the store has the served value
             feature, served, ids = known
             return feature, served, ids, None
     store = configured()
@@ -195,7 +197,7 @@ def feedback(
         ... def reply(text: str) -> str:
         ...     return "Thanks, we are on it."
         >>> outcome = reply.outcome("my order is late")
-        >>> fb = aiguard.feedback(outcome.call_id, edited="Thanks! We are on it.", by="agent-7")
+        >>> fb = aiguard.feedback(outcome, edited="Thanks! We are on it.", by="agent-7")
         >>> fb.kind.value, round(fb.edit_distance, 3)
         ('edited', 0.095)
     """

@@ -111,3 +111,33 @@ def test_a_store_down_then_healed_writes_everything(tmp_path: Path) -> None:
     counts = _settle(300)
     assert counts.written == 300 and counts.dropped == 0 and counts.recorded == 300
     assert runtime.recorder is not None and runtime.recorder.backoff == 0.0
+
+
+def test_the_queue_holds_figures_not_answers_and_stays_in_its_byte_budget(
+    tmp_path: Path,
+) -> None:
+    """With the store down, 5,000 calls answering 100 KB each hold no answer in memory: the
+    queue keeps within record_queue_bytes, the rest is dropped and counted."""
+    import tracemalloc
+
+    aiguard.configure(store=tmp_path / "a.db", record_queue_bytes=2**20)
+    store = configured()
+
+    def refuse(rows: list[Any]) -> None:
+        raise aiguard.StoreError("down")
+
+    store.add_call_records = refuse  # type: ignore[method-assign]
+
+    @aiguard.guard("big", confidence=lambda r: 0.9, threshold=0.5)
+    def f(i: int) -> str:
+        return "x" * 100_000 + str(i)  # a fresh 100 KB answer each call
+
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(5000):
+        f(i)
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    counts = aiguard.records.counts()
+    assert counts.queued <= 2**20 // 512 and counts.dropped == 5000 - counts.queued, counts
+    assert held < 2 * 2**20, f"{held / 2**20:.1f} MiB held for 5,000 calls of 100 KB answers"

@@ -15,7 +15,7 @@ from typing import Any
 
 from .._runtime import errors, ids, telemetry
 from .._runtime.money import pico_of, to_decimal
-from .._runtime.records import Extras, Served, served, span_ids
+from .._runtime.records import Extras, Served, brief, compact, served, span_ids
 from .._runtime.state import runtime
 from ..exceptions import ModelTimeout, NotServed, ReviewPending
 from ..fallbacks import FallbackContext
@@ -124,11 +124,13 @@ def settler(core: Any) -> Callable[..., Served | FallbackContext]:
             )  # fmt: skip
         recorder = runtime.recorder
         if recorder is not None:
-            if span is None and recorder.capture is None:
-                recorder.put(record)
+            if recorder.capture is None:  # the queue keeps no value: memory stays bounded
+                if span is None:
+                    recorder.put(compact(record))
+                else:
+                    recorder.put(Extras(compact(record), None, span_ids(span), None))
             else:
-                inputs = (signature, args, kwargs) if recorder.capture is not None else None
-                recorder.put(Extras(record, inputs, span_ids(span), None))
+                recorder.put(Extras(record, (signature, args, kwargs), span_ids(span), None))
         if runtime.observers:
             notify(served_outcome(record))
         return record
@@ -246,10 +248,11 @@ def publish(
         telemetry.describe(span, *acct.span_attributes(result))
     recorder = runtime.recorder
     if recorder is not None:
-        inputs = None
-        if recorder.capture is not None and ctx is not None:
-            inputs = (core.signature, ctx.args, ctx.kwargs)
-        recorder.put(Extras(result, inputs, span_ids(span), acct.model))
+        if recorder.capture is None:  # the figures only: no value held in the queue
+            recorder.put(Extras(brief(result), None, span_ids(span), acct.model))
+        else:
+            inputs = None if ctx is None else (core.signature, ctx.args, ctx.kwargs)
+            recorder.put(Extras(result, inputs, span_ids(span), acct.model))
     if runtime.observers:
         notify(result)
 

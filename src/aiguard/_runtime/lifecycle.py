@@ -188,7 +188,12 @@ def replace_recorder(close_after: Any = None) -> None:
     old = runtime.recorder
     new = None
     if runtime.record_calls and runtime.store is not None:
-        new = Recorder(runtime.store, runtime.capture)
+        new = Recorder(
+            runtime.store,
+            runtime.capture,
+            runtime.record_queue_bytes,
+            runtime.remembered_calls_bytes,
+        )
     runtime.recorder = new
     if new is not None:
         runtime.recorders = [*runtime.recorders, new]

@@ -30,14 +30,14 @@ from .money import pico_of
 from .state import runtime, track
 from .workers import Worker
 
-CAPACITY = 100_000  # queued records at most
+ITEM_BYTES = 512  # a queued record without captured values, at most (measured: ~350 B)
+RECENT_ITEM_BYTES = 320  # a remembered call: its id, feature and span ids (measured: ~250 B)
 BATCH = 1_000  # rows per transaction at most
 INTERVAL = 0.2  # seconds between writes when the queue is quiet
 MIN_PAUSE, MAX_PAUSE = 0.002, 0.05  # seconds between two batches of a backlog
 PROBES = 2  # rows refused, none taken: the store is down
 REFUSALS = 2  # a row refused this often while the store took others is dropped
 MAX_BACKOFF = 5.0  # seconds at most between two tries while the store is down
-RECENT = 50_000  # recent calls remembered for feedback (id -> feature, served value)
 
 CALL_RECORD_COLUMNS = (
     "call_id", "feature", "started_at", "source", "reason", "confidence", "threshold", "arm",
@@ -72,6 +72,56 @@ class Served(tuple):  # type: ignore[type-arg]
 served: Callable[[tuple[Any, ...]], Served] = functools.partial(tuple.__new__, Served)
 """The record of a served call, from the tuple (core, call number, value, confidence, settings,
 start, model end, end, rollout arm, usage, cost in pico-units): a C-level call, for the hot path."""
+
+
+compact: Callable[[Served], tuple[Any, ...]] = operator.itemgetter(0, 1, 3, 4, 5, 6, 7, 8, 9, 10)
+"""A served record without its value (core, number, confidence, settings, start, model end,
+end, arm, usage, cost): what the queue keeps when no output is captured, so a queued record
+never holds the model's answer in memory (C-level, for the hot path)."""
+
+
+class Brief(tuple):  # type: ignore[type-arg]
+    """An Outcome's figures without its values (the queue's form of a call that was not
+    served, when no output is captured): call id, feature, source, reason, confidence,
+    threshold, arm, rollout percent, detail, start, latency, model latency, usage, cost."""
+
+    __slots__ = ()
+
+    @property
+    def call_id(self) -> str:
+        return self[0]  # type: ignore[no-any-return]
+
+
+def brief(o: Any) -> Brief:
+    """The Brief of Outcome ``o``."""
+    return tuple.__new__(
+        Brief,
+        (
+            o.call_id,
+            o.feature,
+            None if o.source is None else o.source.value,
+            o.reason.value,
+            o.confidence,
+            o.threshold,
+            o.arm,
+            o.rollout_percent,
+            o.detail,
+            o.started_at,
+            o.latency,
+            o.model_latency,
+            o.usage,
+            None if o.cost is None else pico_of(o.cost),
+        ),
+    )
+
+
+def call_id_of(item: Any) -> str:
+    """The call id of anything the queue holds."""
+    if item.__class__ is Extras:
+        item = item.record
+    if item.__class__ is tuple:  # a compact served record
+        return ids.call_id(item[1])
+    return item.call_id  # type: ignore[no-any-return]
 
 
 class Capture:
@@ -116,7 +166,7 @@ class Extras:
 
     @property
     def call_id(self) -> str:
-        return self.record.call_id  # type: ignore[no-any-return]
+        return call_id_of(self.record)
 
 
 def span_ids(span: Any) -> tuple[str | None, str | None]:
@@ -184,9 +234,20 @@ class _Retry:
 class Recorder:
     """The queue and its writer for one store."""
 
-    def __init__(self, store: Any, capture: Capture | None) -> None:
+    def __init__(
+        self,
+        store: Any,
+        capture: Capture | None,
+        queue_bytes: int = 64 * 2**20,
+        recent_bytes: int = 16 * 2**20,
+    ) -> None:
         self.store = store
         self.capture = capture
+        # the byte budgets as counts: a queued record holds at most ITEM_BYTES, plus its
+        # captured input and output (each cut to capture.max_bytes) when capture is on
+        per_item = ITEM_BYTES + (2 * capture.max_bytes if capture is not None else 0)
+        self.queue_max = max(1, queue_bytes // per_item)
+        self.recent_max = max(1, recent_bytes // RECENT_ITEM_BYTES)
         self.queue: collections.deque[Any] = collections.deque()
         self.dropped = 0
         self.written = 0
@@ -219,13 +280,13 @@ class Recorder:
         """Queue one call (a served record or an Outcome, with its inputs if captured)."""
         self.recorded += 1
         queue = self.queue
-        if len(queue) >= CAPACITY:
+        if len(queue) >= self.queue_max:
             self._drop(1, "queue full")
             errors.warn_once(
                 "records-dropped",
-                "aiguard: the call-record queue is full (%s): records are being dropped and "
-                "counted (aiguard.flush() or a faster store helps)",
-                CAPACITY,
+                "aiguard: the call-record queue is full (%s records, its byte budget): records "
+                "are being dropped and counted (a faster or reachable store helps)",
+                self.queue_max,
             )
             return
         queue.append(item)
@@ -374,14 +435,23 @@ class Recorder:
         source: str | None
         if item.__class__ is Extras:
             record, inputs, span, model = item.record, item.inputs, item.span_ids, item.model
-        if record.__class__ is Served:
+        cls = record.__class__
+        if cls is Served or cls is tuple:
             # a served call's raw figures, read directly (building its Outcome costs more);
             # unpacked in the field order this module defines (cheaper than ten properties)
-            core, number, value, confidence, s, t0, t1, t2, arm, usage, cost = record
+            if cls is Served:
+                core, number, value, confidence, s, t0, t1, t2, arm, usage, cost = record
+            else:  # compact: no value kept
+                core, number, confidence, s, t0, t1, t2, arm, usage, cost = record
+                value = None
             call_id, feature, source, reason = ids.call_id(number), core.feature, "model", "served"
             started, latency, model_latency = ids.wall_time(t0), t2 - t0, t1 - t0
             threshold, percent, detail = s.threshold, s.percent, None
             model = model or core.acct.model
+        elif cls is Brief:
+            value = None
+            (call_id, feature, source, reason, confidence, threshold, arm, percent, detail,
+             started, latency, model_latency, usage, cost) = record  # fmt: skip
         else:  # an Outcome
             o = record
             call_id, feature, value, usage = o.call_id, o.feature, o.value, o.usage
@@ -399,7 +469,7 @@ class Recorder:
         with self._recent_lock:
             recent = self.recent
             recent[call_id] = (feature, None, span)  # ids and figures, never the served value
-            if len(recent) > RECENT:
+            if len(recent) > self.recent_max:
                 recent.popitem(last=False)
         return (
             call_id,
@@ -432,14 +502,18 @@ class Recorder:
         what feedback needs to know of it, and its row, for feedback to write both in one
         transaction. No I/O."""
         for item in list(self.queue):
-            if item.call_id != call_id:
-                continue
             if item.__class__ is _Retry:
-                return self._known_of(item.row), item.row
+                if item.call_id == call_id:
+                    return self._known_of(item.row), item.row
+                continue
+            if call_id_of(item) != call_id:
+                continue
             row = self._row(item)
-            feature, _, span = self._known_of(row)
+            feature, served, span = self._known_of(row)
             record = item.record if item.__class__ is Extras else item
-            return (feature, record.value, span), row  # still in memory: the served value
+            if hasattr(record, "value"):
+                served = record.value  # still in memory (captured calls): the served value
+            return (feature, served, span), row
         writing = self.writing.get(call_id)
         if writing is not None:
             return self._known_of(writing), writing

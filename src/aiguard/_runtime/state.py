@@ -132,6 +132,8 @@ class Runtime:
         # call records: on whenever a store is configured, unless turned off
         self.record_calls = True
         self.capture: Any = None  # a records.Capture when inputs and outputs are kept
+        self.record_queue_bytes = 64 * 2**20  # byte budgets of the record queue and of the
+        self.remembered_calls_bytes = 16 * 2**20  # calls remembered for feedback
         self.recorder: Any = None  # the recorder new calls go to
         self.recorders: list[Any] = []  # it, and replaced ones still writing what they hold
         self.retired_counts: collections.Counter[str] = collections.Counter()  # of those gone
