@@ -44,11 +44,14 @@ def _timed(fn: object, *args: object, **kwargs: object) -> tuple[float, object]:
     return time.monotonic() - t0, result
 
 
+@pytest.mark.parametrize("fault", ["blackhole", "cut"])
 def test_operations_fail_within_the_deadline_during_a_partition(
-    partitioned: tuple[PostgresStore, Partition],
+    partitioned: tuple[PostgresStore, Partition], fault: str
 ) -> None:
-    """feedback() and the review queue raise StoreError within the store's timeout; a call whose
-    chain reaches HumanReview moves on to the next handler within it; served calls never wait."""
+    """Packets dropped (blackhole) or connections reset and refused (cut): feedback() and the
+    review queue raise StoreError within the store's timeout; a call whose chain reaches
+    HumanReview moves on to the next handler within it; served calls never wait; once the
+    network is back, feedback works again."""
     store, proxy = partitioned
     aiguard.configure(store=store)
 
@@ -63,7 +66,7 @@ def test_operations_fail_within_the_deadline_during_a_partition(
 
     served = f.outcome(0.9)
     served.accept()  # works before the partition
-    proxy.blackhole()
+    getattr(proxy, fault)()
     took, result = _timed(aiguard.feedback, served.call_id, accepted=False)
     assert isinstance(result, aiguard.StoreError), result
     assert took <= TIMEOUT + SLACK, took
@@ -77,6 +80,11 @@ def test_operations_fail_within_the_deadline_during_a_partition(
     assert took <= TIMEOUT + SLACK, took
     worst = max(_timed(f, 0.9)[0] for _ in range(200))
     assert worst < 0.05, f"a served call waited {worst:.3f} s on the partitioned store"
+    proxy.heal() if fault == "blackhole" else proxy.mend()
+    deadline = time.monotonic() + 10
+    while not isinstance(_timed(served.accept)[1], aiguard.Feedback):
+        assert time.monotonic() < deadline, "feedback never worked again after the fault"
+        time.sleep(0.2)
 
 
 def test_records_land_or_are_counted_after_the_partition_heals(
