@@ -18,11 +18,13 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pytest
 
@@ -31,6 +33,7 @@ import aiguard
 __all__ = ["Mode", "mode"]
 
 Body = Callable[..., Any]
+T = TypeVar("T")
 
 
 class Mode:
@@ -107,6 +110,53 @@ class Mode:
 
         last: aiguard.Outcome[Any] | None = self.run(read())
         return last
+
+    def set_var(self, var: contextvars.ContextVar[T], value: T) -> None:
+        """``var.set(value)`` where the calls run: this thread, or the loop's context."""
+        if not self.is_async:
+            var.set(value)
+            return
+
+        async def write() -> None:
+            var.set(value)
+
+        self.run(write())
+
+    def blocker(
+        self,
+        release: threading.Event,
+        result: Any = None,
+        *,
+        cancelled: threading.Event | None = None,
+        seconds: float = 5.0,
+    ) -> Body:
+        """A model function that takes any arguments and waits for ``release`` (at most
+        ``seconds``), then returns ``result``.
+
+        Sync: ``release.wait`` (a timeout abandons it in aiguard's worker pool; set ``release``
+        to free the thread). Async: polls ``release`` with ``asyncio.sleep``, so the loop stays
+        free and a timeout cancels it; ``cancelled``, if given, is set when it is cancelled.
+        """
+        if self.is_async:
+
+            async def blocked_async(*args: Any, **kwargs: Any) -> Any:
+                deadline = time.monotonic() + seconds
+                try:
+                    while not release.is_set() and time.monotonic() < deadline:
+                        await asyncio.sleep(0.005)
+                except asyncio.CancelledError:
+                    if cancelled is not None:
+                        cancelled.set()
+                    raise
+                return result
+
+            return blocked_async
+
+        def blocked(*args: Any, **kwargs: Any) -> Any:
+            release.wait(seconds)
+            return result
+
+        return blocked
 
     def sleeper(self, seconds: float, result: Any = None) -> Body:
         """A model function that takes any arguments, sleeps ``seconds``, then returns ``result``.

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _modes import Mode
 from clients import anthropic_client, openai_client
 from hypothesis import given
 from hypothesis import strategies as st
@@ -31,60 +32,62 @@ PRICES = {
 }
 
 
-def test_openai_cost_follows_openai_rule() -> None:
+def test_openai_cost_follows_openai_rule(mode: Mode) -> None:
     """Cached OpenAI tokens are billed at the cached price and not twice."""
     aiguard.configure(prices=PRICES)
     client = openai_client()
 
-    @aiguard.guard("draft")
+    @mode.guard("draft")
     def draft() -> Any:
         return client.chat.completions.create(model="gpt-4.1-mini", messages=[])
 
-    outcome = draft.outcome()
+    outcome = mode.outcome(draft)
     # 200 uncached at 0.40/M + 1000 cached at 0.10/M + 80 out at 1.60/M (dated model -> prefix)
     assert outcome.cost == Decimal("0.000308")
 
 
-def test_anthropic_cost_follows_anthropic_rule() -> None:
+def test_anthropic_cost_follows_anthropic_rule(mode: Mode) -> None:
     """Anthropic cache reads and writes are billed at their own prices, on top of input."""
     aiguard.configure(prices=PRICES)
     client = anthropic_client()
 
-    @aiguard.guard("draft")
+    @mode.guard("draft")
     def draft() -> Any:
         return client.messages.create(model="claude-test-1", max_tokens=5, messages=[])
 
     # 100 input at 3/M + 300 read at 0.30/M + 50 write at 3.75/M + 20 out at 15/M
-    assert draft.outcome().cost == Decimal("0.0008775")
+    assert mode.outcome(draft).cost == Decimal("0.0008775")
 
 
-def test_flat_per_call_price_for_non_token_models() -> None:
+def test_flat_per_call_price_for_non_token_models(mode: Mode) -> None:
     """A classifier with a per-call price and the guard's model= name."""
     aiguard.configure(prices=PRICES)
 
-    @aiguard.guard("triage", model="ticket-clf")
+    @mode.guard("triage", model="ticket-clf")
     def triage() -> str:
         return "billing"
 
-    assert triage.outcome().cost == Decimal("0.00002")
+    assert mode.outcome(triage).cost == Decimal("0.00002")
 
 
-def test_unknown_model_is_unknown_cost_warned_once(caplog: pytest.LogCaptureFixture) -> None:
+def test_unknown_model_is_unknown_cost_warned_once(
+    mode: Mode, caplog: pytest.LogCaptureFixture
+) -> None:
     """A model missing from the table: cost None (not zero), a warning logged once."""
     aiguard.configure(prices=PRICES)
 
-    @aiguard.guard("x", model="mystery-model")
+    @mode.guard("x", model="mystery-model")
     def f() -> dict[str, Any]:
         return {"input_tokens": 10, "output_tokens": 1}
 
     with caplog.at_level("WARNING", logger="aiguard"):
-        assert [f.outcome().cost for _ in range(3)] == [None, None, None]
+        assert [mode.outcome(f).cost for _ in range(3)] == [None, None, None]
     assert sum("mystery-model" in r.getMessage() for r in caplog.records) == 1
     s = aiguard.stats("x")
     assert s.unknown_cost_calls == 3 and s.cost == 0 and s.cost_per_call is None
 
 
-def test_fallback_costs_count() -> None:
+def test_fallback_costs_count(mode: Mode) -> None:
     """Rules and human review declare their own cost; the call's cost includes them."""
     aiguard.configure(prices=PRICES)
     queue = aiguard.ReviewQueue(":memory:")
@@ -92,7 +95,7 @@ def test_fallback_costs_count() -> None:
     def rules(t: str) -> str:
         raise LookupError
 
-    @aiguard.guard(
+    @mode.guard(
         "tri",
         model="ticket-clf",
         confidence="score",
@@ -105,7 +108,7 @@ def test_fallback_costs_count() -> None:
     def triage(t: str) -> dict[str, Any]:
         return {"score": 0.1}
 
-    outcome = triage.outcome("x")
+    outcome = mode.outcome(triage, "x")
     assert outcome.source is Source.HUMAN
     assert outcome.cost == Decimal("0.00002") + Decimal("0.000001") + Decimal("0.50")
     assert aiguard.stats("tri").cost == outcome.cost
@@ -125,17 +128,17 @@ def test_price_file_errors_name_model_field_and_value(tmp_path: Path) -> None:
         aiguard.PriceTable.load(path)
 
 
-def test_prices_in_the_config_file(tmp_path: Path) -> None:
+def test_prices_in_the_config_file(mode: Mode, tmp_path: Path) -> None:
     """load_config reads prices from a path or inline."""
     (tmp_path / "prices.json").write_text('{"models": {"m": {"per_call": "0.01"}}}')
     (tmp_path / "aiguard.toml").write_text('prices = "prices.json"\n')
     aiguard.load_config(tmp_path / "aiguard.toml")
 
-    @aiguard.guard("p", model="m")
+    @mode.guard("p", model="m")
     def f() -> int:
         return 1
 
-    assert f.outcome().cost == Decimal("0.01")
+    assert mode.outcome(f).cost == Decimal("0.01")
 
 
 usage_st = st.builds(
@@ -170,21 +173,23 @@ def test_costs_sum_exactly(
     assert total == sum((exact(u) for u in usages), Decimal(0))
 
 
-def test_stats_sum_costs_exactly_over_many_calls() -> None:
+def test_stats_sum_costs_exactly_over_many_calls(mode: Mode) -> None:
     """10,000 calls at a price float arithmetic would drift on: the total is exact."""
     aiguard.configure(prices={"models": {"m": {"per_call": "0.0001"}}})
 
-    @aiguard.guard("drift", model="m")
+    @mode.guard("drift", model="m")
     def f() -> int:
         return 1
 
     for _ in range(10_000):
-        f()
+        mode.call(f)
     assert aiguard.stats("drift").cost == Decimal("1")
     assert aiguard.stats("drift").cost_per_call == Decimal("0.0001")
 
 
-def test_budget_stops_model_calls_then_rolls_over(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_budget_stops_model_calls_then_rolls_over(
+    mode: Mode, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Over the window's budget the model is not called (over_budget); the next window resets."""
     from aiguard._runtime import budgets as budget_module
 
@@ -193,7 +198,7 @@ def test_budget_stops_model_calls_then_rolls_over(monkeypatch: pytest.MonkeyPatc
     aiguard.configure(prices={"models": {"m": {"per_call": "0.40"}}})
     calls = {"n": 0}
 
-    @aiguard.guard(
+    @mode.guard(
         "b", model="m", budget=aiguard.Budget(limit="1.00", per="hour"),
         fallback=aiguard.Rules(lambda: "rules"),
     )  # fmt: skip
@@ -201,19 +206,20 @@ def test_budget_stops_model_calls_then_rolls_over(monkeypatch: pytest.MonkeyPatc
         calls["n"] += 1
         return "model"
 
-    assert [f(), f(), f()] == ["model"] * 3  # 1.20 spent: the third call went over
-    blocked = f.outcome()
+    # 1.20 spent: the third call went over
+    assert [mode.call(f), mode.call(f), mode.call(f)] == ["model"] * 3
+    blocked = mode.outcome(f)
     assert blocked.reason is Reason.OVER_BUDGET and blocked.value == "rules"
     assert calls["n"] == 3
     assert "spent 1.2 of the 1.00 budget" in (blocked.detail or "")
     now[0] += 3600
-    assert f() == "model"
+    assert mode.call(f) == "model"
 
 
-def test_budget_counts_fallback_costs() -> None:
+def test_budget_counts_fallback_costs(mode: Mode) -> None:
     """Fallback handlers' costs count against the budget too."""
 
-    @aiguard.guard(
+    @mode.guard(
         "bf",
         budget=aiguard.Budget(limit="1", per="day"),
         fallback=aiguard.Rules(lambda: "human-ish", cost="0.6"),
@@ -222,10 +228,10 @@ def test_budget_counts_fallback_costs() -> None:
     def f() -> str:
         return "model"
 
-    assert f.outcome().reason is Reason.NOT_IN_ROLLOUT
-    assert f.outcome().reason is Reason.NOT_IN_ROLLOUT
+    assert mode.outcome(f).reason is Reason.NOT_IN_ROLLOUT
+    assert mode.outcome(f).reason is Reason.NOT_IN_ROLLOUT
     aiguard.set_rollout("bf", 100)
-    assert f.outcome().reason is Reason.OVER_BUDGET  # 1.2 spent by the fallback alone
+    assert mode.outcome(f).reason is Reason.OVER_BUDGET  # 1.2 spent by the fallback alone
 
 
 @pytest.mark.parametrize(
@@ -243,10 +249,10 @@ def test_bad_budgets(kwargs: dict[str, Any], message: str) -> None:
         aiguard.Budget(**kwargs)
 
 
-def test_stats_snapshot() -> None:
+def test_stats_snapshot(mode: Mode) -> None:
     """Calls by source and reason, fallback rate, latency percentiles, tokens, SLO breaches."""
 
-    @aiguard.guard(
+    @mode.guard(
         "st",
         confidence="score",
         threshold=0.5,
@@ -258,7 +264,7 @@ def test_stats_snapshot() -> None:
         return {"score": score, "input_tokens": 10, "output_tokens": 2}
 
     for i in range(20):
-        f(0.9 if i % 4 else 0.1, 0.02 if i == 0 else 0.0)
+        mode.call(f, 0.9 if i % 4 else 0.1, 0.02 if i == 0 else 0.0)
     s = aiguard.stats("st")
     assert s.calls == 20
     assert s.by_source == {"model": 15, "default": 5}
@@ -308,46 +314,47 @@ def test_latency_percentiles_are_within_the_bucket_error(latencies: list[float])
         assert got is not None and true <= got * (1 + 1e-9) and got <= true * 1.125 + 1e-12
 
 
-def test_snapshot_prefix_needs_a_date(caplog: pytest.LogCaptureFixture) -> None:
+def test_snapshot_prefix_needs_a_date(mode: Mode, caplog: pytest.LogCaptureFixture) -> None:
     """A dated snapshot finds its base model price; another model sharing a prefix does not."""
     aiguard.configure(prices={"models": {"gpt-4o": {"input": "2.5", "output": "10"}}})
 
-    @aiguard.guard("snap")
+    @mode.guard("snap")
     def f(model: str) -> dict[str, Any]:
         return {"model": model, "input_tokens": 1_000_000, "output_tokens": 0}
 
-    assert f.outcome("gpt-4o-2024-08-06").cost == Decimal("2.5")
-    assert f.outcome("gpt-4o-mini-2024-07-18").cost is None
+    assert mode.outcome(f, "gpt-4o-2024-08-06").cost == Decimal("2.5")
+    assert mode.outcome(f, "gpt-4o-mini-2024-07-18").cost is None
 
 
 def test_per_token_model_without_usage_is_unknown_not_zero(
+    mode: Mode,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A model priced per token whose result carries no usage costs 'unknown', warned once."""
     aiguard.configure(prices=PRICES)
 
-    @aiguard.guard("nousage", model="gpt-4.1-mini")
+    @mode.guard("nousage", model="gpt-4.1-mini")
     def f() -> str:
         return "just text"
 
     with caplog.at_level("WARNING", logger="aiguard"):
-        assert [f.outcome().cost, f.outcome().cost] == [None, None]
+        assert [mode.outcome(f).cost, mode.outcome(f).cost] == [None, None]
     assert sum("no token usage was read" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_a_feature_has_one_budget_shared_by_its_guards() -> None:
+def test_a_feature_has_one_budget_shared_by_its_guards(mode: Mode) -> None:
     """Two guards of one feature share its spend; declaring another budget is refused."""
     aiguard.configure(prices={"models": {"m": {"per_call": "0.6"}}})
     budget = aiguard.Budget(limit="1", per="day")
-    a = aiguard.guard("shared-b", model="m", budget=budget, fallback=aiguard.Default("fb"))(
+    a = mode.guard("shared-b", model="m", budget=budget, fallback=aiguard.Default("fb"))(
         lambda: "a"
     )
-    b = aiguard.guard("shared-b", model="m", budget=budget, fallback=aiguard.Default("fb"))(
+    b = mode.guard("shared-b", model="m", budget=budget, fallback=aiguard.Default("fb"))(
         lambda: "b"
     )
-    assert [a(), b(), a()] == ["a", "b", "fb"]
+    assert [mode.call(a), mode.call(b), mode.call(a)] == ["a", "b", "fb"]
     with pytest.raises(aiguard.ConfigError, match="a feature has one budget"):
-        aiguard.guard("shared-b", budget=aiguard.Budget(limit="2"))(lambda: 1)
+        mode.guard("shared-b", budget=aiguard.Budget(limit="2"))(lambda: 1)
 
 
 def test_too_precise_prices_name_the_model_and_field() -> None:
@@ -357,10 +364,10 @@ def test_too_precise_prices_name_the_model_and_field() -> None:
     assert "model 'm'" in str(info.value) and "field 'input'" in str(info.value)
 
 
-def test_fallback_costs_count_even_when_the_model_cost_is_unknown() -> None:
+def test_fallback_costs_count_even_when_the_model_cost_is_unknown(mode: Mode) -> None:
     """A model with no price still lets its handlers' own cost count against the budget."""
 
-    @aiguard.guard(
+    @mode.guard(
         "unk-b",
         budget=aiguard.Budget(limit="2", per="day"),
         fallback=aiguard.Rules(lambda: "rules", cost="1"),
@@ -368,5 +375,5 @@ def test_fallback_costs_count_even_when_the_model_cost_is_unknown() -> None:
     def f() -> str:
         raise ConnectionError
 
-    reasons = [f.outcome().reason for _ in range(4)]
+    reasons = [mode.outcome(f).reason for _ in range(4)]
     assert reasons == [Reason.ERROR, Reason.ERROR, Reason.OVER_BUDGET, Reason.OVER_BUDGET]

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _modes import Mode
 
 import aiguard
 from aiguard import Reason, Source
 
 
-def guarded(feature: str = "triage") -> Any:
-    @aiguard.guard(feature, fallback=aiguard.Rules(lambda ticket: "rules"))
+def guarded(mode: Mode, feature: str = "triage") -> Any:
+    @mode.guard(feature, fallback=aiguard.Rules(lambda ticket: "rules"))
     def triage(ticket: str) -> str:
         return "model"
 
@@ -31,42 +32,42 @@ def wait_for(predicate: Any, timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-def test_kill_serves_the_fallback_with_who_and_why() -> None:
+def test_kill_serves_the_fallback_with_who_and_why(mode: Mode) -> None:
     """A killed feature serves its fallback chain with reason killed, saying who and why."""
-    triage = guarded()
-    assert triage("t") == "model"
+    triage = guarded(mode)
+    assert mode.call(triage, "t") == "model"
     aiguard.kill("triage", reason="wrong answers on refunds", by="ana")
-    outcome = triage.outcome("t")
+    outcome = mode.outcome(triage, "t")
     assert outcome.value == "rules" and outcome.reason is Reason.KILLED
     assert outcome.source is Source.RULES
     assert outcome.detail == "killed by ana (process): wrong answers on refunds"
     aiguard.revive("triage")
-    assert triage.outcome("t").reason is Reason.SERVED
+    assert mode.outcome(triage, "t").reason is Reason.SERVED
     kinds = [e.kind.value for e in aiguard.recent_events("triage")]
     assert kinds == ["kill", "revive"]
 
 
-def test_kill_all_kills_every_feature() -> None:
+def test_kill_all_kills_every_feature(mode: Mode) -> None:
     """The global kill stops every AI path; feature kills survive revive_all."""
-    a, b = guarded("a"), guarded("b")
+    a, b = guarded(mode, "a"), guarded(mode, "b")
     aiguard.kill("b", reason="own reason")
     aiguard.kill_all(reason="provider outage", by="oncall")
-    assert a.outcome("t").reason is Reason.KILLED and b("t") == "rules"
+    assert mode.outcome(a, "t").reason is Reason.KILLED and mode.call(b, "t") == "rules"
     aiguard.revive_all()
-    assert a("t") == "model"
-    assert b.outcome("t").reason is Reason.KILLED
+    assert mode.call(a, "t") == "model"
+    assert mode.outcome(b, "t").reason is Reason.KILLED
 
 
-def test_killed_without_fallback_raises_not_served() -> None:
+def test_killed_without_fallback_raises_not_served(mode: Mode) -> None:
     """With no fallback, a killed feature raises NotServed carrying reason killed."""
 
-    @aiguard.guard("bare")
+    @mode.guard("bare")
     def f() -> int:
         return 1
 
     aiguard.kill("bare", reason="off")
     with pytest.raises(aiguard.NotServed) as info:
-        f()
+        mode.call(f)
     assert info.value.outcome.reason is Reason.KILLED
 
 
@@ -139,12 +140,12 @@ def write_toml(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def test_control_file_changes_take_effect_within_the_interval(tmp_path: Path) -> None:
+def test_control_file_changes_take_effect_within_the_interval(mode: Mode, tmp_path: Path) -> None:
     """Editing the control file kills, rolls out and revives without a restart."""
     path = tmp_path / "control.toml"
     aiguard.configure(control=path, control_interval=0.05)
 
-    @aiguard.guard(
+    @mode.guard(
         "draft",
         rollout=aiguard.Rollout(percent=0, key="user"),
         fallback=aiguard.Default("template"),
@@ -152,33 +153,33 @@ def test_control_file_changes_take_effect_within_the_interval(tmp_path: Path) ->
     def draft(user: str) -> str:
         return "ai"
 
-    assert draft("u1") == "template"
+    assert mode.call(draft, "u1") == "template"
     write_toml(path, "[features.draft]\nrollout = 100\n")
-    wait_for(lambda: draft("u1") == "ai")
+    wait_for(lambda: mode.call(draft, "u1") == "ai")
     write_toml(path, '[features.draft]\nrollout = 100\nkilled = true\nreason = "bad"\nby = "ana"\n')
-    wait_for(lambda: draft.outcome("u1").reason is Reason.KILLED)
-    assert draft.outcome("u1").detail == f"killed by ana (control file {str(path)!r}): bad"
+    wait_for(lambda: mode.outcome(draft, "u1").reason is Reason.KILLED)
+    assert mode.outcome(draft, "u1").detail == f"killed by ana (control file {str(path)!r}): bad"
     write_toml(path, '[all]\nkilled = true\nreason = "outage"\n[features.draft]\nrollout = 100\n')
-    wait_for(lambda: "outage" in (draft.outcome("u1").detail or ""))
+    wait_for(lambda: "outage" in (mode.outcome(draft, "u1").detail or ""))
     write_toml(path, "[features.draft]\nrollout = 100\n")
-    wait_for(lambda: draft("u1") == "ai")
+    wait_for(lambda: mode.call(draft, "u1") == "ai")
 
 
 def test_invalid_control_file_keeps_last_good_state_and_logs_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    mode: Mode, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A file that becomes invalid changes nothing; the error is logged once."""
     path = tmp_path / "control.json"
     path.write_text(json.dumps({"features": {"t": {"killed": True, "reason": "x"}}}))
     aiguard.configure(control=path, control_interval=0.02)
-    triage = guarded("t")
-    assert triage.outcome("a").reason is Reason.KILLED
+    triage = guarded(mode, "t")
+    assert mode.outcome(triage, "a").reason is Reason.KILLED
     with caplog.at_level("WARNING", logger="aiguard"):
         path.write_text('{"features": {"t": {"killed": "maybe"}}}')
         time.sleep(0.3)
         path.write_text('{"features": {"t": {"killed": "maybe"}}}  ')  # touched, still bad
         time.sleep(0.3)
-    assert triage.outcome("a").reason is Reason.KILLED
+    assert mode.outcome(triage, "a").reason is Reason.KILLED
     errors = [r for r in caplog.records if "keeping the last good state" in r.getMessage()]
     assert len(errors) == 1
     assert "field 'killed'" in errors[0].getMessage() and "'maybe'" in errors[0].getMessage()
@@ -194,38 +195,38 @@ def test_invalid_control_file_at_configure_time_raises(tmp_path: Path) -> None:
     assert "field 'rollout'" in str(info.value) and "value 150" in str(info.value)
 
 
-def test_control_threshold_overrides_the_code(tmp_path: Path) -> None:
+def test_control_threshold_overrides_the_code(mode: Mode, tmp_path: Path) -> None:
     """A threshold in control state wins over the decorator's."""
     path = tmp_path / "control.toml"
     path.write_text("[features.th]\nthreshold = 0.95\n")
 
-    @aiguard.guard("th", confidence="p", threshold=0.5, fallback=aiguard.Default("fb"))
+    @mode.guard("th", confidence="p", threshold=0.5, fallback=aiguard.Default("fb"))
     def f() -> dict[str, float]:
         return {"p": 0.9}
 
-    assert f() == {"p": 0.9}
+    assert mode.call(f) == {"p": 0.9}
     aiguard.configure(control=path)
-    assert f() == "fb"
-    assert aiguard.last_outcome().threshold == 0.95  # type: ignore[union-attr]
+    assert mode.call(f) == "fb"
+    assert mode.last_outcome().threshold == 0.95  # type: ignore[union-attr]
 
 
-def test_no_syscall_per_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_syscall_per_call(mode: Mode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With a control file configured, calls do not touch the file system."""
     path = tmp_path / "control.toml"
     path.write_text("")
     aiguard.configure(control=path, control_interval=60)
-    triage = guarded("quiet")
+    triage = guarded(mode, "quiet")
     import os
 
     stats: list[Any] = []
     real_stat = os.stat
     monkeypatch.setattr(os, "stat", lambda *a, **k: stats.append(a) or real_stat(*a, **k))
     for _ in range(100):
-        triage("t")
+        mode.call(triage, "t")
     assert stats == []
 
 
-def test_openfeature_source_kills_and_rolls_out() -> None:
+def test_openfeature_source_kills_and_rolls_out(mode: Mode) -> None:
     """Flags from an OpenFeature provider drive kills and rollout percentages."""
     from openfeature import api
     from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
@@ -236,7 +237,7 @@ def test_openfeature_source_kills_and_rolls_out() -> None:
     api.set_provider(InMemoryProvider(flags))
     try:
 
-        @aiguard.guard(
+        @mode.guard(
             "ofd",
             rollout=aiguard.Rollout(percent=0, key="user"),
             fallback=aiguard.Default("template"),
@@ -244,22 +245,22 @@ def test_openfeature_source_kills_and_rolls_out() -> None:
         def draft(user: str) -> str:
             return "ai"
 
-        assert draft("u") == "template"
+        assert mode.call(draft, "u") == "template"
         aiguard.configure(control=OpenFeatureControl(interval=0.05))
-        assert draft("u") == "ai"
+        assert mode.call(draft, "u") == "ai"
         api.set_provider(
             InMemoryProvider({**flags, "ofd.killed": InMemoryFlag("on", {"on": True})})
         )
-        wait_for(lambda: draft.outcome("u").reason is Reason.KILLED)
-        assert "OpenFeature" in (draft.outcome("u").detail or "")
+        wait_for(lambda: mode.outcome(draft, "u").reason is Reason.KILLED)
+        assert "OpenFeature" in (mode.outcome(draft, "u").detail or "")
         api.set_provider(InMemoryProvider({"aiguard.killed": InMemoryFlag("on", {"on": False})}))
-        wait_for(lambda: draft.outcome("u").reason is Reason.NOT_IN_ROLLOUT)
+        wait_for(lambda: mode.outcome(draft, "u").reason is Reason.NOT_IN_ROLLOUT)
     finally:
         aiguard.configure(control=None)
         api.clear_providers()
 
 
-def test_openfeature_provider_errors_keep_the_kill() -> None:
+def test_openfeature_provider_errors_keep_the_kill(mode: Mode) -> None:
     """A provider that errors does not lift a kill: the last good state is kept."""
     from openfeature import api
     from openfeature.exception import GeneralError
@@ -269,10 +270,10 @@ def test_openfeature_provider_errors_keep_the_kill() -> None:
 
     api.set_provider(InMemoryProvider({"ofk.killed": InMemoryFlag("on", {"on": True})}))
     try:
-        triage = guarded("ofk")
+        triage = guarded(mode, "ofk")
         source = OpenFeatureControl(["ofk"], interval=0.05)
         aiguard.configure(control=source)
-        assert triage.outcome("t").reason is Reason.KILLED
+        assert mode.outcome(triage, "t").reason is Reason.KILLED
 
         class Broken(InMemoryProvider):
             def resolve_boolean_details(
@@ -282,7 +283,7 @@ def test_openfeature_provider_errors_keep_the_kill() -> None:
 
         api.set_provider(Broken({}))
         time.sleep(0.3)
-        assert triage.outcome("t").reason is Reason.KILLED
+        assert mode.outcome(triage, "t").reason is Reason.KILLED
         assert any(e.kind.value == "control_error" for e in aiguard.recent_events())
     finally:
         aiguard.configure(control=None)
@@ -296,10 +297,10 @@ def test_two_sources_with_one_name_are_refused(tmp_path: Path) -> None:
         aiguard.configure(control=[path, path])
 
 
-def test_misuse_does_not_count_against_the_breaker() -> None:
+def test_misuse_does_not_count_against_the_breaker(mode: Mode) -> None:
     """Calls with wrong arguments are the caller's bug: they never trip the breaker."""
 
-    @aiguard.guard(
+    @mode.guard(
         "misuse",
         breaker=aiguard.Breaker(max_error_rate=0.5, min_calls=3, window=3),
         fallback=aiguard.Default("fb"),
@@ -309,11 +310,11 @@ def test_misuse_does_not_count_against_the_breaker() -> None:
 
     for _ in range(5):
         with pytest.raises(TypeError):
-            f(1, 2)  # type: ignore[call-arg]
-    assert f.outcome(1).reason is Reason.SERVED
+            mode.call(f, 1, 2)
+    assert mode.outcome(f, 1).reason is Reason.SERVED
 
 
-def test_a_source_returning_the_wrong_type_is_refused() -> None:
+def test_a_source_returning_the_wrong_type_is_refused(mode: Mode) -> None:
     """A custom source whose poll() returns something else is a ConfigError, not a broken guard."""
 
     class Odd:
@@ -325,4 +326,4 @@ def test_a_source_returning_the_wrong_type_is_refused() -> None:
 
     with pytest.raises(aiguard.ConfigError, match="control source odd"):
         aiguard.configure(control=Odd())
-    assert guarded("t")("x") == "model"
+    assert mode.call(guarded(mode, "t"), "x") == "model"

@@ -7,6 +7,7 @@ import sqlite3
 from typing import Any
 
 import pytest
+from _modes import Mode
 
 import aiguard
 from aiguard import Reason, Source
@@ -16,7 +17,7 @@ def low(ticket: str) -> dict[str, Any]:
     return {"label": "model", "score": 0.1}
 
 
-def test_rules_get_the_model_functions_arguments() -> None:
+def test_rules_get_the_model_functions_arguments(mode: Mode) -> None:
     """Rules(fn) is called with exactly the arguments of the guarded call."""
     seen: list[tuple[Any, ...]] = []
 
@@ -24,34 +25,34 @@ def test_rules_get_the_model_functions_arguments() -> None:
         seen.append((ticket, lang))
         return "rules"
 
-    @aiguard.guard("t", confidence="score", threshold=0.5, fallback=aiguard.Rules(rules))
+    @mode.guard("t", confidence="score", threshold=0.5, fallback=aiguard.Rules(rules))
     def triage(ticket: str, *, lang: str = "en") -> Any:
         return {"score": 0.1}
 
-    assert triage("a", lang="fr") == "rules"
+    assert mode.call(triage, "a", lang="fr") == "rules"
     assert seen == [("a", "fr")]
-    assert aiguard.last_outcome().source is Source.RULES  # type: ignore[union-attr]
+    assert mode.last_outcome().source is Source.RULES  # type: ignore[union-attr]
 
 
-def test_plain_callable_is_accepted_as_rules() -> None:
+def test_plain_callable_is_accepted_as_rules(mode: Mode) -> None:
     """A bare function in fallback= behaves as Rules(fn)."""
 
-    @aiguard.guard("t", confidence="score", threshold=0.5, fallback=lambda ticket: "r")
+    @mode.guard("t", confidence="score", threshold=0.5, fallback=lambda ticket: "r")
     def triage(ticket: str) -> Any:
         return {"score": 0.1}
 
-    outcome = triage.outcome("x")
+    outcome = mode.outcome(triage, "x")
     assert outcome.value == "r" and outcome.source is Source.RULES
 
 
-def test_chain_passes_on_and_records_attempts() -> None:
+def test_chain_passes_on_and_records_attempts(mode: Mode) -> None:
     """A handler that raises passes the call on; attempts record each failure in order."""
     no_kw = LookupError("no keyword matched")
 
     def keywords(ticket: str) -> str:
         raise no_kw
 
-    @aiguard.guard(
+    @mode.guard(
         "t",
         confidence="score",
         threshold=0.5,
@@ -60,7 +61,7 @@ def test_chain_passes_on_and_records_attempts() -> None:
     def triage(ticket: str) -> Any:
         return low(ticket)
 
-    outcome = triage.outcome("x")
+    outcome = mode.outcome(triage, "x")
     assert outcome.value == "default" and outcome.source is Source.DEFAULT
     assert outcome.reason is Reason.LOW_CONFIDENCE
     assert len(outcome.attempts) == 2
@@ -70,7 +71,7 @@ def test_chain_passes_on_and_records_attempts() -> None:
     assert answered.handler == "default" and not answered.failed
 
 
-def test_all_handlers_failing_raises_model_exception_or_not_served() -> None:
+def test_all_handlers_failing_raises_model_exception_or_not_served(mode: Mode) -> None:
     """When every handler fails: the model's exception if it raised, else NotServed."""
 
     def bad_rules(ticket: str) -> str:
@@ -78,22 +79,22 @@ def test_all_handlers_failing_raises_model_exception_or_not_served() -> None:
 
     model_error = ConnectionError("down")
 
-    @aiguard.guard("t", fallback=bad_rules)
+    @mode.guard("t", fallback=bad_rules)
     def broken(ticket: str) -> str:
         raise model_error
 
     with pytest.raises(ConnectionError) as info:
-        broken("x")
+        mode.call(broken, "x")
     assert info.value is model_error
-    last = aiguard.last_outcome()
+    last = mode.last_outcome()
     assert last is not None and [a.handler.split(".")[-1] for a in last.attempts] == ["bad_rules"]
 
-    @aiguard.guard("u", confidence="score", threshold=0.5, fallback=bad_rules)
+    @mode.guard("u", confidence="score", threshold=0.5, fallback=bad_rules)
     def unsure(ticket: str) -> Any:
         return low(ticket)
 
     with pytest.raises(aiguard.NotServed) as ns:
-        unsure("x")
+        mode.call(unsure, "x")
     assert len(ns.value.outcome.attempts) == 1
 
 
@@ -155,7 +156,7 @@ async def test_async_guard_awaits_async_and_sync_rules() -> None:
     assert [a.failed for a in outcome.attempts] == [True, False]
 
 
-def test_custom_fallback_sees_the_context() -> None:
+def test_custom_fallback_sees_the_context(mode: Mode) -> None:
     """A Fallback subclass receives the call's context: reason, arguments, result, confidence."""
     seen: list[aiguard.FallbackContext] = []
 
@@ -166,11 +167,11 @@ def test_custom_fallback_sees_the_context() -> None:
             seen.append(ctx)
             return "custom"
 
-    @aiguard.guard("t", confidence="score", threshold=0.5, fallback=Record())
+    @mode.guard("t", confidence="score", threshold=0.5, fallback=Record())
     def triage(ticket: str, lang: str = "en") -> Any:
         return low(ticket)
 
-    outcome = triage.outcome("x")
+    outcome = mode.outcome(triage, "x")
     ctx = seen[0]
     assert outcome.value == "custom" and outcome.call_id == ctx.call_id
     assert ctx.reason is Reason.LOW_CONFIDENCE and ctx.confidence == 0.1
@@ -178,10 +179,10 @@ def test_custom_fallback_sees_the_context() -> None:
     assert ctx.model_result == {"label": "model", "score": 0.1}
 
 
-def test_human_review_without_store_names_the_fix() -> None:
+def test_human_review_without_store_names_the_fix(mode: Mode) -> None:
     """HumanReview with no store configured is a clear error naming the fix."""
 
-    @aiguard.guard(
+    @mode.guard(
         "t",
         confidence="score",
         threshold=0.5,
@@ -191,21 +192,21 @@ def test_human_review_without_store_names_the_fix() -> None:
         return low(ticket)
 
     with pytest.raises(aiguard.ConfigError) as info:
-        triage("x")
+        mode.call(triage, "x")
     assert "aiguard.configure(store=" in str(info.value)
     assert "AIGUARD_STORE" in str(info.value)
 
 
-def test_human_review_raises_pending_and_queues_the_call(tmp_path: Any) -> None:
+def test_human_review_raises_pending_and_queues_the_call(mode: Mode, tmp_path: Any) -> None:
     """By default HumanReview queues the call durably and raises ReviewPending."""
     aiguard.configure(store=tmp_path / "a.db")
 
-    @aiguard.guard("triage", confidence="score", threshold=0.5, fallback=aiguard.HumanReview())
+    @mode.guard("triage", confidence="score", threshold=0.5, fallback=aiguard.HumanReview())
     def triage(ticket: str) -> Any:
         return low(ticket)
 
     with pytest.raises(aiguard.ReviewPending) as info:
-        triage("refund please")
+        mode.call(triage, "refund please")
     pending = info.value
     assert pending.outcome.source is Source.HUMAN
     assert pending.outcome.reason is Reason.LOW_CONFIDENCE
@@ -221,39 +222,26 @@ def test_human_review_raises_pending_and_queues_the_call(tmp_path: Any) -> None:
     assert rows == [(pending.review_id,)]
 
 
-def test_human_review_with_respond_serves_a_placeholder() -> None:
+def test_human_review_with_respond_serves_a_placeholder(mode: Mode) -> None:
     """respond= builds the served value from the queued item."""
     queue = aiguard.ReviewQueue(":memory:")
 
-    @aiguard.guard(
+    @mode.guard(
         "t",
         fallback=aiguard.HumanReview(queue=queue, respond=lambda item: f"pending:{item.id}"),
     )
     def triage(ticket: str) -> str:
         raise RuntimeError("down")
 
-    outcome = triage.outcome("x")
+    outcome = mode.outcome(triage, "x")
     assert outcome.value == f"pending:{outcome.review_id}"
     assert outcome.source is Source.HUMAN and outcome.reason is Reason.ERROR
     assert queue.get(outcome.review_id).reason == "error"  # type: ignore[arg-type]
 
 
-async def test_async_human_review() -> None:
-    """HumanReview works under an async guard."""
-    queue = aiguard.ReviewQueue(":memory:")
-
-    @aiguard.guard(
-        "t", confidence="score", threshold=0.5, fallback=aiguard.HumanReview(queue=queue)
-    )
-    async def triage(ticket: str) -> Any:
-        return low(ticket)
-
-    with pytest.raises(aiguard.ReviewPending) as info:
-        await triage("x")
-    assert queue.get(info.value.review_id).arguments == {"ticket": "x"}
-
-
-def test_failing_store_passes_on_and_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+def test_failing_store_passes_on_and_is_logged_once(
+    mode: Mode, caplog: pytest.LogCaptureFixture
+) -> None:
     """A store that fails is a handler failure: the next handler answers, logged once."""
 
     class DeadStore(aiguard.SQLiteStore):
@@ -262,7 +250,7 @@ def test_failing_store_passes_on_and_is_logged_once(caplog: pytest.LogCaptureFix
 
     queue = aiguard.ReviewQueue(DeadStore(":memory:"))
 
-    @aiguard.guard(
+    @mode.guard(
         "t",
         confidence="score",
         threshold=0.5,
@@ -272,26 +260,26 @@ def test_failing_store_passes_on_and_is_logged_once(caplog: pytest.LogCaptureFix
         return low(ticket)
 
     with caplog.at_level("WARNING", logger="aiguard"):
-        assert [triage("a"), triage("b")] == ["d", "d"]
+        assert [mode.call(triage, "a"), mode.call(triage, "b")] == ["d", "d"]
     assert sum("disk full" in r.getMessage() for r in caplog.records) == 1
-    outcome = triage.outcome("c")
+    outcome = mode.outcome(triage, "c")
     assert isinstance(outcome.attempts[0].error, aiguard.StoreError)
 
 
-def test_review_items_of_methods_leave_self_out() -> None:
+def test_review_items_of_methods_leave_self_out(mode: Mode) -> None:
     """A guarded method's review item holds its arguments, not the instance."""
     queue = aiguard.ReviewQueue(":memory:")
 
     class Service:
-        @aiguard.guard("t", fallback=aiguard.HumanReview(queue=queue, respond=lambda i: "p"))
+        @mode.guard("t", fallback=aiguard.HumanReview(queue=queue, respond=lambda i: "p"))
         def triage(self, ticket: str) -> str:
             raise RuntimeError
 
-    assert Service().triage("x") == "p"
+    assert mode.call(Service().triage, "x") == "p"
     assert queue.pending("t")[0].arguments == {"ticket": "x"}
 
 
-def test_unserialisable_arguments_are_stored_by_repr() -> None:
+def test_unserialisable_arguments_are_stored_by_repr(mode: Mode) -> None:
     """Arguments JSON cannot encode are kept as {"$repr": ...}, never dropped."""
     queue = aiguard.ReviewQueue(":memory:")
 
@@ -299,11 +287,11 @@ def test_unserialisable_arguments_are_stored_by_repr() -> None:
         def __repr__(self) -> str:
             return "<Opaque 7>"
 
-    @aiguard.guard("t", fallback=aiguard.HumanReview(queue=queue, respond=lambda i: None))
+    @mode.guard("t", fallback=aiguard.HumanReview(queue=queue, respond=lambda i: None))
     def triage(ticket: Any, extra: Any) -> Any:
         raise RuntimeError
 
-    triage(Opaque(), {"when": {1, 2}, (1, 2): b"x"})
+    mode.call(triage, Opaque(), {"when": {1, 2}, (1, 2): b"x"})
     item = queue.pending("t")[0]
     assert item.arguments == {
         "ticket": {"$repr": "<Opaque 7>"},
@@ -311,20 +299,20 @@ def test_unserialisable_arguments_are_stored_by_repr() -> None:
     }
 
 
-def test_a_failing_respond_still_reports_the_queued_item() -> None:
+def test_a_failing_respond_still_reports_the_queued_item(mode: Mode) -> None:
     """If respond= raises after the item is queued, the caller gets ReviewPending, not an orphan."""
     queue = aiguard.ReviewQueue(":memory:")
 
     def respond(item: aiguard.ReviewItem) -> str:
         raise ValueError("template missing")
 
-    @aiguard.guard(
+    @mode.guard(
         "t", fallback=[aiguard.HumanReview(queue=queue, respond=respond), aiguard.Default("d")]
     )
     def triage(ticket: str) -> str:
         raise RuntimeError
 
     with pytest.raises(aiguard.ReviewPending) as info:
-        triage("x")
+        mode.call(triage, "x")
     assert queue.get(info.value.review_id).status == "pending"
     assert queue.count("t") == 1

@@ -12,6 +12,7 @@ from typing import Any
 
 import pydantic
 import pytest
+from _modes import Mode
 
 import aiguard
 from aiguard import Reason, Source
@@ -23,16 +24,16 @@ class Triage:
     score: Any
 
 
-def test_served_result_is_returned_unchanged() -> None:
+def test_served_result_is_returned_unchanged(mode: Mode) -> None:
     """A result at or above the threshold is the very object the model returned."""
     result = Triage("billing", 0.9)
 
-    @aiguard.guard("t", confidence="score", threshold=0.8)
+    @mode.guard("t", confidence="score", threshold=0.8)
     def triage(ticket: str) -> Triage:
         return result
 
-    assert triage("invoice") is result
-    outcome = aiguard.last_outcome()
+    assert mode.call(triage, "invoice") is result
+    outcome = mode.last_outcome()
     assert outcome is not None
     assert outcome.value is result
     assert outcome.source is Source.MODEL and outcome.reason is Reason.SERVED
@@ -40,33 +41,21 @@ def test_served_result_is_returned_unchanged() -> None:
     assert outcome.feature == "t"
     assert outcome.latency >= outcome.model_latency >= 0  # type: ignore[operator]
     assert abs(outcome.started_at - time.time()) < 5
-
-
-async def test_async_served_result_is_returned_unchanged() -> None:
-    """The async path serves like the sync one."""
-    result = Triage("billing", 0.9)
-
-    @aiguard.guard("t", confidence="score", threshold=0.8)
-    async def triage(ticket: str) -> Triage:
-        await asyncio.sleep(0)
-        return result
-
-    assert await triage("invoice") is result
-    outcome = await triage.outcome("invoice")
+    outcome = mode.outcome(triage, "invoice")
     assert outcome.value is result and outcome.reason is Reason.SERVED
 
 
-def test_threshold_equal_is_served_below_is_not() -> None:
+def test_threshold_equal_is_served_below_is_not(mode: Mode) -> None:
     """Confidence equal to the threshold is served; just below goes to the fallback."""
 
-    @aiguard.guard(
+    @mode.guard(
         "t", confidence="score", threshold=0.8, fallback=aiguard.Default(Triage("other", 1.0))
     )
     def triage(score: float) -> Triage:
         return Triage("bug", score)
 
-    assert triage.outcome(0.8).source is Source.MODEL
-    low = triage.outcome(0.7999)
+    assert mode.outcome(triage, 0.8).source is Source.MODEL
+    low = mode.outcome(triage, 0.7999)
     assert low.source is Source.DEFAULT and low.reason is Reason.LOW_CONFIDENCE
     assert low.value == Triage("other", 1.0)
     assert low.confidence == 0.7999
@@ -80,24 +69,26 @@ def test_threshold_equal_is_served_below_is_not() -> None:
         (lambda r: r.score, 0.9),  # callable
     ],
 )
-def test_confidence_from_attribute_or_callable(confidence: Any, expected: float) -> None:
+def test_confidence_from_attribute_or_callable(
+    mode: Mode, confidence: Any, expected: float
+) -> None:
     """confidence= may name an attribute or be a callable on the result."""
 
-    @aiguard.guard("t", confidence=confidence, threshold=0.5)
+    @mode.guard("t", confidence=confidence, threshold=0.5)
     def triage() -> Triage:
         return Triage("bug", 0.9)
 
-    assert triage.outcome().confidence == expected
+    assert mode.outcome(triage).confidence == expected
 
 
-def test_confidence_from_mapping_key() -> None:
+def test_confidence_from_mapping_key(mode: Mode) -> None:
     """confidence= may name a key of a dict (or any Mapping) result."""
 
-    @aiguard.guard("t", confidence="p", threshold=0.5)
+    @mode.guard("t", confidence="p", threshold=0.5)
     def triage() -> dict[str, Any]:
         return {"label": "bug", "p": 0.75}
 
-    assert triage.outcome().confidence == 0.75
+    assert mode.outcome(triage).confidence == 0.75
 
 
 @pytest.mark.parametrize(
@@ -112,114 +103,104 @@ def test_confidence_from_mapping_key() -> None:
         ([0.9], "not a number"),
     ],
 )
-def test_invalid_confidence_is_never_served(score: Any, detail: str) -> None:
+def test_invalid_confidence_is_never_served(mode: Mode, score: Any, detail: str) -> None:
     """Missing, NaN, out-of-range or wrongly typed confidences go to the fallback chain."""
 
-    @aiguard.guard("t", confidence="score", threshold=0.1, fallback=aiguard.Default("fallback"))
+    @mode.guard("t", confidence="score", threshold=0.1, fallback=aiguard.Default("fallback"))
     def triage() -> Any:
         return Triage("bug", score)
 
-    outcome = triage.outcome()
+    outcome = mode.outcome(triage)
     assert outcome.value == "fallback"
     assert outcome.reason is Reason.INVALID_CONFIDENCE
     assert outcome.confidence is None
     assert outcome.detail is not None and detail in outcome.detail
 
 
-def test_missing_confidence_attribute_is_invalid_confidence() -> None:
+def test_missing_confidence_attribute_is_invalid_confidence(mode: Mode) -> None:
     """A result without the confidence attribute or key is not served."""
 
-    @aiguard.guard("t", confidence="score", fallback=aiguard.Default(None))
+    @mode.guard("t", confidence="score", fallback=aiguard.Default(None))
     def triage() -> object:
         return object()
 
-    outcome = triage.outcome()
+    outcome = mode.outcome(triage)
     assert outcome.reason is Reason.INVALID_CONFIDENCE
     assert outcome.detail == "confidence 'score' is missing"
 
 
-def test_confidence_extractor_that_raises_is_invalid_confidence() -> None:
+def test_confidence_extractor_that_raises_is_invalid_confidence(mode: Mode) -> None:
     """A confidence callable that raises does not break the call."""
 
-    @aiguard.guard("t", confidence=lambda r: r["nope"], fallback=aiguard.Default("d"))
+    @mode.guard("t", confidence=lambda r: r["nope"], fallback=aiguard.Default("d"))
     def triage() -> dict[str, float]:
         return {}
 
-    outcome = triage.outcome()
+    outcome = mode.outcome(triage)
     assert outcome.reason is Reason.INVALID_CONFIDENCE and outcome.value == "d"
 
 
-def test_numpy_and_int_confidences_are_numbers() -> None:
+def test_numpy_and_int_confidences_are_numbers(mode: Mode) -> None:
     """numpy floats and plain ints in [0, 1] are valid confidences."""
     import numpy as np
 
     scores = iter([np.float32(0.9), np.float64(0.95), 1])
 
-    @aiguard.guard("t", confidence="score", threshold=0.5)
+    @mode.guard("t", confidence="score", threshold=0.5)
     def triage() -> Triage:
         return Triage("x", next(scores))
 
-    assert [triage.outcome().confidence for _ in range(3)] == pytest.approx([0.9, 0.95, 1.0])
+    confidences = [mode.outcome(triage).confidence for _ in range(3)]
+    assert confidences == pytest.approx([0.9, 0.95, 1.0])
 
 
-def test_low_confidence_without_fallback_raises_not_served_with_outcome() -> None:
+def test_low_confidence_without_fallback_raises_not_served_with_outcome(mode: Mode) -> None:
     """With no fallback, a low-confidence result raises NotServed carrying the Outcome."""
 
-    @aiguard.guard("t", confidence="score", threshold=0.8)
+    @mode.guard("t", confidence="score", threshold=0.8)
     def triage() -> Triage:
         return Triage("bug", 0.3)
 
     with pytest.raises(aiguard.NotServed) as info:
-        triage()
+        mode.call(triage)
     outcome = info.value.outcome
     assert outcome.reason is Reason.LOW_CONFIDENCE
     assert outcome.confidence == 0.3 and outcome.source is None
     assert outcome.model_result == Triage("bug", 0.3)
     assert "0.3 < threshold 0.8" in str(info.value)
-    assert aiguard.last_outcome() is outcome
+    assert mode.last_outcome() is outcome
 
 
-def test_model_exception_goes_to_fallback_with_reason_error() -> None:
+def test_model_exception_goes_to_fallback_with_reason_error(mode: Mode) -> None:
     """An exception from the model is recorded and the fallback answers."""
     boom = RuntimeError("model down")
 
-    @aiguard.guard("t", fallback=aiguard.Default("d"))
+    @mode.guard("t", fallback=aiguard.Default("d"))
     def triage() -> str:
         raise boom
 
-    outcome = triage.outcome()
+    outcome = mode.outcome(triage)
     assert outcome.value == "d" and outcome.reason is Reason.ERROR
     assert outcome.exception is boom and outcome.source is Source.DEFAULT
 
 
-@pytest.mark.parametrize("is_async", [False, True])
-def test_model_exception_without_fallback_propagates_unchanged(is_async: bool) -> None:
+def test_model_exception_without_fallback_propagates_unchanged(mode: Mode) -> None:
     """With no fallback left, the model's own exception object propagates."""
     boom = KeyError("k")
 
-    if is_async:
+    @mode.guard("t")
+    def triage() -> str:
+        raise boom
 
-        @aiguard.guard("t")
-        async def a() -> str:
-            raise boom
-
-        with pytest.raises(KeyError) as info:
-            asyncio.run(a())
-    else:
-
-        @aiguard.guard("t")
-        def s() -> str:
-            raise boom
-
-        with pytest.raises(KeyError) as info:
-            s()
+    with pytest.raises(KeyError) as info:
+        mode.call(triage)
     assert info.value is boom
-    outcome = aiguard.last_outcome() if not is_async else None
-    if outcome is not None:
-        assert outcome.exception is boom and outcome.reason is Reason.ERROR
+    outcome = mode.last_outcome()
+    assert outcome is not None
+    assert outcome.exception is boom and outcome.reason is Reason.ERROR
 
 
-def test_exceptions_outside_catch_propagate_without_fallback() -> None:
+def test_exceptions_outside_catch_propagate_without_fallback(mode: Mode) -> None:
     """Only the exception types in catch= go to the fallback chain."""
     calls: list[str] = []
 
@@ -227,154 +208,108 @@ def test_exceptions_outside_catch_propagate_without_fallback() -> None:
         calls.append("rules")
         return "r"
 
-    @aiguard.guard("t", catch=ConnectionError, fallback=rules)
+    @mode.guard("t", catch=ConnectionError, fallback=rules)
     def triage(kind: type[Exception]) -> str:
         raise kind("x")
 
-    assert triage(ConnectionRefusedError) == "r"
+    assert mode.call(triage, ConnectionRefusedError) == "r"
     with pytest.raises(ValueError, match="x"):
-        triage(ValueError)
+        mode.call(triage, ValueError)
     assert calls == ["rules"]
-    last = aiguard.last_outcome()
+    last = mode.last_outcome()
     assert last is not None and isinstance(last.exception, ValueError)
 
 
-@pytest.mark.parametrize("is_async", [False, True])
-def test_wrong_call_arguments_raise_not_fallback(is_async: bool) -> None:
+def test_wrong_call_arguments_raise_not_fallback(mode: Mode) -> None:
     """A call whose arguments do not fit the function is the caller's bug: TypeError raises."""
-    if is_async:
 
-        @aiguard.guard("t", fallback=aiguard.Default("d"))
-        async def a(ticket: str) -> str:
-            return ticket
+    @mode.guard("t", fallback=aiguard.Default("d"))
+    def triage(ticket: str) -> str:
+        return ticket
 
-        with pytest.raises(TypeError):
-            asyncio.run(a(1, 2))  # type: ignore[call-arg]
-    else:
-
-        @aiguard.guard("t", fallback=aiguard.Default("d"))
-        def s(ticket: str) -> str:
-            return ticket
-
-        with pytest.raises(TypeError):
-            s(1, 2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        mode.call(triage, 1, 2)
 
 
-def test_type_error_inside_the_model_goes_to_fallback() -> None:
+def test_type_error_inside_the_model_goes_to_fallback(mode: Mode) -> None:
     """A TypeError raised by the model's own code is a model failure like any other."""
 
-    @aiguard.guard("t", fallback=aiguard.Default("d"))
+    @mode.guard("t", fallback=aiguard.Default("d"))
     def f(ticket: str) -> str:
         return ticket + 1  # type: ignore[operator]
 
-    assert f("x") == "d"
-    assert aiguard.last_outcome().reason is Reason.ERROR  # type: ignore[union-attr]
+    assert mode.call(f, "x") == "d"
+    assert mode.last_outcome().reason is Reason.ERROR  # type: ignore[union-attr]
 
 
-def test_base_exceptions_are_never_caught() -> None:
+def test_base_exceptions_are_never_caught(mode: Mode) -> None:
     """KeyboardInterrupt and friends pass straight through; catch= cannot ask otherwise."""
 
-    @aiguard.guard("t", fallback=aiguard.Default("d"))
+    @mode.guard("t", fallback=aiguard.Default("d"))
     def triage() -> str:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        triage()
+        mode.call(triage)
     with pytest.raises(aiguard.ConfigError, match="catch=<class 'BaseException'> is invalid"):
-        aiguard.guard("t", catch=BaseException)
+        mode.guard("t", catch=BaseException)
 
 
-def test_sync_timeout_stops_waiting_and_falls_back() -> None:
-    """A sync model call over its timeout is abandoned; the fallback answers promptly."""
-    release = threading.Event()
-
-    @aiguard.guard("t", timeout=0.05, fallback=aiguard.Default("late"))
-    def slow() -> str:
-        release.wait(5)
-        return "model"
+def test_timeout_stops_waiting_and_falls_back(mode: Mode) -> None:
+    """Over its timeout a call is abandoned (sync) or cancelled (async); the fallback answers."""
+    release, cancelled = threading.Event(), threading.Event()
+    slow = mode.blocker(release, "model", cancelled=cancelled)
+    guarded = mode.guard("t", timeout=0.05, fallback=aiguard.Default("late"))(slow)
 
     started = time.perf_counter()
-    outcome = slow.outcome()
+    outcome = mode.outcome(guarded)
     elapsed = time.perf_counter() - started
     release.set()
     assert outcome.value == "late" and outcome.reason is Reason.TIMEOUT
     assert outcome.model_latency is None
     assert elapsed < 1.0
+    assert cancelled.is_set() is mode.is_async  # only a coroutine can be cancelled
 
 
-def test_sync_timeout_without_fallback_raises_model_timeout() -> None:
-    """With no fallback, a timed-out sync call raises ModelTimeout (a TimeoutError)."""
+def test_timeout_without_fallback_raises_model_timeout(mode: Mode) -> None:
+    """With no fallback, a timed-out call raises ModelTimeout (a TimeoutError)."""
     release = threading.Event()
-
-    @aiguard.guard("t", timeout=timedelta(milliseconds=30))
-    def slow() -> str:
-        release.wait(5)
-        return "model"
+    guarded = mode.guard("t", timeout=timedelta(milliseconds=30))(mode.blocker(release, "model"))
 
     with pytest.raises(TimeoutError) as info:
-        slow()
+        mode.call(guarded)
     release.set()
     assert isinstance(info.value, aiguard.ModelTimeout)
     assert info.value.outcome.reason is Reason.TIMEOUT
 
 
-def test_sync_timeout_serves_a_fast_call_and_keeps_context() -> None:
+def test_timeout_serves_a_fast_call_and_keeps_context(mode: Mode) -> None:
     """Under a timeout, a fast call is served and sees the caller's contextvars."""
     import contextvars
 
     var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
 
-    @aiguard.guard("t", timeout=2)
+    @mode.guard("t", timeout=2)
     def fast() -> str:
         return var.get()
 
-    var.set("caller")
-    assert fast() == "caller"
+    mode.set_var(var, "caller")
+    assert mode.call(fast) == "caller"
 
 
-def test_model_own_timeout_error_is_reason_timeout_and_propagates() -> None:
+def test_model_own_timeout_error_is_reason_timeout_and_propagates(mode: Mode) -> None:
     """A TimeoutError raised by the model itself is a timeout; alone, it propagates as is."""
     err = TimeoutError("socket")
 
-    @aiguard.guard("t", timeout=1)
+    @mode.guard("t", timeout=1)
     def triage() -> str:
         raise err
 
     with pytest.raises(TimeoutError) as info:
-        triage()
+        mode.call(triage)
     assert info.value is err
-    last = aiguard.last_outcome()
+    last = mode.last_outcome()
     assert last is not None and last.reason is Reason.TIMEOUT
-
-
-async def test_async_timeout_cancels_the_call() -> None:
-    """An async model call over its timeout is cancelled and the fallback answers."""
-    cancelled = asyncio.Event()
-
-    @aiguard.guard("t", timeout=0.05, fallback=aiguard.Default("late"))
-    async def slow() -> str:
-        try:
-            await asyncio.sleep(5)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return "model"
-
-    outcome = await slow.outcome()
-    assert outcome.value == "late" and outcome.reason is Reason.TIMEOUT
-    assert cancelled.is_set()
-
-
-async def test_async_timeout_without_fallback_raises_model_timeout() -> None:
-    """With no fallback, a timed-out async call raises ModelTimeout."""
-
-    @aiguard.guard("t", timeout=0.02)
-    async def slow() -> str:
-        await asyncio.sleep(5)
-        return "model"
-
-    with pytest.raises(aiguard.ModelTimeout):
-        await slow()
 
 
 async def test_outer_cancellation_is_not_a_timeout() -> None:
@@ -394,7 +329,7 @@ async def test_outer_cancellation_is_not_a_timeout() -> None:
     assert ran == []
 
 
-def test_validate_callable_rejects_with_invalid_output() -> None:
+def test_validate_callable_rejects_with_invalid_output(mode: Mode) -> None:
     """A validator returning False or raising sends the result to the fallback."""
 
     def has_label(r: Triage) -> bool:
@@ -404,47 +339,47 @@ def test_validate_callable_rejects_with_invalid_output() -> None:
         if r.label == "other":
             raise ValueError("other is not allowed")
 
-    @aiguard.guard("t", validate=[has_label, not_other], fallback=aiguard.Default("d"))
+    @mode.guard("t", validate=[has_label, not_other], fallback=aiguard.Default("d"))
     def triage(label: str) -> Triage | str:
         return Triage(label, 1.0)
 
-    assert triage.outcome("bug").reason is Reason.SERVED
-    empty = triage.outcome("")
+    assert mode.outcome(triage, "bug").reason is Reason.SERVED
+    empty = mode.outcome(triage, "")
     assert empty.reason is Reason.INVALID_OUTPUT and "has_label returned False" in str(empty.detail)
-    other = triage.outcome("other")
+    other = mode.outcome(triage, "other")
     assert other.reason is Reason.INVALID_OUTPUT and "other is not allowed" in str(other.detail)
 
 
-def test_validate_with_pydantic_model_type() -> None:
+def test_validate_with_pydantic_model_type(mode: Mode) -> None:
     """A pydantic model type validates dict results and objects with attributes."""
 
     class Answer(pydantic.BaseModel):
         label: str
         score: float
 
-    @aiguard.guard("t", validate=Answer, fallback=aiguard.Default("d"))
+    @mode.guard("t", validate=Answer, fallback=aiguard.Default("d"))
     def triage(result: Any) -> Any:
         return result
 
-    assert triage({"label": "bug", "score": 0.5}) == {"label": "bug", "score": 0.5}
-    assert triage(Triage("bug", 0.5)) == Triage("bug", 0.5)
-    assert triage({"label": "bug"}) == "d"
-    assert aiguard.last_outcome().reason is Reason.INVALID_OUTPUT  # type: ignore[union-attr]
+    assert mode.call(triage, {"label": "bug", "score": 0.5}) == {"label": "bug", "score": 0.5}
+    assert mode.call(triage, Triage("bug", 0.5)) == Triage("bug", 0.5)
+    assert mode.call(triage, {"label": "bug"}) == "d"
+    assert mode.last_outcome().reason is Reason.INVALID_OUTPUT  # type: ignore[union-attr]
 
 
-def test_call_ids_are_unique_and_stable() -> None:
+def test_call_ids_are_unique_and_stable(mode: Mode) -> None:
     """Every call gets its own id; an Outcome's id does not change when read again."""
 
-    @aiguard.guard("t")
+    @mode.guard("t")
     def f() -> int:
         return 1
 
     ids = set()
     for _ in range(1000):
-        f()
-        first = aiguard.last_outcome()
+        mode.call(f)
+        first = mode.last_outcome()
         assert first is not None
-        assert aiguard.last_outcome() is first
+        assert mode.last_outcome() is first
         ids.add(first.call_id)
     assert len(ids) == 1000
     assert all(i.startswith("ag_") for i in ids)
@@ -476,20 +411,20 @@ def test_async_wrapper_is_a_coroutine_function() -> None:
     assert asyncio.iscoroutinefunction(f)
 
 
-def test_guarded_methods_bind_self() -> None:
+def test_guarded_methods_bind_self(mode: Mode) -> None:
     """Guarding a method works; its outcome is reachable via the class or last_outcome()."""
 
     class Service:
         def __init__(self) -> None:
             self.prefix = "svc"
 
-        @aiguard.guard("t")
+        @mode.guard("t")
         def answer(self, q: str) -> str:
             return f"{self.prefix}:{q}"
 
     s = Service()
-    assert s.answer("x") == "svc:x"
-    assert Service.answer.outcome(s, "y").value == "svc:y"
+    assert mode.call(s.answer, "x") == "svc:x"
+    assert mode.outcome(Service.answer, s, "y").value == "svc:y"
 
 
 def test_generator_functions_are_refused() -> None:
@@ -543,7 +478,9 @@ def test_config_error_is_a_value_error() -> None:
         aiguard.guard("t", confidence="s", threshold=2)
 
 
-def test_observer_failure_does_not_fail_the_call(caplog: pytest.LogCaptureFixture) -> None:
+def test_observer_failure_does_not_fail_the_call(
+    mode: Mode, caplog: pytest.LogCaptureFixture
+) -> None:
     """An internal failure (here an outcome observer) is logged once and counted."""
     from aiguard._runtime import errors
     from aiguard._runtime.state import runtime as state
@@ -553,17 +490,17 @@ def test_observer_failure_does_not_fail_the_call(caplog: pytest.LogCaptureFixtur
 
     state.observers = (broken,)
 
-    @aiguard.guard("t")
+    @mode.guard("t")
     def f() -> int:
         return 1
 
     with caplog.at_level("WARNING", logger="aiguard"):
-        assert [f(), f(), f()] == [1, 1, 1]
+        assert [mode.call(f), mode.call(f), mode.call(f)] == [1, 1, 1]
     assert sum("observer bug" in r.getMessage() for r in caplog.records) == 1
     assert errors.counts()["outcome observer"] == 3
 
 
-def test_strict_mode_reraises_internal_failures() -> None:
+def test_strict_mode_reraises_internal_failures(mode: Mode) -> None:
     """Under aiguard.testing.strict(), internal failures surface in tests."""
     from aiguard._runtime.state import runtime as state
     from aiguard.testing import strict
@@ -573,12 +510,12 @@ def test_strict_mode_reraises_internal_failures() -> None:
 
     state.observers = (broken,)
 
-    @aiguard.guard("t")
+    @mode.guard("t")
     def f() -> int:
         return 1
 
     with strict(), pytest.raises(RuntimeError, match="observer bug"):
-        f()
+        mode.call(f)
 
 
 def test_last_outcome_is_per_thread() -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import http.server
 import threading
 from typing import Any
 
 import pytest
+from _modes import Mode
 from clients import anthropic_client, openai_client
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
@@ -20,7 +20,7 @@ from aiguard.testing import capture_telemetry
 PRICES = {"models": {"gpt-4.1-mini": {"input": "0.40", "cached_input": "0.10", "output": "1.60"}}}
 
 
-def test_no_sdk_means_no_span_work(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_sdk_means_no_span_work(mode: Mode, monkeypatch: pytest.MonkeyPatch) -> None:
     """With no provider set, aiguard notices and does no span or metric work at all."""
     assert _telemetry.no_tracer() and _telemetry.tracer() is None
     assert _telemetry.no_meter() and _telemetry.meters() is None
@@ -32,29 +32,29 @@ def test_no_sdk_means_no_span_work(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_telemetry, "meters", forbidden)
     monkeypatch.setattr(_telemetry, "start", forbidden)
 
-    @aiguard.guard("quiet", fallback=aiguard.Default(0))
+    @mode.guard("quiet", fallback=aiguard.Default(0))
     def f(fail: bool) -> int:
         if fail:
             raise RuntimeError
         return 1
 
-    assert (f(False), f(True)) == (1, 0)
+    assert (mode.call(f, False), mode.call(f, True)) == (1, 0)
 
 
-def test_span_per_call_with_genai_and_aiguard_attributes() -> None:
+def test_span_per_call_with_genai_and_aiguard_attributes(mode: Mode) -> None:
     """One CLIENT span named '{operation} {model}' with GenAI and aiguard.* attributes."""
     aiguard.configure(prices=PRICES)
     with capture_telemetry() as telemetry:
         client = openai_client()
 
-        @aiguard.guard(
+        @mode.guard(
             "draft", model="gpt-4.1-mini", provider="openai", confidence=lambda r: 0.9,
             threshold=0.5, rollout=aiguard.Rollout(percent=100, key="user"),
         )  # fmt: skip
         def draft(user: str) -> Any:
             return client.chat.completions.create(model="gpt-4.1-mini", messages=[])
 
-        outcome = draft.outcome("u1")
+        outcome = mode.outcome(draft, "u1")
     [span] = telemetry.spans()
     assert span.name == "chat gpt-4.1-mini" and span.kind is SpanKind.CLIENT
     attrs = dict(span.attributes or {})
@@ -76,19 +76,19 @@ def test_span_per_call_with_genai_and_aiguard_attributes() -> None:
     assert "error.type" not in attrs
 
 
-def test_feature_name_when_no_model_is_known() -> None:
+def test_feature_name_when_no_model_is_known(mode: Mode) -> None:
     """Without a model name, the span is named after the feature."""
     with capture_telemetry() as telemetry:
 
-        @aiguard.guard("triage")
+        @mode.guard("triage")
         def triage() -> str:
             return "x"
 
-        triage()
+        mode.call(triage)
     assert [s.name for s in telemetry.spans()] == ["triage"]
 
 
-def test_fallback_handlers_get_child_spans() -> None:
+def test_fallback_handlers_get_child_spans(mode: Mode) -> None:
     """Each fallback handler tried has a child span of the call's span."""
 
     def rules(t: str) -> str:
@@ -96,11 +96,11 @@ def test_fallback_handlers_get_child_spans() -> None:
 
     with capture_telemetry() as telemetry:
 
-        @aiguard.guard("tri", fallback=[rules, aiguard.Default("other")])
+        @mode.guard("tri", fallback=[rules, aiguard.Default("other")])
         def triage(t: str) -> str:
             raise ConnectionError("model down")
 
-        assert triage("x") == "other"
+        assert mode.call(triage, "x") == "other"
     spans = {s.name: s for s in telemetry.spans()}
     call = spans["tri"]
     rules_span = spans[
@@ -117,16 +117,16 @@ def test_fallback_handlers_get_child_spans() -> None:
     assert attrs["aiguard.fallback.handlers"] == (rules_span.name.split(" ", 1)[1], "default")
 
 
-def test_a_self_tracing_client_span_is_a_child_and_counts_once() -> None:
+def test_a_self_tracing_client_span_is_a_child_and_counts_once(mode: Mode) -> None:
     """The Anthropic client's own GenAI span nests under aiguard's; tokens agree, not doubled."""
     with capture_telemetry() as telemetry:
         client = anthropic_client()
 
-        @aiguard.guard("draft", model="claude-test-1")
+        @mode.guard("draft", model="claude-test-1")
         def draft() -> Any:
             return client.messages.create(model="claude-test-1", max_tokens=5, messages=[])
 
-        draft()
+        mode.call(draft)
     spans = telemetry.spans()
     ours = next(s for s in spans if s.name == "chat claude-test-1")
     theirs = next(s for s in spans if s is not ours)
@@ -137,18 +137,18 @@ def test_a_self_tracing_client_span_is_a_child_and_counts_once() -> None:
     assert aiguard.stats("draft").input_tokens == 450  # counted once
 
 
-def test_metrics_follow_the_conventions() -> None:
+def test_metrics_follow_the_conventions(mode: Mode) -> None:
     """Duration and token histograms with the advised buckets; aiguard counters."""
     aiguard.configure(prices=PRICES)
     with capture_telemetry() as telemetry:
         client = openai_client()
 
-        @aiguard.guard("m", model="gpt-4.1-mini", confidence=lambda r: 0.2, threshold=0.5,
-                       fallback=aiguard.Default("d"))  # fmt: skip
+        @mode.guard("m", model="gpt-4.1-mini", confidence=lambda r: 0.2, threshold=0.5,
+                    fallback=aiguard.Default("d"))  # fmt: skip
         def f() -> Any:
             return client.chat.completions.create(model="gpt-4.1-mini", messages=[])
 
-        f()
+        mode.call(f)
         duration = telemetry.metric("gen_ai.client.operation.duration")
         tokens = telemetry.metric("gen_ai.client.token.usage")
         calls = telemetry.metric_points("aiguard.calls")
@@ -170,18 +170,18 @@ def test_metrics_follow_the_conventions() -> None:
     assert cost[0].value == pytest.approx(0.000308)
 
 
-def test_trips_become_span_events_and_counters() -> None:
+def test_trips_become_span_events_and_counters(mode: Mode) -> None:
     """An automatic kill is a span event on the call that tripped it, and a counter."""
     with capture_telemetry() as telemetry:
 
-        @aiguard.guard(
+        @mode.guard(
             "ev", breaker=aiguard.Breaker(max_error_rate=0.5, min_calls=2, window=2),
             fallback=aiguard.Default("d"),
         )  # fmt: skip
         def f() -> str:
             raise ConnectionError
 
-        f(), f()
+        mode.call(f), mode.call(f)
         points = telemetry.metric_points("aiguard.control.events")
     events = [e for s in telemetry.spans() for e in s.events]
     assert [e.name for e in events] == ["aiguard.trip"]
@@ -191,37 +191,38 @@ def test_trips_become_span_events_and_counters() -> None:
     ]
 
 
-def test_a_provider_installed_later_is_picked_up() -> None:
+def test_a_provider_installed_later_is_picked_up(mode: Mode) -> None:
     """Calls before a provider is set make no spans; calls after it do."""
 
-    @aiguard.guard("late")
+    @mode.guard("late")
     def f() -> int:
         return 1
 
-    f()
+    mode.call(f)
     with capture_telemetry() as telemetry:
-        f()
-    f()
+        mode.call(f)
+    mode.call(f)
     assert len(telemetry.spans()) == 1
 
 
-async def test_async_calls_have_spans_too() -> None:
-    """Async guarded calls get the same span, current while the model runs."""
+def test_the_call_span_is_current_while_the_model_runs(mode: Mode) -> None:
+    """Guarded calls, sync or async, get their span, current while the model runs."""
     seen: list[Any] = []
     with capture_telemetry() as telemetry:
 
-        @aiguard.guard("aspan", model="m")
-        async def f() -> str:
-            await asyncio.sleep(0)
+        @mode.guard("aspan", model="m")
+        def f() -> str:
             seen.append(trace.get_current_span().get_span_context().span_id)
             return "ok"
 
-        await f()
+        assert mode.call(f) == "ok"
     [span] = telemetry.spans()
     assert seen == [span.context.span_id]
 
 
-def test_telemetry_failures_never_fail_the_call(caplog: pytest.LogCaptureFixture) -> None:
+def test_telemetry_failures_never_fail_the_call(
+    mode: Mode, caplog: pytest.LogCaptureFixture
+) -> None:
     """A span processor that raises is logged once and counted; calls still succeed."""
     from opentelemetry.sdk.trace import SpanProcessor
 
@@ -232,17 +233,17 @@ def test_telemetry_failures_never_fail_the_call(caplog: pytest.LogCaptureFixture
     with capture_telemetry():
         trace.get_tracer_provider().add_span_processor(Exploding())  # type: ignore[attr-defined]
 
-        @aiguard.guard("boom")
+        @mode.guard("boom")
         def f() -> int:
             return 1
 
         with caplog.at_level("WARNING", logger="aiguard"):
-            assert [f(), f(), f()] == [1, 1, 1]
+            assert [mode.call(f), mode.call(f), mode.call(f)] == [1, 1, 1]
     assert sum("exporter down" in r.getMessage() for r in caplog.records) == 1
     assert errors.counts()["telemetry: end span"] == 3
 
 
-def test_export_over_otlp_http_to_a_local_receiver() -> None:
+def test_export_over_otlp_http_to_a_local_receiver(mode: Mode) -> None:
     """A real OTLP/HTTP exporter sends the span; the protobuf payload holds its attributes."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -270,11 +271,11 @@ def test_export_over_otlp_http_to_a_local_receiver() -> None:
             exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{server.server_port}/v1/traces")
             trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[attr-defined]
 
-            @aiguard.guard("otlp", model="m-1", fallback=aiguard.Default("d"))
+            @mode.guard("otlp", model="m-1", fallback=aiguard.Default("d"))
             def f() -> str:
                 raise TimeoutError
 
-            outcome = f.outcome()
+            outcome = mode.outcome(f)
     finally:
         server.shutdown()
     spans = [
@@ -292,7 +293,7 @@ def test_export_over_otlp_http_to_a_local_receiver() -> None:
     assert attrs["gen_ai.request.model"].string_value == "m-1"
 
 
-def test_a_processor_failing_at_span_start_does_not_fail_fallbacks() -> None:
+def test_a_processor_failing_at_span_start_does_not_fail_fallbacks(mode: Mode) -> None:
     """A span processor whose on_start raises: the fallback still serves."""
     from opentelemetry.sdk.trace import SpanProcessor
 
@@ -303,15 +304,17 @@ def test_a_processor_failing_at_span_start_does_not_fail_fallbacks() -> None:
     with capture_telemetry():
         trace.get_tracer_provider().add_span_processor(Exploding())  # type: ignore[attr-defined]
 
-        @aiguard.guard("boom2", fallback=aiguard.Default("fb"))
+        @mode.guard("boom2", fallback=aiguard.Default("fb"))
         def f() -> str:
             raise ConnectionError
 
-        outcome = f.outcome()
+        outcome = mode.outcome(f)
     assert outcome.value == "fb" and not outcome.attempts[0].failed
 
 
-def test_span_work_failing_never_fails_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_span_work_failing_never_fails_the_call(
+    mode: Mode, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Even if starting the call's span raises, the call is served."""
 
     def broken(*args: Any, **kwargs: Any) -> Any:
@@ -320,11 +323,11 @@ def test_span_work_failing_never_fails_the_call(monkeypatch: pytest.MonkeyPatch)
     with capture_telemetry():
         monkeypatch.setattr(telemetry_tracer(), "start_span", broken)
 
-        @aiguard.guard("boom3")
+        @mode.guard("boom3")
         def f() -> int:
             return 1
 
-        assert f() == 1
+        assert mode.call(f) == 1
     assert errors.counts()["telemetry: start span"] == 1
 
 
