@@ -21,9 +21,11 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 from ._runtime import serialize as _serialize
+from ._checks import seconds
 from ._runtime.records import CALL_RECORD_COLUMNS
 from ._runtime.state import track
 from ._sql import (
@@ -96,8 +98,9 @@ class PostgresStore(_SqlReads):
         schema: str = "public",
         min_size: int = 1,
         max_size: int = 8,
-        timeout: float = 5.0,
+        timeout: float | timedelta = 5.0,
     ) -> None:
+        timeout = seconds("PostgresStore(timeout)", timeout)
         try:
             import psycopg
             from psycopg_pool import ConnectionPool

@@ -40,6 +40,7 @@ from .workers import Worker
 logger = logging.getLogger("aiguard")
 
 RETIRE_SECONDS = 30.0  # the most a replaced recorder spends writing what it holds
+RESTORE_SECONDS = 2.0  # the most an isolated() block's end waits for its records
 
 _opener: Callable[[Any], Any] | None = None
 
@@ -310,6 +311,7 @@ def _after_fork_in_child() -> None:
     ids.reseed()
     reinit_tracked()  # every lock re-created; recorders drop the parent's queue; stores re-open
     runtime.recorders = [r for r in runtime.recorders if r is runtime.recorder]
+    runtime.retired_counts.clear()  # the parent's records, the parent's counts
     stats.reset()  # this process's figures start at zero (the parent's are the parent's)
     runtime.generation += 1  # every guard recompiles on its next call: workers restart there
 
@@ -403,7 +405,7 @@ def restore(saved: dict[str, Any]) -> None:
         store, owned = runtime.store, runtime.store_owned
         budget_store = runtime.budget_store
         generation = runtime.generation
-    deadline = time.monotonic() + RETIRE_SECONDS
+    deadline = time.monotonic() + RESTORE_SECONDS
     for recorder in mine:
         recorder.finish(deadline)  # what the block recorded reaches its store
     for worker in workers:

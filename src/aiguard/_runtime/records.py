@@ -335,6 +335,7 @@ class Recorder:
                 took, down = self._write(batch)
                 self.inflight = 0
                 written += took
+                self.written += took  # at once: the books balance between two batches too
                 if down:
                     break
                 if left > 0:
@@ -342,7 +343,6 @@ class Recorder:
                     # as the last one took: a backlog written back to back would starve them
                     # (SQLite's busy wait polls, it does not queue)
                     time.sleep(min(MAX_PAUSE, max(MIN_PAUSE, time.monotonic() - began)))
-        self.written += written
         return written
 
     def _write(self, batch: list[Any]) -> tuple[int, bool]:
@@ -396,7 +396,7 @@ class Recorder:
             for item, row, why in refused:
                 refusals = (item.refusals if item.__class__ is _Retry else 0) + 1
                 if refusals >= REFUSALS:
-                    self._drop(1, f"refused by the store: {type(why).__name__}: {why}")
+                    self._refuse(row, why)
                 else:
                     queue.append(_Retry(row, refusals))  # behind the good rows
             return took, False
@@ -410,7 +410,7 @@ class Recorder:
             if item.__class__ is not _Retry:
                 queue.append(_Retry(row, 0))
             elif was_up and item.refusals >= 1:  # refused again, and the store was up before
-                self._drop(1, f"refused by the store: {type(why).__name__}: {why}")
+                self._refuse(row, why)
             else:
                 queue.append(item)
         self._store_down()
@@ -423,6 +423,13 @@ class Recorder:
     def _store_down(self) -> None:
         self.backoff = min(MAX_BACKOFF, max(INTERVAL, self.backoff * 2))
         self.retry_at = time.monotonic() + self.backoff
+
+    def _refuse(self, row: tuple[Any, ...], why: BaseException) -> None:
+        """Drop a row the store refused twice; the call is forgotten too, so feedback on it is
+        UnknownCall rather than a feedback row without its call."""
+        with self._recent_lock:
+            self.recent.pop(row[0], None)
+        self._drop(1, f"refused by the store: {type(why).__name__}: {why}")
 
     def _drop(self, n: int, reason: str) -> None:
         self.dropped += n
@@ -544,6 +551,9 @@ class Recorder:
         if self.retired:  # a late record that read this recorder before it retired
             time.sleep(min(INTERVAL, max(0.0, deadline - time.monotonic())))
             self.drain(deadline, force=True)
+        while self.unwritten() and time.monotonic() < deadline:  # the store is down: retry
+            time.sleep(min(INTERVAL, max(0.0, deadline - time.monotonic())))
+            self.drain(deadline, force=True)
         return self.unwritten()
 
     def drop_unwritten(self, reason: str) -> None:
@@ -571,6 +581,8 @@ class Recorder:
         return len(self.queue) + self.inflight
 
     def _after_fork(self) -> None:
-        self.queue.clear()  # the parent's records: the parent writes them
+        self.queue.clear()  # the parent's records: the parent writes and counts them
         self.inflight = 0
+        self.recorded = self.written = self.dropped = 0  # this process's own, from here
+        self.drop_reasons = {}
         self.put = self._put_first  # the writer starts again on the first record here
