@@ -21,11 +21,26 @@ from .exceptions import ConfigError
 Validator = Callable[[Any], Any]
 
 
+def shown(value: Any, limit: int = 500) -> str:
+    """``repr(value)`` for an error message, whatever the value: never raises (a repr that
+    fails, or an int too long for text, is described instead), and cut after ``limit``
+    characters."""
+    try:
+        text = repr(value)
+    except Exception:
+        if isinstance(value, int):
+            return f"<int of {value.bit_length()} bits>"
+        return f"<{type(value).__qualname__} object whose repr() failed>"
+    if len(text) > limit:
+        return f"{text[:limit]}... ({len(text)} characters)"
+    return text
+
+
 def named(name: str, value: Any) -> str:
     """``name=value`` for an error message; ``Policy(field)`` becomes ``Policy(field=value)``."""
     if name.endswith(")") and "(" in name:
-        return f"{name[:-1]}={value!r})"
-    return f"{name}={value!r}"
+        return f"{name[:-1]}={shown(value)})"
+    return f"{name}={shown(value)}"
 
 
 def seconds(name: str, value: Any) -> float:
@@ -38,7 +53,7 @@ def seconds(name: str, value: Any) -> float:
         value = math.nan
     try:
         f = float(value)
-    except (OverflowError, ValueError):
+    except Exception:  # too large for a float, or a number type whose __float__ fails
         f = math.inf
     if not (f > 0 and math.isfinite(f)):
         raise ConfigError(
@@ -59,7 +74,7 @@ def unit_interval(name: str, value: Any) -> float:
         raise ConfigError(f"{named(name, value)} is invalid: must be a number in [0, 1]")
     try:
         f = float(value)
-    except (OverflowError, ValueError):
+    except Exception:  # too large for a float, or a number type whose __float__ fails
         f = math.nan
     if not 0.0 <= f <= 1.0:
         raise ConfigError(f"{named(name, value)} is invalid: must be a number in [0, 1]")
@@ -79,7 +94,8 @@ def needs_confidence(feature: str, threshold: Any, confidence: Any) -> None:
 def check_feature(feature: Any) -> str:
     if not isinstance(feature, str) or not feature.strip() or feature != feature.strip():
         raise ConfigError(
-            f"feature={feature!r} is invalid: must be a non-empty name without surrounding spaces"
+            f"{named('feature', feature)} is invalid: must be a non-empty name without "
+            "surrounding spaces"
         )
     return feature
 
@@ -108,8 +124,8 @@ def check_confidence(feature: str, value: Any) -> Any:
     if isinstance(value, str) and value:
         return value
     raise ConfigError(
-        f"feature {feature!r}: confidence={value!r} is invalid: give an attribute or key name, "
-        "or a callable that takes the result and returns a float in [0, 1]"
+        f"feature {feature!r}: {named('confidence', value)} is invalid: give an attribute or key "
+        "name, or a callable that takes the result and returns a float in [0, 1]"
     )
 
 
@@ -117,8 +133,9 @@ def check_catch(feature: str, value: Any) -> tuple[type[Exception], ...]:
     types = value if isinstance(value, tuple) else (value,)
     if not types or not all(isinstance(t, type) and issubclass(t, Exception) for t in types):
         raise ConfigError(
-            f"feature {feature!r}: catch={value!r} is invalid: give an Exception subclass or a "
-            "tuple of them (KeyboardInterrupt, SystemExit and CancelledError always propagate)"
+            f"feature {feature!r}: {named('catch', value)} is invalid: give an Exception subclass "
+            "or a tuple of them (KeyboardInterrupt, SystemExit and CancelledError always "
+            "propagate)"
         )
     return types
 
@@ -133,8 +150,8 @@ def check_validate(feature: str, value: Any) -> tuple[Validator, ...]:
             out.append(v)
         else:
             raise ConfigError(
-                f"feature {feature!r}: validate[{i}]={v!r} is invalid: give a callable that "
-                "checks the result, or a pydantic model type"
+                f"feature {feature!r}: {named(f'validate[{i}]', v)} is invalid: give a callable "
+                "that checks the result, or a pydantic model type"
             )
     return tuple(out)
 
@@ -150,15 +167,17 @@ def _pydantic_validator(model: Any) -> Validator:
 def check_name(feature: str, name: str, value: Any) -> str | None:
     if value is None or (isinstance(value, str) and value.strip()):
         return value
-    raise ConfigError(f"feature {feature!r}: {name}={value!r} is invalid: must be a non-empty name")
+    raise ConfigError(
+        f"feature {feature!r}: {named(name, value)} is invalid: must be a non-empty name"
+    )
 
 
 def check_usage(feature: str, value: Any) -> Any:
     if value is None or isinstance(value, bool) or callable(value):
         return value
     raise ConfigError(
-        f"feature {feature!r}: usage={value!r} is invalid: give a callable that reads a Usage "
-        "from the result, None (built-in readers) or False"
+        f"feature {feature!r}: {named('usage', value)} is invalid: give a callable that reads a "
+        "Usage from the result, None (built-in readers) or False"
     )
 
 
@@ -166,14 +185,15 @@ def check_policy(feature: str, name: str, value: Any, kind: type) -> Any:
     if value is None or isinstance(value, kind):
         return value
     raise ConfigError(
-        f"feature {feature!r}: {name}={value!r} is invalid: give an aiguard.{kind.__name__}(...)"
+        f"feature {feature!r}: {named(name, value)} is invalid: give an "
+        f"aiguard.{kind.__name__}(...)"
     )
 
 
 def explain(exc: Any, source: str, *, group: str = "features", label: str = "feature") -> str:
     lines = []
     for err in exc.errors():
-        loc = [str(x) for x in err["loc"]]
+        loc = [str(x) if isinstance(x, str | int) else shown(x) for x in err["loc"]]
         where = []
         if len(loc) >= 2 and loc[0] == group:
             where.append(f"{label} {loc[1]!r}")
@@ -181,6 +201,6 @@ def explain(exc: Any, source: str, *, group: str = "features", label: str = "fea
         if loc:
             where.append(f"field {'.'.join(loc)!r}")
         value = err.get("input", "")
-        value_text = f"value {value!r}" if err["type"] != "missing" else "missing"
+        value_text = f"value {shown(value)}" if err["type"] != "missing" else "missing"
         lines.append(f"{', '.join(where) or 'top level'}: {value_text}: {err['msg']}")
     return f"{source}: " + "; ".join(lines)

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Annotated, Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._checks import explain, seconds
+from ._checks import explain, named, seconds
 from ._runtime import lifecycle
 from ._runtime.records import Capture
 from ._runtime.state import UNSET, runtime
@@ -210,27 +211,37 @@ def configure(
     wait_at_exit: float = runtime.exit_timeout
     if exit_timeout is not UNSET:
         wait_at_exit = _exit_timeout(exit_timeout)
-    sources = None
-    if control is not UNSET and control is not None:
-        specs = control if isinstance(control, list | tuple) else [control]
-        sources = [as_source(spec, control_interval) for spec in specs]
     if parsed_features is not None:
         with runtime.lock:
             for core in list(runtime.cores):  # check every live guard before opening anything
                 core.compile(parsed_features.get(core.feature))
-    shared: Any = UNSET
-    if budgets is not UNSET:
-        if isinstance(budgets, str) and budgets.startswith(("redis://", "rediss://", "unix://")):
-            from .redis import RedisBudgets
-
-            shared = RedisBudgets(budgets)
-        elif budgets is None or hasattr(budgets, "attach"):
-            shared = budgets
-        else:
-            raise ConfigError(
-                f"budgets={budgets!r} is invalid: give a redis:// URL or aiguard.redis.RedisBudgets"
-            )
+    if budgets is not UNSET and not (
+        budgets is None
+        or hasattr(budgets, "attach")
+        or (isinstance(budgets, str) and budgets.startswith(("redis://", "rediss://", "unix://")))
+    ):
+        raise ConfigError(
+            f"budgets={budgets!r} is invalid: give a redis:// URL or aiguard.redis.RedisBudgets"
+        )
+    # what opens connections or starts threads comes last, and is undone if a later one fails
     opened = None if store is UNSET or store is None else open_store(store)
+    try:
+        sources = None
+        if control is not UNSET and control is not None:
+            specs = control if isinstance(control, list | tuple) else [control]
+            sources = [as_source(spec, control_interval) for spec in specs]
+        shared: Any = UNSET
+        if budgets is not UNSET:
+            if isinstance(budgets, str):
+                from .redis import RedisBudgets
+
+                shared = RedisBudgets(budgets)
+            else:
+                shared = budgets
+    except BaseException:
+        if opened is not None and opened is not store:
+            opened.close()
+        raise
     old_budgets: Any = None
     with runtime.lock:
         if store is not UNSET:
@@ -282,7 +293,19 @@ def configure(
             for feature, (_, run) in runs:
                 shared.attach(run, feature)
     if sources is not None:
-        start_sources(sources)
+        try:
+            start_sources(sources)
+        except Exception as exc:
+            for source, spec in zip(sources, specs, strict=True):
+                if source is not spec and hasattr(source, "close"):
+                    source.close()  # made here from a URL: release its connections
+            if isinstance(exc, ConfigError):
+                raise
+            # a source that cannot be read now (Redis unreachable, ...)
+            raise ConfigError(
+                f"{named('control', _redacted(control))} cannot be read: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
     elif control is None:
         stop_sources()
 
@@ -291,12 +314,37 @@ def as_source(spec: Any, interval: float | timedelta) -> ControlSource:
     if isinstance(spec, str) and spec.startswith(("redis://", "rediss://", "unix://")):
         from .redis import RedisControl
 
-        return RedisControl(spec, interval=interval)
+        try:
+            return RedisControl(spec, interval=interval)
+        except ConfigError:
+            raise
+        except Exception as exc:  # a URL redis-py cannot use: a bad port, database, option
+            raise ConfigError(
+                f"{named('control', _redacted(spec))} is invalid: {type(exc).__name__}: {exc}"
+            ) from None
     if isinstance(spec, str | os.PathLike):
         return ControlFile(spec, interval=interval)
     if isinstance(spec, ControlSource):
         return spec
-    raise ConfigError(f"control={spec!r} is invalid: give a control file path or a ControlSource")
+    raise ConfigError(
+        f"{named('control', spec)} is invalid: give a control file path or a ControlSource"
+    )
+
+
+def _redacted(control: Any) -> Any:
+    """``control`` for an error message: a URL's password replaced by ``***``."""
+    if isinstance(control, list | tuple):
+        return type(control)(_redacted(c) for c in control)
+    if not isinstance(control, str) or "@" not in control:
+        return control
+    try:
+        parts = urllib.parse.urlsplit(control)
+        if parts.password is None:
+            return control
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return control
 
 
 def _exit_timeout(value: Any) -> float:
@@ -341,6 +389,8 @@ def load_config(path: str | os.PathLike[str]) -> AiguardConfig:
             raw = tomllib.loads(text.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {str(p)!r} is not valid {_kind(p)}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: it is nested too deep") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {str(p)!r}: the top level must be a table/object")
     try:

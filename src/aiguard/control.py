@@ -271,10 +271,16 @@ def read_control_file(path: Path) -> ControlState:
         return ControlState()
     except (OSError, ValueError) as exc:
         raise ConfigError(f"control file {str(path)!r} cannot be read: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"control file {str(path)!r} cannot be read: it is nested too deep"
+        ) from None
     try:
         return ControlState.model_validate(raw)
     except pydantic.ValidationError as exc:
         raise ConfigError(explain(exc, f"control file {str(path)!r}")) from None
+    except RecursionError:  # pragma: no cover - pydantic-core stops deep nesting itself
+        raise ConfigError(f"control file {str(path)!r} is invalid: it is nested too deep") from None
 
 
 def write_control_file(path: Path, control: ControlState) -> None:

@@ -13,10 +13,13 @@ import dataclasses
 import difflib
 import enum
 import inspect
+import math
+import numbers
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
+from ._checks import shown
 from ._runtime import errors
 from ._runtime import serialize as _serialize
 from ._runtime import telemetry as _telemetry
@@ -201,17 +204,35 @@ def feedback(
         >>> fb.kind.value, round(fb.edit_distance, 3)
         ('edited', 0.095)
     """
-    if not isinstance(call_id, str) and hasattr(call_id, "call_id"):  # an Outcome
+    if not isinstance(call_id, str) and _has_call_id(call_id):  # an Outcome
         if served is UNSET:
             served = call_id.value
         call_id = call_id.call_id
     if not isinstance(call_id, str) or not call_id:
-        raise ConfigError(f"feedback(call_id={call_id!r}) is invalid: give a call id or an Outcome")
+        raise ConfigError(
+            f"feedback(call_id={shown(call_id)}) is invalid: give a call id or an Outcome"
+        )
+    where = f"feedback({call_id!r})"
     if accepted is not None and not isinstance(accepted, bool):
-        raise ConfigError(f"feedback({call_id!r}): accepted={accepted!r} must be True or False")
-    if score is not None and (isinstance(score, bool) or not isinstance(score, int | float)):
-        raise ConfigError(f"feedback({call_id!r}): score={score!r} must be a number")
-    if kind is None:
+        raise ConfigError(f"{where}: accepted={shown(accepted)} must be True or False")
+    score = _score(where, score)
+    for name, text in (("comment", comment), ("by", by)):
+        if text is not None and not isinstance(text, str):
+            raise ConfigError(f"{where}: {name}={shown(text)} must be text or None")
+        _storable(where, name, text, text)
+    attrs, attrs_text = _attributes(where, attributes)
+    stored: dict[str, str | None] = {}
+    for name, value in (("label", label), ("edited", edited)):
+        stored[name] = None if value is UNSET else _dumps(where, name, value)
+    if kind is not None:
+        try:
+            kind = FeedbackKind(kind)
+        except Exception:
+            choices = ", ".join(k.value for k in FeedbackKind)
+            raise ConfigError(
+                f"{where}: kind={shown(kind)} is invalid: choose one of {choices}"
+            ) from None
+    else:
         if label is not UNSET:
             kind = FeedbackKind.CORRECTED
         elif edited is not UNSET:
@@ -227,7 +248,6 @@ def feedback(
                 f"feedback({call_id!r}) says nothing: give accepted=, score=, edited=, label= "
                 "or comment="
             )
-    kind = FeedbackKind(kind)
     if accepted is None:
         if kind in (FeedbackKind.ACCEPTED, FeedbackKind.EDITED):
             accepted = True
@@ -240,19 +260,18 @@ def feedback(
     if edited is not UNSET:
         distance = edit_distance(served, edited)
     now = time.time()
-    attrs = dict(attributes or {})
     row = {
         "call_id": call_id,
         "feature": feature,
         "kind": kind.value,
         "accepted": None if accepted is None else int(accepted),
         "score": score,
-        "label": None if label is UNSET else _serialize.dumps(label),
-        "edited": None if edited is UNSET else _serialize.dumps(edited),
+        "label": stored["label"],
+        "edited": stored["edited"],
         "edit_distance": distance,
         "comment": comment,
         "by": by,
-        "attributes": _serialize.dumps(attrs) if attrs else None,
+        "attributes": attrs_text,
         "created_at": now,
     }
     row_id = _write(configured(), row, record)
@@ -273,6 +292,83 @@ def feedback(
     )
     _emit(result, ids)
     return result
+
+
+# -- argument checks ------------------------------------------------------------------------------
+
+_MAX_SCORE = 2**53  # every whole number up to it is exact as a float; sums of scores stay finite
+
+
+def _has_call_id(value: Any) -> bool:
+    try:
+        return hasattr(value, "call_id")
+    except Exception:
+        return False
+
+
+def _score(where: str, score: Any) -> float | None:
+    """``score`` as given (an int or a float; another real number type as a float), or
+    ConfigError: a finite number whose size is at most 2**53."""
+    if score is None:
+        return None
+    kind = type(score)
+    problem = "must be a finite number from -2**53 to 2**53"
+    if kind is bool or not isinstance(score, numbers.Real):
+        raise ConfigError(f"{where}: score={shown(score)} is invalid: {problem}")
+    try:
+        f = float(score)
+    except Exception:  # too large for a float, or a __float__ that fails
+        f = math.inf
+    if not (math.isfinite(f) and abs(f) <= _MAX_SCORE):
+        raise ConfigError(f"{where}: score={shown(score)} is invalid: {problem}")
+    if kind is int or kind is float:
+        return cast(float, score)  # an int score is kept as given
+    return f
+
+
+def _storable(where: str, name: str, given: Any, text: str | None) -> None:
+    """ConfigError unless ``text`` (what ``given`` is stored as) can be stored: UTF-8 text, so no
+    lone surrogate such as "\\ud800"."""
+    if text is None:
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigError(
+            f"{where}: {name}={shown(given)} is invalid: it cannot be stored as UTF-8 text "
+            f"({exc.reason} at position {exc.start})"
+        ) from None
+
+
+def _dumps(where: str, name: str, value: Any) -> str:
+    """``value`` as the JSON text it is stored as; ConfigError if it cannot be."""
+    try:
+        text = _serialize.dumps(value)
+    except Exception as exc:  # e.g. an int too long for text
+        raise ConfigError(
+            f"{where}: {name}={shown(value)} is invalid: it cannot be stored as JSON ({exc})"
+        ) from None
+    _storable(where, name, value, text)
+    return text
+
+
+def _attributes(where: str, attributes: Any) -> tuple[dict[str, Any], str | None]:
+    """``attributes`` as a dict, and the JSON text it is stored as: a mapping with text keys,
+    or None."""
+    if attributes is None:
+        return {}, None
+    problem = "give a mapping of attribute names (text) to values, e.g. {'plan': 'pro'}"
+    if not isinstance(attributes, Mapping):
+        raise ConfigError(f"{where}: attributes={shown(attributes)} is invalid: {problem}")
+    try:
+        attrs = dict(attributes)
+    except Exception:
+        raise ConfigError(
+            f"{where}: attributes={shown(attributes)} is invalid: {problem}"
+        ) from None
+    if not all(isinstance(k, str) for k in attrs):
+        raise ConfigError(f"{where}: attributes={shown(attributes)} is invalid: {problem}")
+    return attrs, (_dumps(where, "attributes", attrs) if attrs else None)
 
 
 def _write(store: Any, row: dict[str, Any], record: tuple[Any, ...] | None) -> int:

@@ -149,8 +149,11 @@ def guard(
             ``low_confidence``); equal is served.
         fallback: a handler or an ordered chain: :class:`Rules`, :class:`Default`,
             :class:`HumanReview`, your own :class:`Fallback`, or a plain callable (as ``Rules``).
-        validate: callables (or pydantic model types) that check a result; raising or returning
-            ``False`` rejects it (reason ``invalid_output``).
+        validate: callables (or pydantic model types) that check a result; raising, or
+            returning a false value other than ``None`` (``False``, ``0``, ``""``,
+            ``numpy.False_``, or a value that is neither true nor false, such as a numpy
+            array), rejects it (reason ``invalid_output``); returning ``None`` or a true value
+            passes it.
         timeout: seconds (or a timedelta) to wait for the model; async calls are cancelled, sync
             calls run in a bounded worker pool and are abandoned (reason ``timeout``).
         catch: exception types that go to the fallback chain (reason ``error``); others

@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-from ._runtime import serialize as _serialize
 from ._checks import seconds
+from ._runtime import serialize as _serialize
 from ._runtime.records import CALL_RECORD_COLUMNS
 from ._runtime.state import track
 from ._sql import (

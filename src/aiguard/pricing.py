@@ -31,8 +31,9 @@ from typing import Any
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic._internal._model_construction import ModelMetaclass
 
-from ._checks import explain
+from ._checks import explain, shown
 from ._runtime import errors
 from ._runtime.money import to_decimal
 from .exceptions import ConfigError
@@ -43,21 +44,63 @@ __all__ = ["ModelPrice", "PriceTable", "to_decimal"]
 _Money = Decimal
 
 
+MAX_AMOUNT = Decimal(10**18)  # the largest price or budget: costs stay far from any overflow
+
+
 def to_pico(amount: Decimal | int | float | str, *, field: str = "amount") -> int:
-    """A money amount as integer pico-units, exactly; ConfigError if it is finer than that."""
+    """A money amount as integer pico-units, exactly; ConfigError if it is not a finite amount
+    from 0 to 10^18, or is finer than 10^-12."""
     try:
-        d = Decimal(str(amount))
+        d = amount if isinstance(amount, Decimal) else Decimal(str(amount))
     except Exception:
-        raise ConfigError(f"{field}={amount!r} is invalid: must be a number") from None
-    if not d.is_finite() or d < 0:
-        raise ConfigError(f"{field}={amount!r} is invalid: must be a finite amount >= 0")
-    pico = d.scaleb(12)
-    if pico != pico.to_integral_value():
-        raise ConfigError(f"{field}={amount!r} is invalid: finer than 10^-12 of the currency")
-    return int(pico)
+        raise ConfigError(f"{field}={shown(amount)} is invalid: must be a number") from None
+    if not d.is_finite() or d < 0 or d > MAX_AMOUNT:
+        raise ConfigError(
+            f"{field}={shown(amount)} is invalid: must be a finite amount >= 0, at most 10^18"
+        )
+    if not _whole_in(d, 12):
+        raise ConfigError(f"{field}={shown(amount)} is invalid: finer than 10^-12 of the currency")
+    _, digits, exponent = d.as_tuple()
+    assert isinstance(exponent, int)
+    coefficient = int("".join(map(str, digits)))
+    if coefficient == 0:  # 0E+999999999 is 0: no scale to compute
+        return 0
+    shift = exponent + 12  # exact: no Decimal context, no rounding, no overflow
+    scale: int = 10 ** abs(shift)
+    return coefficient * scale if shift >= 0 else coefficient // scale
 
 
-class ModelPrice(BaseModel):
+def _whole_in(d: Decimal, places: int) -> bool:
+    """Is the finite ``d`` a whole number of 10^-places? Exact, whatever its exponent (Decimal
+    arithmetic would round to 28 digits, or overflow)."""
+    _, digits, exponent = d.as_tuple()
+    assert isinstance(exponent, int)
+    if exponent >= -places or not any(digits):
+        return True
+    zeros = -places - exponent  # how many trailing digits must be 0
+    return zeros <= len(digits) and not any(digits[len(digits) - zeros :])
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deep"
+    return str(exc)
+
+
+class _Checked(ModelMetaclass):
+    """Built directly (``ModelPrice(input=...)``), a bad value raises ConfigError naming the
+    field and the value, as every configuration does; validation nested in another model (a
+    PriceTable's entries) and ``model_validate`` are untouched."""
+
+    def __call__(cls, /, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except pydantic.ValidationError as exc:
+            where = f"{cls.__name__}(...)"
+            raise ConfigError(explain(exc, where, group="models", label="model")) from None
+
+
+class ModelPrice(BaseModel, metaclass=_Checked):
     """One model's prices: per million tokens, and per call.
 
     Example:
@@ -69,23 +112,23 @@ class ModelPrice(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    input: _Money = Field(default=Decimal(0), ge=0, allow_inf_nan=False)
-    cached_input: _Money | None = Field(default=None, ge=0, allow_inf_nan=False)
-    cache_write: _Money | None = Field(default=None, ge=0, allow_inf_nan=False)
-    output: _Money = Field(default=Decimal(0), ge=0, allow_inf_nan=False)
-    per_call: _Money = Field(default=Decimal(0), ge=0, allow_inf_nan=False)
+    input: _Money = Field(default=Decimal(0), ge=0, le=MAX_AMOUNT, allow_inf_nan=False)
+    cached_input: _Money | None = Field(default=None, ge=0, le=MAX_AMOUNT, allow_inf_nan=False)
+    cache_write: _Money | None = Field(default=None, ge=0, le=MAX_AMOUNT, allow_inf_nan=False)
+    output: _Money = Field(default=Decimal(0), ge=0, le=MAX_AMOUNT, allow_inf_nan=False)
+    per_call: _Money = Field(default=Decimal(0), ge=0, le=MAX_AMOUNT, allow_inf_nan=False)
 
     @pydantic.field_validator("input", "cached_input", "cache_write", "output")
     @classmethod
     def _per_token_precision(cls, value: Decimal | None) -> Decimal | None:
-        if value is not None and (value * 10**6) != (value * 10**6).to_integral_value():
+        if value is not None and not _whole_in(value, 6):
             raise ValueError("finer than 10^-12 of the currency per token (6 decimals at most)")
         return value
 
     @pydantic.field_validator("per_call")
     @classmethod
     def _per_call_precision(cls, value: Decimal) -> Decimal:
-        if (value * 10**12) != (value * 10**12).to_integral_value():
+        if not _whole_in(value, 12):
             raise ValueError("finer than 10^-12 of the currency (12 decimals at most)")
         return value
 
@@ -128,7 +171,7 @@ def pico_cost(rates: tuple[int, int, int, int, int], usage: Usage | None) -> int
     )
 
 
-class PriceTable(BaseModel):
+class PriceTable(BaseModel, metaclass=_Checked):
     """Prices by model name, in one currency.
 
     Example:
@@ -185,8 +228,8 @@ class PriceTable(BaseModel):
         try:
             data = p.read_bytes()
             raw = json.loads(data) if p.suffix.lower() == ".json" else tomllib.loads(data.decode())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"price file {str(p)!r} cannot be read: {exc}") from None
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+            raise ConfigError(f"price file {str(p)!r} cannot be read: {_why(exc)}") from None
         return cls.parse(raw, source=f"price file {str(p)!r}")
 
     @classmethod

@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from ._bucketing import Bucketing, positioner
+from ._checks import shown
 from ._runtime import errors
 from .exceptions import ConfigError
 from .limits import Limits
@@ -65,7 +66,7 @@ class Rollout:
     def __post_init__(self) -> None:
         if not (isinstance(self.key, str) and self.key) and not callable(self.key):
             raise ConfigError(
-                f"Rollout(key={self.key!r}) is invalid: name the argument that holds the unit "
+                f"Rollout(key={shown(self.key)}) is invalid: name the argument that holds the unit "
                 "(e.g. 'user_id'), or give a callable over the call's arguments"
             )
         try:
@@ -73,7 +74,7 @@ class Rollout:
         except ValueError:
             choices = ", ".join(b.value for b in Bucketing)
             raise ConfigError(
-                f"Rollout(bucketing={self.bucketing!r}) is invalid: choose one of {choices}"
+                f"Rollout(bucketing={shown(self.bucketing)}) is invalid: choose one of {choices}"
             ) from None
         stages = tuple(self.stages)
         object.__setattr__(self, "stages", stages)
@@ -89,14 +90,14 @@ class Rollout:
             object.__setattr__(self, "stage", self._current_stage(stages))
             object.__setattr__(self, "percent", None)
         elif self.stage is not None:
-            raise ConfigError(f"Rollout(stage={self.stage!r}) needs stages=")
+            raise ConfigError(f"Rollout(stage={shown(self.stage)}) needs stages=")
         if self.salt is not None and not isinstance(self.salt, str):
-            raise ConfigError(f"Rollout(salt={self.salt!r}) is invalid: must be a string")
+            raise ConfigError(f"Rollout(salt={shown(self.salt)}) is invalid: must be a string")
         for name in ("include", "exclude"):
             seg = getattr(self, name)
             if seg is not None and not isinstance(seg, Mapping) and not callable(seg):
                 raise ConfigError(
-                    f"Rollout({name}={seg!r}) is invalid: give a mapping of argument name to "
+                    f"Rollout({name}={shown(seg)}) is invalid: give a mapping of argument name to "
                     "values, or a predicate over the call's arguments"
                 )
         gates = self.gates
@@ -119,8 +120,8 @@ class Rollout:
                 raise ConfigError("Rollout() with stages= takes stage= or percent=, not both")
             if self.percent not in stages:
                 raise ConfigError(
-                    f"Rollout(percent={self.percent!r}) is invalid: with stages= it must be one "
-                    f"of the stages {list(stages)!r}"
+                    f"Rollout(percent={shown(self.percent)}) is invalid: with stages= it must be "
+                    f"one of the stages {list(stages)!r}"
                 )
             return stages.index(self.percent)
         stage = 0 if self.stage is None else self.stage
@@ -171,21 +172,26 @@ class Rollout:
 
 def check_percent(name: str, value: Any, bucketing: Bucketing | str = "") -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name}={value!r} is invalid: must be a number in [0, 100]")
-    p = float(value)
+        raise ConfigError(f"{name}={shown(value)} is invalid: must be a number in [0, 100]")
+    try:
+        p = float(value)
+    except OverflowError:  # an int too large for a float
+        p = math.nan
     if not (0 <= p <= 100) or math.isnan(p):
-        raise ConfigError(f"{name}={value!r} is invalid: must be a number in [0, 100]")
+        raise ConfigError(f"{name}={shown(value)} is invalid: must be a number in [0, 100]")
     if round(p, 2) != p:
-        raise ConfigError(f"{name}={value!r} is invalid: the granularity is 0.01 %")
+        raise ConfigError(f"{name}={shown(value)} is invalid: the granularity is 0.01 %")
     if bucketing == Bucketing.UNLEASH and p != int(p):
-        raise ConfigError(f"{name}={value!r} is invalid: Unleash bucketing takes whole percents")
+        raise ConfigError(
+            f"{name}={shown(value)} is invalid: Unleash bucketing takes whole percents"
+        )
     return p
 
 
 def check_stage(stage: Any, stages: Sequence[float]) -> int:
     if isinstance(stage, bool) or not isinstance(stage, int) or not 0 <= stage < len(stages):
         raise ConfigError(
-            f"stage={stage!r} is invalid: must be an index into stages={list(stages)!r} "
+            f"stage={shown(stage)} is invalid: must be an index into stages={list(stages)!r} "
             f"(0 to {len(stages) - 1}) or one of their percentages"
         )
     return stage
@@ -252,11 +258,22 @@ def _segment(
             try:
                 if get(args, kwargs) in values:
                     return True
-            except TypeError:  # unhashable value: cannot match
+            except Exception:  # unhashable, or a __hash__/__eq__ that fails: cannot match
                 continue
         return False
 
     return match
+
+
+def _unbucketable(what: str, exc: Exception) -> tuple[Reason, str, str]:
+    """The pre-call verdict for a rollout key that cannot be read or bucketed (its ``==``,
+    ``str()`` or encoding failed): a missing key, and why. The key's value is not shown: it
+    names a user."""
+    try:
+        why = f"{type(exc).__name__}: {exc}"
+    except Exception:
+        why = type(exc).__name__
+    return Reason.MISSING_ROLLOUT_KEY, "baseline", f"{what}: {why}"
 
 
 class Plan:
@@ -328,12 +345,19 @@ class Plan:
                 return inside
             if limit >= 1.0:
                 return inside
-            key = get_key(args, kwargs)
-            if key is None or key == "":
-                return missing
-            if key.__class__ is not str:
-                key = str(key)
-            return inside if position(key) < limit else outside
+            try:  # free on the common path; a key that cannot be bucketed is a missing key
+                key = get_key(args, kwargs)
+            except Exception as exc:  # e.g. an attribute on the key's path that raises
+                return _unbucketable("the rollout key cannot be read", exc)
+            try:
+                if key is None or key == "":
+                    return missing
+                if key.__class__ is not str:
+                    key = str(key)
+                return inside if position(key) < limit else outside
+            except Exception as exc:
+                what = f"the rollout key (a {type(key).__name__}) cannot be bucketed"
+                return _unbucketable(what, exc)
 
         return check
 

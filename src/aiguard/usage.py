@@ -19,6 +19,7 @@ readers convert:
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -51,13 +52,19 @@ class Usage:
         return max(0, self.input_tokens - self.cache_read_tokens - self.cache_write_tokens)
 
 
+_MAX_TOKENS = 10**30  # far beyond any real count; keeps every cost within a float's range
+
+
 def _int(value: Any) -> int:
+    """A token count from a provider's response: a whole number from 0 to 10**30; anything
+    else (a negative or astronomical count, NaN, text that is not a number) counts as 0."""
     if value is None or isinstance(value, bool):
         return 0
     try:
-        return max(0, int(value))
-    except (TypeError, ValueError):
+        n = int(value)
+    except (TypeError, ValueError, ArithmeticError):  # ArithmeticError: inf, Decimal NaN
         return 0
+    return n if 0 <= n <= _MAX_TOKENS else 0
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -152,7 +159,13 @@ def read_usage(result: Any) -> Usage | None:
 
 
 def _is_anthropic(result: Any) -> bool:
-    return bool(_get(result, "type") == "message" and _get(result, "role") == "assistant")
+    kind, role = _get(result, "type"), _get(result, "role")
+    return (
+        isinstance(kind, str)
+        and kind == "message"
+        and isinstance(role, str)
+        and role == "assistant"
+    )
 
 
 def _provider(result: Any, default: str) -> str | None:
@@ -165,16 +178,68 @@ def _provider(result: Any, default: str) -> str | None:
 UsageReader = Callable[[Any], "Usage | Mapping[str, Any] | None"]
 
 
+_COUNTS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+           "reasoning_tokens")  # fmt: skip
+
+
 def as_usage(value: Any) -> Usage | None:
-    """A reader's answer as a Usage (a Usage, a mapping of its fields, or None)."""
-    if value is None or isinstance(value, Usage):
-        return value
+    """A custom reader's answer as a Usage (a Usage, a mapping of its fields, or None).
+
+    In a mapping, a count that is not a whole number ("n/a", NaN) counts as 0. Raises (an
+    internal failure: the call goes on with no usage) for anything else than these three, for
+    a token count that is negative or over 10**30, and for a Usage whose counts are not ints
+    or whose model or provider is not text: a reader that says that is broken, and its figures
+    would corrupt costs and budgets."""
+    if value is None:
+        return None
+    if isinstance(value, Usage):
+        whole: dict[str, Any] = {}
+        for name in _COUNTS:
+            n = getattr(value, name)
+            if type(n) is int:
+                _in_range(name, n)
+                continue
+            if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+                raise TypeError(
+                    f"a usage reader returned {name} of type {type(n).__name__}: give an int"
+                )
+            whole[name] = _in_range(name, int(n))  # numpy.int64 and the like, as an int
+        for name in ("model", "provider"):
+            text = getattr(value, name)
+            if text is not None and not isinstance(text, str):
+                raise TypeError(
+                    f"a usage reader returned {name} of type {type(text).__name__}: give text or "
+                    "None"
+                )
+        return dataclasses.replace(value, **whole) if whole else value
     if isinstance(value, Mapping):
-        counts = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-                  "reasoning_tokens")  # fmt: skip
+        counts = {}
+        for name in _COUNTS:
+            raw = value.get(name)
+            if raw is None or isinstance(raw, bool):
+                counts[name] = 0
+                continue
+            try:
+                n = int(raw)
+            except (TypeError, ValueError, ArithmeticError):  # not a whole number: 0
+                n = 0
+            counts[name] = _in_range(name, n)
         return Usage(
-            **{k: _int(value.get(k)) for k in counts},
+            **counts,
             model=_str(value.get("model")),
             provider=_str(value.get("provider")),
         )
-    raise TypeError(f"a usage reader returned {value!r}: give a Usage, a mapping or None")
+    raise TypeError(
+        f"a usage reader returned a value of type {type(value).__name__}: give a Usage, a "
+        "mapping or None"
+    )
+
+
+def _in_range(name: str, n: int) -> int:
+    if not 0 <= n <= _MAX_TOKENS:
+        shown = str(n) if n.bit_length() < 256 else f"an int of {n.bit_length()} bits"
+        raise ValueError(
+            f"a usage reader returned {name}={shown}: token counts are whole numbers from 0 to "
+            "10**30"
+        )
+    return n

@@ -30,20 +30,38 @@ def judge(
         try:
             ok = check(result)
         except Exception as exc:
-            return Reason.INVALID_OUTPUT, None, f"{_name(check)} rejected the result: {exc!r}"
-        if ok is False:
-            return Reason.INVALID_OUTPUT, None, f"{_name(check)} returned False"
+            return Reason.INVALID_OUTPUT, None, f"{_name(check)} rejected the result: {_shown(exc)}"
+        if ok is None or ok is True:
+            continue
+        try:  # any other value rejects when it is false: 0, "", numpy.False_
+            if ok:
+                continue
+        except Exception as exc:  # neither true nor false (a numpy array): not a pass
+            return (
+                Reason.INVALID_OUTPUT,
+                None,
+                f"{_name(check)} returned {_shown(ok)}, which is neither true nor false: "
+                f"{_shown(exc)}",
+            )
+        return Reason.INVALID_OUTPUT, None, f"{_name(check)} returned {_shown(ok)}"
     extract = s.extract
     if extract is None:
         return SERVED, None, None
     try:
         raw = extract(result)
     except Exception as exc:
-        return Reason.INVALID_CONFIDENCE, None, f"reading the confidence failed: {exc!r}"
+        return Reason.INVALID_CONFIDENCE, None, f"reading the confidence failed: {_shown(exc)}"
     if raw.__class__ is float:
         c: float = raw
     elif isinstance(raw, numbers.Real) and not isinstance(raw, bool):
-        c = float(raw)
+        try:
+            c = float(raw)
+        except Exception as exc:  # 10**400, a huge Fraction, a __float__ that fails
+            return (
+                Reason.INVALID_CONFIDENCE,
+                None,
+                f"confidence {_shown(raw)} cannot be read as a float: {_shown(exc)}",
+            )
     elif raw is _MISSING or raw is None:
         where = f" {s.confidence_name!r}" if s.confidence_name else ""
         return Reason.INVALID_CONFIDENCE, None, f"confidence{where} is missing"
@@ -51,7 +69,7 @@ def judge(
         return (
             Reason.INVALID_CONFIDENCE,
             None,
-            f"confidence {raw!r} is a {type(raw).__name__}, not a number",
+            f"confidence {_shown(raw)} is a {type(raw).__name__}, not a number",
         )
     if not 0.0 <= c <= 1.0:  # also false for NaN
         return Reason.INVALID_CONFIDENCE, None, f"confidence {c!r} is outside [0, 1]"
@@ -65,7 +83,7 @@ def failure(exc: BaseException | None, timeout: float | None) -> tuple[Reason, s
     """Reason and detail of a model call that raised ``exc`` (None: aiguard's timeout fired)."""
     if exc is None:
         return Reason.TIMEOUT, f"the model gave no result within {timeout:g} s"
-    return (Reason.TIMEOUT if isinstance(exc, TimeoutError) else Reason.ERROR), repr(exc)
+    return (Reason.TIMEOUT if isinstance(exc, TimeoutError) else Reason.ERROR), _shown(exc)
 
 
 def misuse(
@@ -122,4 +140,15 @@ def flow(chain: Sequence[Fallback]) -> Generator[Fallback, tuple[bool, Any], Ver
 
 
 def _name(check: Callable[..., Any]) -> str:
-    return "validator " + getattr(check, "__qualname__", type(check).__name__)
+    name = getattr(check, "__qualname__", None)
+    return "validator " + (name if isinstance(name, str) else type(check).__name__)
+
+
+def _shown(value: Any, limit: int = 2000) -> str:
+    """``repr(value)`` for an Outcome's detail: never raises, cut after ``limit`` characters.
+    Only on the paths that do not serve the model's result."""
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__qualname__} object whose repr() failed>"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
