@@ -31,7 +31,6 @@ from typing import Any
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic._internal._model_construction import ModelMetaclass
 
 from ._checks import explain, shown
 from ._runtime import errors
@@ -87,7 +86,9 @@ def _why(exc: BaseException) -> str:
     return str(exc)
 
 
-class _Checked(ModelMetaclass):
+# A subclass of pydantic's model metaclass, reached through BaseModel rather than pydantic's
+# private modules (a model's own __init__ would also run for nested entries).
+class _Checked(type(BaseModel)):  # type: ignore[misc]
     """Built directly (``ModelPrice(input=...)``), a bad value raises ConfigError naming the
     field and the value, as every configuration does; validation nested in another model (a
     PriceTable's entries) and ``model_validate`` are untouched."""
