@@ -20,7 +20,7 @@ import logging
 import os
 import tomllib
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,7 +32,7 @@ from ._checks import explain, named, seconds
 from ._runtime import lifecycle
 from ._runtime.records import Capture
 from ._runtime.state import UNSET, runtime
-from .control import ControlFile, ControlSource, start_sources, stop_sources
+from .control import ControlFile, ControlSource, read_sources, start_sources, stop_sources
 from .exceptions import ConfigError
 from .pricing import PriceTable
 from .store import Store, open_store
@@ -227,9 +227,11 @@ def configure(
     opened = None if store is UNSET or store is None else open_store(store)
     try:
         sources = None
+        first_read: dict[str, Any] = {}
         if control is not UNSET and control is not None:
             specs = control if isinstance(control, list | tuple) else [control]
             sources = [as_source(spec, control_interval) for spec in specs]
+            first_read = _read_first(sources, specs, control)
         shared: Any = UNSET
         if budgets is not UNSET:
             if isinstance(budgets, str):
@@ -293,21 +295,26 @@ def configure(
             for feature, (_, run) in runs:
                 shared.attach(run, feature)
     if sources is not None:
-        try:
-            start_sources(sources)
-        except Exception as exc:
-            for source, spec in zip(sources, specs, strict=True):
-                if source is not spec and hasattr(source, "close"):
-                    source.close()  # made here from a URL: release its connections
-            if isinstance(exc, ConfigError):
-                raise
-            # a source that cannot be read now (Redis unreachable, ...)
-            raise ConfigError(
-                f"{named('control', _redacted(control))} cannot be read: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+        start_sources(sources, first_read)
     elif control is None:
         stop_sources()
+
+
+def _read_first(sources: list[Any], specs: Sequence[Any], control: Any) -> dict[str, Any]:
+    """Each control source read once, before configure() changes anything; a source made here
+    from a URL is closed again if one cannot be read."""
+    try:
+        return read_sources(sources)
+    except Exception as exc:
+        for source, spec in zip(sources, specs, strict=True):
+            if source is not spec and hasattr(source, "close"):
+                source.close()  # made here from a URL: release its connections
+        if isinstance(exc, ConfigError):
+            raise
+        # a source that cannot be read now (Redis unreachable, ...)
+        raise ConfigError(
+            f"{named('control', _redacted(control))} cannot be read: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def as_source(spec: Any, interval: float | timedelta) -> ControlSource:

@@ -397,10 +397,9 @@ def _killed(snapshot: ControlState | None) -> dict[str, FeatureControl]:
     return out
 
 
-def start_sources(sources: list[ControlSource]) -> None:
-    """Replace the polled sources: read each once now (errors raise), then poll each in a
-    runtime worker at its interval."""
-    pollers = []
+def read_sources(sources: list[ControlSource]) -> dict[str, ControlState]:
+    """Read each source once (configuration time: a source that cannot be read raises here,
+    before anything is changed); what each says, by name."""
     first: dict[str, ControlState] = {}
     for source in sources:
         if not isinstance(source, ControlSource):
@@ -411,15 +410,21 @@ def start_sources(sources: list[ControlSource]) -> None:
             raise ConfigError(
                 f"control: two sources are named {source.name!r}; each source needs its own name"
             )
-        snapshot = checked(source.name, source.poll())  # configuration time: raises here
+        snapshot = checked(source.name, source.poll())
         first[source.name] = snapshot if snapshot is not None else ControlState()
-        pollers.append(_Poller(source))
+    return first
+
+
+def start_sources(sources: list[ControlSource], first: dict[str, ControlState]) -> None:
+    """Replace the polled sources by ``sources`` (read once already: ``first``), each polled
+    in a runtime worker at its interval."""
     stop_sources()
     with runtime.lock:
         runtime.controls = {}
     for name, snapshot in first.items():
         apply(name, snapshot)
-    for p in pollers:
+    for source in sources:
+        p = _Poller(source)
         lifecycle.add_worker(p.worker_name, p.poll_once, p.source.interval, close=p.close)
 
 

@@ -901,3 +901,22 @@ def test_a_config_file_nested_too_deep_is_a_config_error(tmp_path: Path) -> None
     path.write_text('{"features": ' + "[" * 1000 + "]" * 1000 + "}")
     with pytest.raises(aiguard.ConfigError, match="nested too deep"):
         aiguard.load_config(path)
+
+
+def test_an_unreadable_control_source_changes_nothing(tmp_path: Path) -> None:
+    """configure(store=..., prices=..., control=<unreachable>) raises ConfigError and applies
+    none of its settings: the store, prices and control sources stay as they were."""
+    before_store = tmp_path / "before.db"
+    aiguard.configure(store=before_store)
+    with pytest.raises(aiguard.ConfigError, match="cannot be read"):
+        aiguard.configure(
+            store=tmp_path / "after.db",
+            prices={"models": {"m": {"per_call": "1"}}},
+            control="redis://127.0.0.1:1/0",
+        )
+    from aiguard.store import configured
+
+    assert str(before_store) in repr(configured())
+    from aiguard._runtime.state import runtime
+
+    assert runtime.prices is None
