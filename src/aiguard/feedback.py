@@ -139,22 +139,27 @@ def edit_distance(served: Any, kept: Any) -> float | None:
 
 def _lookup(
     call_id: str,
-) -> tuple[str | None, Any, tuple[str | None, str | None], tuple[Any, ...] | None]:
+) -> tuple[str | None, Any, tuple[str | None, str | None], tuple[Any, ...] | None, Any]:
     """(feature, served value, (trace id, span id), the call's record row if it is not in the
-    store yet) of a known call; UnknownCall if unknown."""
+    store yet, the store the call belongs to) of a known call; UnknownCall if unknown. A call
+    recorded while another store was configured keeps its feedback in that store."""
     for recorder in [runtime.recorder, *runtime.recorders]:
         if recorder is None:
             continue
         pending = recorder.pending(call_id)
         if pending is not None:
             (feature, served, ids), row = pending
-            return feature, served, ids, row
+            return feature, served, ids, row, recorder.store
         known = recorder.known(call_id)
         if known is not None:
             if recorder.capture is not None:
-                break  # written, with its output: the store has the served value
+                found = recorder.store.get_call(call_id)  # written, with its output
+                if found is not None:
+                    served = served_output(found.get("output"))
+                    ids = (found.get("trace_id"), found.get("span_id"))
+                    return found["feature"], served, ids, None, recorder.store
             feature, served, ids = known
-            return feature, served, ids, None
+            return feature, served, ids, None, recorder.store
     store = configured()
     found = store.get_call(call_id)
     if found is None:
@@ -163,7 +168,7 @@ def _lookup(
             "the call was recorded in?)"
         )
     served = served_output(found.get("output"))
-    return found["feature"], served, (found.get("trace_id"), found.get("span_id")), None
+    return found["feature"], served, (found.get("trace_id"), found.get("span_id")), None, store
 
 
 def feedback(
@@ -253,7 +258,7 @@ def feedback(
             accepted = True
         elif kind in (FeedbackKind.REJECTED, FeedbackKind.CORRECTED):
             accepted = False
-    feature, served_before, ids, record = _lookup(call_id)
+    feature, served_before, ids, record, home = _lookup(call_id)
     if served is UNSET:
         served = served_before
     distance = None
@@ -274,7 +279,7 @@ def feedback(
         "attributes": attrs_text,
         "created_at": now,
     }
-    row_id = _write(configured(), row, record)
+    row_id = _write(home, row, record)
     result = Feedback(
         id=row_id,
         call_id=call_id,

@@ -141,3 +141,63 @@ def test_the_queue_holds_figures_not_answers_and_stays_in_its_byte_budget(
     counts = aiguard.records.counts()
     assert counts.queued <= 2**20 // 512 and counts.dropped == 5000 - counts.queued, counts
     assert held < 2 * 2**20, f"{held / 2**20:.1f} MiB held for 5,000 calls of 100 KB answers"
+
+
+def test_records_queued_before_a_store_change_go_to_their_own_store(tmp_path: Path) -> None:
+    """Records made before configure(store=B) are written to A, once; the books balance."""
+    import sqlite3
+
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    aiguard.configure(store=a)
+
+    @aiguard.guard("switch")
+    def f(i: int) -> int:
+        return i
+
+    for i in range(5):
+        f(i)
+    aiguard.configure(store=b)
+    f(5)
+    deadline = time.monotonic() + 5
+    while aiguard.records.counts().queued and time.monotonic() < deadline:
+        aiguard.flush()
+        time.sleep(0.05)
+
+    def count(path: Path) -> int:
+        return int(sqlite3.connect(path).execute("SELECT count(*) FROM call_records").fetchone()[0])
+
+    assert (count(a), count(b)) == (5, 1)
+    c = aiguard.records.counts()
+    assert c.recorded == 6 == c.written + c.dropped + c.queued
+
+
+def test_feedback_during_a_store_change_stays_with_its_call(tmp_path: Path) -> None:
+    """Feedback on a call recorded in store A, given after the switch to B while A's writer is
+    still writing it, goes to A with the call: the call is recorded once."""
+    import sqlite3
+
+    class Slow(aiguard.SQLiteStore):
+        def add_call_records(self, rows: list[Any]) -> None:
+            time.sleep(0.6)
+            super().add_call_records(rows)
+
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    aiguard.configure(store=Slow(a))
+
+    @aiguard.guard("switch-fb")
+    def f(i: int) -> int:
+        return i
+
+    outcome = f.outcome(1)
+    time.sleep(0.3)  # the writer is writing the call's record to A
+    aiguard.configure(store=b)
+    outcome.accept()
+    time.sleep(1.0)
+    aiguard.flush()
+
+    def count(path: Path, table: str) -> int:
+        db = sqlite3.connect(path)
+        return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+    assert (count(a, "call_records"), count(a, "feedback")) == (1, 1)
+    assert (count(b, "call_records"), count(b, "feedback")) == (0, 0)

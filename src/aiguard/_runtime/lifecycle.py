@@ -346,8 +346,12 @@ def shutdown(timeout: float | None = None) -> int:
                     errors.report(f"final step of {worker.name}", exc)
 
     thread = threading.Thread(target=last_writes, name="aiguard-exit", daemon=True)
-    thread.start()
-    thread.join(max(0.0, deadline - time.monotonic()))
+    try:
+        thread.start()
+    except RuntimeError:  # no thread can start (the process's limit): write from here
+        last_writes()
+    else:
+        thread.join(max(0.0, deadline - time.monotonic()))
     left: int = sum(r.unwritten() for r in recorders)
     for recorder in recorders:
         recorder.drop_unwritten(f"not written within exit_timeout={wait:g} s")

@@ -254,6 +254,7 @@ class Recorder:
         self.retired = False  # set by retire(): what still arrives goes to the new recorder
         self.inflight = 0  # records in the batch being written now
         self.writing: dict[str, tuple[Any, ...]] = {}  # call id -> row, of that batch
+        self.popped: list[Any] = []  # that batch's records, from the moment they leave the queue
         self.recorded = 0  # records put (written + dropped + queued + in flight)
         self.drop_reasons: dict[str, int] = {}
         self.backoff = 0.0  # seconds to wait after the store refused everything
@@ -271,13 +272,19 @@ class Recorder:
     # -- the call's side: as cheap as it gets --------------------------------------------------
 
     def _put_first(self, item: Any) -> None:
-        """The first record (in this process): start the writer, then queue as usual."""
-        self.put = self._put
-        self.worker.ensure()
+        """The first record (in this process): start the writer, then queue as usual (if no
+        thread can start now, the next record tries again)."""
+        if self.worker.ensure():
+            self.put = self._put
         self._put(item)
 
     def _put(self, item: Any) -> None:
         """Queue one call (a served record or an Outcome, with its inputs if captured)."""
+        if self.retired:  # replaced: new records go to the recorder in charge now
+            target = runtime.recorder
+            if target is not None and target is not self:
+                target.put(item)
+                return
         self.recorded += 1
         queue = self.queue
         if len(queue) >= self.queue_max:
@@ -290,24 +297,8 @@ class Recorder:
             )
             return
         queue.append(item)
-        if self.retired:  # read after the append: see retire()
-            self._forward()
-        elif len(queue) >= BATCH:
+        if len(queue) >= BATCH:
             self.worker.wake()
-
-    def _forward(self) -> None:
-        """Hand what is queued here to the runtime's current recorder, if there is one (else
-        the retiring drain writes it to this recorder's store)."""
-        target = runtime.recorder
-        if target is None or target is self:
-            return
-        queue = self.queue
-        while True:
-            try:
-                item = queue.popleft()
-            except IndexError:
-                return
-            target.put(item)
 
     # -- the writer's side ---------------------------------------------------------------------
 
@@ -318,7 +309,10 @@ class Recorder:
         While the store is down the writer backs off (``retry_at``); ``force`` (a flush, exit)
         tries anyway."""
         written = 0
-        with self._write_lock:
+        wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._write_lock.acquire(timeout=wait):
+            return 0  # the writer is inside a store call that outlasts the deadline
+        try:
             if not force and time.monotonic() < self.retry_at:
                 return 0
             queue = self.queue
@@ -327,13 +321,17 @@ class Recorder:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
                 batch: list[Any] = []
+                self.popped = batch  # visible to feedback (pending()) from the first pop
                 while queue and len(batch) < min(BATCH, left):
                     batch.append(queue.popleft())
                 left -= len(batch)
                 began = time.monotonic()
                 self.inflight = len(batch)
-                took, down = self._write(batch)
-                self.inflight = 0
+                try:
+                    took, down = self._write(batch)
+                finally:
+                    self.inflight = 0
+                    self.popped = []
                 written += took
                 self.written += took  # at once: the books balance between two batches too
                 if down:
@@ -343,6 +341,8 @@ class Recorder:
                     # as the last one took: a backlog written back to back would starve them
                     # (SQLite's busy wait polls, it does not queue)
                     time.sleep(min(MAX_PAUSE, max(MIN_PAUSE, time.monotonic() - began)))
+        finally:
+            self._write_lock.release()
         return written
 
     def _write(self, batch: list[Any]) -> tuple[int, bool]:
@@ -524,6 +524,10 @@ class Recorder:
         writing = self.writing.get(call_id)
         if writing is not None:
             return self._known_of(writing), writing
+        for item in list(self.popped):  # taken from the queue, its row not built yet
+            if (item.call_id if item.__class__ is _Retry else call_id_of(item)) == call_id:
+                row = item.row if item.__class__ is _Retry else self._row(item)
+                return self._known_of(row), row
         return None
 
     @staticmethod
@@ -539,9 +543,9 @@ class Recorder:
 
     def retire(self) -> None:
         """Stop taking records: from now on what reaches this recorder goes to the runtime's
-        current one. The writer keeps running until ``finish()`` has written what is left."""
+        current one. What it holds is its own store's: ``finish()`` writes it there (a record
+        that read the flag just before it was set is written by finish's second pass)."""
         self.retired = True
-        self._forward()
 
     def finish(self, deadline: float) -> int:
         """Write what is left (by ``deadline``, a ``time.monotonic()`` value) and stop the
@@ -559,10 +563,9 @@ class Recorder:
     def drop_unwritten(self, reason: str) -> None:
         """Count what is still unwritten as dropped (at exit, or when a replaced recorder ran
         out of time), with ``reason``."""
-        left = self.unwritten()
+        left = len(self.queue)  # a batch in flight is the writer's: written or not, it says
         if left:
             self.queue.clear()
-            self.inflight = 0
             self._drop(left, reason)
 
     def counts(self) -> dict[str, int]:
@@ -571,7 +574,7 @@ class Recorder:
             "recorded": self.recorded,
             "written": self.written,
             "dropped": self.dropped,
-            "queued": self.unwritten(),
+            "queued": self.recorded - self.written - self.dropped,  # balanced by construction
         }
         out.update({f"dropped: {why}": n for why, n in self.drop_reasons.items()})
         return out

@@ -36,16 +36,23 @@ class Worker:
         self._lock = threading.Lock()
         track(self)
 
-    def ensure(self) -> None:
-        """Start the thread if it is not running (first use, or first use after a fork)."""
+    def ensure(self) -> bool:
+        """Start the thread if it is not running (first use, or first use after a fork); False
+        if no thread can be started now (the process's limit: reported, tried again later)."""
         thread = self.thread
         if thread is not None and thread.is_alive():
-            return
+            return True
         with self._lock:
             if self.stopped or (self.thread is not None and self.thread.is_alive()):
-                return
-            self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-            self.thread.start()
+                return not self.stopped
+            thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            try:
+                thread.start()
+            except RuntimeError as exc:  # "can't start new thread"
+                errors.report(f"starting {self.name}", exc)
+                return False
+            self.thread = thread
+            return True
 
     def wake(self) -> None:
         """Run the step now rather than at the next interval."""
@@ -132,16 +139,27 @@ class TimeoutPool:
     ) -> Any:
         """Run ``fn(*args, **kwargs)`` in the pool; its result, its exception, or TimedOut."""
         fut: Future[Any] = Future()
+        run_here = False
         with self._lock:
             self._pending += 1
             if self._pending > self._threads and self._threads < runtime.timeout_workers:
-                self._threads += 1
-                threading.Thread(
+                thread = threading.Thread(
                     target=self._worker,
                     args=(self._queue,),
-                    name=f"aiguard-timeout-{self._threads}",
+                    name=f"aiguard-timeout-{self._threads + 1}",
                     daemon=True,
-                ).start()
+                )
+                try:
+                    thread.start()
+                except RuntimeError as exc:  # no thread can start now (the process's limit)
+                    errors.report("timeout pool: starting a worker", exc)
+                    if not self._threads:  # nobody to run it: run it here, without a limit
+                        self._pending -= 1
+                        run_here = True
+                else:
+                    self._threads += 1
+        if run_here:
+            return fn(*args, **kwargs)
         self._queue.put((fut, contextvars.copy_context(), fn, args, kwargs))
         try:
             return fut.result(timeout)
