@@ -93,13 +93,18 @@ class Proxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
+    def _passes(self) -> bool:
+        """Whether data is passed on now (a Partition drops it while blackholed)."""
+        return True
+
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
-                dst.sendall(data)
+                if self._passes():
+                    dst.sendall(data)
         except OSError:
             pass
         finally:
@@ -135,20 +140,8 @@ class Partition(Proxy):
         self.flowing.set()
         super().__init__(target)
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if self.flowing.is_set():
-                    dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.close()
+    def _passes(self) -> bool:
+        return self.flowing.is_set()
 
     def blackhole(self) -> None:
         self.flowing.clear()
