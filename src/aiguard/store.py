@@ -40,11 +40,13 @@ Schema, version 4 (version 1 had ``review_items``; 2 added ``stage_figures``; 3 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
@@ -370,12 +372,7 @@ class SQLiteStore(_SqlReads):
                         (encoded, reviewer, note, time.time(), review_id),
                     )
                     if feedback is not None:
-                        columns = [c for c in FEEDBACK_COLUMNS if c != "id"]
-                        db.execute(
-                            f"INSERT INTO feedback ({','.join(columns)}) "
-                            f"VALUES ({','.join('?' * len(columns))})",
-                            tuple(feedback.get(c) for c in columns),
-                        )
+                        _insert_feedback(db, feedback)
                     db.execute("COMMIT")
                 except BaseException:
                     db.execute("ROLLBACK")
@@ -398,27 +395,16 @@ class SQLiteStore(_SqlReads):
 
     # -- call records and feedback ----------------------------------------------------------------
 
-    def add_call_records(self, rows: list[tuple[Any, ...]]) -> None:
-        """Insert call records (tuples in ``CALL_RECORD_COLUMNS`` order), in one transaction."""
-        if not rows:
-            return
-        row_marks = "(" + ",".join("?" * len(CALL_RECORD_COLUMNS)) + ")"
-        per = self._rows_per_statement
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction under the store's lock, rolled back if the block raises; a SQLite
+        error is a StoreError naming the store."""
         try:
             with self._lock:
                 db = self._db
                 db.execute("BEGIN")
                 try:
-                    # many rows per statement: one step of SQLite per chunk, so the GIL is
-                    # handed over a few times per batch, not twice per row (under load, a
-                    # batch written row by row held the write lock for seconds)
-                    for i in range(0, len(rows), per):
-                        chunk = rows[i : i + per]
-                        db.execute(
-                            "INSERT OR REPLACE INTO call_records VALUES "
-                            + ",".join([row_marks] * len(chunk)),
-                            list(itertools.chain.from_iterable(chunk)),
-                        )
+                    yield db
                     db.execute("COMMIT")
                 except BaseException:
                     db.execute("ROLLBACK")
@@ -426,35 +412,34 @@ class SQLiteStore(_SqlReads):
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
 
+    def add_call_records(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert call records (tuples in ``CALL_RECORD_COLUMNS`` order), in one transaction."""
+        if not rows:
+            return
+        row_marks = "(" + ",".join("?" * len(CALL_RECORD_COLUMNS)) + ")"
+        per = self._rows_per_statement
+        with self._transaction() as db:
+            # many rows per statement: one step of SQLite per chunk, so the GIL is handed over
+            # a few times per batch, not twice per row (under load, a batch written row by row
+            # held the write lock for seconds)
+            for i in range(0, len(rows), per):
+                chunk = rows[i : i + per]
+                db.execute(
+                    "INSERT OR REPLACE INTO call_records VALUES "
+                    + ",".join([row_marks] * len(chunk)),
+                    list(itertools.chain.from_iterable(chunk)),
+                )
+
     def add_feedback(
         self, row: dict[str, Any], *, call_record: tuple[Any, ...] | None = None
     ) -> int:
         """Insert one feedback row durably (and the call's record, if given and not stored yet,
         in the same transaction); returns the feedback's id."""
-        columns = [c for c in FEEDBACK_COLUMNS if c != "id"]
-        marks = ",".join("?" * len(columns))
-        try:
-            with self._lock:
-                db = self._db
-                db.execute("BEGIN")
-                try:
-                    if call_record is not None:
-                        call_marks = ",".join("?" * len(CALL_RECORD_COLUMNS))
-                        db.execute(
-                            f"INSERT OR IGNORE INTO call_records VALUES ({call_marks})",
-                            call_record,
-                        )
-                    cur = db.execute(
-                        f"INSERT INTO feedback ({','.join(columns)}) VALUES ({marks})",
-                        tuple(row.get(c) for c in columns),
-                    )
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                return int(cur.lastrowid or 0)
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+        with self._transaction() as db:
+            if call_record is not None:
+                call_marks = ",".join("?" * len(CALL_RECORD_COLUMNS))
+                db.execute(f"INSERT OR IGNORE INTO call_records VALUES ({call_marks})", call_record)
+            return _insert_feedback(db, row)
 
     def close(self) -> None:
         with self._lock:
@@ -462,6 +447,16 @@ class SQLiteStore(_SqlReads):
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
+
+
+def _insert_feedback(db: sqlite3.Connection, row: dict[str, Any]) -> int:
+    """Insert one feedback row in the open transaction; its id."""
+    columns = [c for c in FEEDBACK_COLUMNS if c != "id"]
+    cur = db.execute(
+        f"INSERT INTO feedback ({','.join(columns)}) VALUES ({','.join('?' * len(columns))})",
+        tuple(row.get(c) for c in columns),
+    )
+    return int(cur.lastrowid or 0)
 
 
 def open_store(spec: Any) -> Store:
