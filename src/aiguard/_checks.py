@@ -129,11 +129,11 @@ def check_confidence(feature: str, value: Any) -> Any:
     )
 
 
-def check_catch(feature: str, value: Any) -> tuple[type[Exception], ...]:
+def check_catch(feature: str, value: Any, *, name: str = "catch") -> tuple[type[Exception], ...]:
     types = value if isinstance(value, tuple) else (value,)
     if not types or not all(isinstance(t, type) and issubclass(t, Exception) for t in types):
         raise ConfigError(
-            f"feature {feature!r}: {named('catch', value)} is invalid: give an Exception subclass "
+            f"feature {feature!r}: {named(name, value)} is invalid: give an Exception subclass "
             "or a tuple of them (KeyboardInterrupt, SystemExit and CancelledError always "
             "propagate)"
         )

@@ -124,6 +124,7 @@ def guard(
     validate: Callable[[Any], Any] | type | Sequence[Callable[[Any], Any] | type] = (),
     timeout: float | timedelta | None = UNSET,
     catch: type[Exception] | tuple[type[Exception], ...] = Exception,
+    timeout_errors: type[Exception] | tuple[type[Exception], ...] = (),
     rollout: Rollout | None = None,
     breaker: Breaker | None = None,
     model: str | None = None,
@@ -158,6 +159,10 @@ def guard(
             calls run in a bounded worker pool and are abandoned (reason ``timeout``).
         catch: exception types that go to the fallback chain (reason ``error``); others
             propagate unchanged.
+        timeout_errors: more exception types that count as timeouts (reason ``timeout``, the
+            breaker's timeout rate). ``TimeoutError`` and the model clients' own timeout errors
+            (``openai.APITimeoutError``, ``anthropic.APITimeoutError``, httpx's and httpx2's
+            ``TimeoutException``) always do.
         rollout: a staged :class:`Rollout`: units outside it get the fallback chain (reason
             ``not_in_rollout``, source ``baseline``).
         breaker: a :class:`Breaker`: the automatic kill on quality (reason ``auto_killed``).
@@ -196,6 +201,9 @@ def guard(
         timeout=_checks.check_timeout(feature, timeout),
         validate=_checks.check_validate(feature, validate),
         catch=_checks.check_catch(feature, catch),
+        timeout_errors=_checks.check_catch(feature, timeout_errors, name="timeout_errors")
+        if timeout_errors != ()
+        else (),
         fallback=as_chain(feature, fallback),
         rollout=_checks.check_policy(feature, "rollout", rollout, Rollout),
         breaker=_checks.check_policy(feature, "breaker", breaker, Breaker),

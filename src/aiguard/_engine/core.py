@@ -182,7 +182,7 @@ class Core:
         span: Any = None,
     ) -> FallbackContext:
         """The context for a model call that raised ``exc`` (None: aiguard's timeout fired)."""
-        reason, detail = decide.failure(exc, s.timeout)
+        reason, detail = decide.failure(exc, s.timeout, self.spec.timeout_errors)
         return self.context(
             s, n, args, kwargs, reason, exception=exc, detail=detail, arm=arm, span=span
         )

@@ -79,11 +79,40 @@ def judge(
     return SERVED, c, None
 
 
-def failure(exc: BaseException | None, timeout: float | None) -> tuple[Reason, str]:
+# The clients' own timeout errors, by (package, class name) anywhere in the exception's classes:
+# recognised without importing the clients (none of them is a dependency).
+PROVIDER_TIMEOUTS = frozenset(
+    {
+        ("openai", "APITimeoutError"),
+        ("anthropic", "APITimeoutError"),
+        ("httpx", "TimeoutException"),
+        ("httpx2", "TimeoutException"),
+        ("httpcore", "TimeoutException"),
+        ("httpcore2", "TimeoutException"),
+    }
+)
+
+
+def is_timeout(exc: BaseException, extra: tuple[type[BaseException], ...] = ()) -> bool:
+    """Is ``exc`` a timeout: a TimeoutError, a model client's timeout error, or one of the
+    guard's ``timeout_errors``?"""
+    if isinstance(exc, TimeoutError) or (extra and isinstance(exc, extra)):
+        return True
+    return any(
+        (cls.__module__.partition(".")[0], cls.__name__) in PROVIDER_TIMEOUTS
+        for cls in type(exc).__mro__
+    )
+
+
+def failure(
+    exc: BaseException | None,
+    timeout: float | None,
+    timeout_errors: tuple[type[BaseException], ...] = (),
+) -> tuple[Reason, str]:
     """Reason and detail of a model call that raised ``exc`` (None: aiguard's timeout fired)."""
     if exc is None:
         return Reason.TIMEOUT, f"the model gave no result within {timeout:g} s"
-    return (Reason.TIMEOUT if isinstance(exc, TimeoutError) else Reason.ERROR), _shown(exc)
+    return (Reason.TIMEOUT if is_timeout(exc, timeout_errors) else Reason.ERROR), _shown(exc)
 
 
 def misuse(

@@ -34,6 +34,7 @@ class Spec:
     timeout: Any = UNSET
     validate: tuple[Validator, ...] = ()
     catch: tuple[type[Exception], ...] = (Exception,)
+    timeout_errors: tuple[type[Exception], ...] = ()
     fallback: tuple[Fallback, ...] = ()
     rollout: Rollout | None = None
     breaker: Breaker | None = None
