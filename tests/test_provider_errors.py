@@ -81,3 +81,45 @@ def test_timeout_errors_is_checked_at_decoration() -> None:
     """A timeout_errors= that is not exception types is a ConfigError naming it."""
     with pytest.raises(aiguard.ConfigError, match="timeout_errors="):
         aiguard.guard("bad-timeout-errors", timeout_errors=("504",))  # type: ignore[arg-type]
+
+
+PRICES = {"models": {"gpt-x": {"input": "1", "output": "2"}}}
+
+
+def _status(code: int) -> Exception:
+    response = httpx2.Response(code, request=REQUEST)
+    return openai.APIStatusError(f"HTTP {code}", response=response, body=None)
+
+
+@pytest.mark.parametrize("code", [429, 500, 529])
+def test_an_http_error_status_costs_nothing(mode: Mode, code: int) -> None:
+    """The provider refused the call (429/500/529): nothing was billed, so its cost is 0 (plus
+    what the fallback costs), not unknown."""
+    aiguard.configure(prices=PRICES)
+
+    def body() -> str:
+        raise _status(code)
+
+    f = mode.guard("refused", model="gpt-x", fallback=aiguard.Rules(lambda: "r", cost="0.5"))(body)
+    outcome = mode.outcome(f)
+    assert outcome.reason is Reason.ERROR and str(outcome.cost) == "0.5"
+    assert aiguard.stats("refused").unknown_cost_calls == 0
+
+
+def test_a_timeout_costs_unknown_and_the_warning_says_why(
+    mode: Mode, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A timed-out call may have been billed: its cost is unknown, and the warning names the
+    failure rather than blaming a missing usage reader."""
+    aiguard.configure(prices=PRICES)
+
+    def body() -> str:
+        raise openai.APITimeoutError(request=REQUEST)
+
+    f = mode.guard("timed-out-cost", model="gpt-x", fallback=aiguard.Default("fb"))(body)
+    with caplog.at_level("WARNING", logger="aiguard"):
+        outcome = mode.outcome(f)
+    assert outcome.cost is None
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("APITimeoutError" in m and "cost is unknown" in m for m in messages), messages
+    assert not any("return the client's response" in m for m in messages)

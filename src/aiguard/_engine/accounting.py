@@ -19,6 +19,7 @@ from ..budget import for_feature as budget_for_feature
 from ..outcome import Outcome, Reason, Source
 from ..pricing import PriceTable, pico_cost
 from ..usage import Usage, as_usage, read_usage
+from .decide import is_status_error
 
 UsageReader = Callable[[Any], Any]
 metrics_api = telemetry.metrics_api
@@ -93,10 +94,32 @@ class Accounting:
             errors.report(f"usage reader of {self.feature!r}", exc)
             return None
 
-    def cost(self, usage: Usage | None, model_called: bool, fallback_cost: int) -> int | None:
+    def cost(
+        self,
+        usage: Usage | None,
+        model_called: bool,
+        fallback_cost: int,
+        failure: BaseException | None = None,
+    ) -> int | None:
         """The call's cost in pico-units: the model's by the price table, plus the fallback
-        handlers' own. None when the model was called and its price is unknown. Never raises."""
+        handlers' own. None when the model was called and its price is unknown. A model call
+        that failed (``failure``) without usage: an HTTP error status from the provider cost
+        nothing; a timeout, a disconnect or any other failure costs unknown, and the warning
+        says so. Never raises."""
         try:
+            if failure is not None and usage is None and model_called:
+                if is_status_error(failure):
+                    return fallback_cost  # refused by the provider: nothing billed
+                if runtime.prices is None:
+                    return None  # no price table: unknown anyway, nothing to warn about
+                errors.warn_once(
+                    f"failed-cost:{self.feature}:{type(failure).__qualname__}",
+                    "aiguard: %s: the model call failed (%s) before any token usage was read: "
+                    "what it cost is unknown",
+                    self.feature,
+                    type(failure).__qualname__,
+                )
+                return None
             return self._cost(usage, model_called, fallback_cost)
         except Exception as exc:
             errors.report(f"cost of {self.feature!r}", exc)

@@ -93,15 +93,32 @@ PROVIDER_TIMEOUTS = frozenset(
 )
 
 
+# An HTTP error status from the provider: the request was refused, nothing was generated or billed.
+STATUS_ERRORS = frozenset(
+    {
+        ("openai", "APIStatusError"),
+        ("anthropic", "APIStatusError"),
+        ("httpx", "HTTPStatusError"),
+        ("httpx2", "HTTPStatusError"),
+    }
+)
+
+
+def _is_a(exc: BaseException, known: frozenset[tuple[str, str]]) -> bool:
+    return any((c.__module__.partition(".")[0], c.__name__) in known for c in type(exc).__mro__)
+
+
+def is_status_error(exc: BaseException) -> bool:
+    """Did the provider answer with an HTTP error status (429, 500, 529, ...)?"""
+    return _is_a(exc, STATUS_ERRORS)
+
+
 def is_timeout(exc: BaseException, extra: tuple[type[BaseException], ...] = ()) -> bool:
     """Is ``exc`` a timeout: a TimeoutError, a model client's timeout error, or one of the
     guard's ``timeout_errors``?"""
     if isinstance(exc, TimeoutError) or (extra and isinstance(exc, extra)):
         return True
-    return any(
-        (cls.__module__.partition(".")[0], cls.__name__) in PROVIDER_TIMEOUTS
-        for cls in type(exc).__mro__
-    )
+    return _is_a(exc, PROVIDER_TIMEOUTS)
 
 
 def failure(

@@ -154,7 +154,7 @@ def outcome(
         source = Source.BASELINE
     acct = core.acct
     usage = acct.usage(ctx.model_result)
-    cost = acct.cost(usage, ctx.reason in MODEL_REASONS, spent)
+    cost = acct.cost(usage, ctx.reason in MODEL_REASONS, spent, ctx.exception)
     return Outcome(
         value=value,
         call_id=ctx.call_id,
