@@ -14,7 +14,7 @@ import aiguard
 from aiguard.postgres import PostgresStore
 
 TIMEOUT = 1.0  # the store's deadline in these tests
-SLACK = 1.5  # scheduling on a 2-core machine, and the pool's wait for a connection
+SLACK = 1.0  # scheduling on a 2-core machine
 
 
 @pytest.fixture
