@@ -149,8 +149,9 @@ class PostgresStore(_SqlReads):
     @contextlib.contextmanager
     def _conn(self) -> Iterator[Any]:
         """A pooled connection whose use has a deadline: ``timeout`` seconds after it was asked
-        for (the wait for it included), a watchdog shuts its socket, so a statement stuck on a partitioned network fails
-        (StoreError) instead of blocking its caller; the pool then discards the connection."""
+        for (the wait for it included), a watchdog shuts its socket, so a statement stuck on a
+        partitioned network fails (StoreError) instead of blocking its caller; the pool then
+        discards the connection."""
         deadline = time.monotonic() + self._timeout  # one deadline: the wait and the work
         with self._pool.connection(timeout=self._timeout) as conn:
             left = max(0.05, deadline - time.monotonic())

@@ -110,8 +110,3 @@ class BudgetRun:
             self._roll(now)
             self.spent += pico
             self.pending += pico
-
-    def remaining(self) -> Decimal:
-        with self._lock:
-            self._roll(time.time())
-            return to_decimal(max(0, self.limit - self.spent))
