@@ -67,6 +67,7 @@ SYNC_CASES: dict[str, Callable[[str], Any]] = {
     "guarded, served by the model": guarded(bare),
     "+ rollout (in) + kill check": guarded(bare, rollout=ROLLOUT),
     "+ rollout + breaker": guarded(bare, rollout=ROLLOUT, breaker=BREAKER),
+    "+ timeout=30": guarded(bare, timeout=30.0),
     "guarded, routed to Rules": guarded(bare_low),
 }
 ASYNC_CASES: dict[str, Callable[[str], Any]] = {
@@ -74,6 +75,7 @@ ASYNC_CASES: dict[str, Callable[[str], Any]] = {
     "guarded, served by the model": guarded(abare),
     "+ rollout (in) + kill check": guarded(abare, rollout=ROLLOUT),
     "+ rollout + breaker": guarded(abare, rollout=ROLLOUT, breaker=BREAKER),
+    "+ timeout=30": guarded(abare, timeout=30.0),
     "guarded, routed to Rules": guarded(abare_low),
 }
 

@@ -133,8 +133,9 @@ class Mode:
         """A model function that takes any arguments and waits for ``release`` (at most
         ``seconds``), then returns ``result``.
 
-        Sync: ``release.wait`` (a timeout abandons it in aiguard's worker pool; set ``release``
-        to free the thread). Async: polls ``release`` with ``asyncio.sleep``, so the loop stays
+        Sync: polls ``release`` with short ``release.wait`` calls (Python code between them, as
+        an HTTP client's read loop: a timeout interrupts it; ``cancelled`` is set when it is).
+        Async: polls ``release`` with ``asyncio.sleep``, so the loop stays
         free and a timeout cancels it; ``cancelled``, if given, is set when it is cancelled.
         """
         if self.is_async:
@@ -153,7 +154,14 @@ class Mode:
             return blocked_async
 
         def blocked(*args: Any, **kwargs: Any) -> Any:
-            release.wait(seconds)
+            deadline = time.monotonic() + seconds
+            try:
+                while not release.is_set() and time.monotonic() < deadline:
+                    release.wait(0.005)
+            except BaseException:
+                if cancelled is not None:
+                    cancelled.set()
+                raise
             return result
 
         return blocked
@@ -161,8 +169,8 @@ class Mode:
     def sleeper(self, seconds: float, result: Any = None) -> Body:
         """A model function that takes any arguments, sleeps ``seconds``, then returns ``result``.
 
-        Sync: ``time.sleep`` (a timeout abandons it in aiguard's worker pool). Async:
-        ``asyncio.sleep``, so the loop stays free and a timeout cancels it.
+        Sync: short ``time.sleep`` calls in a loop (a timeout interrupts it between two).
+        Async: ``asyncio.sleep``, so the loop stays free and a timeout cancels it.
         """
         if self.is_async:
 
@@ -173,7 +181,9 @@ class Mode:
             return slow_async
 
         def slow(*args: Any, **kwargs: Any) -> Any:
-            time.sleep(seconds)
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                time.sleep(min(0.005, seconds))
             return result
 
         return slow

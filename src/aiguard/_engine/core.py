@@ -32,6 +32,7 @@ class Core:
     __slots__ = (
         "__weakref__",
         "acct",
+        "blocked",
         "breaker",
         "catch",
         "chain",
@@ -55,6 +56,7 @@ class Core:
         self.catch = spec.catch
         self.chain = spec.fallback
         self.validators = spec.validate
+        self.blocked = [False]  # a sync call under timeout= was found blocked in C
         try:
             self.signature: inspect.Signature | None = inspect.signature(fn)
         except (TypeError, ValueError):

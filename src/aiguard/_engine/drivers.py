@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any, ParamSpec, TypeVar
 
-from .._runtime import ids, telemetry, workers
+from .._runtime import deadlines, ids, telemetry
 from .._runtime.records import Served
 from .._runtime.state import runtime
 from ..fallbacks import Fallback
@@ -29,7 +29,9 @@ R = TypeVar("R")
 
 
 def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
-    TimedOut = workers.TimedOut
+    Expired = deadlines.Expired
+    timed = deadlines.call
+    stuck = core.blocked  # [True] once a call was found blocked in C: the pool from then on
     settle = finish.settler(core)
     span_name = core.acct.span_name
     api = telemetry.trace_api  # api._TRACER_PROVIDER is None: no tracing, one attribute read
@@ -63,9 +65,11 @@ def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
         try:
             if timeout is None:
                 result = fn(*args, **kwargs)
+            elif stuck[0]:
+                result = deadlines.pool().call(fn, args, kwargs, timeout)
             else:
-                result = workers.pool().call(fn, args, kwargs, timeout)
-        except TimedOut:
+                result = timed(fn, args, kwargs, timeout, stuck)
+        except Expired:
             return drive_sync(core, core.failed(s, n, args, kwargs, None, arm, span), t0, None)
         except core.catch as exc:
             ctx = core.caught(s, n, args, kwargs, exc, t0, arm, span)

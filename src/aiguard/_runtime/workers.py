@@ -1,8 +1,8 @@
-"""Background work, owned by the runtime: periodic daemon workers and the timeout pool.
+"""Background work, owned by the runtime: periodic daemon workers.
 
-Every periodic thread aiguard runs is a :class:`Worker`, and every thread that runs a sync model
-call under a timeout belongs to the :class:`TimeoutPool`; the only others are one-shot threads of
-``lifecycle`` that hand a replaced recorder's records over and write at exit, each with a
+Every periodic thread aiguard runs is a :class:`Worker`; the only others are the deadline
+watchdog and the timeout pool of ``deadlines`` (sync calls under a timeout), and one-shot threads
+of ``lifecycle`` that hand a replaced recorder's records over and write at exit, each with a
 deadline. A :class:`Worker` starts lazily (``ensure()``), runs
 its step every ``interval`` seconds or when woken, never dies of an exception in its step
 (reported once, counted), stops on ``stop()``, and after ``fork()`` is simply forgotten in the
@@ -12,15 +12,12 @@ daemon threads: a step stuck on I/O can never keep the process from exiting.
 
 from __future__ import annotations
 
-import contextvars
-import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 from . import errors
-from .state import runtime, track
+from .state import track
 
 
 class Worker:
@@ -87,95 +84,3 @@ class Worker:
 
     def __repr__(self) -> str:
         return f"<Worker {self.name} every {self.interval:g} s>"
-
-
-class TimedOut(Exception):
-    """Internal: the model call did not finish within its timeout."""
-
-
-_Work = tuple[Future[Any], contextvars.Context, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
-
-
-class TimeoutPool:
-    """A bounded pool of daemon threads that runs sync model calls under a time limit.
-
-    The caller waits at most ``timeout`` seconds for the result, then stops waiting; the call
-    itself cannot be interrupted (Python threads cannot be killed) and finishes in its worker,
-    whose result is dropped. Workers are daemon threads, so a hung model call never blocks
-    interpreter exit, unlike ``concurrent.futures.ThreadPoolExecutor``, whose workers are joined
-    at exit. At most ``aiguard.configure(timeout_workers=N)`` threads (default 32); when all are
-    busy, calls queue, and the time spent queued counts against their timeout.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[_Work] = queue.SimpleQueue()
-        self._threads = 0  # started workers
-        self._pending = 0  # calls submitted and not yet finished
-        track(self)
-
-    def _after_fork(self) -> None:
-        self._queue = queue.SimpleQueue()  # the parent's calls are the parent's
-        self._threads = self._pending = 0
-
-    def _worker(self, work: queue.SimpleQueue[_Work]) -> None:
-        while True:
-            fut, ctx, fn, args, kwargs = work.get()
-            if fut.set_running_or_notify_cancel():
-                try:
-                    fut.set_result(ctx.run(fn, *args, **kwargs))
-                except BaseException as exc:
-                    fut.set_exception(exc)
-            del fut, ctx, fn, args, kwargs
-            with self._lock:
-                self._pending -= 1
-
-    def call(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        timeout: float,
-    ) -> Any:
-        """Run ``fn(*args, **kwargs)`` in the pool; its result, its exception, or TimedOut."""
-        fut: Future[Any] = Future()
-        run_here = False
-        with self._lock:
-            self._pending += 1
-            if self._pending > self._threads and self._threads < runtime.timeout_workers:
-                thread = threading.Thread(
-                    target=self._worker,
-                    args=(self._queue,),
-                    name=f"aiguard-timeout-{self._threads + 1}",
-                    daemon=True,
-                )
-                try:
-                    thread.start()
-                except RuntimeError as exc:  # no thread can start now (the process's limit)
-                    errors.report("timeout pool: starting a worker", exc)
-                    if not self._threads:  # nobody to run it: run it here, without a limit
-                        self._pending -= 1
-                        run_here = True
-                else:
-                    self._threads += 1
-        if run_here:
-            return fn(*args, **kwargs)
-        self._queue.put((fut, contextvars.copy_context(), fn, args, kwargs))
-        try:
-            return fut.result(timeout)
-        except TimeoutError as exc:
-            if fut.done() and fut.exception() is exc:
-                raise  # the model's own TimeoutError
-            fut.cancel()
-            raise TimedOut from None
-
-
-def pool() -> TimeoutPool:
-    """The runtime's timeout pool, created on first use."""
-    found = runtime.pool
-    if found is None:
-        with runtime.lock:
-            if runtime.pool is None:
-                runtime.pool = TimeoutPool()
-            found = runtime.pool
-    return found  # type: ignore[no-any-return]
