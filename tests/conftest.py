@@ -36,3 +36,4 @@ def llm_server() -> Iterator[LLMServer]:
     """A local OpenAI and Anthropic API server for this test (``tests/llm_server.py``)."""
     with LLMServer() as server:
         yield server
+    assert server.errors == [], f"the LLM server failed while answering: {server.errors!r}"

@@ -25,6 +25,7 @@ import dataclasses
 import itertools
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -463,6 +464,13 @@ class _HTTPServer(ThreadingHTTPServer):
         self.owner._closed(request)
         super().shutdown_request(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that goes away is no error of the server's; anything else is kept in
+        :attr:`LLMServer.errors` (the fixture fails the test on it)."""
+        exc = sys.exception()
+        if exc is not None and not isinstance(exc, OSError):
+            self.owner._failed(exc)
+
 
 class LLMServer:
     """The server: :meth:`start` it, :meth:`script` its replies, read :attr:`requests`,
@@ -473,6 +481,7 @@ class LLMServer:
         self._replies: list[Reply] = []
         self._default = Reply()
         self._requests: list[Received] = []
+        self.errors: list[BaseException] = []  # the server's own failures while answering
         self._connections: dict[Any, threading.Thread] = {}
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
@@ -507,6 +516,10 @@ class LLMServer:
     def _record(self, received: Received) -> None:
         with self._lock:
             self._requests.append(received)
+
+    def _failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self.errors.append(exc)
 
     def _opened(self, request: Any, thread: threading.Thread) -> None:
         with self._lock:
