@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 from hypothesis import settings
+from llm_server import LLMServer
 
 from aiguard import events
 from aiguard._runtime import errors, stats
@@ -28,3 +29,11 @@ def _clean_aiguard_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         yield
     errors.reset()
     events.clear()
+
+
+@pytest.fixture
+def llm_server() -> Iterator[LLMServer]:
+    """A local OpenAI and Anthropic API server for this test (``tests/llm_server.py``)."""
+    with LLMServer() as server:
+        yield server
+    assert server.errors == [], f"the LLM server failed while answering: {server.errors!r}"
