@@ -428,14 +428,16 @@ def test_guarded_methods_bind_self(mode: Mode) -> None:
     assert mode.outcome(Service.answer, s, "y").value == "svc:y"
 
 
-def test_generator_functions_are_refused() -> None:
-    """Generators cannot be guarded: a clear error at decoration time."""
+@pytest.mark.parametrize("bad", ["stream", "buffered", 1, 0.5])
+def test_stream_mode_is_checked_at_decoration(bad: Any) -> None:
+    """stream= takes 'pass', 'buffer', True, False or None: anything else names the value."""
+    with pytest.raises(aiguard.ConfigError, match=rf"stream={bad!r} is invalid"):
+        aiguard.guard("t", stream=bad)
 
-    def gen() -> Any:
-        yield 1
 
-    with pytest.raises(aiguard.ConfigError, match="generator"):
-        aiguard.guard("t")(gen)
+def test_first_chunk_timeout_is_checked_at_decoration() -> None:
+    with pytest.raises(aiguard.ConfigError, match="first_chunk_timeout=-1 is invalid"):
+        aiguard.guard("t", first_chunk_timeout=-1)
 
 
 @pytest.mark.parametrize(

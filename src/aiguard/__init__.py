@@ -38,6 +38,7 @@ from .exceptions import (
     ReviewError,
     ReviewPending,
     StoreError,
+    StreamInterrupted,
     UnknownCall,
 )
 from .fallbacks import Default, Fallback, FallbackContext, HumanReview, Rules
@@ -99,6 +100,7 @@ __all__ = [
     "Stats",
     "Store",
     "StoreError",
+    "StreamInterrupted",
     "Target",
     "UnknownCall",
     "Usage",

@@ -204,3 +204,20 @@ def explain(exc: Any, source: str, *, group: str = "features", label: str = "fea
         value_text = f"value {shown(value)}" if err["type"] != "missing" else "missing"
         lines.append(f"{', '.join(where) or 'top level'}: {value_text}: {err['msg']}")
     return f"{source}: " + "; ".join(lines)
+
+
+STREAM_MODES = (None, False, "pass", "buffer")
+
+
+def check_stream(feature: str, value: Any) -> str | bool | None:
+    """``stream=``: None (streams are found by themselves), ``"pass"``, ``"buffer"`` or False."""
+    if value is True:
+        return "pass"
+    if any(value is mode or (isinstance(mode, str) and value == mode) for mode in STREAM_MODES):
+        return value  # type: ignore[no-any-return]
+    raise ConfigError(
+        f"feature {feature!r}: stream={shown(value)} is invalid: give 'pass' (release chunks as "
+        "they come, judge at the end), 'buffer' (judge the whole answer before releasing it), "
+        "False (never treat a result as a stream) or None (the default: generator functions "
+        "and returned iterators are streams, passed through)"
+    )

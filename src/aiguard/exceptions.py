@@ -38,6 +38,7 @@ __all__ = [
     "ReviewError",
     "ReviewPending",
     "StoreError",
+    "StreamInterrupted",
     "UnknownCall",
 ]
 
@@ -154,6 +155,37 @@ class ModelTimeout(NotServed, TimeoutError):
         >>> issubclass(aiguard.ModelTimeout, TimeoutError)
         True
     """
+
+
+class StreamInterrupted(AiguardError):
+    """A guarded stream failed after some of its chunks were released to the caller.
+
+    Nothing released can be taken back, so no fallback runs: the call is recorded with reason
+    ``interrupted`` (its partial answer, tokens and cost in ``outcome``), and the failure (the
+    client's error, or a ``TimeoutError`` when ``timeout=`` ran out mid-stream) is the
+    exception's ``__cause__``. A failure before the first chunk is not this: it goes to the
+    fallback chain like any call's.
+
+    Example:
+        >>> import aiguard
+        >>> @aiguard.guard("story")
+        ... def story():
+        ...     yield "Once upon"
+        ...     raise ConnectionError("connection reset")
+        >>> chunks = []
+        >>> try:
+        ...     for chunk in story():
+        ...         chunks.append(chunk)
+        ... except aiguard.StreamInterrupted as e:
+        ...     print(chunks, e.outcome.reason, repr(e.__cause__))
+        ['Once upon'] interrupted ConnectionError('connection reset')
+    """
+
+    def __init__(self, outcome: Outcome[Any]) -> None:
+        super().__init__(
+            f"feature {outcome.feature!r}: the stream was interrupted: {outcome.detail}"
+        )
+        self.outcome = outcome
 
 
 def _detail(outcome: Outcome[Any]) -> str:

@@ -9,7 +9,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 from . import _checks
 from ._engine.core import Core
-from ._engine.drivers import wrap_async, wrap_sync
+from ._engine.drivers import wrap_async, wrap_async_gen, wrap_sync, wrap_sync_gen
 from ._engine.settings import Spec
 from ._runtime.state import UNSET
 from .breaker import Breaker
@@ -105,11 +105,10 @@ class _Decorator:
             raise ConfigError(
                 f"feature {self.spec.feature!r}: guard() needs a function, got {fn!r}"
             )
-        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-            raise ConfigError(
-                f"feature {self.spec.feature!r}: {fn.__qualname__} is a generator function; "
-                "guard a function that returns the model's result"
-            )
+        if inspect.isasyncgenfunction(fn):
+            return wrap_async_gen(fn, Core(fn, self.spec, is_async=True))  # type: ignore[no-any-return]
+        if inspect.isgeneratorfunction(fn):
+            return wrap_sync_gen(fn, Core(fn, self.spec, is_async=False))  # type: ignore[no-any-return]
         if inspect.iscoroutinefunction(fn):
             return wrap_async(fn, Core(fn, self.spec, is_async=True))  # type: ignore[no-any-return]
         return wrap_sync(fn, Core(fn, self.spec, is_async=False))  # type: ignore[no-any-return]
@@ -133,6 +132,8 @@ def guard(
     usage: Callable[[Any], Any] | bool | None = None,
     budget: Budget | None = None,
     latency_slo: float | timedelta | None = None,
+    stream: str | bool | None = None,
+    first_chunk_timeout: float | timedelta | None = None,
 ) -> _Decorator:
     """Guard the function that calls a model: serve its result only when it is good enough.
 
@@ -155,8 +156,9 @@ def guard(
             ``numpy.False_``, or a value that is neither true nor false, such as a numpy
             array), rejects it (reason ``invalid_output``); returning ``None`` or a true value
             passes it.
-        timeout: seconds (or a timedelta) to wait for the model; async calls are cancelled, sync
-            calls run in a bounded worker pool and are abandoned (reason ``timeout``).
+        timeout: seconds (or a timedelta) to wait for the model (for a stream: its last chunk);
+            async calls are cancelled, sync calls are interrupted in their thread (reason
+            ``timeout``).
         catch: exception types that go to the fallback chain (reason ``error``); others
             propagate unchanged.
         timeout_errors: more exception types that count as timeouts (reason ``timeout``, the
@@ -176,6 +178,14 @@ def guard(
         budget: a :class:`Budget`: over it, the model is not called (reason ``over_budget``).
         latency_slo: the latency objective in seconds (or a timedelta) for the whole call;
             calls over it are counted (``aiguard.stats(feature).slo_breaches``).
+        stream: how a streamed answer (a generator function's chunks, or an iterator the
+            function returns, such as the ``openai``/``anthropic`` ``Stream``) is guarded:
+            ``None`` (default) and ``"pass"`` release chunks as they come and judge the whole
+            answer at the end, recording the verdict; ``"buffer"`` judges the whole answer
+            before releasing anything (a rejected answer goes to the fallback chain);
+            ``False``: a returned iterator is a plain result. See the streaming guide.
+        first_chunk_timeout: seconds (or a timedelta) to wait for a stream's first chunk;
+            ``timeout`` bounds the whole stream.
 
     Kill switches (:func:`aiguard.kill`, control files, OpenFeature) are checked before the
     model is called: a killed feature's fallback chain serves with reason ``killed``.
@@ -213,6 +223,10 @@ def guard(
         usage=_checks.check_usage(feature, usage),
         budget=_checks.check_policy(feature, "budget", budget, Budget),
         latency_slo=_checks.check_timeout(feature, latency_slo, name="latency_slo"),
+        stream=_checks.check_stream(feature, stream),
+        first_chunk_timeout=_checks.check_timeout(
+            feature, first_chunk_timeout, name="first_chunk_timeout"
+        ),
     )
     # both from the decorator here; Core.compile checks them merged with the configuration
     _checks.needs_confidence(feature, spec.threshold, spec.confidence)

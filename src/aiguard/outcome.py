@@ -36,7 +36,9 @@ class Source(enum.StrEnum):
 class Reason(enum.StrEnum):
     """Why the call ended as it did: ``served`` when the model's result was served.
 
-    Every other reason names why the model's result was not served and the fallback chain ran.
+    Every other reason names why the model's result was not served and the fallback chain ran,
+    but two, for streams whose chunks already reached the caller: ``interrupted`` (the stream
+    failed midway) and ``abandoned`` (the caller stopped reading).
 
     Example:
         >>> import aiguard
@@ -55,6 +57,8 @@ class Reason(enum.StrEnum):
     OVER_BUDGET = "over_budget"
     NOT_IN_ROLLOUT = "not_in_rollout"
     MISSING_ROLLOUT_KEY = "missing_rollout_key"
+    INTERRUPTED = "interrupted"
+    ABANDONED = "abandoned"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,6 +94,8 @@ _FLAGS: dict[Reason, tuple[int, int, int, int]] = {
     Reason.LOW_CONFIDENCE: (0, 0, 1, 1),
     Reason.INVALID_CONFIDENCE: (0, 0, 1, 1),
     Reason.INVALID_OUTPUT: (0, 0, 0, 1),
+    Reason.INTERRUPTED: (1, 0, 0, 0),  # a stream that failed after chunks were released
+    Reason.ABANDONED: (0, 0, 0, 0),  # the caller stopped reading: not the model's fault
 }
 MODEL_REASONS = frozenset(_FLAGS)
 
@@ -120,6 +126,8 @@ class Outcome(Generic[T]):
         usage: tokens and model read from the model's result (served or not), if any.
         cost: the call's cost (the model's by the price table plus the fallback handlers'
             own), or ``None`` when unknown (no price for the model).
+        time_to_first_chunk: for a stream, seconds from the call to its first chunk (``latency``
+            runs to its last); ``None`` for other calls.
 
     Example:
         >>> import aiguard
@@ -150,6 +158,7 @@ class Outcome(Generic[T]):
     rollout_percent: float | None = None
     usage: Usage | None = None
     cost: Decimal | None = None
+    time_to_first_chunk: float | None = None
 
     @property
     def served(self) -> bool:

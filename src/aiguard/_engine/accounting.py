@@ -100,12 +100,15 @@ class Accounting:
         model_called: bool,
         fallback_cost: int,
         failure: BaseException | None = None,
+        why: str | None = None,
+        model: str | None = None,
     ) -> int | None:
         """The call's cost in pico-units: the model's by the price table, plus the fallback
         handlers' own. None when the model was called and its price is unknown. A model call
         that failed (``failure``) without usage: an HTTP error status from the provider cost
         nothing; a timeout, a disconnect or any other failure costs unknown, and the warning
-        says so. Never raises."""
+        says so; ``why`` says why no usage was read, when the caller knows (a stream without
+        usage); ``model``: the model the result named, when no usage was read. Never raises."""
         try:
             if failure is not None and usage is None and model_called:
                 if is_status_error(failure):
@@ -120,12 +123,19 @@ class Accounting:
                     type(failure).__qualname__,
                 )
                 return None
-            return self._cost(usage, model_called, fallback_cost)
+            return self._cost(usage, model_called, fallback_cost, why, model)
         except Exception as exc:
             errors.report(f"cost of {self.feature!r}", exc)
             return None
 
-    def _cost(self, usage: Usage | None, model_called: bool, fallback_cost: int) -> int | None:
+    def _cost(
+        self,
+        usage: Usage | None,
+        model_called: bool,
+        fallback_cost: int,
+        why: str | None = None,
+        named: str | None = None,
+    ) -> int | None:
         if not model_called:
             return fallback_cost
         prices = runtime.prices
@@ -133,7 +143,7 @@ class Accounting:
             return None  # no price table: the model's cost is unknown
         if prices is not self._prices:
             self._prices, self._price_cache = prices, {}
-        model = usage.model if usage is not None and usage.model else self.model
+        model = usage.model if usage is not None and usage.model else (named or self.model)
         rates = self._price_cache.get(model, _UNKNOWN)
         if rates is _UNKNOWN:
             if model is None:
@@ -150,6 +160,15 @@ class Accounting:
         if rates is None:
             return None
         if usage is None and any(rates[:4]):
+            if why is not None:
+                errors.warn_once(
+                    f"no-usage:{self.feature}:{why}",
+                    "aiguard: %s: model %r is priced per token and %s: cost unknown",
+                    self.feature,
+                    model,
+                    why,
+                )
+                return None
             errors.warn_once(
                 f"no-usage:{self.feature}",
                 "aiguard: %s: model %r is priced per token but no token usage was read from "

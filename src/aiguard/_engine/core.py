@@ -117,12 +117,16 @@ class Core:
             if self.gate is not None:
                 self.gate.at(percent)
         named = isinstance(confidence, str)
+        first = self.spec.first_chunk_timeout
         settings = Settings(
             generation=generation,
             extract=by_name(confidence) if named else confidence,
             confidence_name=confidence if named else None,
             threshold=threshold,
             timeout=timeout,
+            call_timeout=timeout
+            if first is None or (timeout is not None and timeout <= first)
+            else first,
             pre=compile_pre(ctl.kill, self.breaker, plan, self.acct.budget),
             percent=percent,
         )
@@ -185,6 +189,9 @@ class Core:
     ) -> FallbackContext:
         """The context for a model call that raised ``exc`` (None: aiguard's timeout fired)."""
         reason, detail = decide.failure(exc, s.timeout, self.spec.timeout_errors)
+        first = self.spec.first_chunk_timeout
+        if exc is None and first is not None and (s.timeout is None or first < s.timeout):
+            detail = f"the model sent no first chunk within {first:g} s"
         return self.context(
             s, n, args, kwargs, reason, exception=exc, detail=detail, arm=arm, span=span
         )

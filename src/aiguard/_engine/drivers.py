@@ -10,19 +10,19 @@ only in ``await`` and in how the timeout is enforced.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from time import perf_counter
 from typing import Any, ParamSpec, TypeVar
 
 from .._runtime import deadlines, ids, telemetry
 from .._runtime.records import Served
 from .._runtime.state import runtime
-from ..fallbacks import Fallback
 from ..outcome import Outcome
-from . import decide, finish
+from . import finish, streams
+from .chain import drive_async, drive_sync
 from .core import Core
+from .streams import StreamRecord
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -35,6 +35,9 @@ def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
     settle = finish.settler(core)
     span_name = core.acct.span_name
     api = telemetry.trace_api  # api._TRACER_PROVIDER is None: no tracing, one attribute read
+    kind = streams.kind
+    streamy = core.spec.stream is not False
+    declared = core.spec.stream in ("pass", "buffer")
 
     def run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if api._TRACER_PROVIDER is None:
@@ -44,16 +47,22 @@ def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
         if span is None:
             return body(args, kwargs, None)
         try:
-            return body(args, kwargs, span)
-        finally:
+            record = body(args, kwargs, span)
+        except BaseException:
             telemetry.stop(span, token)
+            raise
+        if record.__class__ is StreamRecord:
+            telemetry.detach(token)  # the stream ends its span when it ends
+        else:
+            telemetry.stop(span, token)
+        return record
 
     def body(args: tuple[Any, ...], kwargs: dict[str, Any], span: Any) -> Any:
         s = core.settings
         if s.generation != runtime.generation:
             s = core.refresh()
         n = ids.next_number()
-        timeout = s.timeout
+        timeout = s.call_timeout
         t0 = perf_counter()
         arm = None
         pre = s.pre
@@ -78,53 +87,27 @@ def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
             core.unhandled(s, n, args, kwargs, exc, t0, span=span, arm=arm)
             raise
         t1 = perf_counter()
+        if streamy and kind(result) == 1:
+            return StreamRecord(streams.start_sync(core, s, n, args, kwargs, result, t0, arm, span))
         out = settle(s, n, args, kwargs, result, t0, t1, arm, span)
         return out if out.__class__ is Served else drive_sync(core, out, t0, t1)
 
     @functools.wraps(fn)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
         record = body(args, kwargs, None) if api._TRACER_PROVIDER is None else run(args, kwargs)
+        if declared and record.__class__ is not StreamRecord:  # a fallback's answer, as a stream
+            return streams.as_items(record.value)  # type: ignore[return-value]
         return record.value  # type: ignore[no-any-return]
 
     def outcome(*args: P.args, **kwargs: P.kwargs) -> Outcome[R]:
         record = body(args, kwargs, None) if api._TRACER_PROVIDER is None else run(args, kwargs)
-        return finish.served_outcome(record) if record.__class__ is Served else record
+        if record.__class__ is Served:
+            return finish.served_outcome(record)
+        if record.__class__ is StreamRecord:
+            return streams.consume(record.value)
+        return record  # type: ignore[no-any-return]
 
     return _attach(call, outcome, core)
-
-
-def drive_sync(core: Core, ctx: Any, t0: float, t1: float | None) -> Outcome[Any]:
-    """Run the fallback chain that ``decide.flow`` walks, then conclude the call."""
-    flow = decide.flow(core.chain)
-    try:
-        handler = next(flow)
-        while True:
-            try:
-                with _handler_span(ctx, handler):
-                    value = handler.handle(ctx)
-            except Exception as exc:
-                handler = flow.send((False, exc))
-            else:
-                handler = flow.send((True, value))
-    except StopIteration as stop:
-        return finish.conclude(core, ctx, t0, t1, stop.value)
-
-
-def _handler_span(ctx: Any, handler: Fallback) -> Any:
-    """A child span around one fallback handler, when the call has a span."""
-    if ctx.span is None:
-        return contextlib.nullcontext()
-    tracer = telemetry.tracer()
-    attributes = {
-        "aiguard.feature": ctx.feature,
-        "aiguard.call_id": ctx.call_id,
-        "aiguard.fallback.handler": handler.name,
-        "aiguard.source": handler.source.value,
-        "aiguard.reason": ctx.reason.value,
-    }
-    if tracer is None:
-        return contextlib.nullcontext()
-    return telemetry.child(tracer, f"aiguard.fallback {handler.name}", attributes)
 
 
 def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
@@ -132,6 +115,10 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
     settle = finish.settler(core)
     span_name = core.acct.span_name
     api = telemetry.trace_api  # api._TRACER_PROVIDER is None: no tracing, one attribute read
+
+    kind = streams.kind
+    streamy = core.spec.stream is not False
+    declared = core.spec.stream in ("pass", "buffer")
 
     async def run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if api._TRACER_PROVIDER is None:
@@ -141,16 +128,22 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
         if span is None:
             return await body(args, kwargs, None)
         try:
-            return await body(args, kwargs, span)
-        finally:
+            record = await body(args, kwargs, span)
+        except BaseException:
             telemetry.stop(span, token)
+            raise
+        if record.__class__ is StreamRecord:
+            telemetry.detach(token)  # the stream ends its span when it ends
+        else:
+            telemetry.stop(span, token)
+        return record
 
     async def body(args: tuple[Any, ...], kwargs: dict[str, Any], span: Any) -> Any:
         s = core.settings
         if s.generation != runtime.generation:
             s = core.refresh()
         n = ids.next_number()
-        timeout = s.timeout
+        timeout = s.call_timeout
         limit = None
         t0 = perf_counter()
         arm = None
@@ -179,6 +172,9 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
             core.unhandled(s, n, args, kwargs, exc, t0, span=span, arm=arm)
             raise
         t1 = perf_counter()
+        if streamy and kind(result) == 2:
+            proxy = await streams.start_async(core, s, n, args, kwargs, result, t0, arm, span)
+            return StreamRecord(proxy)
         out = settle(s, n, args, kwargs, result, t0, t1, arm, span)
         return out if out.__class__ is Served else await drive_async(core, out, t0, t1)
 
@@ -186,31 +182,108 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:
         traced = api._TRACER_PROVIDER is not None
         record = await (run(args, kwargs) if traced else body(args, kwargs, None))
+        if declared and record.__class__ is not StreamRecord:  # a fallback's answer, as a stream
+            return streams.as_async_items(record.value)  # type: ignore[return-value]
         return record.value  # type: ignore[no-any-return]
 
     async def outcome(*args: P.args, **kwargs: P.kwargs) -> Outcome[R]:
         traced = api._TRACER_PROVIDER is not None
         record = await (run(args, kwargs) if traced else body(args, kwargs, None))
-        return finish.served_outcome(record) if record.__class__ is Served else record
+        if record.__class__ is Served:
+            return finish.served_outcome(record)
+        if record.__class__ is StreamRecord:
+            return await streams.consume_async(record.value)
+        return record  # type: ignore[no-any-return]
 
     return _attach(call, outcome, core)
 
 
-async def drive_async(core: Core, ctx: Any, t0: float, t1: float | None) -> Outcome[Any]:
-    """The same as ``drive_sync``, awaiting each handler."""
-    flow = decide.flow(core.chain)
-    try:
-        handler = next(flow)
-        while True:
+def _prologue(core: Core, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The start of a generator function's guarded call, at its first iteration: settings,
+    call number, span (left open: the stream ends it) and the pre-call checks."""
+    s = core.settings
+    if s.generation != runtime.generation:
+        s = core.refresh()
+    n = ids.next_number()
+    span = None
+    if telemetry.trace_api._TRACER_PROVIDER is not None:
+        tracer = telemetry.tracer()
+        if tracer is not None:
+            span, token = telemetry.start(tracer, core.acct.span_name)
+            if span is not None:
+                telemetry.detach(token)
+    t0 = perf_counter()
+    arm = None
+    blocked = detail = None
+    if s.pre is not None:
+        blocked, arm, detail = s.pre(args, kwargs)
+    return s, n, span, t0, arm, blocked, detail
+
+
+def wrap_sync_gen(fn: Callable[P, Iterator[R]], core: Core) -> Any:
+    """A generator function, guarded: the wrapper is a generator function too."""
+    buffered = core.spec.stream == "buffer"
+
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> Iterator[R]:
+        s, n, span, t0, arm, blocked, detail = _prologue(core, args, kwargs)
+        run = streams.Run(core, s, n, args, kwargs, t0, arm, span)
+        if blocked is not None:
+            ctx = core.context(s, n, args, kwargs, blocked, detail=detail, arm=arm, span=span)
+            yield from streams.fallback_sync(run, ctx)
+            return
+        try:
+            source = fn(*args, **kwargs)
+        except BaseException as exc:
+            if not isinstance(exc, core.catch):
+                streams.unhandled(run, exc)
+                raise
+            ctx = run.failed_context(exc)
+            yield from streams.fallback_sync(run, ctx)
+            return
+        yield from streams.run_sync(run, source, buffered)
+
+    def outcome(*args: P.args, **kwargs: P.kwargs) -> Outcome[R]:
+        for _ in call(*args, **kwargs):
+            pass
+        return finish.last_outcome()  # type: ignore[return-value]
+
+    return _attach(call, outcome, core)
+
+
+def wrap_async_gen(fn: Callable[P, AsyncIterator[R]], core: Core) -> Any:
+    """An async generator function, guarded: the wrapper is an async generator function too."""
+    buffered = core.spec.stream == "buffer"
+
+    @functools.wraps(fn)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[R]:
+        s, n, span, t0, arm, blocked, detail = _prologue(core, args, kwargs)
+        run = streams.Run(core, s, n, args, kwargs, t0, arm, span)
+        if blocked is not None:
+            ctx = core.context(s, n, args, kwargs, blocked, detail=detail, arm=arm, span=span)
+            gen = streams.fallback_async(run, ctx)
+        else:
             try:
-                with _handler_span(ctx, handler):
-                    value = await handler.handle_async(ctx)
-            except Exception as exc:
-                handler = flow.send((False, exc))
+                source = fn(*args, **kwargs)
+            except BaseException as exc:
+                if not isinstance(exc, core.catch):
+                    streams.unhandled(run, exc)
+                    raise
+                gen = streams.fallback_async(run, run.failed_context(exc))
             else:
-                handler = flow.send((True, value))
-    except StopIteration as stop:
-        return finish.conclude(core, ctx, t0, t1, stop.value)
+                gen = streams.run_async(run, source, buffered)
+        try:
+            async for chunk in gen:
+                yield chunk
+        finally:
+            await gen.aclose()  # type: ignore[attr-defined]
+
+    async def outcome(*args: P.args, **kwargs: P.kwargs) -> Outcome[R]:
+        async for _ in call(*args, **kwargs):
+            pass
+        return finish.last_outcome()  # type: ignore[return-value]
+
+    return _attach(call, outcome, core)
 
 
 def _attach(call: Callable[..., Any], outcome: Callable[..., Any], core: Core) -> Any:

@@ -44,6 +44,8 @@ class Spec:
     usage: Any = None
     budget: Budget | None = None
     latency_slo: float | None = None
+    stream: str | bool | None = None
+    first_chunk_timeout: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -59,6 +61,8 @@ class Settings:
     confidence_name: str | None
     threshold: float | None
     timeout: float | None
+    # what bounds the function's own call: ``timeout``, or a stream's first_chunk_timeout
+    call_timeout: float | None
     # None when no kill, breaker or rollout applies; else (args, kwargs) -> (blocked reason or
     # None, rollout arm, detail)
     pre: Pre | None

@@ -275,7 +275,7 @@ def call(
     now = time.perf_counter()
     deadline = now + timeout
     dog.last_arm = now
-    entry = {DEADLINE: deadline, THREAD: threading.get_ident(), CELL: cell}
+    entry: dict[int, Any] = {DEADLINE: deadline, THREAD: threading.get_ident(), CELL: cell}
     active = dog.active
     if deadline < dog.next_wake:
         dog.arm(deadline)

@@ -195,6 +195,22 @@ def stop(span: Any, token: Any) -> None:
         _internal.report("telemetry: end span", exc)
 
 
+def detach(token: Any) -> None:
+    """Detach the call's span from the context, leaving it open (a stream ends it later)."""
+    try:
+        otel_context.detach(token)
+    except Exception as exc:
+        _internal.report("telemetry: detach span", exc)
+
+
+def end(span: Any) -> None:
+    """End a span whose context was detached already."""
+    try:
+        span.end()
+    except Exception as exc:
+        _internal.report("telemetry: end span", exc)
+
+
 def describe(span: Any, attributes: Mapping[str, Any], error: str | None) -> None:
     """Set the span's attributes (and error status), if it is recording."""
     try:
