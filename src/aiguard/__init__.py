@@ -49,6 +49,7 @@ from .outcome import Attempt, Outcome, Reason, Source
 from .pricing import ModelPrice, PriceTable
 from .records import flush
 from .report import FeatureFigures, Report, parse_since, report, wilson
+from .retry import Retry
 from .review import ReviewQueue
 from .rollout import Rollout
 from .stats import Stats, stats
@@ -89,6 +90,7 @@ __all__ = [
     "PriceTable",
     "Reason",
     "Report",
+    "Retry",
     "ReviewError",
     "ReviewItem",
     "ReviewPending",

@@ -18,7 +18,7 @@ from ._runtime import errors
 from ._runtime.money import to_decimal
 from ._runtime.records import bound_arguments
 from .exceptions import ConfigError
-from .outcome import Reason, Source
+from .outcome import Attempt, Reason, Source
 from .pricing import to_pico
 from .review import ReviewQueue
 from .store import ReviewItem
@@ -54,6 +54,8 @@ class FallbackContext:
     rollout_percent: float | None = None
     span: Any = dataclasses.field(default=None, repr=False, compare=False)
     signature: inspect.Signature | None = dataclasses.field(default=None, repr=False)
+    # the model's failed tries before the one this context describes (``retry=``)
+    model_attempts: tuple[Attempt, ...] = dataclasses.field(default=(), repr=False)
 
     @property
     def arguments(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from .budget import Budget
 from .exceptions import ConfigError
 from .fallbacks import Fallback, as_chain
 from .outcome import Outcome
+from .retry import Retry
 from .rollout import Rollout
 
 __all__ = ["AsyncGuarded", "Guarded", "guard"]
@@ -134,6 +135,7 @@ def guard(
     latency_slo: float | timedelta | None = None,
     stream: str | bool | None = None,
     first_chunk_timeout: float | timedelta | None = None,
+    retry: Retry | None = None,
 ) -> _Decorator:
     """Guard the function that calls a model: serve its result only when it is good enough.
 
@@ -186,6 +188,9 @@ def guard(
             ``False``: a returned iterator is a plain result. See the streaming guide.
         first_chunk_timeout: seconds (or a timedelta) to wait for a stream's first chunk;
             ``timeout`` bounds the whole stream.
+        retry: a :class:`Retry`: the model is tried again after a transient failure, within
+            ``timeout`` and the budget, before the fallback chain (each try in
+            ``Outcome.attempts``). Turn the client's own retries off (``max_retries=0``).
 
     Kill switches (:func:`aiguard.kill`, control files, OpenFeature) are checked before the
     model is called: a killed feature's fallback chain serves with reason ``killed``.
@@ -227,6 +232,7 @@ def guard(
         first_chunk_timeout=_checks.check_timeout(
             feature, first_chunk_timeout, name="first_chunk_timeout"
         ),
+        retry=_checks.check_policy(feature, "retry", retry, Retry),
     )
     # both from the decorator here; Core.compile checks them merged with the configuration
     _checks.needs_confidence(feature, spec.threshold, spec.confidence)

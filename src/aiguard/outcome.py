@@ -63,10 +63,11 @@ class Reason(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Attempt:
-    """One fallback handler that was tried: its name, its source, and why it failed if it did.
+    """One handler that was tried: its name, its source, and why it failed if it did.
 
-    ``Outcome.attempts`` lists every handler tried, in order; the last one answered unless all
-    failed.
+    ``Outcome.attempts`` lists, in order, the model's failed tries when ``retry=`` retried it
+    (handler ``"model"``, each with its ``latency`` and ``cost``), then every fallback handler
+    tried; the last one answered unless all failed.
 
     Example:
         >>> import aiguard
@@ -79,6 +80,8 @@ class Attempt:
     handler: str
     source: Source
     error: BaseException | None = None
+    latency: float | None = None
+    cost: Decimal | None = None
 
     @property
     def failed(self) -> bool:

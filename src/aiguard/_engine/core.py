@@ -42,6 +42,7 @@ class Core:
         "is_async",
         "monitor",
         "position",
+        "retry",
         "settings",
         "signature",
         "spec",
@@ -57,6 +58,7 @@ class Core:
         self.chain = spec.fallback
         self.validators = spec.validate
         self.blocked = [False]  # a sync call under timeout= was found blocked in C
+        self.retry = spec.retry
         try:
             self.signature: inspect.Signature | None = inspect.signature(fn)
         except (TypeError, ValueError):
@@ -159,6 +161,7 @@ class Core:
         detail: str | None = None,
         arm: str | None = None,
         span: Any = None,
+        model_attempts: tuple[Any, ...] = (),
     ) -> FallbackContext:
         return FallbackContext(
             feature=self.feature,
@@ -175,6 +178,7 @@ class Core:
             rollout_percent=s.percent,
             span=span,
             signature=self.signature,
+            model_attempts=model_attempts,
         )
 
     def failed(

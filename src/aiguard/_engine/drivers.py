@@ -19,7 +19,7 @@ from .._runtime import deadlines, ids, telemetry
 from .._runtime.records import Served
 from .._runtime.state import runtime
 from ..outcome import Outcome
-from . import finish, streams
+from . import finish, retrying, streams
 from .chain import drive_async, drive_sync
 from .core import Core
 from .streams import StreamRecord
@@ -82,6 +82,8 @@ def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
             return drive_sync(core, core.failed(s, n, args, kwargs, None, arm, span), t0, None)
         except core.catch as exc:
             ctx = core.caught(s, n, args, kwargs, exc, t0, arm, span)
+            if core.retry is not None:
+                return retrying.again_sync(core, s, n, args, kwargs, exc, t0, t0, arm, span)
             return drive_sync(core, ctx, t0, perf_counter())
         except Exception as exc:
             core.unhandled(s, n, args, kwargs, exc, t0, span=span, arm=arm)
@@ -164,6 +166,8 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
                 ctx = core.failed(s, n, args, kwargs, None, arm, span)
                 return await drive_async(core, ctx, t0, None)
             ctx = core.caught(s, n, args, kwargs, exc, t0, arm, span)
+            if core.retry is not None:
+                return await retrying.again_async(core, s, n, args, kwargs, exc, t0, t0, arm, span)
             return await drive_async(core, ctx, t0, perf_counter())
         except Exception as exc:
             if limit is not None and limit.expired():

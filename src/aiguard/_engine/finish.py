@@ -19,7 +19,7 @@ from .._runtime.records import Extras, Served, brief, compact, served, span_ids
 from .._runtime.state import runtime
 from ..exceptions import ModelTimeout, NotServed, ReviewPending
 from ..fallbacks import FallbackContext
-from ..outcome import MODEL_REASONS, Outcome, Reason, Source
+from ..outcome import MODEL_REASONS, Attempt, Outcome, Reason, Source
 from .decide import BASELINE_REASONS, SERVED, Verdict, judge
 
 MODEL = Source.MODEL  # enum attribute lookups cost ~0.1 µs: the hot path uses these names
@@ -154,7 +154,18 @@ def outcome(
         source = Source.BASELINE
     acct = core.acct
     usage = acct.usage(ctx.model_result)
-    cost = acct.cost(usage, ctx.reason in MODEL_REASONS, spent, ctx.exception)
+    failure = ctx.exception
+    if failure is None and ctx.reason is Reason.TIMEOUT:  # aiguard's own timeout fired
+        failure = TimeoutError(ctx.detail or "timed out")
+    cost = acct.cost(usage, ctx.reason in MODEL_REASONS, spent, failure)
+    prior = ctx.model_attempts
+    if prior:  # retried: every try is an attempt, and the call costs what they all cost
+        extra = sum_cost(prior)
+        if ctx.model_result is None:  # the last try failed: it is the last of them
+            cost = None if extra is None else extra + spent
+        else:
+            cost = None if cost is None or extra is None else cost + extra
+        attempts = (*prior, *attempts)
     return Outcome(
         value=value,
         call_id=ctx.call_id,
@@ -176,6 +187,16 @@ def outcome(
         usage=usage,
         cost=None if cost is None else to_decimal(cost),
     )
+
+
+def sum_cost(attempts: tuple[Attempt, ...]) -> int | None:
+    """What model tries cost in all, in pico-units; None if one's cost is unknown."""
+    total = 0
+    for attempt in attempts:
+        if attempt.cost is None:
+            return None
+        total += pico_of(attempt.cost)
+    return total
 
 
 def conclude(

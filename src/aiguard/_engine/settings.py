@@ -46,6 +46,7 @@ class Spec:
     latency_slo: float | None = None
     stream: str | bool | None = None
     first_chunk_timeout: float | None = None
+    retry: Any = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
