@@ -23,6 +23,7 @@ from . import decide, finish
 from .accounting import Accounting
 from .gates import GateRun
 from .pre import compile_pre, monitor
+from .reserve import budget_check
 from .settings import Settings, Spec, by_name, effective, pick
 
 
@@ -92,8 +93,10 @@ class Core:
         lifecycle.ensure_workers()
         with runtime.lock:
             generation = runtime.generation
-            confidence, threshold, timeout = self.compile(runtime.features.get(self.feature))
+            cfg = runtime.features.get(self.feature)
+            confidence, threshold, timeout = self.compile(cfg)
             ctl = effective(self.feature)
+            budget = budget_check(self, cfg)
         if ctl.threshold is not None:
             if confidence is None:
                 errors.warn_once(
@@ -121,7 +124,7 @@ class Core:
             confidence_name=confidence if named else None,
             threshold=threshold,
             timeout=timeout,
-            pre=compile_pre(ctl.kill, self.breaker, plan, self.acct.budget),
+            pre=compile_pre(ctl.kill, self.breaker, plan, budget),
             percent=percent,
         )
         self.settings = settings

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
 from .._runtime.state import UNSET, runtime
@@ -44,6 +45,7 @@ class Spec:
     usage: Any = None
     budget: Budget | None = None
     latency_slo: float | None = None
+    estimate: Decimal | None = None  # one call's worst-case cost, for the budget
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
