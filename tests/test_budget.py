@@ -481,3 +481,90 @@ def _interleave(limit: int, ops: list[Any], monkeypatch_time: list[float]) -> No
         assert run.blind == any(h.blind for h in open_holds)
     for hold in open_holds:
         hold.open = False  # not charged when the test frees them
+
+
+class FakeLedger:
+    """The Lua script of ``RedisBudgets.take`` and its sync, in memory: one fleet of runs."""
+
+    def __init__(self) -> None:
+        self.spent = 0
+        self.leased = 0
+        self.up = True
+
+    def take(self, run: BudgetRun, window: int, need: int, pico: int) -> int | None:
+        if not self.up:
+            return None
+        want = max(need, min(8 * pico, run.limit // 16))
+        grant = 0
+        if self.spent + self.leased < run.limit:
+            grant = want if self.spent + self.leased + want <= run.limit else need
+            self.leased += grant
+        run.granted(window, grant, self.spent, self.leased)
+        return grant
+
+    def sync(self, run: BudgetRun) -> None:
+        window, used, lease, stale = run.take_sync()
+        if not self.up:
+            run.give_back(window, used, lease, stale)
+            return
+        assert not stale
+        self.spent += used
+        self.leased -= lease
+        assert self.leased >= 0
+        run.synced(window, self.spent, self.leased)
+
+
+fleet_op = st.one_of(
+    st.tuples(st.just("reserve"), st.integers(0, 3), st.integers(1, 40)),
+    st.tuples(st.just("settle"), st.integers(0, 60), st.integers(0, 100)),
+    st.tuples(st.just("sync"), st.integers(0, 3)),
+    st.tuples(st.just("flip"), st.just(0)),
+)
+
+
+@settings(max_examples=300)
+@given(limit=st.integers(1, 300), ops=st.lists(fleet_op, max_size=100))
+def test_leases_keep_a_fleet_within_one_reservation(limit: int, ops: list[Any]) -> None:
+    """Four processes reserving from leases of one ledger, in any interleaving, with real costs
+    up to the reservation: while the ledger answers, the fleet's spend never passes the limit by
+    more than one reservation; whatever happens, leases never go negative, and once every call
+    settles and the ledger answers, it holds the whole spend and no lease."""
+    ledger = FakeLedger()
+    runs = []
+    for _ in range(4):
+        run = BudgetRun(Decimal(limit).scaleb(-12), 10**9)
+        run.feature, run.ledger = "fleet", ledger
+        runs.append(run)
+    holds: list[Hold] = []
+    spent = 0
+    biggest = 0
+    ever_down = False
+    for step in ops:
+        kind = step[0]
+        if kind == "reserve":
+            hold = runs[step[1]].reserve(step[2])
+            biggest = max(biggest, step[2])
+            if isinstance(hold, Hold):
+                holds.append(hold)
+        elif kind == "settle" and holds:
+            hold = holds.pop(step[1] % len(holds))
+            cost = hold.pico * step[2] // 100  # at most its reservation
+            hold.run.settle(hold, cost)
+            spent += cost
+        elif kind == "sync":
+            ledger.sync(runs[step[1]])
+        elif kind == "flip":
+            ledger.up = not ledger.up
+            ever_down = True
+        if not ever_down:
+            assert spent + sum(h.pico for h in holds) <= limit + biggest
+        assert ledger.leased >= 0
+        assert all(r.reserved >= 0 and r.used >= 0 and r.held >= 0 for r in runs)
+    for hold in holds:
+        hold.run.settle(hold, hold.pico)
+        spent += hold.pico
+    ledger.up = True
+    for run in runs:
+        ledger.sync(run)
+    assert ledger.spent == spent
+    assert ledger.leased == 0
