@@ -107,7 +107,7 @@ def test_the_refusal_names_limit_spend_reservations_and_window(mode: Mode) -> No
             release.set()
             return await first, second
 
-        first, second = mode.run(both())
+        _, second = mode.run(both())
     else:
         t = threading.Thread(target=f)
         t.start()
@@ -407,8 +407,8 @@ def test_a_forked_child_does_not_inherit_the_parents_reservations() -> None:
                 hold.run.settle(hold, None)  # inherited: ignored
                 after = aiguard.budget_figures("forked")
                 assert before is not None and after is not None
-                os.write(write, json.dumps([str(before.reserved), before.in_flight,
-                                            str(after.reserved), str(after.spent)]).encode())  # fmt: skip
+                figures = [str(before.reserved), before.in_flight, str(after.reserved)]
+                os.write(write, json.dumps([*figures, str(after.spent)]).encode())
             finally:
                 os._exit(0)
         os.close(write)

@@ -339,10 +339,8 @@ def test_concurrent_calls_in_four_processes_never_overspend_a_redis_budget(
     limit plus one call's reservation, and Redis holds every call's cost once."""
     url, prefix = redis_prefix
     start = str(time.time() + 3)
-    outs = [
-        json.loads(o) for o in run_processes(CONCURRENT_SPENDERS, [url, prefix, kind, start], 4,
-                                             tmp_path)  # fmt: skip
-    ]
+    args = [url, prefix, kind, start]
+    outs = [json.loads(o) for o in run_processes(CONCURRENT_SPENDERS, args, 4, tmp_path)]
     model_calls = sum(o["model_calls"] for o in outs)
     assert model_calls == sum(o["served"] for o in outs)
     assert 10 <= model_calls <= 11  # the whole budget, past it by one reservation at most

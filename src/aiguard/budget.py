@@ -61,7 +61,7 @@ class Budget:
 def amount(field: str, value: Any) -> Decimal:
     """A money amount given in configuration (a budget's limit, an estimate): a Decimal, a
     string or an int (not a float), from 0 to 10^18, at most 12 decimals; ConfigError else."""
-    if isinstance(value, float) or isinstance(value, bool):
+    if isinstance(value, float | bool):
         raise ConfigError(
             f"{field}={value!r} is invalid: give a Decimal, a string or an int (floats drift)"
         )

@@ -57,9 +57,9 @@ def budget_check(core: Any, cfg: Any) -> Check | None:
         fixed = worst
 
         def check_fixed(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
-            hold = reserve(fixed)  # type: ignore[arg-type]
+            hold = reserve(fixed)
             if hold.__class__ is str:
-                return hold  # type: ignore[return-value]
+                return hold
             hold.parent = get()  # type: ignore[union-attr]
             put(hold)  # type: ignore[arg-type]
             return None
@@ -74,7 +74,7 @@ def budget_check(core: Any, cfg: Any) -> Check | None:
             pico = None
         hold = reserve(pico)
         if hold.__class__ is str:
-            return hold  # type: ignore[return-value]
+            return hold
         hold.parent = get()  # type: ignore[union-attr]
         put(hold)  # type: ignore[arg-type]
         return None

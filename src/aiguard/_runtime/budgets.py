@@ -9,6 +9,7 @@ from leases of budget its ledger (``aiguard.redis.RedisBudgets``) took atomicall
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import threading
 import time
@@ -37,7 +38,7 @@ def for_feature(feature: str, declared: Any, new: BudgetRun) -> tuple[Any, Budge
 def declared(feature: str) -> BudgetRun | None:
     """The budget run of ``feature``, if a guard declared one."""
     found = runtime.budgets.get(feature)
-    return None if found is None else found[1]  # type: ignore[no-any-return]
+    return None if found is None else found[1]
 
 
 class Hold:
@@ -57,10 +58,8 @@ class Hold:
 
     def __del__(self) -> None:
         if self.open:
-            try:
+            with contextlib.suppress(Exception):  # never raise from a finalizer
                 self.run.settle(self, None)
-            except Exception:  # pragma: no cover - never raise from a finalizer
-                pass
 
 
 # The holds of the guarded calls under way in this thread or task, innermost first.
