@@ -494,7 +494,7 @@ class FakeLedger:
     def take(self, run: BudgetRun, window: int, need: int, pico: int) -> int | None:
         if not self.up:
             return None
-        want = max(need, min(8 * pico, run.limit // 16))
+        want = max(need, min(run.limit // 16, max(8 * pico, 2 * max(run.pace, run.recent))))
         grant = 0
         if self.spent + self.leased < run.limit:
             grant = want if self.spent + self.leased + want <= run.limit else need

@@ -207,7 +207,10 @@ class RedisBudgets:
         """A lease of at least ``need`` for ``run``'s ``window``, taken atomically from Redis
         (on the call path, within ``call_timeout``): what was granted (0: the budget is
         spent), or None when Redis did not answer."""
-        want = max(need, min(8 * pico, run.limit // 16))  # a few calls' worth when it is roomy
+        # what the replica reserves in two sync intervals (8 calls at least), at most 1/16 of
+        # the limit; the script grants just ``need`` when that does not fit
+        pace = 2 * max(run.pace, run.recent)
+        want = max(need, min(run.limit // 16, max(8 * pico, pace)))
         spend_key, lease_key = self._keys(run, window)
         try:
             grant, spent, leased = self._take(

@@ -95,6 +95,8 @@ class BudgetRun:
         "largest",
         "ledger",
         "limit",
+        "pace",
+        "recent",
         "reserved",
         "seconds",
         "shared_key",
@@ -128,6 +130,8 @@ class BudgetRun:
         self.fleet_spent = 0  # the fleet's spend and leases, as last read from Redis
         self.fleet_leased = 0
         self.down = False  # the last Redis operation failed: the call path does not try it
+        self.recent = 0  # reserved since the last sync, and in the sync interval before it:
+        self.pace = 0  # how big a lease to take
         self.stale: list[tuple[int, int, int]] = []  # (window, used, lease) of past windows
         track(self)
 
@@ -245,6 +249,7 @@ class BudgetRun:
         if blind:
             self.blind = True
         self.reserved += pico
+        self.recent += pico
         self.in_flight += 1
         return Hold(self, pico, blind, None)
 
@@ -307,6 +312,7 @@ class BudgetRun:
             idle = max(0, min(self.held, self.held + self.extra - self.reserved))
             self.held -= idle  # lease no call holds goes back to the fleet
             stale, self.stale = self.stale, []
+            self.pace, self.recent = self.recent, 0
             return self.window, used, paid + idle, stale
 
     def give_back(
