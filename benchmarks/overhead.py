@@ -228,13 +228,23 @@ def recording(batches: int) -> str:
 
 def budgets(batches: int, calls: int) -> str:
     """The served path with a budget: counted in this process, then shared through Redis (if a
-    server answers on 127.0.0.1:6379); same run, each against the bare function."""
+    server answers on 127.0.0.1:6379); each phase interleaved with the bare function. Each call
+    reserves its worst case (the per-call price) and settles to its cost."""
     import uuid
 
     aiguard.configure(prices={"models": {"m": {"per_call": "0.000001"}}})
     limit = aiguard.Budget(limit="1000000", per="day")
     local = aiguard.guard("bench-budget", model="m", budget=limit)(bare)
-    cases: dict[str, Callable[[str], Any]] = {"bare function": bare, "budget, local": local}
+    samples: dict[str, list[float]] = {"bare function": [], "budget, local": []}
+
+    def run(cases: dict[str, Callable[[str], Any]]) -> None:
+        for fn in cases.values():
+            time_sync(fn, calls)
+        for _ in range(batches):
+            for name, fn in cases.items():
+                samples.setdefault(name, []).append(time_sync(fn, calls))
+
+    run({"bare function": bare, "budget, local": local})  # before Redis: counted alone
     note = ""
     try:
         import redis
@@ -245,17 +255,10 @@ def budgets(batches: int, calls: int) -> str:
         aiguard.configure(
             budgets=RedisBudgets("redis://127.0.0.1:6379/0", prefix=f"bench-{uuid.uuid4().hex[:8]}")
         )
-        cases["budget, shared (Redis)"] = aiguard.guard(
-            "bench-budget-shared", model="m", budget=limit
-        )(bare)
+        shared = aiguard.guard("bench-budget-shared", model="m", budget=limit)(bare)
+        run({"bare function": bare, "budget, shared (Redis)": shared})
     except Exception as exc:  # no Redis here: say so
         note = f"(shared case skipped: {exc})"
-    samples: dict[str, list[float]] = {k: [] for k in cases}
-    for fn in cases.values():
-        time_sync(fn, calls)
-    for _ in range(batches):
-        for name, fn in cases.items():
-            samples[name].append(time_sync(fn, calls))
     aiguard.configure(budgets=None, prices=None)
     med = {k: statistics.median(v) for k, v in samples.items()}
     base = med["bare function"]

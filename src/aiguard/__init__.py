@@ -16,7 +16,7 @@ from ._bucketing import Bucketing
 from ._engine.finish import last_outcome
 from ._version import __version__
 from .breaker import Breaker, BreakerState
-from .budget import Budget
+from .budget import Budget, BudgetFigures, budget_figures
 from .config import AiguardConfig, FeatureConfig, configure, load_config
 from .control import (
     ControlFile,
@@ -66,6 +66,7 @@ __all__ = [
     "BreakerState",
     "Bucketing",
     "Budget",
+    "BudgetFigures",
     "ConfigError",
     "ControlEvent",
     "ControlFile",
@@ -107,6 +108,7 @@ __all__ = [
     "UnknownCall",
     "Usage",
     "__version__",
+    "budget_figures",
     "configure",
     "edit_distance",
     "feedback",

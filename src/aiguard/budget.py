@@ -13,7 +13,7 @@ from ._runtime.budgets import BudgetRun
 from .exceptions import ConfigError
 from .pricing import to_pico
 
-__all__ = ["Budget"]
+__all__ = ["Budget", "BudgetFigures", "budget_figures"]
 
 _WINDOWS = {"minute": 60.0, "hour": 3600.0, "day": 86400.0}
 
@@ -24,9 +24,12 @@ class Budget:
 
     Windows are fixed and aligned to the epoch (UTC hours and days). Every call's cost counts:
     the model's, by the price table, and the fallback handlers' own (``Rules(fn, cost=...)``,
-    ``HumanReview(cost=...)``). When the window's spend reaches the limit, calls skip the model
-    and the fallback chain serves them with reason ``over_budget`` until the next window. Calls
-    whose cost is unknown (a model missing from the price table) cannot be counted.
+    ``HumanReview(cost=...)``). Before the model runs, a call reserves its worst-case cost
+    (from ``max_tokens`` and the price table, else the guard's ``estimate=``, else the largest
+    cost seen); after, it is charged its real cost, or its reservation when the cost is
+    unknown. While the window's spend plus what calls under way reserved is below the limit,
+    a call is admitted; else it skips the model and the fallback chain serves it with reason
+    ``over_budget``. So the spend never passes the limit by more than one call's reservation.
 
     Example:
         >>> import aiguard
@@ -38,13 +41,7 @@ class Budget:
     per: str | timedelta | float = "day"
 
     def __post_init__(self) -> None:
-        if isinstance(self.limit, float):
-            raise ConfigError(
-                f"Budget(limit={self.limit!r}) is invalid: give a Decimal, a string or an int "
-                "(floats drift)"
-            )
-        to_pico(self.limit, field="Budget(limit)")
-        object.__setattr__(self, "limit", Decimal(str(self.limit)))
+        object.__setattr__(self, "limit", amount("Budget(limit)", self.limit))
         _ = self.seconds  # validates per
 
     @property
@@ -59,6 +56,66 @@ class Budget:
                 )
             return _WINDOWS[per]
         return seconds("Budget(per)", per)
+
+
+def amount(field: str, value: Any) -> Decimal:
+    """A money amount given in configuration (a budget's limit, an estimate): a Decimal, a
+    string or an int (not a float), from 0 to 10^18, at most 12 decimals; ConfigError else."""
+    if isinstance(value, float | bool):
+        raise ConfigError(
+            f"{field}={value!r} is invalid: give a Decimal, a string or an int (floats drift)"
+        )
+    to_pico(value, field=field)
+    return Decimal(str(value))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BudgetFigures:
+    """A snapshot of one feature's budget in this process.
+
+    ``spent`` is the window's spend (shared through Redis: the fleet's, as last read, plus
+    this process's own not yet shared), ``reserved`` what the ``in_flight`` calls under way
+    in this process reserved, ``leased`` (shared only) the budget the fleet's processes hold
+    in leases. ``charged_calls`` counts the calls whose cost stayed unknown and were charged
+    their reservation (``charged`` in all); ``largest_cost`` is the largest known cost of one
+    call, the reservation of calls whose worst case is not otherwise known.
+
+    Example:
+        >>> import aiguard
+        >>> @aiguard.guard("figures-demo", budget=aiguard.Budget(limit="5", per="hour"))
+        ... def f() -> str:
+        ...     return "ok"
+        >>> figures = aiguard.budget_figures("figures-demo")
+        >>> figures.limit, figures.spent, figures.reserved
+        (Decimal('5'), Decimal('0'), Decimal('0'))
+    """
+
+    feature: str
+    limit: Decimal
+    spent: Decimal
+    reserved: Decimal
+    in_flight: int
+    leased: Decimal | None
+    window_seconds: float
+    window_ends: float  # Unix time
+    largest_cost: Decimal | None
+    charged_calls: int
+    charged: Decimal
+    shared: bool
+
+
+def budget_figures(feature: str) -> BudgetFigures | None:
+    """The budget of ``feature`` in this process now, or None if it has none.
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.budget_figures("no-such-feature") is None
+        True
+    """
+    found = budgets.declared(feature)
+    if found is None:
+        return None
+    return BudgetFigures(feature=feature, **found.figures())
 
 
 def for_feature(feature: str, budget: Budget) -> BudgetRun:

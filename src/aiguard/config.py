@@ -22,6 +22,7 @@ import tomllib
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,6 +33,7 @@ from ._checks import explain, named, seconds
 from ._runtime import lifecycle
 from ._runtime.records import Capture
 from ._runtime.state import UNSET, runtime
+from .budget import amount
 from .control import ControlFile, ControlSource, read_sources, start_sources, stop_sources
 from .exceptions import ConfigError
 from .pricing import PriceTable
@@ -60,6 +62,17 @@ class FeatureConfig(BaseModel):
     threshold: _Number | None = Field(default=None, ge=0.0, le=1.0)
     timeout: _Number | None = Field(default=None, gt=0.0, allow_inf_nan=False)
     targets: tuple[str, ...] = ()  # e.g. "acceptance_rate >= 0.40", "p95_latency <= 0.5 s"
+    estimate: Decimal | None = None  # one call's worst-case cost, reserved from the budget
+
+    @pydantic.field_validator("estimate", mode="before")
+    @classmethod
+    def _estimate(cls, value: Any) -> Decimal | None:
+        if value is None:
+            return None
+        try:
+            return amount("estimate", value)  # the one amount check, as for Budget(limit=)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
     @pydantic.field_validator("timeout")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 from . import _checks
@@ -13,7 +14,7 @@ from ._engine.drivers import wrap_async, wrap_async_gen, wrap_sync, wrap_sync_ge
 from ._engine.settings import Spec
 from ._runtime.state import UNSET
 from .breaker import Breaker
-from .budget import Budget
+from .budget import Budget, amount
 from .exceptions import ConfigError
 from .fallbacks import Fallback, as_chain
 from .outcome import Outcome
@@ -136,6 +137,7 @@ def guard(
     stream: str | bool | None = None,
     first_chunk_timeout: float | timedelta | None = None,
     retry: Retry | None = None,
+    estimate: Decimal | str | int | None = None,
 ) -> _Decorator:
     """Guard the function that calls a model: serve its result only when it is good enough.
 
@@ -178,6 +180,8 @@ def guard(
             dict shapes; a callable returns a :class:`Usage` (or a mapping of its fields);
             ``False`` reads none.
         budget: a :class:`Budget`: over it, the model is not called (reason ``over_budget``).
+            Each call reserves its worst-case cost before the model runs and is charged its
+            real cost after.
         latency_slo: the latency objective in seconds (or a timedelta) for the whole call;
             calls over it are counted (``aiguard.stats(feature).slo_breaches``).
         stream: how a streamed answer (a generator function's chunks, or an iterator the
@@ -191,6 +195,10 @@ def guard(
         retry: a :class:`Retry`: the model is tried again after a transient failure, within
             ``timeout`` and the budget, before the fallback chain (each try in
             ``Outcome.attempts``). Turn the client's own retries off (``max_retries=0``).
+        estimate: one call's worst-case cost (a Decimal, a string or an int, not a float),
+            reserved from the budget when the call's arguments and the price table do not
+            bound it (no ``max_tokens`` argument); default: the feature's configuration, else
+            the largest cost seen so far.
 
     Kill switches (:func:`aiguard.kill`, control files, OpenFeature) are checked before the
     model is called: a killed feature's fallback chain serves with reason ``killed``.
@@ -233,6 +241,7 @@ def guard(
             feature, first_chunk_timeout, name="first_chunk_timeout"
         ),
         retry=_checks.check_policy(feature, "retry", retry, Retry),
+        estimate=None if estimate is None else amount(f"feature {feature!r}: estimate", estimate),
     )
     # both from the decorator here; Core.compile checks them merged with the configuration
     _checks.needs_confidence(feature, spec.threshold, spec.confidence)

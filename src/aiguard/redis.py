@@ -6,16 +6,21 @@ Install the extra (``pip install 'aiguard[redis]'``).
   ``{prefix}:control``, polled every ``interval`` seconds (default 1 s) off the call path. The
   ``aiguard`` CLI edits it (``aiguard kill FEATURE --control redis://host:6379/0``) with an
   optimistic transaction, so edits from two operators do not overwrite each other.
-- :class:`RedisBudgets` shares every :class:`aiguard.Budget`'s spend between replicas
-  (``aiguard.configure(budgets=RedisBudgets("redis://..."))``). Spend is counted locally and
-  added to Redis atomically (``INCRBY`` on integer pico-units, one key per feature and window,
-  expiring after two windows) by a background thread every ``sync`` seconds (default 0.5 s), which
-  also reads back the fleet's total. The check on the call path reads two integers, no network.
-  Staleness: a replica sees the others' spend at most ``sync`` seconds late, so a fleet of N
-  replicas can overshoot a budget by at most what N replicas spend in ``sync`` seconds.
-- Redis unreachable: the last control state is kept; budgets go on with the last known fleet total
-  plus this replica's own spend (its local allowance) and catch up when Redis answers again; a
-  warning is logged once and the failures are counted. No call fails because Redis is down.
+- :class:`RedisBudgets` shares every :class:`aiguard.Budget` between replicas
+  (``aiguard.configure(budgets=RedisBudgets("redis://..."))``). Per feature and window, Redis
+  holds the fleet's spend (``{prefix}:budget:{feature}:{window}``) and the budget leased to
+  replicas (``{prefix}:lease:{feature}:{window}``), integer pico-units expiring after two
+  windows. A call reserves its worst-case cost from the lease its replica holds, with no network;
+  when that lease is short, one Lua script takes more atomically (within ``call_timeout``): it
+  grants a lease only while spend + leases is below the limit, so the fleet never spends past
+  the limit by more than one call's reservation. A background thread every ``sync`` seconds
+  (default 0.5 s) adds the replica's settled spend to Redis, gives back the lease no call
+  holds, and reads back the fleet's figures.
+- Redis unreachable: the last control state is kept; budgets go on with the last known fleet
+  figures plus this replica's own spend (its local allowance) and catch up when Redis answers
+  again; a warning is logged once and the failures are counted. No call fails because Redis is
+  down, and a call waits for it at most ``call_timeout``, once: later calls do not try it until
+  the background sync reaches Redis again.
 """
 
 from __future__ import annotations
@@ -39,8 +44,16 @@ def _client(url: str, timeout: float) -> Any:
         import redis as redis_py
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ConfigError("Redis support needs redis-py: pip install 'aiguard[redis]'") from exc
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # no retries: ``timeout`` is the deadline of each operation, whatever fails
     return redis_py.Redis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=10
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=10,
+        retry=Retry(NoBackoff(), 0),
     )
 
 
@@ -122,8 +135,32 @@ def edit_control(
                 continue
 
 
+_TAKE = """
+local spent = redis.call('GET', KEYS[1]) or '0'
+local leased = tonumber(redis.call('GET', KEYS[2]) or '0')
+local committed = tonumber(spent) + leased
+local limit = tonumber(ARGV[1])
+local grant = '0'
+if committed < limit then
+  if committed + tonumber(ARGV[2]) <= limit then grant = ARGV[2] else grant = ARGV[3] end
+  leased = redis.call('INCRBY', KEYS[2], grant)
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+return {grant, spent, leased}
+"""
+# Take a lease for one window, atomically: KEYS = (spend, leases); ARGV = (limit, wanted, needed,
+# ttl). While spend + leases is below the limit, grant the wanted lease if it fits, else the
+# needed one (one call's reservation at most: the only way past the limit, by less than it).
+# Amounts reach INCRBY as the strings Python sent, never through Lua's floating point.
+
+
 class RedisBudgets:
-    """Shared spend for every budget of this process (see the module docstring).
+    """Shared budgets for every :class:`aiguard.Budget` of this process (see the module
+    docstring): reservations come from leases of budget taken atomically from Redis.
+
+    ``timeout`` bounds each Redis operation of the background sync, ``call_timeout`` the one a
+    call makes when it needs a new lease (after one fails, calls use this process's own view
+    until the sync reaches Redis again).
 
     Example:
         >>> from aiguard.redis import RedisBudgets
@@ -138,11 +175,16 @@ class RedisBudgets:
         prefix: str = "aiguard",
         sync: float | timedelta = 0.5,
         timeout: float = 1.0,
+        call_timeout: float = 0.1,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.sync = seconds("sync", sync)
-        self._redis = _client(url, timeout)
+        self.timeout = seconds("timeout", timeout)
+        self.call_timeout = seconds("call_timeout", call_timeout)
+        self._redis = _client(url, self.timeout)
+        self._fast = _client(url, self.call_timeout)  # the call path's: a shorter deadline
+        self._take = self._fast.register_script(_TAKE)
         self._runs: list[Any] = []
         self._lock = threading.Lock()
         self.failures = 0
@@ -150,43 +192,87 @@ class RedisBudgets:
         self._worker = f"aiguard-budgets[{id(self):x}]"
         lifecycle.add_worker(self._worker, self.flush, self.sync, final=self.flush)
 
+    def _keys(self, run: Any, window: int) -> tuple[str, str]:
+        return f"{run.shared_key}:{window}", f"{self.prefix}:lease:{run.feature}:{window}"
+
     def attach(self, run: Any, feature: str) -> None:
         """Share ``run`` (a feature's BudgetRun) through Redis."""
         with self._lock:
             run.shared_key = f"{self.prefix}:budget:{feature}"
+            run.ledger = self
             self._runs.append(run)
         self.flush_one(run)
 
+    def take(self, run: Any, window: int, need: int, pico: int) -> int | None:
+        """A lease of at least ``need`` for ``run``'s ``window``, taken atomically from Redis
+        (on the call path, within ``call_timeout``): what was granted (0: the budget is
+        spent), or None when Redis did not answer."""
+        # what the replica reserves in two sync intervals (8 calls at least), at most 1/16 of
+        # the limit; the script grants just ``need`` when that does not fit
+        pace = 2 * max(run.pace, run.recent)
+        want = max(need, min(run.limit // 16, max(8 * pico, pace)))
+        spend_key, lease_key = self._keys(run, window)
+        try:
+            grant, spent, leased = self._take(
+                keys=[spend_key, lease_key],
+                args=[run.limit, want, need, max(1, int(2 * run.seconds))],
+                client=self._fast,
+            )
+        except Exception as exc:
+            self._unreachable(exc)
+            return None
+        run.granted(window, int(grant), int(spent), int(leased))
+        return int(grant)
+
     def flush(self) -> None:
-        """Push this replica's spend and read back the fleet's totals, now."""
+        """Push this replica's spend, give back the leases no call holds, and read back the
+        fleet's figures, now."""
         with self._lock:
             runs = list(self._runs)
         for run in runs:
             self.flush_one(run)
 
     def flush_one(self, run: Any) -> None:
-        window, pending = run.take_pending()
-        key = f"{run.shared_key}:{window}"
+        window, used, lease, stale = run.take_sync()
+        ttl = max(1, int(2 * run.seconds))
         try:
-            pipe = self._redis.pipeline()
-            pipe.incrby(key, pending)
-            pipe.expire(key, max(1, int(2 * run.seconds)))
-            total, _ = pipe.execute()
+            pipe = self._redis.pipeline()  # MULTI/EXEC: one atomic step
+            for old, old_used, old_lease in stale:  # what past windows still owe
+                old_spend, old_leases = self._keys(run, old)
+                pipe.incrby(old_spend, old_used)
+                pipe.expire(old_spend, ttl)
+                pipe.decrby(old_leases, old_lease)
+                pipe.expire(old_leases, ttl)
+            spend_key, lease_key = self._keys(run, window)
+            pipe.incrby(spend_key, used)
+            pipe.expire(spend_key, ttl)
+            pipe.decrby(lease_key, lease)
+            pipe.expire(lease_key, ttl)
+            *_, spent, _, leased, _ = pipe.execute()
         except Exception as exc:
-            run.give_back(window, pending)  # counted locally until Redis answers
-            self.failures += 1
-            errors.warn_once(
-                f"redis-budgets:{self.url}",
-                "aiguard: Redis at %s is unreachable (%s): budgets go on with this replica's "
-                "own spend and the last known fleet total",
-                self.url,
-                exc,
-            )
+            run.give_back(window, used, lease, stale)  # counted locally until Redis answers
+            self._unreachable(exc)
             return
-        run.set_fleet(window, int(total))
+        run.synced(window, int(spent), int(leased))
+
+    def _unreachable(self, exc: BaseException) -> None:
+        self.failures += 1
+        errors.warn_once(
+            f"redis-budgets:{self.url}",
+            "aiguard: Redis at %s is unreachable (%s): budgets go on with this replica's "
+            "own spend and the last known fleet figures",
+            self.url,
+            exc,
+        )
 
     def close(self) -> None:
-        """Stop syncing (after one last push of this replica's spend) and disconnect."""
+        """Stop syncing (after one last push of this replica's spend, its unused leases given
+        back) and disconnect; the budgets go on counting in this process alone."""
         lifecycle.remove_worker(self._worker)
         self.flush()
+        with self._lock:
+            runs, self._runs = self._runs, []
+        for run in runs:
+            run.detach()
         self._redis.close()
+        self._fast.close()

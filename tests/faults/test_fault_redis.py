@@ -82,14 +82,15 @@ def test_control_keeps_the_last_state_through_a_redis_fault(
 def test_budgets_go_on_while_redis_is_blackholed(
     redis_proxy: tuple[str, str, Partition],
 ) -> None:
-    """Shared budgets with Redis blackholed: calls are served, spend is counted locally and
-    pushed once Redis is back."""
+    """Shared budgets with Redis blackholed: calls are served, one call waits for Redis at
+    most call_timeout and the others not at all, spend is counted locally and pushed once Redis
+    is back."""
     from aiguard.redis import RedisBudgets
 
     url, prefix, proxy = redis_proxy
     aiguard.configure(
         prices={"models": {"m": {"per_call": "0.01"}}},
-        budgets=RedisBudgets(url, prefix=prefix, sync=0.1, timeout=0.5),
+        budgets=RedisBudgets(url, prefix=prefix, sync=0.1, timeout=0.5, call_timeout=0.02),
     )
 
     @aiguard.guard("budget-fault", model="m", budget=aiguard.Budget(limit="100", per="day"))
@@ -97,12 +98,13 @@ def test_budgets_go_on_while_redis_is_blackholed(
         return "ok"
 
     proxy.blackhole()
-    worst = 0.0
+    waits = []
     for _ in range(50):
         t = time.monotonic()
         assert f() == "ok"
-        worst = max(worst, time.monotonic() - t)
-    assert worst < 0.05
+        waits.append(time.monotonic() - t)
+    assert max(waits) < 0.05  # the call deadline, not the sync's
+    assert len([w for w in waits if w > 0.015]) <= 1  # after one failure, calls do not wait
     proxy.heal()
     import redis
 

@@ -12,11 +12,12 @@ from typing import Any
 
 from .._runtime import errors, telemetry
 from .._runtime import stats as _stats
+from .._runtime.budgets import held
 from .._runtime.money import pico_of
 from .._runtime.state import runtime
 from ..budget import Budget
 from ..budget import for_feature as budget_for_feature
-from ..outcome import Outcome, Reason, Source
+from ..outcome import MODEL_REASONS, Outcome, Reason, Source
 from ..pricing import PriceTable, pico_cost
 from ..usage import Usage, as_usage, read_usage
 from .decide import is_status_error
@@ -197,16 +198,22 @@ class Accounting:
             self.record(source, reason, latency, usage, cost)
             budget = self.budget
             if budget is not None:
-                if cost:
+                hold = held.get()
+                if hold is not None and hold.run is budget and reason in MODEL_REASONS:
+                    held.set(hold.parent)  # the reservation the pre-call check took
+                    budget.settle(hold, cost, fallback_cost)
+                    if cost is None:
+                        errors.warn_once(
+                            f"budget-unknown:{self.feature}",
+                            "aiguard: %s: a call's cost is unknown: the budget charges it its "
+                            "reservation (configure prices, and return token usage or a "
+                            "per-call price)",
+                            self.feature,
+                        )
+                elif cost:
                     budget.spend(cost)
                 elif cost is None:
                     budget.spend(fallback_cost)  # what is known of the call's cost
-                    errors.warn_once(
-                        f"budget-unknown:{self.feature}",
-                        "aiguard: %s: the budget cannot count calls whose cost is unknown "
-                        "(configure prices, and return token usage or a per-call price)",
-                        self.feature,
-                    )
             if metrics_api._METER_PROVIDER is not None:
                 m = telemetry.meters()
                 if m is not None:

@@ -23,6 +23,7 @@ from . import decide, finish
 from .accounting import Accounting
 from .gates import GateRun
 from .pre import compile_pre, monitor
+from .reserve import budget_check
 from .settings import Settings, Spec, by_name, effective, pick
 
 
@@ -96,8 +97,10 @@ class Core:
         lifecycle.ensure_workers()
         with runtime.lock:
             generation = runtime.generation
-            confidence, threshold, timeout = self.compile(runtime.features.get(self.feature))
+            cfg = runtime.features.get(self.feature)
+            confidence, threshold, timeout = self.compile(cfg)
             ctl = effective(self.feature)
+            budget = budget_check(self, cfg)
         if ctl.threshold is not None:
             if confidence is None:
                 errors.warn_once(
@@ -129,7 +132,7 @@ class Core:
             call_timeout=timeout
             if first is None or (timeout is not None and timeout <= first)
             else first,
-            pre=compile_pre(ctl.kill, self.breaker, plan, self.acct.budget),
+            pre=compile_pre(ctl.kill, self.breaker, plan, budget),
             percent=percent,
         )
         self.settings = settings

@@ -7,18 +7,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .._runtime.budgets import BudgetRun
 from ..breaker import BreakerRun
 from ..outcome import Reason
 from ..rollout import Plan
 from .gates import GateRun
+from .reserve import Check, release
 from .settings import Kill, Pre
 
 
 def compile_pre(
-    kill: Kill | None, breaker: BreakerRun | None, plan: Plan | None, budget: BudgetRun | None
+    kill: Kill | None, breaker: BreakerRun | None, plan: Plan | None, budget: Check | None
 ) -> Pre | None:
-    """The checks that run before the model call, compiled for the current control state."""
+    """The checks that run before the model call, compiled for the current control state.
+    ``budget`` (``reserve.budget_check``) reserves the call's worst-case cost when it admits
+    it; a call the breaker then stops gives the reservation back."""
     if kill is not None:
         blocked = (Reason.KILLED, None, kill.describe())
         return lambda args, kwargs: blocked
@@ -37,12 +39,14 @@ def compile_pre(
                 return verdict
             arm = "ai"
         if budget is not None:  # before the breaker: no half-open probe is spent on it
-            why = budget.exhausted()
+            why = budget(args, kwargs)
             if why is not None:
                 return Reason.OVER_BUDGET, arm, why
         if breaker is not None:
             why = breaker.admit()
             if why is not None:
+                if budget is not None:
+                    release()
                 return Reason.AUTO_KILLED, arm, why
         return ai if arm else (None, None, None)
 

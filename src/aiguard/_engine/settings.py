@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
 from .._runtime.state import UNSET, runtime
@@ -47,6 +48,7 @@ class Spec:
     stream: str | bool | None = None
     first_chunk_timeout: float | None = None
     retry: Any = None
+    estimate: Decimal | None = None  # one call's worst-case cost, for the budget
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
