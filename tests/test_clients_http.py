@@ -268,13 +268,6 @@ def test_missing_fields_are_served_unless_validated(
     assert rejected.model_result is not None and rejected.cost is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="validate= with the client's own pydantic response type (ChatCompletion, Message) "
-    "checks nothing: the clients build responses without validation (construct), and "
-    "Model.model_validate() returns an instance of the model as is (pydantic's "
-    "revalidate_instances='never'), so a response missing its required fields passes",
-)
 @pytest.mark.parametrize("api", APIS)
 def test_validating_with_the_response_type(mode: Mode, llm_server: LLMServer, api: str) -> None:
     """``validate=`` the client's response type rejects a response missing required fields."""
@@ -339,13 +332,6 @@ def test_aiguard_timeout_shorter_than_the_clients(
     assert len(llm_server.requests) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="when aiguard's own timeout= expires there is no exception, so the cost path takes "
-    "it for a served call without usage and warns 'no token usage was read from its results "
-    "... (return the client's response, or pass usage=)', blaming the usage reader instead of "
-    "naming the timeout as it does for the clients' timeouts",
-)
 def test_aiguard_timeout_warning_names_the_timeout(
     mode: Mode, llm_server: LLMServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -27,8 +27,7 @@ def blocks() -> list[tuple[int, str, str | None]]:
     """``(line, code, expected output)`` for each python block of the page."""
     text = PAGE.read_text()
     return [
-        (text.count("\n", 0, m.start()) + 1, m.group(1), m.group(2))
-        for m in BLOCK.finditer(text)
+        (text.count("\n", 0, m.start()) + 1, m.group(1), m.group(2)) for m in BLOCK.finditer(text)
     ]
 
 

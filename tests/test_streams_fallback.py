@@ -1,5 +1,5 @@
-"""A guarded function returning a client's stream whose ``create()`` fails before returning it:
-what the caller gets from the fallback chain."""
+"""Streams the fallback chain answers: a client's ``create()`` that fails before returning its
+stream, and a buffered answer rejected after the model streamed it all."""
 
 from __future__ import annotations
 
@@ -39,14 +39,10 @@ def test_with_stream_pass_the_fallbacks_answer_is_an_iterator_of_chunks(
     stream = chat(client, stream="pass")()
     assert list(stream) == ["busy"]
     outcome = aiguard.last_outcome()
-    assert outcome is not None and (outcome.reason, outcome.source) == (Reason.ERROR, Source.DEFAULT)
+    assert outcome is not None
+    assert (outcome.reason, outcome.source) == (Reason.ERROR, Source.DEFAULT)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="create() raised before returning its stream: the fallback's answer is a plain "
-    "generator, which has no `with` and no `.outcome`, unlike the stream it stands for",
-)
 def test_the_fallbacks_stream_supports_with_and_outcome(
     llm_server: LLMServer, client: openai.OpenAI
 ) -> None:
@@ -57,13 +53,27 @@ def test_the_fallbacks_stream_supports_with_and_outcome(
     assert stream.outcome.reason is Reason.ERROR
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with stream=None, aiguard cannot know before the function returns that it returns a "
-    "stream: the fallback's value is served as it is, and iterating a str gives its characters",
-)
-def test_by_default_the_fallbacks_answer_is_one_chunk(
+def test_by_default_the_fallbacks_answer_is_served_as_it_is(
     llm_server: LLMServer, client: openai.OpenAI
 ) -> None:
+    """stream=None: before the function returns, nothing says it returns a stream, so a
+    fallback's answer is served as it is (declare stream='pass' to get it as a stream)."""
     llm_server.reply(status=429)
-    assert list(chat(client)()) == ["busy"]
+    assert chat(client)() == "busy"
+
+
+def test_a_rejected_buffered_stream_keeps_its_tokens_and_cost() -> None:
+    aiguard.configure(prices={"currency": "USD", "models": {"m1": {"input": "1", "output": "2"}}})
+
+    @aiguard.guard(
+        "f-buffer", model="m1", stream="buffer", validate=lambda text: False,
+        fallback=aiguard.Default("fallback"),
+    )  # fmt: skip
+    def answer() -> Iterator[str]:
+        yield "not sure"
+        return {"input_tokens": 1000, "output_tokens": 500}  # type: ignore[return-value]
+
+    outcome = answer.outcome()
+    assert (outcome.reason, outcome.value) == (Reason.INVALID_OUTPUT, "fallback")
+    assert outcome.usage is not None and outcome.usage.output_tokens == 500
+    assert outcome.cost is not None

@@ -158,6 +158,10 @@ def check_validate(feature: str, value: Any) -> tuple[Validator, ...]:
 
 def _pydantic_validator(model: Any) -> Validator:
     def validate(result: Any) -> None:
+        if isinstance(result, model):
+            # pydantic hands an instance back unchecked, and the model clients build theirs
+            # without validation: check what it holds
+            result = result.model_dump(warnings=False)
         model.model_validate(result, from_attributes=not isinstance(result, Mapping))
 
     validate.__qualname__ = model.__qualname__

@@ -22,6 +22,7 @@ from .outcome import Attempt, Reason, Source
 from .pricing import to_pico
 from .review import ReviewQueue
 from .store import ReviewItem
+from .usage import Usage
 
 __all__ = ["Default", "Fallback", "FallbackContext", "HumanReview", "Rules"]
 
@@ -56,6 +57,8 @@ class FallbackContext:
     signature: inspect.Signature | None = dataclasses.field(default=None, repr=False)
     # the model's failed tries before the one this context describes (``retry=``)
     model_attempts: tuple[Attempt, ...] = dataclasses.field(default=(), repr=False)
+    # the usage already read for the model's result (a stream's, from its chunks)
+    usage: Usage | None = dataclasses.field(default=None, repr=False)
 
     @property
     def arguments(self) -> dict[str, Any]:

@@ -98,7 +98,7 @@ def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
         record = body(args, kwargs, None) if api._TRACER_PROVIDER is None else run(args, kwargs)
         if declared and record.__class__ is not StreamRecord:  # a fallback's answer, as a stream
-            return streams.as_items(record.value)  # type: ignore[return-value]
+            return streams.Replay(record.value, record)  # type: ignore[return-value]
         return record.value  # type: ignore[no-any-return]
 
     def outcome(*args: P.args, **kwargs: P.kwargs) -> Outcome[R]:
@@ -187,7 +187,7 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
         traced = api._TRACER_PROVIDER is not None
         record = await (run(args, kwargs) if traced else body(args, kwargs, None))
         if declared and record.__class__ is not StreamRecord:  # a fallback's answer, as a stream
-            return streams.as_async_items(record.value)  # type: ignore[return-value]
+            return streams.AsyncReplay(record.value, record)  # type: ignore[return-value]
         return record.value  # type: ignore[no-any-return]
 
     async def outcome(*args: P.args, **kwargs: P.kwargs) -> Outcome[R]:

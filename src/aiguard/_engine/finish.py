@@ -153,7 +153,7 @@ def outcome(
     if source is not None and ctx.reason in BASELINE_REASONS:
         source = Source.BASELINE
     acct = core.acct
-    usage = acct.usage(ctx.model_result)
+    usage = ctx.usage if ctx.usage is not None else acct.usage(ctx.model_result)
     failure = ctx.exception
     if failure is None and ctx.reason is Reason.TIMEOUT:  # aiguard's own timeout fired
         failure = TimeoutError(ctx.detail or "timed out")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 from collections.abc import AsyncIterator, Iterator
 from time import perf_counter
@@ -323,10 +324,12 @@ class Run:
         if reason is SERVED:
             self.verdict = (reason, confidence, detail)
             return None
-        return self.core.context(
+        ctx = self.core.context(
             self.s, self.n, self.args, self.kwargs, reason, result=answer,
             confidence=confidence, detail=detail, arm=self.arm, span=self.span,
         )  # fmt: skip
+        usage = self.tally.usage  # the whole answer was generated: its tokens count
+        return ctx if usage is None else dataclasses.replace(ctx, usage=usage)
 
     # -- the end -----------------------------------------------------------------------------------
 
@@ -656,6 +659,61 @@ class StreamRecord:
 
     def __init__(self, value: Any) -> None:
         self.value = value
+
+
+class Replay:
+    """A fallback's answer served as a stream (``stream="pass"``/``"buffer"`` declared, and the
+    function failed before returning one): its items, ``with`` and ``close()``, and the call's
+    ``outcome``."""
+
+    __slots__ = ("_items", "outcome")
+
+    def __init__(self, value: Any, outcome: Outcome[Any]) -> None:
+        self._items = as_items(value)
+        self.outcome = outcome
+
+    def __iter__(self) -> Replay:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._items)
+
+    def __enter__(self) -> Replay:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._items.close()  # type: ignore[attr-defined]
+
+
+class AsyncReplay:
+    """:class:`Replay` for async callers."""
+
+    __slots__ = ("_items", "outcome")
+
+    def __init__(self, value: Any, outcome: Outcome[Any]) -> None:
+        self._items = as_async_items(value)
+        self.outcome = outcome
+
+    def __aiter__(self) -> AsyncReplay:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self._items.__anext__()
+
+    async def __aenter__(self) -> AsyncReplay:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._items.aclose()  # type: ignore[attr-defined]
+
+    async def aclose(self) -> None:
+        await self.close()
 
 
 def consume(stream: Any) -> Outcome[Any]:
