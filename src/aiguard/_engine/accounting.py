@@ -18,8 +18,9 @@ from ..budget import Budget
 from ..budget import for_feature as budget_for_feature
 from ..outcome import Outcome, Reason, Source
 from ..pricing import PriceTable, pico_cost
-from ..usage import Usage, as_usage, read_usage
+from ..usage import Usage, as_usage
 from .decide import is_status_error
+from .readers import Reader, reader_for
 
 UsageReader = Callable[[Any], Any]
 metrics_api = telemetry.metrics_api
@@ -64,7 +65,7 @@ class Accounting:
         if usage is False:
             self.reader: UsageReader | None = None
         elif usage is None or usage is True:
-            self.reader = read_usage
+            self.reader = _by_class()
         else:
             custom = usage
 
@@ -107,6 +108,12 @@ class Accounting:
         nothing; a timeout, a disconnect or any other failure costs unknown, and the warning
         says so. Never raises."""
         try:
+            if usage is not None and model_called and runtime.prices is self._prices:
+                # the common case first: a model already priced by this table (the rates are
+                # cached per model; None, _UNKNOWN and a new table take the long way)
+                rates = self._price_cache.get(usage.model or self.model)
+                if rates is not None and rates is not _UNKNOWN:
+                    return pico_cost(rates, usage) + fallback_cost
             if failure is not None and usage is None and model_called:
                 if is_status_error(failure):
                     return fallback_cost  # refused by the provider: nothing billed
@@ -149,7 +156,7 @@ class Accounting:
             self._price_cache[model] = rates
         if rates is None:
             return None
-        if usage is None and any(rates[:4]):
+        if usage is None and rates.per_token:
             errors.warn_once(
                 f"no-usage:{self.feature}",
                 "aiguard: %s: model %r is priced per token but no token usage was read from "
@@ -219,6 +226,15 @@ class Accounting:
         if usage is not None:
             m.tokens.record(usage.input_tokens, {**gen_ai, "gen_ai.token.type": "input"})
             m.tokens.record(usage.output_tokens, {**gen_ai, "gen_ai.token.type": "output"})
+            # the conventions' token types are input and output only, and cache tokens are a
+            # part of the input: counted apart, so that no sum over token types counts twice
+            if usage.cache_read_tokens:
+                m.cache_tokens.add(usage.cache_read_tokens, {**gen_ai, **_CACHE_READ})
+            write_1h = usage.cache_write_1h_tokens
+            if usage.cache_write_tokens > write_1h:
+                m.cache_tokens.add(usage.cache_write_tokens - write_1h, {**gen_ai, **_WRITE_5M})
+            if write_1h:
+                m.cache_tokens.add(write_1h, {**gen_ai, **_WRITE_1H})
         src = source.value if source is not None else "none"
         ours = {"aiguard.feature": self.feature, "aiguard.source": src, "aiguard.reason": reason}
         m.calls.add(1, ours)
@@ -294,6 +310,9 @@ class Accounting:
             attrs["gen_ai.usage.input_tokens"] = usage.input_tokens
             attrs["gen_ai.usage.output_tokens"] = usage.output_tokens
             attrs["gen_ai.usage.cache_read.input_tokens"] = usage.cache_read_tokens
+            attrs["gen_ai.usage.cache_creation.input_tokens"] = usage.cache_write_tokens
+            if usage.cache_write_1h_tokens:
+                attrs["aiguard.usage.cache_creation_1h.input_tokens"] = usage.cache_write_1h_tokens
             if usage.reasoning_tokens:
                 attrs["gen_ai.usage.reasoning.output_tokens"] = usage.reasoning_tokens
         if cost is not None:
@@ -317,6 +336,29 @@ class Accounting:
 
 _UNKNOWN: Any = object()
 _KILLED = frozenset({Reason.KILLED, Reason.AUTO_KILLED})
+_CACHE_READ = {"aiguard.cache.operation": "read"}
+_WRITE_5M = {"aiguard.cache.operation": "write", "aiguard.cache.ttl": "5m"}
+_WRITE_1H = {"aiguard.cache.operation": "write", "aiguard.cache.ttl": "1h"}
+_READERS_KEPT = 64  # result classes one guard remembers a reader for (more: looked up per call)
+
+
+def _by_class() -> Reader:
+    """The default usage reader of one guard: the reader for each result's class (see
+    ``readers``), chosen on the first result of that class and kept."""
+    readers: dict[type, Reader] = {}
+
+    def read(result: Any) -> Usage | None:
+        cls = result.__class__
+        found = readers.get(cls)
+        if found is None:
+            found = reader_for(cls)
+            if len(readers) < _READERS_KEPT:
+                readers[cls] = found
+        return found(result)
+
+    return read
+
+
 # what a provider appends to a model name for a dated snapshot: -2025-04-14, -20250929, @20240620
 _SNAPSHOT = re.compile(r"^[-@](\d{4}-\d{2}-\d{2}|\d{8})$")
 
