@@ -295,7 +295,9 @@ class Recorder:
                 return
         self.recorded += 1
         queue = self.queue
-        if len(queue) >= self.queue_max:
+        # the batch being written counts too: it is still in memory, and goes back to the
+        # queue if the store refuses it
+        if len(queue) + len(self.popped) >= self.queue_max:
             self._drop(1, "queue full")
             errors.warn_once(
                 "records-dropped",
