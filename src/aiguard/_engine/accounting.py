@@ -30,8 +30,7 @@ class Accounting:
     """What one guard knows about its model, and where each call's figures go."""
 
     __slots__ = (
-        "_price_cache",
-        "_prices",
+        "_priced",
         "budget",
         "feature",
         "model",
@@ -79,8 +78,9 @@ class Accounting:
         if latency_slo is not None:
             self.stats.slo = latency_slo
         self.record = self.stats.record  # bound once: one attribute lookup less per call
-        self._prices: PriceTable | None = None
-        self._price_cache: dict[str | None, Any] = {}
+        # the price table the cached rates come from, and the rates by model name: one value,
+        # replaced whole, so a call never pairs one table with another's rates
+        self._priced: tuple[PriceTable | None, dict[str | None, Any]] = (None, {})
 
     # -- usage and cost -----------------------------------------------------------------------
 
@@ -108,11 +108,12 @@ class Accounting:
         nothing; a timeout, a disconnect or any other failure costs unknown, and the warning
         says so. Never raises."""
         try:
-            if usage is not None and model_called and runtime.prices is self._prices:
+            table, cached = self._priced
+            if usage is not None and model_called and table is not None:
                 # the common case first: a model already priced by this table (the rates are
-                # cached per model; None, _UNKNOWN and a new table take the long way)
-                rates = self._price_cache.get(usage.model or self.model)
-                if rates is not None and rates is not _UNKNOWN:
+                # cached per model; an unknown price and a new table take the long way)
+                rates = cached.get(usage.model or self.model)
+                if rates is not None and runtime.prices is table:
                     return pico_cost(rates, usage) + fallback_cost
             if failure is not None and usage is None and model_called:
                 if is_status_error(failure):
@@ -138,10 +139,12 @@ class Accounting:
         prices = runtime.prices
         if prices is None:
             return None  # no price table: the model's cost is unknown
-        if prices is not self._prices:
-            self._prices, self._price_cache = prices, {}
+        priced = self._priced
+        if prices is not priced[0]:
+            priced = self._priced = (prices, {})
+        cached = priced[1]
         model = usage.model if usage is not None and usage.model else self.model
-        rates = self._price_cache.get(model, _UNKNOWN)
+        rates = cached.get(model, _UNKNOWN)
         if rates is _UNKNOWN:
             if model is None:
                 errors.warn_once(
@@ -153,7 +156,7 @@ class Accounting:
                 rates = None
             else:
                 rates = _lookup(prices, model, self.model)
-            self._price_cache[model] = rates
+            cached[model] = rates
         if rates is None:
             return None
         if usage is None and rates.per_token:
