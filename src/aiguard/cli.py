@@ -305,10 +305,6 @@ def _status(path: Path, store: Store | None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 def _needed_store(explicit: str | None, what: str) -> Store:
     store = _store(explicit)
     if store is None:
@@ -355,3 +351,7 @@ def _export(args: argparse.Namespace) -> int:
     note = f" ({skipped} calls without captured inputs left out)" if skipped else ""
     print(f"{written} examples exported for {args.feature}{note}", file=sys.stderr)
     return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
