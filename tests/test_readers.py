@@ -210,3 +210,21 @@ def test_reader_for_an_unrecognised_shape_is_the_generic_reader(
     fields.pop("usage")
     monkeypatch.setattr(cls, "model_fields", fields)
     assert reader_for(cls) is read_usage
+
+
+@given(st.lists(st.integers(0, 10**30), min_size=6, max_size=6), st.sampled_from([None, "m"]))
+def test_the_readers_usage_is_a_usage(counts: list[int], model: str | None) -> None:
+    """What the fast construction builds is a Usage like any other: equal to the one the
+    constructor builds, of that very class, frozen, hashable."""
+    import dataclasses
+
+    from aiguard.usage import _usage
+
+    i, o, r, w, w1, reasoning = counts
+    w1 = min(w1, w)
+    built = _usage(i, o, r, w, w1, reasoning, model, "p")
+    expected = Usage(i, o, r, w, reasoning, model, "p", cache_write_1h_tokens=w1)
+    assert built == expected and type(built) is Usage and hash(built) == hash(expected)
+    assert repr(built) == repr(expected)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.input_tokens = 1  # type: ignore[misc]

@@ -81,16 +81,12 @@ class Usage:
         return max(0, self.cache_write_tokens - self.cache_write_1h_tokens)
 
 
-def _setter(name: str) -> Callable[[Usage, Any], None]:
-    """The slot's own setter: it bypasses the frozen dataclass's ``__setattr__``."""
-    return Usage.__dict__[name].__set__  # type: ignore[no-any-return]
+class _Building:
+    """A Usage under construction: the same slots, not frozen. ``_usage`` fills one with plain
+    attribute stores, then makes it a Usage (``__class__`` assignment between classes of the
+    same slot layout): a third cheaper than setting eight frozen slots one by one."""
 
-
-_object_new = object.__new__
-_set_input, _set_output = _setter("input_tokens"), _setter("output_tokens")
-_set_read, _set_write = _setter("cache_read_tokens"), _setter("cache_write_tokens")
-_set_write_1h, _set_reasoning = _setter("cache_write_1h_tokens"), _setter("reasoning_tokens")
-_set_model, _set_provider = _setter("model"), _setter("provider")
+    __slots__ = Usage.__slots__
 
 
 def _usage(
@@ -104,18 +100,19 @@ def _usage(
     provider: str | None,
 ) -> Usage:
     """A Usage from counts the readers have already checked (whole numbers from 0, the 1-hour
-    writes at most the writes): the slots set directly, at half the cost of the frozen
-    dataclass's ``__init__`` (the served path builds one per call)."""
-    u = _object_new(Usage)
-    _set_input(u, input_tokens)
-    _set_output(u, output_tokens)
-    _set_read(u, cache_read)
-    _set_write(u, cache_write)
-    _set_write_1h(u, cache_write_1h)
-    _set_reasoning(u, reasoning)
-    _set_model(u, model)
-    _set_provider(u, provider)
-    return u
+    writes at most the writes), without the frozen dataclass's ``__init__`` (the served path
+    builds one per call)."""
+    u: Any = _Building()
+    u.input_tokens = input_tokens
+    u.output_tokens = output_tokens
+    u.cache_read_tokens = cache_read
+    u.cache_write_tokens = cache_write
+    u.cache_write_1h_tokens = cache_write_1h
+    u.reasoning_tokens = reasoning
+    u.model = model
+    u.provider = provider
+    u.__class__ = Usage
+    return u  # type: ignore[no-any-return]
 
 
 _MAX_TOKENS = 10**30  # far beyond any real count; keeps every cost within a float's range
