@@ -26,6 +26,14 @@ from typing import Any
 import aiguard
 
 TICKET = "my invoice is wrong"
+PRICES = aiguard.PriceTable(
+    models={
+        "gpt-4.1-mini": {"input": "0.40", "cached_input": "0.10", "output": "1.60"},
+        "claude-sonnet-4-5": {
+            "input": "3", "cached_input": "0.30", "cache_write": "3.75", "output": "15",
+        },
+    }
+)  # fmt: skip
 RESULT = {"label": "billing", "score": 0.93}
 LOW = {"label": "billing", "score": 0.42}
 RULES = {"label": "billing", "score": 1.0}
@@ -45,6 +53,64 @@ def keyword_rules(ticket: str) -> dict[str, Any]:
 
 async def abare(ticket: str) -> dict[str, Any]:
     return RESULT
+
+
+def text(ticket: str) -> str:
+    return "billing"
+
+
+async def atext(ticket: str) -> str:
+    return "billing"
+
+
+def _responses() -> tuple[Any, Any]:
+    """A real ChatCompletion and a real Message, as the clients build them from the JSON."""
+    from anthropic.types import Message
+    from openai.types.chat import ChatCompletion
+
+    chat = ChatCompletion.model_validate(
+        {
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1,
+            "model": "gpt-4.1-mini-2025-04-14",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "billing"}}],
+            "usage": {"prompt_tokens": 1200, "completion_tokens": 80, "total_tokens": 1280,
+                      "prompt_tokens_details": {"cached_tokens": 1000},
+                      "completion_tokens_details": {"reasoning_tokens": 30}},
+        }
+    )  # fmt: skip
+    message = Message.model_validate(
+        {
+            "id": "msg_1", "type": "message", "role": "assistant",
+            "model": "claude-sonnet-4-5-20250929",
+            "content": [{"type": "text", "text": "billing"}],
+            "stop_reason": "end_turn", "stop_sequence": None,
+            "usage": {"input_tokens": 100, "output_tokens": 20, "cache_read_input_tokens": 300,
+                      "cache_creation_input_tokens": 50,
+                      "cache_creation": {"ephemeral_5m_input_tokens": 30,
+                                         "ephemeral_1h_input_tokens": 20}},
+        }
+    )  # fmt: skip
+    return chat, message
+
+
+CHAT, MESSAGE = _responses()
+
+
+def chat(ticket: str) -> Any:
+    return CHAT
+
+
+def message(ticket: str) -> Any:
+    return MESSAGE
+
+
+async def achat(ticket: str) -> Any:
+    return CHAT
+
+
+async def amessage(ticket: str) -> Any:
+    return MESSAGE
 
 
 async def abare_low(ticket: str) -> dict[str, Any]:
@@ -69,6 +135,9 @@ SYNC_CASES: dict[str, Callable[[str], Any]] = {
     "+ rollout + breaker": guarded(bare, rollout=ROLLOUT, breaker=BREAKER),
     "+ timeout=30": guarded(bare, timeout=30.0),
     "guarded, routed to Rules": guarded(bare_low),
+    "served str, no prices": aiguard.guard("bench-str")(text),
+    "served ChatCompletion with prices": aiguard.guard("bench-chat")(chat),
+    "served Message with prices": aiguard.guard("bench-message")(message),
 }
 ASYNC_CASES: dict[str, Callable[[str], Any]] = {
     "bare function": abare,
@@ -77,7 +146,21 @@ ASYNC_CASES: dict[str, Callable[[str], Any]] = {
     "+ rollout + breaker": guarded(abare, rollout=ROLLOUT, breaker=BREAKER),
     "+ timeout=30": guarded(abare, timeout=30.0),
     "guarded, routed to Rules": guarded(abare_low),
+    "served str, no prices": aiguard.guard("bench-str")(atext),
+    "served ChatCompletion with prices": aiguard.guard("bench-chat")(achat),
+    "served Message with prices": aiguard.guard("bench-message")(amessage),
 }
+# cases timed with the price table configured (the others without: it is process-wide, so it
+# is set and removed around them in each batch; the guards recompile once per change)
+PRICED = {"served ChatCompletion with prices", "served Message with prices"}
+
+
+def priced(on: bool) -> None:
+    """Configure the price table, or none, if that is not what is in force."""
+    from aiguard._runtime.state import runtime
+
+    if (runtime.prices is not None) != on:
+        aiguard.configure(prices=PRICES if on else None)
 
 
 def time_sync(fn: Callable[[str], Any], calls: int) -> float:
@@ -103,15 +186,19 @@ def measure(batches: int, calls: int) -> dict[str, dict[str, float]]:
     gc.disable()
     try:
         for name, fn in SYNC_CASES.items():  # warm up
+            priced(name in PRICED)
             time_sync(fn, calls)
             loop.run_until_complete(time_async(ASYNC_CASES[name], calls))
         for _ in range(batches):
             for name, fn in SYNC_CASES.items():
+                priced(name in PRICED)
                 samples["sync"][name].append(time_sync(fn, calls))
             for name, fn in ASYNC_CASES.items():
+                priced(name in PRICED)
                 samples["async"][name].append(loop.run_until_complete(time_async(fn, calls)))
             gc.collect()
     finally:
+        priced(False)
         gc.enable()
         loop.close()
     return {
@@ -125,15 +212,23 @@ def report(medians: dict[str, dict[str, float]]) -> str:
         f"aiguard {aiguard.__version__}, Python {platform.python_version()}, "
         f"{platform.machine()}, opentelemetry-api only (no SDK)",
         "",
-        f"| {'path':6} | {'case':30} | {'median/call':>11} | {'overhead':>9} | {'ratio':>6} |",
-        f"|{'-' * 8}|{'-' * 32}|{'-' * 13}|{'-' * 11}|{'-' * 8}|",
+        f"| {'path':6} | {'case':33} | {'median/call':>11} | {'overhead':>9} | {'ratio':>6} |",
+        f"|{'-' * 8}|{'-' * 35}|{'-' * 13}|{'-' * 11}|{'-' * 8}|",
     ]
     for kind, cases in medians.items():
         base = cases["bare function"]
         for name, ns in cases.items():
             over = "" if name == "bare function" else f"{(ns - base) / 1000:.2f} µs"
             ratio = "" if name == "bare function" else f"{ns / base:.1f}x"
-            lines.append(f"| {kind:6} | {name:30} | {ns / 1000:8.2f} µs | {over:>9} | {ratio:>6} |")
+            lines.append(f"| {kind:6} | {name:33} | {ns / 1000:8.2f} µs | {over:>9} | {ratio:>6} |")
+    lines.append("")
+    for kind, cases in medians.items():
+        plain = cases["served str, no prices"]
+        extra = ", ".join(
+            f"{name.removeprefix('served ')} +{(cases[name] - plain) / 1000:.2f} µs"
+            for name in sorted(PRICED)
+        )
+        lines.append(f"{kind}: reading usage and cost, against the served str: {extra}")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from _modes import Mode
-from clients import anthropic_client, openai_client
+from clients import MESSAGE, anthropic_client, openai_client
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -377,3 +377,147 @@ def test_fallback_costs_count_even_when_the_model_cost_is_unknown(mode: Mode) ->
 
     reasons = [mode.outcome(f).reason for _ in range(4)]
     assert reasons == [Reason.ERROR, Reason.ERROR, Reason.OVER_BUDGET, Reason.OVER_BUDGET]
+
+
+# -- cache writes: 5-minute and 1-hour prices --------------------------------------------------
+
+MESSAGE_1H = {
+    **MESSAGE,
+    "usage": {
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "cache_read_input_tokens": 300,
+        "cache_creation_input_tokens": 50,
+        "cache_creation": {"ephemeral_5m_input_tokens": 30, "ephemeral_1h_input_tokens": 20},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("price", "expected"),
+    [
+        # 100 input at 3/M + 300 read at 0.30/M + 30 5-minute writes at 3.75/M
+        # + 20 1-hour writes at 6/M + 20 output at 15/M = 922.5/M
+        ({"cache_write": "3.75", "cache_write_1h": "6"}, Decimal("0.0009225")),
+        # 1-hour price left out: twice the input price, 6/M
+        ({"cache_write": "3.75"}, Decimal("0.0009225")),
+        # both left out: 5-minute writes at input (3/M), 1-hour ones at twice it (6/M):
+        # 300 + 90 + 90 + 120 + 300 = 900/M
+        ({}, Decimal("0.0009")),
+        # a 1-hour price set apart: 20 x 10/M instead of 20 x 6/M
+        ({"cache_write": "3.75", "cache_write_1h": "10"}, Decimal("0.0010025")),
+    ],
+)
+def test_a_message_with_both_kinds_of_cache_writes_is_priced_by_hand(
+    mode: Mode, price: dict[str, str], expected: Decimal
+) -> None:
+    """A real Anthropic Message with 5-minute and 1-hour writes: each kind at its own price,
+    the cost equal to the hand computation; the same in stats."""
+    aiguard.configure(
+        prices={"models": {"claude-test-1": {"input": "3", "cached_input": "0.30",
+                                             "output": "15", **price}}}
+    )  # fmt: skip
+    client = anthropic_client(MESSAGE_1H)
+
+    @mode.guard("writes")
+    def draft() -> Any:
+        return client.messages.create(model="claude-test-1", max_tokens=5, messages=[])
+
+    outcome = mode.outcome(draft)
+    assert outcome.usage is not None and outcome.usage.cache_write_1h_tokens == 20
+    assert outcome.cost == expected
+    assert aiguard.stats("writes").cost == expected
+
+
+def test_default_1_hour_price_never_prices_writes_at_zero() -> None:
+    """Left out, the 1-hour price is twice input, but never under the 5-minute price in force;
+    0 only when given as 0."""
+    from aiguard.pricing import ModelPrice
+
+    assert ModelPrice(input="3").pico_rates().cache_write_1h == 6 * 10**6
+    assert ModelPrice(input="3", cache_write="7").pico_rates().cache_write_1h == 7 * 10**6
+    assert ModelPrice(input="0", cache_write="3.75").pico_rates().cache_write_1h == 3_750_000
+    assert ModelPrice(input="3", cache_write_1h="0").pico_rates().cache_write_1h == 0
+    one_hour = Usage(input_tokens=10**6, cache_write_tokens=10**6, cache_write_1h_tokens=10**6)
+    assert ModelPrice(cache_write="3.75").cost(one_hour) == Decimal("3.75")
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".json"])
+def test_price_files_take_the_1_hour_price(tmp_path: Path, suffix: str) -> None:
+    """TOML and JSON price files accept cache_write_1h; a bad one names the model, the field
+    and the value."""
+    path = tmp_path / f"prices{suffix}"
+    good = {"models": {"c": {"input": "3", "cache_write": "3.75", "cache_write_1h": "6"}}}
+    if suffix == ".json":
+        import json
+
+        path.write_text(json.dumps(good))
+    else:
+        path.write_text('[models.c]\ninput = "3"\ncache_write = "3.75"\ncache_write_1h = "6"\n')
+    table = aiguard.PriceTable.load(path)
+    assert table.models["c"].cache_write_1h == Decimal("6")
+    usage = Usage(100, cache_write_tokens=50, cache_write_1h_tokens=20)
+    assert table.cost("c", usage) == Decimal("0.0003825")  # 50x3 + 30x3.75 + 20x6, per M
+    if suffix == ".json":
+        path.write_text('{"models": {"c": {"cache_write_1h": "-6"}}}')
+    else:
+        path.write_text('[models.c]\ncache_write_1h = "-6"\n')
+    with pytest.raises(aiguard.ConfigError) as info:
+        aiguard.PriceTable.load(path)
+    message = str(info.value)
+    assert "model 'c'" in message and "field 'cache_write_1h'" in message and "'-6'" in message
+    with pytest.raises(aiguard.ConfigError, match="cache_write_1h"):
+        aiguard.ModelPrice(cache_write_1h="0.0000001")
+
+
+write_usage_st = st.builds(
+    lambda read, w5, w1, uncached, out: Usage(
+        input_tokens=read + w5 + w1 + uncached,
+        output_tokens=out,
+        cache_read_tokens=read,
+        cache_write_tokens=w5 + w1,
+        cache_write_1h_tokens=w1,
+    ),
+    *[st.integers(0, 10**7)] * 5,
+)
+
+
+@given(
+    st.lists(write_usage_st, min_size=1, max_size=20), st.lists(price_st, min_size=6, max_size=6)
+)
+def test_costs_with_cache_writes_are_exact(usages: list[Usage], prices: list[Decimal]) -> None:
+    """Every kind of token at its own price: each cost is exactly the decimal computation,
+    and the costs add up with no drift."""
+    pin, pcached, pwrite, pwrite_1h, pout, pcall = prices
+    table = aiguard.PriceTable(
+        models={"m": {"input": pin, "cached_input": pcached, "cache_write": pwrite,
+                      "cache_write_1h": pwrite_1h, "output": pout, "per_call": pcall}}
+    )  # fmt: skip
+
+    def exact(u: Usage) -> Decimal:
+        return (
+            Decimal(u.input_tokens - u.cache_read_tokens - u.cache_write_tokens) * pin
+            + Decimal(u.cache_read_tokens) * pcached
+            + Decimal(u.cache_write_tokens - u.cache_write_1h_tokens) * pwrite
+            + Decimal(u.cache_write_1h_tokens) * pwrite_1h
+            + Decimal(u.output_tokens) * pout
+        ) / Decimal(10**6) + pcall
+
+    costs = [table.cost("m", u) for u in usages]
+    assert costs == [exact(u) for u in usages]
+    assert sum(costs, Decimal(0)) == sum((exact(u) for u in usages), Decimal(0))  # type: ignore[arg-type]
+
+
+def test_stats_count_cache_writes(mode: Mode) -> None:
+    """aiguard.stats() adds up cache writes and their 1-hour part, as it does cache reads."""
+    client = anthropic_client(MESSAGE_1H)
+
+    @mode.guard("stats-writes")
+    def draft() -> Any:
+        return client.messages.create(model="claude-test-1", max_tokens=5, messages=[])
+
+    for _ in range(3):
+        mode.call(draft)
+    s = aiguard.stats("stats-writes")
+    assert (s.input_tokens, s.cache_read_tokens) == (3 * 450, 3 * 300)
+    assert (s.cache_write_tokens, s.cache_write_1h_tokens) == (3 * 50, 3 * 20)

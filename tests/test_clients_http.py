@@ -143,13 +143,6 @@ def test_anthropic_usage_and_cost(mode: Mode, llm_server: LLMServer) -> None:
     assert outcome.cost == per_million((120, "3"), (4000, "0.30"), (800, "3.75"), (45, "15"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aiguard prices every cache write at the one cache_write price of the table and "
-    "ignores usage.cache_creation: Anthropic bills 1-hour cache writes "
-    "(ephemeral_1h_input_tokens) at 2x the input price, 5-minute ones at 1.25x, so a call with "
-    "1-hour cache writes is under-priced and there is no field to price them",
-)
 def test_anthropic_one_hour_cache_writes_cost_more(mode: Mode, llm_server: LLMServer) -> None:
     """1-hour cache writes cost 2x the input price (3.75 is the 5-minute rate, 1.25x)."""
     aiguard.configure(prices=PRICES)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _modes import Mode
 
 import aiguard
 from aiguard._runtime import records as _records
@@ -183,14 +184,18 @@ def test_records_are_flushed_at_exit(tmp_path: Path) -> None:
 
 
 def test_schema_is_versioned(tmp_path: Path) -> None:
-    """The store is at schema version 4 and has the documented tables."""
+    """The store is at schema version 5 and has the documented tables and columns."""
     import sqlite3
+
+    from aiguard.store import CALL_RECORD_COLUMNS
 
     aiguard.SQLiteStore(tmp_path / "v.db").close()
     db = sqlite3.connect(tmp_path / "v.db")
-    assert db.execute("SELECT value FROM aiguard_meta").fetchall() == [("4",)]
+    assert db.execute("SELECT value FROM aiguard_meta").fetchall() == [("5",)]
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"review_items", "stage_figures", "call_records", "feedback"} <= tables
+    columns = [r[1] for r in db.execute("PRAGMA table_info(call_records)")]
+    assert tuple(columns) == CALL_RECORD_COLUMNS
 
 
 def test_one_bad_row_does_not_block_the_others(tmp_path: Path) -> None:
@@ -221,3 +226,58 @@ def test_one_bad_row_does_not_block_the_others(tmp_path: Path) -> None:
     recorder.drain()
     assert len(store.call_records()) == 4 and recorder.dropped == 1  # refused twice: dropped
     assert recorder.drop_reasons == {"refused by the store: StoreError: bad row": 1}
+
+
+def _message_with_writes() -> dict[str, Any]:
+    return {
+        "type": "message", "role": "assistant", "model": "claude-x",
+        "usage": {"input_tokens": 100, "output_tokens": 20, "cache_read_input_tokens": 300,
+                  "cache_creation_input_tokens": 50,
+                  "cache_creation": {"ephemeral_5m_input_tokens": 30,
+                                     "ephemeral_1h_input_tokens": 20}},
+    }  # fmt: skip
+
+
+def test_records_carry_cache_writes(mode: Mode, tmp_path: Path) -> None:
+    """A served call, a call routed to a fallback and a call without usage: each record has
+    the cache writes its usage says (NULL without usage), from the queue's every form."""
+    aiguard.configure(store=tmp_path / "w.db")
+
+    @mode.guard("w", confidence=lambda r: r.get("score", 1.0), threshold=0.5,
+                fallback=aiguard.Default("d"))  # fmt: skip
+    def f(low: bool, usage: bool) -> dict[str, Any]:
+        return {**(_message_with_writes() if usage else {}), "score": 0.1 if low else 0.9}
+
+    served = mode.outcome(f, False, True)
+    routed = mode.outcome(f, True, True)
+    bare = mode.outcome(f, False, False)
+    by_id = {r["call_id"]: r for r in records()}
+    for o in (served, routed):
+        row = by_id[o.call_id]
+        assert (row["input_tokens"], row["cache_read_tokens"]) == (450, 300)
+        assert (row["cache_write_tokens"], row["cache_write_1h_tokens"]) == (50, 20)
+    row = by_id[bare.call_id]
+    assert (row["cache_write_tokens"], row["cache_write_1h_tokens"]) == (None, None)
+
+
+def test_rows_are_built_in_column_order(tmp_path: Path) -> None:
+    """The row of a queued call has one value per column, each where its column is named."""
+    aiguard.configure(store=tmp_path / "o.db")
+
+    @aiguard.guard("o")
+    def f() -> dict[str, Any]:
+        return _message_with_writes()
+
+    f()
+    recorder = state.recorder
+    assert recorder is not None
+    [item] = list(recorder.queue)
+    row = recorder._row(item)
+    assert len(row) == len(_records.CALL_RECORD_COLUMNS)
+    named = dict(zip(_records.CALL_RECORD_COLUMNS, row, strict=True))
+    assert (named["feature"], named["cache_write_tokens"], named["cache_write_1h_tokens"]) == (
+        "o",
+        50,
+        20,
+    )
+    assert recorder._known_of(row)[0] == "o"

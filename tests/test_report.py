@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+from dataclasses import fields as dataclasses_fields
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any
@@ -208,3 +209,81 @@ def test_units_must_fit_the_figure(text: str) -> None:
     """A unit that does not fit the figure is refused rather than ignored."""
     with pytest.raises(aiguard.ConfigError, match="does not fit"):
         aiguard.Target.parse(text)
+
+
+def seed_writes(tmp_path: Path) -> Path:
+    """Three calls of a model with cache reads and 5-minute and 1-hour writes, one without."""
+    path = tmp_path / "w.db"
+    aiguard.configure(store=path, capture=True)
+    usage = {"input_tokens": 100, "output_tokens": 20, "cache_read_input_tokens": 300,
+             "cache_creation_input_tokens": 50,
+             "cache_creation": {"ephemeral_5m_input_tokens": 30,
+                                "ephemeral_1h_input_tokens": 20}}  # fmt: skip
+
+    @aiguard.guard("cached")
+    def cached(text: str) -> Any:
+        if text == "none":
+            return "no usage"
+        return {"type": "message", "role": "assistant", "model": "claude-x", "usage": usage}
+
+    for text in ("a", "b", "c", "none"):
+        cached(text)
+    aiguard.flush()
+    return path
+
+
+def test_report_adds_up_cache_writes_in_text_html_and_json(tmp_path: Path) -> None:
+    """The report's figures, its terminal table, its HTML page and its JSON carry the cache
+    reads and writes (and the 1-hour part) next to the input and output tokens."""
+    seed_writes(tmp_path)
+    result = aiguard.report("cached", by="model")
+    [f] = result.features
+    assert (f.input_tokens, f.output_tokens) == (1350, 60)
+    assert (f.cache_read_tokens, f.cache_write_tokens, f.cache_write_1h_tokens) == (900, 150, 60)
+    [group] = [g for g in result.groups["cached"] if g.group == "model=claude-x"]
+    assert group.cache_write_tokens == 150
+    line = "tokens: input 1,350 (cache read 900, cache write 150 of which 1 h 60), output 60"
+    assert f"cached: {line}" in result.to_text()
+    assert "cache write 150 of which 1 h 60" in result.to_html()
+    data = json.loads(result.to_json())
+    [jf] = data["features"]
+    assert (jf["cache_write_tokens"], jf["cache_write_1h_tokens"]) == (150, 60)
+    assert (jf["cache_read_tokens"], jf["input_tokens"]) == (900, 1350)
+    assert jf["cost"] == "0"  # no price table: money as exact decimal strings
+    assert any(g["cache_write_tokens"] == 150 for g in data["groups"]["cached"])
+
+
+def test_report_json_is_complete_and_strict(tmp_path: Path) -> None:
+    """The JSON form has every feature figure, the targets with their verdicts and the
+    series, and is strict JSON (no NaN)."""
+    seed(tmp_path)
+    result = aiguard.report("reply", by=["arm"])
+    text = result.to_json()
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    [f] = data["features"]
+    assert set(f) == {field.name for field in dataclasses_fields(aiguard.FeatureFigures)}
+    assert f["calls"] == 200 and Decimal(f["cost"]) == result.features[0].cost
+    verdicts = {t["target"]: t["met"] for t in data["targets"]["reply"]}
+    assert verdicts["acceptance_rate >= 0.40"] is True
+    assert data["ai_vs_baseline"]["reply"]["low"] < data["ai_vs_baseline"]["reply"]["high"]
+    assert len(data["series"]["reply"]["calls"]) == len(data["series"]["reply"]["days"])
+
+
+def test_cli_report_json_and_export_keep_cache_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """From the store: `aiguard report --json` writes the cache writes, `aiguard export`
+    writes each call's usage with them (null for a call without usage)."""
+    path = seed_writes(tmp_path)
+    out = tmp_path / "report.json"
+    assert main(["--store", str(path), "report", "--json", str(out)]) == 0
+    assert "cache write 150 of which 1 h 60" in capsys.readouterr().out
+    [f] = json.loads(out.read_text())["features"]
+    assert (f["cache_write_tokens"], f["cache_write_1h_tokens"]) == (150, 60)
+    data = tmp_path / "data.jsonl"
+    assert main(["--store", str(path), "export", "--feature", "cached", "--output", str(data)]) == 0
+    lines = [json.loads(x) for x in data.read_text().splitlines()]
+    usages = [line["usage"] for line in lines]
+    assert usages.count(None) == 1
+    assert [u["cache_write_tokens"] for u in usages if u] == [50, 50, 50]
+    assert [u["cache_write_1h_tokens"] for u in usages if u] == [20, 20, 20]

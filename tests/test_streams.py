@@ -539,3 +539,25 @@ def test_with_closes_the_stream_early_and_records_it(
                     break
     outcome = last(mode)
     assert outcome.reason is Reason.ABANDONED
+
+
+def test_anthropic_stream_prices_one_hour_cache_writes(
+    mode: Mode, llm_server: LLMServer, clients: Clients
+) -> None:
+    """The cache-write split of message_start reaches the stream's usage and cost."""
+    aiguard.configure(prices=PRICES)
+    sent = {
+        "input_tokens": 100,
+        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": 1000,
+        "cache_creation": {"ephemeral_5m_input_tokens": 400, "ephemeral_1h_input_tokens": 600},
+        "output_tokens": 10,
+    }
+    llm_server.reply(text="cached", chunks=2, usage=sent)
+    stream = call_stream(mode, aiguard.guard("h-1h")(clients.model("anthropic")))
+    collect(mode, stream)
+    usage = stream.outcome.usage
+    assert usage is not None
+    assert (usage.cache_write_tokens, usage.cache_write_1h_tokens) == (1000, 600)
+    # 1-hour writes default to 2x input (6 per million here), 5-minute ones the table's 3.75
+    assert stream.outcome.cost == per_million((100, "3"), (400, "3.75"), (600, "6"), (10, "15"))

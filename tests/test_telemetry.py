@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from _modes import Mode
-from clients import anthropic_client, openai_client
+from clients import MESSAGE, anthropic_client, openai_client
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -333,3 +333,65 @@ def test_span_work_failing_never_fails_the_call(
 
 def telemetry_tracer() -> Any:
     return _telemetry.tracer()
+
+
+MESSAGE_1H = {
+    **MESSAGE,
+    "usage": {
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "cache_read_input_tokens": 300,
+        "cache_creation_input_tokens": 50,
+        "cache_creation": {"ephemeral_5m_input_tokens": 30, "ephemeral_1h_input_tokens": 20},
+    },
+}
+
+
+def test_cache_writes_on_the_span_and_in_the_metrics(mode: Mode) -> None:
+    """A Message with 5-minute and 1-hour writes: the span carries the GenAI cache-creation
+    count (and the 1-hour part); aiguard.cache.tokens counts reads and writes by duration; the
+    conventions' token histogram keeps input and output only (cache tokens are part of input)."""
+    with capture_telemetry() as telemetry:
+        client = anthropic_client(MESSAGE_1H)
+
+        @mode.guard("writes", model="claude-test-1")
+        def draft() -> Any:
+            return client.messages.create(model="claude-test-1", max_tokens=5, messages=[])
+
+        mode.call(draft)
+        mode.call(draft)
+        cache = telemetry.metric("aiguard.cache.tokens")
+        tokens = telemetry.metric_points("gen_ai.client.token.usage")
+    ours = next(s for s in telemetry.spans() if s.name == "chat claude-test-1")
+    attrs = dict(ours.attributes or {})
+    assert attrs["gen_ai.usage.input_tokens"] == 450
+    assert attrs["gen_ai.usage.cache_read.input_tokens"] == 300
+    assert attrs["gen_ai.usage.cache_creation.input_tokens"] == 50
+    assert attrs["aiguard.usage.cache_creation_1h.input_tokens"] == 20
+    assert cache.unit == "{token}"
+    by_kind = {
+        (p.attributes["aiguard.cache.operation"], p.attributes.get("aiguard.cache.ttl")): p.value
+        for p in cache.data.data_points
+    }
+    assert by_kind == {("read", None): 600, ("write", "5m"): 60, ("write", "1h"): 40}
+    assert all(p.attributes["gen_ai.provider.name"] == "anthropic" for p in cache.data.data_points)
+    assert {p.attributes["gen_ai.token.type"] for p in tokens} == {"input", "output"}
+
+
+def test_no_cache_writes_no_cache_write_figures(mode: Mode) -> None:
+    """An OpenAI completion with cache reads and no writes: the span says 0 writes and no
+    1-hour part; the metric has no write points."""
+    with capture_telemetry() as telemetry:
+        client = openai_client()
+
+        @mode.guard("reads", model="gpt-4.1-mini")
+        def draft() -> Any:
+            return client.chat.completions.create(model="gpt-4.1-mini", messages=[])
+
+        mode.call(draft)
+        points = telemetry.metric_points("aiguard.cache.tokens")
+    [span] = telemetry.spans()
+    attrs = dict(span.attributes or {})
+    assert attrs["gen_ai.usage.cache_creation.input_tokens"] == 0
+    assert "aiguard.usage.cache_creation_1h.input_tokens" not in attrs
+    assert [(p.attributes["aiguard.cache.operation"], p.value) for p in points] == [("read", 1000)]

@@ -1,9 +1,13 @@
-"""Rendering a Report: a terminal table, and one self-contained HTML page with SVG plots."""
+"""Rendering a Report: a terminal table, one self-contained HTML page with SVG plots, JSON."""
 
 from __future__ import annotations
 
+import dataclasses
 import html as _html
+import json
+import math
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -61,6 +65,17 @@ def _table(rows: list[list[str]]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
 
+def _tokens(f: FeatureFigures) -> str | None:
+    """The feature's token totals in one line; None when its calls reported none."""
+    if not (f.input_tokens or f.output_tokens):
+        return None
+    return (
+        f"tokens: input {f.input_tokens:,} (cache read {f.cache_read_tokens:,}, cache write "
+        f"{f.cache_write_tokens:,} of which 1 h {f.cache_write_1h_tokens:,}), output "
+        f"{f.output_tokens:,}"
+    )
+
+
 def _target_value(metric: str, value: float | None) -> str:
     if value is None:
         return "-"
@@ -82,6 +97,9 @@ def text(report: Report) -> str:
         rows += [["  " + r[0], *r[1:]] for r in (_row(g) for g in report.groups.get(f.feature, []))]
     out = _table(rows)
     for f in report.features:
+        tokens = _tokens(f)
+        if tokens is not None:
+            out.append(f"{f.feature}: {tokens}")
         diff = report.ai_vs_baseline.get(f.feature)
         if diff is not None:
             d, lo, hi = diff
@@ -253,6 +271,9 @@ def html(report: Report) -> str:
         for row in [_row(f)] + [_row(g) for g in report.groups.get(f.feature, [])]:
             parts.append("<tr>" + "".join(f"<td>{_html.escape(c)}</td>" for c in row) + "</tr>")
         parts.append("</table>")
+        tokens = _tokens(f)
+        if tokens is not None:
+            parts.append(f'<p class="tokens">{_html.escape(tokens[0].upper() + tokens[1:])}.</p>')
         diff = report.ai_vs_baseline.get(f.feature)
         if diff is not None:
             d, lo, hi = diff
@@ -305,3 +326,39 @@ def html(report: Report) -> str:
         parts.append("</section>")
     parts.append("</body></html>")
     return "".join(parts)
+
+
+# -- JSON ------------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON holds it: an amount of money as an exact decimal string."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):  # not JSON
+        return None
+    return value
+
+
+def as_json(report: Report) -> str:
+    figures = dataclasses.asdict
+    data = {
+        "generated_at": report.generated_at,
+        "since": report.since,
+        "features": [figures(f) for f in report.features],
+        "groups": {name: [figures(g) for g in gs] for name, gs in report.groups.items()},
+        "ai_vs_baseline": {
+            name: None if d is None else dict(zip(("difference", "low", "high"), d, strict=True))
+            for name, d in report.ai_vs_baseline.items()
+        },
+        "targets": {
+            name: [{"target": str(t), "figure": actual, "met": ok} for t, actual, ok in rows]
+            for name, rows in report.targets.items()
+        },
+        "series": report.series,
+    }
+    return json.dumps(_plain(data), ensure_ascii=False, allow_nan=False)

@@ -14,7 +14,11 @@ from ._runtime.records import CALL_RECORD_COLUMNS
 from .exceptions import ReviewError
 from .limits import Limits, StageFigures
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+
+CALL_RECORD_LIST = ", ".join(CALL_RECORD_COLUMNS)
+"""The call-record columns by name, in row order: every read and write names them, so a
+table's own column order never matters."""
 
 ReviewStatus = Literal["pending", "resolved"]
 
@@ -122,14 +126,18 @@ class _SqlReads:
         return figures_from_rows(rows)
 
     def get_call(self, call_id: str) -> dict[str, Any] | None:
-        rows = self._run(f"SELECT * FROM call_records WHERE call_id = {self._mark}", (call_id,))
+        rows = self._run(
+            f"SELECT {CALL_RECORD_LIST} FROM call_records WHERE call_id = {self._mark}", (call_id,)
+        )
         return dict(zip(CALL_RECORD_COLUMNS, rows[0], strict=True)) if rows else None
 
     def call_records(
         self, *, feature: str | None = None, since: float | None = None
     ) -> list[dict[str, Any]]:
         where, params = self._where(feature=feature, since=("started_at", since))
-        rows = self._run(f"SELECT * FROM call_records{where} ORDER BY started_at", params)
+        rows = self._run(
+            f"SELECT {CALL_RECORD_LIST} FROM call_records{where} ORDER BY started_at", params
+        )
         return [dict(zip(CALL_RECORD_COLUMNS, r, strict=True)) for r in rows]
 
     def feedback_rows(

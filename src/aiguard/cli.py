@@ -7,6 +7,7 @@
     aiguard rollout check FEATURE                      # do the current stage's gates pass?
     aiguard status                                     # features, state, recent figures
     aiguard report [--feature F] [--since 7d] [--by model] [--html report.html]
+                   [--json report.json]
     aiguard export --feature F --format jsonl [--output data.jsonl] [--since 30d]
 
 ``--control PATH`` (or ``AIGUARD_CONTROL``; default ``./aiguard-control.toml``) names the control
@@ -81,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         "--by", action="append", help="split by model, source, arm, reason or an attribute"
     )
     rp.add_argument("--html", help="also write a self-contained HTML report here")
+    rp.add_argument("--json", help="also write the report as JSON here")
     rp.add_argument("--config", help="config file with feature targets ($AIGUARD_CONFIG)")
     ex = sub.add_parser("export", help="a retraining / evaluation dataset")
     ex.add_argument("--feature", required=True)
@@ -303,10 +305,6 @@ def _status(path: Path, store: Store | None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 def _needed_store(explicit: str | None, what: str) -> Store:
     store = _store(explicit)
     if store is None:
@@ -335,6 +333,9 @@ def _report(args: argparse.Namespace) -> int:
     if args.html:
         Path(args.html).write_text(result.to_html(), encoding="utf-8")
         print(f"HTML report written to {args.html}")
+    if args.json:
+        Path(args.json).write_text(result.to_json(), encoding="utf-8")
+        print(f"JSON report written to {args.json}")
     return 0
 
 
@@ -350,3 +351,7 @@ def _export(args: argparse.Namespace) -> int:
     note = f" ({skipped} calls without captured inputs left out)" if skipped else ""
     print(f"{written} examples exported for {args.feature}{note}", file=sys.stderr)
     return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

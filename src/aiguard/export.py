@@ -10,6 +10,9 @@ from .report import parse_since
 
 __all__ = ["export"]
 
+_TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+           "cache_write_1h_tokens")  # fmt: skip
+
 
 def export(
     store: Any, feature: str, out: IO[str], *, since: str | float | None = None
@@ -19,8 +22,10 @@ def export(
     Each line: ``call_id``, ``time``, ``input`` (arguments by name), ``output`` (what was
     served), ``label`` (the latest correction, edited version or review answer, else the served
     output when it was accepted, else null), ``feedback`` (the latest kind), ``accepted``,
-    ``score``, and ``source``, ``reason``, ``model``, ``confidence``, ``arm``. Returns (written,
-    left out for lack of captured inputs). Inputs are captured with
+    ``score``, and ``source``, ``reason``, ``model``, ``confidence``, ``arm``, ``usage`` (the
+    call's tokens: ``input_tokens``, ``output_tokens``, ``cache_read_tokens``,
+    ``cache_write_tokens``, ``cache_write_1h_tokens``; null when none was read). Returns
+    (written, left out for lack of captured inputs). Inputs are captured with
     ``aiguard.configure(capture=True)``.
 
     Example:
@@ -74,6 +79,9 @@ def export(
             "model": call["model"],
             "confidence": call["confidence"],
             "arm": call["arm"],
+            "usage": None
+            if call["input_tokens"] is None
+            else {name: call[name] for name in _TOKENS},
         }
         out.write(json.dumps(line, ensure_ascii=False) + "\n")
         written += 1

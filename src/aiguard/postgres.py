@@ -30,6 +30,7 @@ from ._runtime.records import CALL_RECORD_COLUMNS
 from ._runtime.state import track
 from ._sql import (
     _REVIEW_COLUMNS,
+    CALL_RECORD_LIST,
     FEEDBACK_COLUMNS,
     SCHEMA_VERSION,
     ReviewItem,
@@ -64,7 +65,11 @@ _TABLES = [
         threshold DOUBLE PRECISION, arm TEXT, rollout_percent DOUBLE PRECISION, model TEXT,
         input_tokens BIGINT, output_tokens BIGINT, cache_read_tokens BIGINT, cost_pico BIGINT,
         latency DOUBLE PRECISION NOT NULL, model_latency DOUBLE PRECISION, trace_id TEXT,
-        span_id TEXT, inputs TEXT, output TEXT, detail TEXT)""",
+        span_id TEXT, inputs TEXT, output TEXT, detail TEXT, cache_write_tokens BIGINT,
+        cache_write_1h_tokens BIGINT)""",
+    # version 5: the cache-write columns, on a table created before (its rows keep NULL)
+    "ALTER TABLE call_records ADD COLUMN IF NOT EXISTS cache_write_tokens BIGINT",
+    "ALTER TABLE call_records ADD COLUMN IF NOT EXISTS cache_write_1h_tokens BIGINT",
     "CREATE INDEX IF NOT EXISTS call_records_by_feature ON call_records (feature, started_at)",
     """CREATE TABLE IF NOT EXISTS feedback (
         id BIGSERIAL PRIMARY KEY, call_id TEXT NOT NULL, feature TEXT, kind TEXT NOT NULL,
@@ -309,7 +314,8 @@ class PostgresStore(_SqlReads):
         try:
             with self._conn() as conn, conn.cursor() as cur:
                 cur.executemany(
-                    f"INSERT INTO call_records VALUES ({marks}) ON CONFLICT (call_id) DO NOTHING",
+                    f"INSERT INTO call_records ({CALL_RECORD_LIST}) VALUES ({marks}) "
+                    "ON CONFLICT (call_id) DO NOTHING",
                     rows,
                 )
         except self._errors as exc:
@@ -327,7 +333,7 @@ class PostgresStore(_SqlReads):
                 if call_record is not None:
                     call_marks = ",".join(["%s"] * len(CALL_RECORD_COLUMNS))
                     cur.execute(
-                        f"INSERT INTO call_records VALUES ({call_marks}) "
+                        f"INSERT INTO call_records ({CALL_RECORD_LIST}) VALUES ({call_marks}) "
                         "ON CONFLICT (call_id) DO NOTHING",
                         call_record,
                     )

@@ -1,10 +1,10 @@
 """Prices per model, and the exact cost of a call.
 
-A price table maps model names to per-million-token prices (input, cached input, cache writes,
-output) and a flat per-call price, for non-token models. Costs are computed and summed in integer
-pico-units of the currency (10^-12), so no float drift creeps into totals; they are shown as
-``Decimal``. A model missing from the table has an unknown cost (``None``), with a warning logged
-once per model: never a silent zero.
+A price table maps model names to per-million-token prices (input, cached input, cache writes
+for 5 minutes and for 1 hour, output) and a flat per-call price, for non-token models. Costs are
+computed and summed in integer pico-units of the currency (10^-12), so no float drift creeps into
+totals; they are shown as ``Decimal``. A model missing from the table has an unknown cost
+(``None``), with a warning logged once per model: never a silent zero.
 
 A price file (TOML or JSON)::
 
@@ -14,6 +14,14 @@ A price file (TOML or JSON)::
     input = "0.40"          # per million input tokens
     cached_input = "0.10"   # per million cached input tokens (default: input)
     output = "1.60"         # per million output tokens
+
+    [models."claude-sonnet-4-5"]
+    input = "3"
+    cached_input = "0.30"
+    cache_write = "3.75"    # per million tokens written to a cache (default: input)
+    cache_write_1h = "6"    # ... written to a 1-hour cache (default: 2 x input, at least
+                            # cache_write)
+    output = "15"
 
     [models."ticket-clf-v3"]
     per_call = "0.00002"    # a flat price per call
@@ -27,7 +35,7 @@ import tomllib
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
@@ -101,14 +109,44 @@ class _Checked(type(BaseModel)):  # type: ignore[misc]
             raise ConfigError(explain(exc, where, group="models", label="model")) from None
 
 
+class Rates(NamedTuple):
+    """A model's prices as exact integer pico-units (10^-12 of the currency): per token, and
+    per call. Computed once per price table; a call's cost is a few integer products."""
+
+    input: int
+    cached_input: int
+    cache_write: int
+    output: int
+    per_call: int
+    cache_write_1h: int
+
+    @property
+    def per_token(self) -> bool:
+        """Does any token cost something?"""
+        return bool(
+            self.input or self.cached_input or self.cache_write or self.output
+            or self.cache_write_1h
+        )  # fmt: skip
+
+
 class ModelPrice(BaseModel, metaclass=_Checked):
     """One model's prices: per million tokens, and per call.
+
+    ``cache_write`` prices the tokens written to a prompt cache (Anthropic's 5-minute writes,
+    and every other provider's), ``cache_write_1h`` those written to Anthropic's 1-hour cache.
+    Left out, ``cached_input`` and ``cache_write`` cost what ``input`` costs, and
+    ``cache_write_1h`` twice ``input`` (Anthropic's rate), but never less than the
+    ``cache_write`` in force: a write is never priced at 0 unless you say so.
 
     Example:
         >>> import aiguard
         >>> p = aiguard.ModelPrice(input="0.40", cached_input="0.10", output="1.60")
         >>> p.cost(aiguard.Usage(input_tokens=1000, output_tokens=200, cache_read_tokens=400))
         Decimal('0.0006')
+        >>> claude = aiguard.ModelPrice(input="3", cache_write="3.75", output="15")
+        >>> claude.cost(aiguard.Usage(input_tokens=1_000_000, cache_write_tokens=1_000_000,
+        ...                           cache_write_1h_tokens=1_000_000))  # 2 x input
+        Decimal('6')
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -116,10 +154,11 @@ class ModelPrice(BaseModel, metaclass=_Checked):
     input: _Money = Field(default=Decimal(0), ge=0, le=MAX_AMOUNT, allow_inf_nan=False)
     cached_input: _Money | None = Field(default=None, ge=0, le=MAX_AMOUNT, allow_inf_nan=False)
     cache_write: _Money | None = Field(default=None, ge=0, le=MAX_AMOUNT, allow_inf_nan=False)
+    cache_write_1h: _Money | None = Field(default=None, ge=0, le=MAX_AMOUNT, allow_inf_nan=False)
     output: _Money = Field(default=Decimal(0), ge=0, le=MAX_AMOUNT, allow_inf_nan=False)
     per_call: _Money = Field(default=Decimal(0), ge=0, le=MAX_AMOUNT, allow_inf_nan=False)
 
-    @pydantic.field_validator("input", "cached_input", "cache_write", "output")
+    @pydantic.field_validator("input", "cached_input", "cache_write", "cache_write_1h", "output")
     @classmethod
     def _per_token_precision(cls, value: Decimal | None) -> Decimal | None:
         if value is not None and not _whole_in(value, 6):
@@ -133,8 +172,8 @@ class ModelPrice(BaseModel, metaclass=_Checked):
             raise ValueError("finer than 10^-12 of the currency (12 decimals at most)")
         return value
 
-    def pico_rates(self) -> tuple[int, int, int, int, int]:
-        """(input, cached input, cache write) per token, output per token, per call: pico-units."""
+    def pico_rates(self) -> Rates:
+        """The prices in force (defaults applied) as pico-units: per token, and per call."""
         million = 10**6
 
         def exact(name: str, value: Decimal) -> int:
@@ -143,14 +182,21 @@ class ModelPrice(BaseModel, metaclass=_Checked):
                 raise ConfigError(f"{name}={value} per million tokens is finer than 10^-12 a token")
             return pico // million
 
-        cached = self.cached_input if self.cached_input is not None else self.input
-        write = self.cache_write if self.cache_write is not None else self.input
-        return (
-            exact("input", self.input),
-            exact("cached_input", cached),
-            exact("cache_write", write),
+        rin = exact("input", self.input)
+        cached = rin if self.cached_input is None else exact("cached_input", self.cached_input)
+        write = rin if self.cache_write is None else exact("cache_write", self.cache_write)
+        write_1h = (
+            max(2 * rin, write)
+            if self.cache_write_1h is None
+            else exact("cache_write_1h", self.cache_write_1h)
+        )
+        return Rates(
+            rin,
+            cached,
+            write,
             exact("output", self.output),
             to_pico(self.per_call, field="per_call"),
+            write_1h,
         )
 
     def cost(self, usage: Usage | None) -> Decimal:
@@ -158,15 +204,22 @@ class ModelPrice(BaseModel, metaclass=_Checked):
         return to_decimal(pico_cost(self.pico_rates(), usage))
 
 
-def pico_cost(rates: tuple[int, int, int, int, int], usage: Usage | None) -> int:
-    """Integer pico-units for one call."""
-    rin, rcached, rwrite, rout, rcall = rates
+def pico_cost(rates: Rates, usage: Usage | None) -> int:
+    """Integer pico-units for one call: uncached input, cache reads, 5-minute and 1-hour cache
+    writes and output at their own prices, plus the price per call."""
+    rin, rcached, rwrite, rout, rcall, rwrite_1h = rates
     if usage is None:
         return rcall
+    read, write = usage.cache_read_tokens, usage.cache_write_tokens
+    write_1h = usage.cache_write_1h_tokens
+    if write_1h > write:  # never: Usage refuses it; priced as the larger figure if it happens
+        write = write_1h
+    uncached = usage.input_tokens - read - write
     return (
-        usage.uncached_input_tokens * rin
-        + usage.cache_read_tokens * rcached
-        + usage.cache_write_tokens * rwrite
+        (uncached if uncached > 0 else 0) * rin
+        + read * rcached
+        + (write - write_1h) * rwrite
+        + write_1h * rwrite_1h
         + usage.output_tokens * rout
         + rcall
     )
@@ -198,9 +251,9 @@ class PriceTable(BaseModel, metaclass=_Checked):
                 raise ConfigError(f"price of model {name!r}: {exc}") from None
         object.__setattr__(self, "_rates", rates)
 
-    def rates(self, model: str | None) -> tuple[int, int, int, int, int] | None:
+    def rates(self, model: str | None) -> Rates | None:
         """The pico rates of ``model``, or None (warning logged once) when it has no price."""
-        found: tuple[int, int, int, int, int] | None = self._rates.get(model)  # type: ignore[attr-defined]
+        found: Rates | None = self._rates.get(model)  # type: ignore[attr-defined]
         if found is None:
             errors.warn_once(
                 f"price:{model}",

@@ -3,8 +3,9 @@
 ``aiguard.report()`` reads the store (every replica's rows when the store is shared) and computes,
 per feature and split by model, source, rollout arm or any feedback attribute: acceptance rate
 with a Wilson interval, edit ratio, correction rate, fallback/error/timeout rates, latency
-percentiles, cost per call and per accepted answer, and the AI-vs-baseline difference in
-acceptance with its (Newcombe) interval. Each figure is shown against the feature's targets.
+percentiles, cost per call and per accepted answer, token totals (cache reads and writes
+included), and the AI-vs-baseline difference in acceptance with its (Newcombe) interval. Each
+figure is shown against the feature's targets. The report renders as text, HTML or JSON.
 
 Feedback given twice for a call counts once, the latest. Acceptance counts ``accepted`` and
 ``edited`` as accepted, ``rejected`` and ``corrected`` as not, over calls with such a decision.
@@ -99,6 +100,10 @@ def parse_since(text: str | float | None, *, now: float | None = None) -> float 
 class FeatureFigures:
     """The figures of one feature, or of one group within it (``group`` says which).
 
+    Token totals add up the calls' records (a call without usage counts none):
+    ``cache_read_tokens`` and ``cache_write_tokens`` are parts of ``input_tokens``,
+    ``cache_write_1h_tokens`` a part of ``cache_write_tokens``.
+
     Example:
         >>> import aiguard
         >>> f = aiguard.FeatureFigures("reply", calls=10, decided=4, accepted=3)
@@ -130,6 +135,11 @@ class FeatureFigures:
     cost_per_call: Decimal | None = None
     cost_per_accepted: Decimal | None = None
     by_source: dict[str, int] = dataclasses.field(default_factory=dict)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
     def figure(self, metric: str) -> float | None:
         value = getattr(self, metric, None)
@@ -166,6 +176,21 @@ class Report:
         from ._report_render import html
 
         return html(self)
+
+    def to_json(self) -> str:
+        """The report as JSON: every figure of every feature and group, the targets with the
+        figure and verdict of each, AI vs baseline, the daily series. Amounts of money are
+        strings (exact decimals); a figure with no value is null.
+
+        Example:
+            >>> import aiguard, json
+            >>> aiguard.configure(store=":memory:")
+            >>> json.loads(aiguard.report().to_json())["features"]
+            []
+        """
+        from ._report_render import as_json
+
+        return as_json(self)
 
 
 def _latest_feedback(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -214,6 +239,7 @@ def _figures(
         reasons[c["reason"]] += 1
     priced = [c["cost_pico"] for c in calls if c["cost_pico"] is not None]
     cost = sum(priced)
+    tokens = {name: sum(c[name] or 0 for c in calls) for name in _TOKENS}
     return FeatureFigures(
         feature=feature,
         group=group,
@@ -239,7 +265,12 @@ def _figures(
         cost_per_call=to_decimal(cost // len(priced)) if priced else None,
         cost_per_accepted=to_decimal(cost // accepted) if accepted and priced else None,
         by_source=dict(by_source),
+        **tokens,
     )
+
+
+_TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+           "cache_write_1h_tokens")  # fmt: skip
 
 
 def _day(t: float) -> str:

@@ -20,7 +20,9 @@ class Stats:
 
     Latencies are in seconds, for the whole guarded call. ``slo_met`` says whether the p95
     latency is within ``latency_slo`` (the guard's ``latency_slo=``); ``slo_breaches`` counts the
-    calls over it.
+    calls over it. Token totals add up the calls' :class:`aiguard.Usage`: ``cache_read_tokens``
+    and ``cache_write_tokens`` are parts of ``input_tokens``, ``cache_write_1h_tokens`` a part of
+    ``cache_write_tokens``.
 
     Example:
         >>> import aiguard
@@ -47,6 +49,8 @@ class Stats:
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
     reasoning_tokens: int = 0
     cost: Decimal = Decimal(0)
     cost_per_call: Decimal | None = None
@@ -78,6 +82,8 @@ def _snapshot(fs: FeatureStats, currency: str) -> Stats:
         input_tokens=t.tokens[0],
         output_tokens=t.tokens[1],
         cache_read_tokens=t.tokens[2],
+        cache_write_tokens=t.tokens[4],
+        cache_write_1h_tokens=t.tokens[5],
         reasoning_tokens=t.tokens[3],
         cost=to_decimal(t.cost),
         cost_per_call=to_decimal(t.cost // t.priced) if t.priced else None,

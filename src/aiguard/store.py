@@ -5,10 +5,11 @@ WAL mode, ``synchronous=FULL``: an item is on disk before ``add_review`` returns
 versioned in the ``aiguard_meta`` table; a database written by a newer aiguard is refused with a
 clear error rather than written to.
 
-Schema, version 4 (version 1 had ``review_items``; 2 added ``stage_figures``; 3 added
-``call_records`` and ``feedback``; 4 added the claim columns of ``review_items``)::
+Schema, version 5 (version 1 had ``review_items``; 2 added ``stage_figures``; 3 added
+``call_records`` and ``feedback``; 4 added the claim columns of ``review_items``; 5 added the
+cache-write columns of ``call_records``, NULL in the rows written before)::
 
-    aiguard_meta(key TEXT PRIMARY KEY, value TEXT)          -- 'schema_version' -> '4'
+    aiguard_meta(key TEXT PRIMARY KEY, value TEXT)          -- 'schema_version' -> '5'
     review_items(
         id TEXT PRIMARY KEY, feature TEXT, call_id TEXT, reason TEXT,
         arguments TEXT,            -- JSON, by the rule in aiguard._runtime.serialize
@@ -31,7 +32,8 @@ Schema, version 4 (version 1 had ``review_items``; 2 added ``stage_figures``; 3 
         cost_pico INTEGER,         -- cost in 10^-12 of the currency; NULL: unknown
         latency REAL, model_latency REAL, trace_id TEXT, span_id TEXT,
         inputs TEXT, output TEXT,  -- JSON, only when capture is on (redacted, capped)
-        detail TEXT)
+        detail TEXT,
+        cache_write_tokens INTEGER, cache_write_1h_tokens INTEGER)  -- the 1-hour part
     feedback(                      -- every piece of feedback, kept (the latest counts)
         id INTEGER PRIMARY KEY, call_id TEXT, feature TEXT, kind TEXT,
         accepted INTEGER, score REAL, label TEXT, edited TEXT, edit_distance REAL,
@@ -56,6 +58,7 @@ from ._runtime import serialize as _serialize
 from ._runtime.records import CALL_RECORD_COLUMNS
 from ._runtime.state import STORE_ENV, track
 from ._sql import (
+    CALL_RECORD_LIST,
     FEEDBACK_COLUMNS,
     SCHEMA_VERSION,
     ReviewItem,
@@ -295,6 +298,9 @@ class SQLiteStore(_SqlReads):
                 if version < 4:
                     db.execute("ALTER TABLE review_items ADD COLUMN claimed_by TEXT")
                     db.execute("ALTER TABLE review_items ADD COLUMN claimed_until REAL")
+                if version < 5:  # rows already written keep NULL: their writes are unknown
+                    db.execute("ALTER TABLE call_records ADD COLUMN cache_write_tokens INTEGER")
+                    db.execute("ALTER TABLE call_records ADD COLUMN cache_write_1h_tokens INTEGER")
                 if version < SCHEMA_VERSION:
                     db.execute(
                         "INSERT OR REPLACE INTO aiguard_meta VALUES ('schema_version', ?)",
@@ -425,7 +431,7 @@ class SQLiteStore(_SqlReads):
             for i in range(0, len(rows), per):
                 chunk = rows[i : i + per]
                 db.execute(
-                    "INSERT OR REPLACE INTO call_records VALUES "
+                    f"INSERT OR REPLACE INTO call_records ({CALL_RECORD_LIST}) VALUES "
                     + ",".join([row_marks] * len(chunk)),
                     list(itertools.chain.from_iterable(chunk)),
                 )
@@ -438,7 +444,11 @@ class SQLiteStore(_SqlReads):
         with self._transaction() as db:
             if call_record is not None:
                 call_marks = ",".join("?" * len(CALL_RECORD_COLUMNS))
-                db.execute(f"INSERT OR IGNORE INTO call_records VALUES ({call_marks})", call_record)
+                db.execute(
+                    f"INSERT OR IGNORE INTO call_records ({CALL_RECORD_LIST}) "
+                    f"VALUES ({call_marks})",
+                    call_record,
+                )
             return _insert_feedback(db, row)
 
     def close(self) -> None:

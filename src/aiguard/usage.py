@@ -2,18 +2,25 @@
 
 Figures follow the GenAI semantic conventions: ``input_tokens`` counts every input token, cached
 ones included; ``cache_read_tokens`` is the part of them read from a prompt cache and
-``cache_write_tokens`` the part written to it; ``output_tokens`` counts every output token,
-reasoning included (``reasoning_tokens`` is that part). Providers report differently, and the
-readers convert:
+``cache_write_tokens`` the part written to it, of which ``cache_write_1h_tokens`` were written
+for one hour (Anthropic's 1-hour cache, billed at its own price); ``output_tokens`` counts every
+output token, reasoning included (``reasoning_tokens`` is that part). Providers report
+differently, and the readers convert:
 
 - OpenAI chat completions: ``usage.prompt_tokens`` already includes
   ``usage.prompt_tokens_details.cached_tokens``; ``completion_tokens`` includes reasoning.
 - OpenAI responses: ``usage.input_tokens`` includes ``input_tokens_details.cached_tokens``.
 - Anthropic messages: ``usage.input_tokens`` EXCLUDES ``cache_read_input_tokens`` and
-  ``cache_creation_input_tokens``; the input here is their sum.
+  ``cache_creation_input_tokens``; the input here is their sum. ``cache_creation`` splits the
+  writes into ``ephemeral_5m_input_tokens`` and ``ephemeral_1h_input_tokens``; without it every
+  write counts as a 5-minute one.
 - Plain dicts: ``{"usage": {...}}`` or the keys at the top level, in either vocabulary
   (``prompt_tokens``/``completion_tokens`` or ``input_tokens``/``output_tokens``), with optional
-  ``cached_tokens``/``cache_read_tokens``, ``reasoning_tokens``, ``model`` and ``provider``.
+  ``cached_tokens``/``cache_read_tokens``, ``cache_write_tokens``, ``cache_write_1h_tokens``,
+  ``reasoning_tokens``, ``model`` and ``provider``.
+
+A part never exceeds its total: when a response says more 1-hour (or 5-minute plus 1-hour)
+writes than writes in all, the writes are the larger figure, so no write goes unpriced.
 """
 
 from __future__ import annotations
@@ -30,26 +37,82 @@ __all__ = ["Usage", "read_usage"]
 class Usage:
     """Tokens of one model call, and the model that answered.
 
+    ``cache_write_1h_tokens`` is the part of ``cache_write_tokens`` written to a 1-hour cache
+    (keyword only); it can never exceed them (``ValueError``).
+
     Example:
         >>> import aiguard
         >>> u = aiguard.read_usage({"model": "gpt-x", "usage": {"prompt_tokens": 120,
         ...                         "completion_tokens": 30}})
         >>> (u.input_tokens, u.output_tokens, u.model)
         (120, 30, 'gpt-x')
+        >>> w = aiguard.Usage(input_tokens=900, cache_write_tokens=500, cache_write_1h_tokens=200)
+        >>> (w.cache_write_5m_tokens, w.cache_write_1h_tokens, w.uncached_input_tokens)
+        (300, 200, 400)
     """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = dataclasses.field(default=0, kw_only=True)
     reasoning_tokens: int = 0
     model: str | None = None
     provider: str | None = None
+
+    def __post_init__(self) -> None:
+        part, total = self.cache_write_1h_tokens, self.cache_write_tokens
+        # counts of other types are as_usage's to refuse, with a clearer message
+        if part and type(part) is int and type(total) is int and part > total:
+            raise ValueError(
+                f"Usage(cache_write_1h_tokens={part}) is more than cache_write_tokens={total}: "
+                "the 1-hour writes are a part of the cache writes"
+            )
 
     @property
     def uncached_input_tokens(self) -> int:
         """Input tokens neither read from nor written to a cache."""
         return max(0, self.input_tokens - self.cache_read_tokens - self.cache_write_tokens)
+
+    @property
+    def cache_write_5m_tokens(self) -> int:
+        """Cache writes that are not 1-hour ones: Anthropic's 5-minute writes, and every other
+        provider's writes (priced at ``cache_write``)."""
+        return max(0, self.cache_write_tokens - self.cache_write_1h_tokens)
+
+
+class _Building:
+    """A Usage under construction: the same slots, not frozen. ``_usage`` fills one with plain
+    attribute stores, then makes it a Usage (``__class__`` assignment between classes of the
+    same slot layout): a third cheaper than setting eight frozen slots one by one."""
+
+    __slots__ = Usage.__slots__
+
+
+def _usage(
+    input_tokens: int,
+    output_tokens: int,
+    cache_read: int,
+    cache_write: int,
+    cache_write_1h: int,
+    reasoning: int,
+    model: str | None,
+    provider: str | None,
+) -> Usage:
+    """A Usage from counts the readers have already checked (whole numbers from 0, the 1-hour
+    writes at most the writes), without the frozen dataclass's ``__init__`` (the served path
+    builds one per call)."""
+    u: Any = _Building()
+    u.input_tokens = input_tokens
+    u.output_tokens = output_tokens
+    u.cache_read_tokens = cache_read
+    u.cache_write_tokens = cache_write
+    u.cache_write_1h_tokens = cache_write_1h
+    u.reasoning_tokens = reasoning
+    u.model = model
+    u.provider = provider
+    u.__class__ = Usage
+    return u  # type: ignore[no-any-return]
 
 
 _MAX_TOKENS = 10**30  # far beyond any real count; keeps every cost within a float's range
@@ -106,20 +169,17 @@ def read_usage(result: Any) -> Usage | None:
     if prompt is not None:  # OpenAI chat completions (input includes cached tokens)
         details = _get(usage, "prompt_tokens_details")
         out_details = _get(usage, "completion_tokens_details")
-        return Usage(
-            input_tokens=_int(prompt),
-            output_tokens=_int(_get(usage, "completion_tokens")),
-            cache_read_tokens=_int(_get(details, "cached_tokens") if details is not None else 0)
+        return _usage(
+            _int(prompt),
+            _int(_get(usage, "completion_tokens")),
+            _int(_get(details, "cached_tokens") if details is not None else 0)
             or _int(_get(usage, "cached_tokens")),
-            cache_write_tokens=_int(
-                _get(details, "cache_write_tokens") if details is not None else 0
-            ),
-            reasoning_tokens=_int(
-                _get(out_details, "reasoning_tokens") if out_details is not None else 0
-            )
+            _int(_get(details, "cache_write_tokens") if details is not None else 0),
+            0,
+            _int(_get(out_details, "reasoning_tokens") if out_details is not None else 0)
             or _int(_get(usage, "reasoning_tokens")),
-            model=model,
-            provider=provider or (None if top else _provider(result, "openai")),
+            model,
+            provider or (None if top else _provider(result, "openai")),
         )
     input_tokens = _get(usage, "input_tokens")
     if input_tokens is None:
@@ -128,33 +188,40 @@ def read_usage(result: Any) -> Usage | None:
     cache_write = _get(usage, "cache_creation_input_tokens")
     if ((cache_read is not None or cache_write is not None) and not top) or _is_anthropic(result):
         # Anthropic: input_tokens excludes cache reads and writes
-        read, write = _int(cache_read), _int(cache_write)
-        return Usage(
-            input_tokens=_int(input_tokens) + read + write,
-            output_tokens=_int(_get(usage, "output_tokens")),
-            cache_read_tokens=read,
-            cache_write_tokens=write,
-            model=model,
-            provider=provider or "anthropic",
+        read, write, write_1h = _int(cache_read), _int(cache_write), 0
+        creation = _get(usage, "cache_creation")
+        if creation is not None:  # the writes by how long they are kept
+            write_1h = _int(_get(creation, "ephemeral_1h_input_tokens"))
+            write = max(write, _int(_get(creation, "ephemeral_5m_input_tokens")) + write_1h)
+        return _usage(
+            _int(input_tokens) + read + write,
+            _int(_get(usage, "output_tokens")),
+            read,
+            write,
+            write_1h,
+            0,
+            model,
+            provider or "anthropic",
         )
     in_details = _get(usage, "input_tokens_details")
     out_details = _get(usage, "output_tokens_details")
-    return Usage(  # OpenAI responses, or a plain dict in the same vocabulary
-        input_tokens=_int(input_tokens),
-        output_tokens=_int(_get(usage, "output_tokens")),
-        cache_read_tokens=_int(_get(in_details, "cached_tokens") if in_details is not None else 0)
+    write_1h = _int(_get(usage, "cache_write_1h_tokens"))
+    return _usage(  # OpenAI responses, or a plain dict in the same vocabulary
+        _int(input_tokens),
+        _int(_get(usage, "output_tokens")),
+        _int(_get(in_details, "cached_tokens") if in_details is not None else 0)
         or _int(_get(usage, "cache_read_tokens"))
         or _int(_get(usage, "cached_tokens")),
-        cache_write_tokens=_int(
-            _get(in_details, "cache_write_tokens") if in_details is not None else 0
-        )
-        or _int(_get(usage, "cache_write_tokens")),
-        reasoning_tokens=_int(
-            _get(out_details, "reasoning_tokens") if out_details is not None else 0
-        )
+        max(
+            write_1h,
+            _int(_get(in_details, "cache_write_tokens") if in_details is not None else 0)
+            or _int(_get(usage, "cache_write_tokens")),
+        ),
+        write_1h,
+        _int(_get(out_details, "reasoning_tokens") if out_details is not None else 0)
         or _int(_get(usage, "reasoning_tokens")),
-        model=model,
-        provider=provider or (None if isinstance(result, Mapping) else _provider(result, "openai")),
+        model,
+        provider or (None if isinstance(result, Mapping) else _provider(result, "openai")),
     )
 
 
@@ -179,16 +246,18 @@ UsageReader = Callable[[Any], "Usage | Mapping[str, Any] | None"]
 
 
 _COUNTS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-           "reasoning_tokens")  # fmt: skip
+           "cache_write_1h_tokens", "reasoning_tokens")  # fmt: skip
 
 
 def as_usage(value: Any) -> Usage | None:
     """A custom reader's answer as a Usage (a Usage, a mapping of its fields, or None).
 
-    In a mapping, a count that is not a whole number ("n/a", NaN) counts as 0. Raises (an
-    internal failure: the call goes on with no usage) for anything else than these three, for
-    a token count that is negative or over 10**30, and for a Usage whose counts are not ints
-    or whose model or provider is not text: a reader that says that is broken, and its figures
+    In a mapping, a count that is not a whole number ("n/a", NaN) counts as 0, and
+    ``cache_write_tokens`` is at least ``cache_write_1h_tokens`` (a mapping that gives only the
+    1-hour writes has written that many). Raises (an internal failure: the call goes on with no
+    usage) for anything else than these three, for a token count that is negative or over
+    10**30, and for a Usage whose counts are not ints, whose 1-hour writes exceed its writes, or
+    whose model or provider is not text: a reader that says that is broken, and its figures
     would corrupt costs and budgets."""
     if value is None:
         return None
@@ -211,6 +280,13 @@ def as_usage(value: Any) -> Usage | None:
                     f"a usage reader returned {name} of type {type(text).__name__}: give text or "
                     "None"
                 )
+        total = whole.get("cache_write_tokens", value.cache_write_tokens)
+        part = whole.get("cache_write_1h_tokens", value.cache_write_1h_tokens)
+        if part > total:
+            raise ValueError(
+                f"a usage reader returned cache_write_1h_tokens={part} over cache_write_tokens="
+                f"{total}: the 1-hour writes are a part of the cache writes"
+            )
         return dataclasses.replace(value, **whole) if whole else value
     if isinstance(value, Mapping):
         counts = {}
@@ -224,6 +300,9 @@ def as_usage(value: Any) -> Usage | None:
             except (TypeError, ValueError, ArithmeticError):  # not a whole number: 0
                 n = 0
             counts[name] = _in_range(name, n)
+        counts["cache_write_tokens"] = max(
+            counts["cache_write_tokens"], counts["cache_write_1h_tokens"]
+        )
         return Usage(
             **counts,
             model=_str(value.get("model")),

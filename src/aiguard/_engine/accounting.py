@@ -19,8 +19,9 @@ from ..budget import Budget
 from ..budget import for_feature as budget_for_feature
 from ..outcome import MODEL_REASONS, Outcome, Reason, Source
 from ..pricing import PriceTable, pico_cost
-from ..usage import Usage, as_usage, read_usage
+from ..usage import Usage, as_usage
 from .decide import is_status_error
+from .readers import Reader, reader_for
 
 UsageReader = Callable[[Any], Any]
 metrics_api = telemetry.metrics_api
@@ -30,8 +31,7 @@ class Accounting:
     """What one guard knows about its model, and where each call's figures go."""
 
     __slots__ = (
-        "_price_cache",
-        "_prices",
+        "_priced",
         "budget",
         "feature",
         "model",
@@ -65,7 +65,7 @@ class Accounting:
         if usage is False:
             self.reader: UsageReader | None = None
         elif usage is None or usage is True:
-            self.reader = read_usage
+            self.reader = _by_class()
         else:
             custom = usage
 
@@ -79,8 +79,9 @@ class Accounting:
         if latency_slo is not None:
             self.stats.slo = latency_slo
         self.record = self.stats.record  # bound once: one attribute lookup less per call
-        self._prices: PriceTable | None = None
-        self._price_cache: dict[str | None, Any] = {}
+        # the price table the cached rates come from, and the rates by model name: one value,
+        # replaced whole, so a call never pairs one table with another's rates
+        self._priced: tuple[PriceTable | None, dict[str | None, Any]] = (None, {})
 
     # -- usage and cost -----------------------------------------------------------------------
 
@@ -111,6 +112,13 @@ class Accounting:
         says so; ``why`` says why no usage was read, when the caller knows (a stream without
         usage); ``model``: the model the result named, when no usage was read. Never raises."""
         try:
+            table, cached = self._priced
+            if usage is not None and model_called and table is not None:
+                # the common case first: a model already priced by this table (the rates are
+                # cached per model; an unknown price and a new table take the long way)
+                rates = cached.get(usage.model or self.model)
+                if rates is not None and runtime.prices is table:
+                    return pico_cost(rates, usage) + fallback_cost
             if failure is not None and usage is None and model_called:
                 if is_status_error(failure):
                     return fallback_cost  # refused by the provider: nothing billed
@@ -142,10 +150,12 @@ class Accounting:
         prices = runtime.prices
         if prices is None:
             return None  # no price table: the model's cost is unknown
-        if prices is not self._prices:
-            self._prices, self._price_cache = prices, {}
+        priced = self._priced
+        if prices is not priced[0]:
+            priced = self._priced = (prices, {})
+        cached = priced[1]
         model = usage.model if usage is not None and usage.model else (named or self.model)
-        rates = self._price_cache.get(model, _UNKNOWN)
+        rates = cached.get(model, _UNKNOWN)
         if rates is _UNKNOWN:
             if model is None:
                 errors.warn_once(
@@ -157,10 +167,10 @@ class Accounting:
                 rates = None
             else:
                 rates = _lookup(prices, model, self.model)
-            self._price_cache[model] = rates
+            cached[model] = rates
         if rates is None:
             return None
-        if usage is None and any(rates[:4]):
+        if usage is None and rates.per_token:
             if why is not None:
                 errors.warn_once(
                     f"no-usage:{self.feature}:{why}",
@@ -245,6 +255,15 @@ class Accounting:
         if usage is not None:
             m.tokens.record(usage.input_tokens, {**gen_ai, "gen_ai.token.type": "input"})
             m.tokens.record(usage.output_tokens, {**gen_ai, "gen_ai.token.type": "output"})
+            # the conventions' token types are input and output only, and cache tokens are a
+            # part of the input: counted apart, so that no sum over token types counts twice
+            if usage.cache_read_tokens:
+                m.cache_tokens.add(usage.cache_read_tokens, {**gen_ai, **_CACHE_READ})
+            write_1h = usage.cache_write_1h_tokens
+            if usage.cache_write_tokens > write_1h:
+                m.cache_tokens.add(usage.cache_write_tokens - write_1h, {**gen_ai, **_WRITE_5M})
+            if write_1h:
+                m.cache_tokens.add(write_1h, {**gen_ai, **_WRITE_1H})
         src = source.value if source is not None else "none"
         ours = {"aiguard.feature": self.feature, "aiguard.source": src, "aiguard.reason": reason}
         m.calls.add(1, ours)
@@ -320,6 +339,9 @@ class Accounting:
             attrs["gen_ai.usage.input_tokens"] = usage.input_tokens
             attrs["gen_ai.usage.output_tokens"] = usage.output_tokens
             attrs["gen_ai.usage.cache_read.input_tokens"] = usage.cache_read_tokens
+            attrs["gen_ai.usage.cache_creation.input_tokens"] = usage.cache_write_tokens
+            if usage.cache_write_1h_tokens:
+                attrs["aiguard.usage.cache_creation_1h.input_tokens"] = usage.cache_write_1h_tokens
             if usage.reasoning_tokens:
                 attrs["gen_ai.usage.reasoning.output_tokens"] = usage.reasoning_tokens
         if cost is not None:
@@ -343,6 +365,29 @@ class Accounting:
 
 _UNKNOWN: Any = object()
 _KILLED = frozenset({Reason.KILLED, Reason.AUTO_KILLED})
+_CACHE_READ = {"aiguard.cache.operation": "read"}
+_WRITE_5M = {"aiguard.cache.operation": "write", "aiguard.cache.ttl": "5m"}
+_WRITE_1H = {"aiguard.cache.operation": "write", "aiguard.cache.ttl": "1h"}
+_READERS_KEPT = 64  # result classes one guard remembers a reader for (more: looked up per call)
+
+
+def _by_class() -> Reader:
+    """The default usage reader of one guard: the reader for each result's class (see
+    ``readers``), chosen on the first result of that class and kept."""
+    readers: dict[type, Reader] = {}
+
+    def read(result: Any) -> Usage | None:
+        cls = result.__class__
+        found = readers.get(cls)
+        if found is None:
+            found = reader_for(cls)
+            if len(readers) < _READERS_KEPT:
+                readers[cls] = found
+        return found(result)
+
+    return read
+
+
 # what a provider appends to a model name for a dated snapshot: -2025-04-14, -20250929, @20240620
 _SNAPSHOT = re.compile(r"^[-@](\d{4}-\d{2}-\d{2}|\d{8})$")
 

@@ -91,22 +91,26 @@ def release() -> None:
         hold.run.settle(hold, 0)
 
 
-def _rates(model: str | None) -> tuple[int, int, int, int, int] | None:
+def _rates(model: str | None) -> tuple[int, ...] | None:
+    """The model's integer rates: input, cached input, cache write, output, per call, and
+    1-hour cache write."""
     prices = runtime.prices
     if prices is None or model is None:
         return None
-    rates: tuple[int, int, int, int, int] | None = _lookup(prices, model, model)
+    rates: tuple[int, ...] | None = _lookup(prices, model, model)
     return rates
 
 
 def compile_worst(
     signature: inspect.Signature | None,
-    rates: tuple[int, int, int, int, int] | None,
+    rates: tuple[int, ...] | None,
     estimate: int | None,
 ) -> int | Worst | None:
     """One call's worst case: a constant, a function of the call's arguments (which returns
     None when they do not bound it), or None (unknown: the budget run decides)."""
     if rates is not None:
+        # an input token's dearest price, short of a 1-hour cache write (asked per request, and
+        # priced 2x input by default even for models that have none)
         rin = max(rates[0], rates[1], rates[2])
         rout, rcall = rates[3], rates[4]
         if not rin and not rout:

@@ -112,6 +112,7 @@ class Tally:
             "output_tokens": base.output_tokens if output is None else int(output),
             "cache_read_tokens": base.cache_read_tokens,
             "cache_write_tokens": base.cache_write_tokens,
+            "cache_write_1h_tokens": base.cache_write_1h_tokens,
             "model": base.model,
             "provider": base.provider,
         }
@@ -122,6 +123,7 @@ class Tally:
                     input_tokens=full.input_tokens,
                     cache_read_tokens=full.cache_read_tokens,
                     cache_write_tokens=full.cache_write_tokens,
+                    cache_write_1h_tokens=full.cache_write_1h_tokens,
                 )
         self.usage = Usage(**figures)
 
@@ -360,6 +362,7 @@ class Run:
                 output_tokens=len(self.chunks),
                 cache_read_tokens=tally.start.cache_read_tokens,
                 cache_write_tokens=tally.start.cache_write_tokens,
+                cache_write_1h_tokens=tally.start.cache_write_1h_tokens,
                 model=tally.start.model,
                 provider=tally.start.provider,
             )

@@ -43,7 +43,15 @@ CALL_RECORD_COLUMNS = (
     "call_id", "feature", "started_at", "source", "reason", "confidence", "threshold", "arm",
     "rollout_percent", "model", "input_tokens", "output_tokens", "cache_read_tokens",
     "cost_pico", "latency", "model_latency", "trace_id", "span_id", "inputs", "output", "detail",
+    "cache_write_tokens", "cache_write_1h_tokens",
 )  # fmt: skip
+"""The columns of a call record, in the order of its row. Columns added by a later schema come
+last (where ``ALTER TABLE ... ADD COLUMN`` puts them), so the order of an old row stays a prefix
+of this one. Code that reads a row by position uses the indices below, never a number."""
+
+COLUMN = {name: i for i, name in enumerate(CALL_RECORD_COLUMNS)}
+CALL_ID, FEATURE, OUTPUT = COLUMN["call_id"], COLUMN["feature"], COLUMN["output"]
+TRACE_ID, SPAN_ID = COLUMN["trace_id"], COLUMN["span_id"]
 
 
 class Served(tuple):  # type: ignore[type-arg]
@@ -228,7 +236,7 @@ class _Retry:
 
     @property
     def call_id(self) -> str:
-        return str(self.row[0])
+        return str(self.row[CALL_ID])
 
 
 class Recorder:
@@ -287,7 +295,9 @@ class Recorder:
                 return
         self.recorded += 1
         queue = self.queue
-        if len(queue) >= self.queue_max:
+        # the batch being written counts too: it is still in memory, and goes back to the
+        # queue if the store refuses it
+        if len(queue) + len(self.popped) >= self.queue_max:
             self._drop(1, "queue full")
             errors.warn_once(
                 "records-dropped",
@@ -365,7 +375,7 @@ class Recorder:
                 errors.report("call record", exc)
         if not pairs:
             return 0, False
-        self.writing = {row[0]: row for _, row in pairs}  # for feedback meanwhile
+        self.writing = {row[CALL_ID]: row for _, row in pairs}  # for feedback meanwhile
         try:
             return self._write_rows(pairs)
         finally:
@@ -428,7 +438,7 @@ class Recorder:
         """Drop a row the store refused twice; the call is forgotten too, so feedback on it is
         UnknownCall rather than a feedback row without its call."""
         with self._recent_lock:
-            self.recent.pop(row[0], None)
+            self.recent.pop(row[CALL_ID], None)
         self._drop(1, f"refused by the store: {type(why).__name__}: {why}")
 
     def _drop(self, n: int, reason: str) -> None:
@@ -478,7 +488,7 @@ class Recorder:
             recent[call_id] = (feature, None, span)  # ids and figures, never the served value
             if len(recent) > self.recent_max:
                 recent.popitem(last=False)
-        return (
+        return (  # in CALL_RECORD_COLUMNS order
             call_id,
             feature,
             started,
@@ -500,6 +510,8 @@ class Recorder:
             in_text,
             out_text,
             detail,
+            None if usage is None else usage.cache_write_tokens,
+            None if usage is None else usage.cache_write_1h_tokens,
         )
 
     # -- what feedback asks ------------------------------------------------------------------
@@ -532,7 +544,7 @@ class Recorder:
 
     @staticmethod
     def _known_of(row: tuple[Any, ...]) -> Known:
-        return row[1], served_output(row[19]), (row[16], row[17])
+        return row[FEATURE], served_output(row[OUTPUT]), (row[TRACE_ID], row[SPAN_ID])
 
     def known(self, call_id: str) -> Known | None:
         """(feature, served value, span ids) of a recent call, if this process remembers it."""

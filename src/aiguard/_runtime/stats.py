@@ -61,7 +61,8 @@ class _Shard:
         self.calls = 0
         self.pairs: dict[tuple[Any, Any], int] = {}  # (source, reason) -> calls
         self.hist = [0] * _BUCKETS
-        self.tokens = [0, 0, 0, 0]
+        # input, output, cache reads, reasoning, cache writes, of which 1-hour writes
+        self.tokens = [0, 0, 0, 0, 0, 0]
         self.cost = 0
         self.priced = 0
         self.unknown_cost = 0
@@ -140,6 +141,8 @@ class FeatureStats:
             t[1] += usage.output_tokens
             t[2] += usage.cache_read_tokens
             t[3] += usage.reasoning_tokens
+            t[4] += usage.cache_write_tokens
+            t[5] += usage.cache_write_1h_tokens
         if cost is None:
             sh.unknown_cost += 1
         else:

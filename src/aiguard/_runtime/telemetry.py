@@ -137,6 +137,11 @@ class Meters:
             description="Number of input and output tokens used.",
             explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
         )
+        self.cache_tokens = meter.create_counter(
+            "aiguard.cache.tokens",
+            unit="{token}",
+            description="Input tokens read from and written to a prompt cache.",
+        )
         self.calls = meter.create_counter(
             "aiguard.calls", unit="{call}", description="Guarded calls, by source and reason."
         )
