@@ -1,8 +1,7 @@
-"""Fault hunt: streams, the sync deadline watchdog and retries, as a production service hits them.
-
-The xfail tests pin defects found by the hunt (each ``reason`` says where); the others cover
-behaviours that held and had no test.
-"""
+"""Streams, the sync deadline watchdog and retries, as a production service hits them: nested
+timeouts blocked in C, budgeted streams interleaved or read in another thread, retries under a
+budget or returning a stream, hostile chunks, dropped and cancelled streams, spans and record
+counts."""
 
 from __future__ import annotations
 
@@ -62,11 +61,6 @@ def busy(seconds: float) -> None:
 # -- retries ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retrying._next_wait calls budget.exhausted(), which BudgetRun does not define: a "
-    "retryable failure under budget= raises AttributeError into the host (and leaks the hold)",
-)
 def test_retry_with_a_budget_serves_the_retried_call() -> None:
     tries: list[int] = []
 
@@ -106,12 +100,6 @@ class ListStream:
         self.closed = True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retrying.again_sync/_served treat a retried try's returned stream as a plain result: "
-    "no streams.start_sync, so no proxy, no time to first chunk, no stream timeout, and the "
-    "Outcome's value is the raw stream object",
-)
 def test_a_retried_call_that_returns_a_stream_is_guarded_as_a_stream() -> None:
     tries: list[int] = []
 
@@ -159,14 +147,6 @@ def test_retry_within_the_timeout_records_the_timed_out_try() -> None:
 # -- the sync deadline watchdog --------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="deadlines: the watchdog claims both the outer and the inner entry while the thread "
-    "is blocked in C, but PyThreadState_SetAsyncExc holds one pending exception per thread; the "
-    "inner call takes it (Expired, served by its fallback) and nothing is ever raised again for "
-    "the outer entry, so the outer call overruns its timeout until its function returns (and is "
-    "misreported as blocked in C)",
-)
 def test_an_outer_timeout_still_holds_after_a_nested_guard_timed_out() -> None:
     @aiguard.guard("hunt-inner", timeout=0.3, fallback=aiguard.Default("inner-fallback"))
     def inner() -> str:
@@ -237,12 +217,6 @@ def test_racing_deadlines_in_threads_never_leak_the_interruption() -> None:
 # -- budgets and streams ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="accounting.report settles held.get(), the innermost hold of the context, not the "
-    "stream's own: two streams of different budgeted features interleaved leave the first one's "
-    "reservation held (reserved, in_flight) and charge its cost again with spend()",
-)
 @pytest.mark.usefixtures("fresh_holds")
 def test_interleaved_budgeted_streams_of_two_features_release_their_reservations() -> None:
     aiguard.configure(prices=PRICES)
@@ -255,12 +229,6 @@ def test_interleaved_budgeted_streams_of_two_features_release_their_reservations
         assert (figures.in_flight, figures.reserved, figures.spent) == (0, 0, 1), feature
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the stream's hold lives in the calling thread's contextvar (budgets.held); a stream "
-    "consumed in another thread finds none there, so accounting.report only spend()s its cost "
-    "and the reservation stays held for good in the caller's context",
-)
 @pytest.mark.usefixtures("fresh_holds")
 def test_a_budgeted_stream_consumed_in_another_thread_releases_its_reservation() -> None:
     aiguard.configure(prices=PRICES)
@@ -284,12 +252,6 @@ def test_sequential_budgeted_streams_settle_their_reservations() -> None:
     assert (figures.in_flight, figures.reserved, figures.spent) == (0, 0, 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="drivers.wrap_sync_gen/wrap_async_gen outcome() return finish.last_outcome(), the "
-    "latest guarded call in the context: when the stream's fallback answer is another guarded "
-    "stream, fn.outcome() returns that call's Outcome instead of its own (run.box)",
-)
 def test_outcome_of_a_generator_function_is_its_own_when_its_fallback_streams() -> None:
     @aiguard.guard("hunt-backup")
     def backup() -> Iterator[str]:
@@ -309,12 +271,6 @@ def test_outcome_of_a_generator_function_is_its_own_when_its_fallback_streams() 
 # -- hostile chunks --------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="streams.assemble trusts chunk.__class__ is str and calls ''.join() outside its try: "
-    "chunks whose __class__ claims str (Mock(spec=str)) make Run.finish raise TypeError into the "
-    "caller at the stream's end, and the call is never recorded",
-)
 def test_chunks_whose_class_claims_str_do_not_break_the_stream() -> None:
     @aiguard.guard("hunt-mock-chunks")
     def model() -> Iterator[Any]:
@@ -349,12 +305,6 @@ def test_hostile_chunks_and_unreadable_usage_pass_through() -> None:
 # -- telemetry -------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an unhandled error before a returned stream's first chunk: streams.unhandled ends the "
-    "span (Run.end_span) and drivers.wrap_sync.run ends it again (telemetry.stop), so the SDK "
-    "logs 'Calling end() on an ended span' on every such call",
-)
 def test_an_unhandled_error_before_the_first_chunk_ends_the_span_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

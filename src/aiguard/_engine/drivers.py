@@ -49,7 +49,7 @@ def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
         try:
             record = body(args, kwargs, span)
         except BaseException:
-            telemetry.stop(span, token)
+            telemetry.stop_once(span, token)  # a stream may have ended it already
             raise
         if record.__class__ is StreamRecord:
             telemetry.detach(token)  # the stream ends its span when it ends
@@ -132,7 +132,7 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
         try:
             record = await body(args, kwargs, span)
         except BaseException:
-            telemetry.stop(span, token)
+            telemetry.stop_once(span, token)  # a stream may have ended it already
             raise
         if record.__class__ is StreamRecord:
             telemetry.detach(token)  # the stream ends its span when it ends
@@ -228,10 +228,10 @@ def wrap_sync_gen(fn: Callable[P, Iterator[R]], core: Core) -> Any:
     """A generator function, guarded: the wrapper is a generator function too."""
     buffered = core.spec.stream == "buffer"
 
-    @functools.wraps(fn)
-    def call(*args: P.args, **kwargs: P.kwargs) -> Iterator[R]:
+    def stream(args: tuple[Any, ...], kwargs: dict[str, Any], box: list[Any]) -> Iterator[Any]:
         s, n, span, t0, arm, blocked, detail = _prologue(core, args, kwargs)
         run = streams.Run(core, s, n, args, kwargs, t0, arm, span)
+        box.append(run)
         if blocked is not None:
             ctx = core.context(s, n, args, kwargs, blocked, detail=detail, arm=arm, span=span)
             yield from streams.fallback_sync(run, ctx)
@@ -242,15 +242,19 @@ def wrap_sync_gen(fn: Callable[P, Iterator[R]], core: Core) -> Any:
             if not isinstance(exc, core.catch):
                 streams.unhandled(run, exc)
                 raise
-            ctx = run.failed_context(exc)
-            yield from streams.fallback_sync(run, ctx)
+            yield from streams.fallback_sync(run, run.failed_context(exc))
             return
         yield from streams.run_sync(run, source, buffered)
 
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> Iterator[R]:
+        return (yield from stream(args, kwargs, []))
+
     def outcome(*args: P.args, **kwargs: P.kwargs) -> Outcome[R]:
-        for _ in call(*args, **kwargs):
+        box: list[Any] = []
+        for _ in stream(args, kwargs, box):
             pass
-        return finish.last_outcome()  # type: ignore[return-value]
+        return box[0].box[-1]  # type: ignore[no-any-return]  # this call's own Outcome
 
     return _attach(call, outcome, core)
 
@@ -259,33 +263,40 @@ def wrap_async_gen(fn: Callable[P, AsyncIterator[R]], core: Core) -> Any:
     """An async generator function, guarded: the wrapper is an async generator function too."""
     buffered = core.spec.stream == "buffer"
 
-    @functools.wraps(fn)
-    async def call(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[R]:
+    def stream(args: tuple[Any, ...], kwargs: dict[str, Any], box: list[Any]) -> Any:
         s, n, span, t0, arm, blocked, detail = _prologue(core, args, kwargs)
         run = streams.Run(core, s, n, args, kwargs, t0, arm, span)
+        box.append(run)
         if blocked is not None:
             ctx = core.context(s, n, args, kwargs, blocked, detail=detail, arm=arm, span=span)
-            gen = streams.fallback_async(run, ctx)
-        else:
-            try:
-                source = fn(*args, **kwargs)
-            except BaseException as exc:
-                if not isinstance(exc, core.catch):
-                    streams.unhandled(run, exc)
-                    raise
-                gen = streams.fallback_async(run, run.failed_context(exc))
-            else:
-                gen = streams.run_async(run, source, buffered)
+            return streams.fallback_async(run, ctx)
+        try:
+            source = fn(*args, **kwargs)
+        except BaseException as exc:
+            if not isinstance(exc, core.catch):
+                streams.unhandled(run, exc)
+                raise
+            return streams.fallback_async(run, run.failed_context(exc))
+        return streams.run_async(run, source, buffered)
+
+    @functools.wraps(fn)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[R]:
+        gen = stream(args, kwargs, [])
         try:
             async for chunk in gen:
                 yield chunk
         finally:
-            await gen.aclose()  # type: ignore[attr-defined]
+            await gen.aclose()
 
     async def outcome(*args: P.args, **kwargs: P.kwargs) -> Outcome[R]:
-        async for _ in call(*args, **kwargs):
-            pass
-        return finish.last_outcome()  # type: ignore[return-value]
+        box: list[Any] = []
+        gen = stream(args, kwargs, box)
+        try:
+            async for _ in gen:
+                pass
+        finally:
+            await gen.aclose()
+        return box[0].box[-1]  # type: ignore[no-any-return]  # this call's own Outcome
 
     return _attach(call, outcome, core)
 

@@ -18,7 +18,7 @@ from typing import Any
 from .._runtime import deadlines, ids
 from .._runtime.money import to_decimal
 from ..outcome import Attempt, Outcome, Reason, Source
-from . import decide, finish
+from . import decide, finish, streams
 from .chain import drive_async, drive_sync
 
 MODEL = Source.MODEL
@@ -50,7 +50,7 @@ def _next_wait(core: Any, s: Any, t0: float, tries: int, exc: BaseException) -> 
     if timeout is not None and perf_counter() + wait >= t0 + timeout - 0.001:
         return None  # no time left for another try
     budget = core.acct.budget
-    if budget is not None and budget.exhausted() is not None:
+    if budget is not None and budget.spent_out():
         return None  # the budget is spent: no more money on tries
     return wait
 
@@ -133,6 +133,11 @@ def again_sync(
             core.unhandled(s, n, args, kwargs, other, t0, span=span, arm=arm)
             raise
         t1 = perf_counter()
+        if core.spec.stream is not False and streams.kind(result) == 1:  # a stream: guarded so
+            proxy = streams.start_sync(
+                core, s, n, args, kwargs, result, t0, arm, span, tuple(prior)
+            )
+            return streams.StreamRecord(proxy)  # type: ignore[return-value]
         out = _served(core, s, n, args, kwargs, result, t0, t1, arm, span, prior)
         if out.__class__ is Outcome:
             return out
@@ -180,6 +185,11 @@ async def again_async(
             failure = caught
             continue
         t1 = perf_counter()
+        if core.spec.stream is not False and streams.kind(result) == 2:  # a stream: guarded so
+            proxy = await streams.start_async(
+                core, s, n, args, kwargs, result, t0, arm, span, tuple(prior)
+            )
+            return streams.StreamRecord(proxy)  # type: ignore[return-value]
         out = _served(core, s, n, args, kwargs, result, t0, t1, arm, span, prior)
         if out.__class__ is Outcome:
             return out

@@ -30,6 +30,7 @@ from time import perf_counter
 from typing import Any
 
 from .._runtime import deadlines, errors, ids, telemetry
+from .._runtime.budgets import held
 from .._runtime.money import to_decimal
 from ..exceptions import StreamInterrupted
 from ..outcome import Outcome, Reason, Source
@@ -189,10 +190,10 @@ def assemble(chunks: list[Any]) -> Any:
     text (str, bytes, OpenAI chat chunks, Anthropic text deltas), else the list of chunks."""
     if not chunks:
         return ""
-    first = chunks[0].__class__
-    if first is str and all(c.__class__ is str for c in chunks):
+    first = type(chunks[0])  # type(), not __class__: a chunk may claim to be what it is not
+    if first is str and all(type(c) is str for c in chunks):
         return "".join(chunks)
-    if first is bytes and all(c.__class__ is bytes for c in chunks):
+    if first is bytes and all(type(c) is bytes for c in chunks):
         return b"".join(chunks)
     try:
         parts: list[str] = []
@@ -236,8 +237,10 @@ class Run:
         "core",
         "deadline",
         "first_deadline",
+        "hold",
         "kwargs",
         "n",
+        "prior",
         "s",
         "span",
         "t0",
@@ -257,8 +260,10 @@ class Run:
         t0: float,
         arm: str | None,
         span: Any,
+        prior: tuple[Any, ...] = (),
     ) -> None:
         self.core = core
+        self.prior = prior  # the model's failed tries before this stream (retry=)
         self.s = s
         self.n = n
         self.args = args
@@ -272,6 +277,16 @@ class Run:
         self.t1: float | None = None
         self.box: list[Outcome[Any]] = []  # the final Outcome, once published
         self.verdict: tuple[Reason, float | None, str | None] | None = None  # buffered: judged
+        # the budget's reservation for this call, taken off the context: a stream ends later,
+        # maybe in another thread, after other guarded calls; it is given back to accounting
+        # (``restore``) just before the call is recorded
+        self.hold = None
+        budget = core.acct.budget
+        if budget is not None:
+            hold = held.get()
+            if hold is not None and hold.run is budget:
+                held.set(hold.parent)
+                self.hold = hold
         timeout = s.timeout
         first = core.spec.first_chunk_timeout
         self.deadline = None if timeout is None else t0 + timeout
@@ -373,6 +388,9 @@ class Run:
             cost = acct.cost(None, True, 0, why=tally.why_unknown(), model=tally.model)
         else:
             cost = acct.cost(usage, True, 0)
+        if self.prior:  # retried before the stream: the tries cost too
+            extra = finish.sum_cost(self.prior)
+            cost = None if cost is None or extra is None else cost + extra
         outcome: Outcome[Any] = Outcome(
             value=answer,
             call_id=ids.call_id(self.n),
@@ -384,6 +402,7 @@ class Run:
             latency=t2 - self.t0,
             model_latency=t2 - self.t0,
             exception=exc,
+            attempts=self.prior,
             model_result=answer,
             detail=detail,
             started_at=ids.wall_time(self.t0),
@@ -396,8 +415,17 @@ class Run:
         self.publish(outcome)
         return outcome
 
+    def restore(self) -> None:
+        """Put this call's reservation back on top of the current context, for the accounting
+        of its end to settle it (once)."""
+        hold, self.hold = self.hold, None
+        if hold is not None:
+            hold.parent = held.get()
+            held.set(hold)
+
     def publish(self, outcome: Outcome[Any]) -> None:
         self.box.append(outcome)
+        self.restore()
         try:
             finish.publish(self.core, outcome, self.span, ctx=None)
         except Exception as exc:  # recording must never break the caller's stream
@@ -547,11 +575,13 @@ def run_sync(run: Run, source: Any, buffered: bool) -> Iterator[Any]:
 
 
 def unhandled(run: Run, exc: BaseException) -> None:
+    run.restore()
     run.core.unhandled(run.s, run.n, run.args, run.kwargs, exc, run.t0, span=run.span, arm=run.arm)
     run.end_span()
 
 
 def fallback_sync(run: Run, ctx: Any) -> Iterator[Any]:
+    run.restore()
     try:
         outcome = drive_sync(run.core, ctx, run.t0, run.t1)
     finally:
@@ -575,6 +605,7 @@ async def _pull_async(pull: Any, timeout: float | None) -> Any:
 
 
 async def fallback_async(run: Run, ctx: Any) -> AsyncIterator[Any]:
+    run.restore()
     try:
         outcome = await drive_async(run.core, ctx, run.t0, run.t1)
     finally:
@@ -835,11 +866,11 @@ class AsyncProxy(_Proxy):
 
 def start_sync(
     core: Any, s: Any, n: int, args: tuple[Any, ...], kwargs: dict[str, Any], source: Any,
-    t0: float, arm: str | None, span: Any,
+    t0: float, arm: str | None, span: Any, prior: tuple[Any, ...] = (),
 ) -> Any:  # fmt: skip
     """A returned sync stream: its first chunk is awaited now (a failure before it is a call's
     failure, served by the fallback chain like any); the caller gets a proxy of the stream."""
-    run = Run(core, s, n, args, kwargs, t0, arm, span)
+    run = Run(core, s, n, args, kwargs, t0, arm, span, prior)
     gen = run_sync(run, source, core.spec.stream == "buffer")
     first: list[Any] = []
     with contextlib.suppress(StopIteration):
@@ -849,9 +880,9 @@ def start_sync(
 
 async def start_async(
     core: Any, s: Any, n: int, args: tuple[Any, ...], kwargs: dict[str, Any], source: Any,
-    t0: float, arm: str | None, span: Any,
+    t0: float, arm: str | None, span: Any, prior: tuple[Any, ...] = (),
 ) -> Any:  # fmt: skip
-    run = Run(core, s, n, args, kwargs, t0, arm, span)
+    run = Run(core, s, n, args, kwargs, t0, arm, span, prior)
     gen = run_async(run, source, core.spec.stream == "buffer")
     first: list[Any] = []
     with contextlib.suppress(StopAsyncIteration):

@@ -167,6 +167,13 @@ class BudgetRun:
     def _spent(self) -> int:
         return self.spent if self.ledger is None else self.fleet_spent + self.used
 
+    def spent_out(self) -> bool:
+        """Has this window's spend reached the limit (reservations left out)? For a call that
+        holds a reservation and asks whether to spend more (another try)."""
+        with self._lock:
+            self._roll(time.time())
+            return self._spent() >= self.limit
+
     def _refusal(self, now: float, why: str = "") -> str:
         left = (self.window + 1) * self.seconds - now
         shared = "" if self.ledger is None else " (the fleet's, through Redis)"

@@ -290,14 +290,14 @@ def call(
                 active.pop(key, None)
                 raise  # the function's own exception, in time
             _settle(entry)  # it ended after the deadline: late
-            raise Expired from None
+            raise _expired(entry) from None
         if entry.setdefault(OWNER, CALLER) is CALLER:
             active.pop(key, None)
             if time.perf_counter() > deadline:  # late, the watchdog not yet there: still late
                 raise Expired
             return result
         _settle(entry)
-        raise Expired
+        raise _expired(entry)
     except TimedOut:
         # An interruption landed. If this call's entry was not claimed, it is an outer call's:
         # it goes on up. Else it is this call's (or both were): nothing of it may stay pending.
@@ -313,12 +313,13 @@ def call(
                 continue
         if outer:
             raise
-        raise Expired from None
+        raise _expired(entry) from None
 
 
 def _settle(entry: dict[int, Any]) -> None:
     """The watchdog claimed this call: wait for its raise, and drop it if it is still pending.
-    Safe wherever the raise lands meanwhile (it is this call's, and caught here)."""
+    Safe wherever the raise lands meanwhile (it is this call's, and caught here). A thread holds
+    one pending raise: see ``_expired`` for an enclosing call claimed too."""
     entry[BACK] = True
     for _ in range(10_000):
         try:
@@ -330,6 +331,19 @@ def _settle(entry: dict[int, Any]) -> None:
             return
         except TimedOut:
             continue
+
+
+def _expired(entry: dict[int, Any]) -> type[BaseException]:
+    """What a claimed call raises once settled: Expired, or TimedOut when an enclosing call of
+    the same thread was claimed too (both overran while blocked in C; a thread holds one pending
+    raise, which this call took), so that it goes on up to that call."""
+    dog = _watchdog
+    if dog is not None:
+        thread = entry[THREAD]
+        for other in list(dog._raised):
+            if other is not entry and other[THREAD] == thread and BACK not in other:
+                return TimedOut
+    return Expired
 
 
 # -- the pool: a hard deadline for calls that block in C -------------------------------------

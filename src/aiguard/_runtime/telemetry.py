@@ -200,6 +200,16 @@ def stop(span: Any, token: Any) -> None:
         _internal.report("telemetry: end span", exc)
 
 
+def stop_once(span: Any, token: Any) -> None:
+    """Detach the call's span, and end it unless a stream already did."""
+    try:
+        otel_context.detach(token)
+        if span.is_recording():
+            span.end()
+    except Exception as exc:
+        _internal.report("telemetry: end span", exc)
+
+
 def detach(token: Any) -> None:
     """Detach the call's span from the context, leaving it open (a stream ends it later)."""
     try:
