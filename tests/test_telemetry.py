@@ -102,7 +102,8 @@ def test_fallback_handlers_get_child_spans(mode: Mode) -> None:
 
         assert mode.call(triage, "x") == "other"
     spans = {s.name: s for s in telemetry.spans()}
-    call = spans["tri"]
+    model, call = spans["tri"], spans["aiguard tri"]
+    assert (model.kind, call.kind) == (SpanKind.CLIENT, SpanKind.INTERNAL)
     rules_span = spans[
         "aiguard.fallback rules:test_fallback_handlers_get_child_spans.<locals>.rules"
     ]
@@ -111,6 +112,12 @@ def test_fallback_handlers_get_child_spans(mode: Mode) -> None:
         assert child.parent is not None and child.parent.span_id == call.context.span_id
         assert child.context.trace_id == call.context.trace_id
     assert rules_span.status.status_code is StatusCode.ERROR
+    # the model failed: an error on its span, with an exception event ...
+    assert model.status.status_code is StatusCode.ERROR
+    assert [e.name for e in model.events] == ["exception"]
+    assert dict(model.attributes or {})["error.type"] == "ConnectionError"
+    # ... but a fallback answered: the guarded call is not an error
+    assert call.status.status_code is StatusCode.UNSET
     attrs = dict(call.attributes or {})
     assert attrs["aiguard.reason"] == "error" and attrs["aiguard.source"] == "default"
     assert attrs["error.type"] == "ConnectionError"
@@ -183,7 +190,7 @@ def test_trips_become_span_events_and_counters(mode: Mode) -> None:
 
         mode.call(f), mode.call(f)
         points = telemetry.metric_points("aiguard.control.events")
-    events = [e for s in telemetry.spans() for e in s.events]
+    events = [e for s in telemetry.spans() for e in s.events if e.name != "exception"]
     assert [e.name for e in events] == ["aiguard.trip"]
     assert "error rate 1 > 0.5" in events[0].attributes["aiguard.event.reason"]
     assert [(dict(p.attributes), p.value) for p in points] == [
@@ -285,12 +292,21 @@ def test_export_over_otlp_http_to_a_local_receiver(mode: Mode) -> None:
         for ss in rs.scope_spans
         for span in ss.spans
     ]
-    [span] = [s for s in spans if s.name == "chat m-1"]
-    attrs = {a.key: a.value for a in span.attributes}
+    [model] = [s for s in spans if s.name == "chat m-1"]  # the model call: it failed
+    [call] = [s for s in spans if s.name == "aiguard otlp"]  # the guarded call: answered
+    attrs = {a.key: a.value for a in model.attributes}
     assert attrs["aiguard.call_id"].string_value == outcome.call_id
-    assert attrs["aiguard.reason"].string_value == "timeout"
     assert attrs["error.type"].string_value == "TimeoutError"
     assert attrs["gen_ai.request.model"].string_value == "m-1"
+    assert model.status.code == 2  # STATUS_CODE_ERROR
+    assert [e.name for e in model.events] == ["exception"]
+    attrs = {a.key: a.value for a in call.attributes}
+    assert attrs["aiguard.call_id"].string_value == outcome.call_id
+    assert attrs["aiguard.reason"].string_value == "timeout"
+    assert attrs["aiguard.source"].string_value == "default"
+    assert "gen_ai.request.model" not in attrs  # not a model call
+    assert call.status.code == 0  # unset: a fallback answered
+    assert call.trace_id == model.trace_id
 
 
 def test_a_processor_failing_at_span_start_does_not_fail_fallbacks(mode: Mode) -> None:

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from .._runtime import errors, telemetry
+from .._runtime import errors, semconv, telemetry
 from .._runtime import stats as _stats
 from .._runtime.budgets import held
 from .._runtime.money import pico_of
@@ -20,6 +20,7 @@ from ..budget import for_feature as budget_for_feature
 from ..outcome import MODEL_REASONS, Outcome, Reason, Source
 from ..pricing import PriceTable, pico_cost
 from ..usage import Usage, as_usage
+from . import facts
 from .decide import is_status_error
 from .readers import Reader, reader_for
 
@@ -33,6 +34,8 @@ class Accounting:
     __slots__ = (
         "_priced",
         "budget",
+        "call_span_name",
+        "call_start_attributes",
         "feature",
         "model",
         "operation",
@@ -41,6 +44,7 @@ class Accounting:
         "record",
         "slo",
         "span_name",
+        "start_attributes",
         "stats",
     )
 
@@ -62,6 +66,18 @@ class Accounting:
         # GenAI conventions: "{operation} {request model}", or the feature when no model is
         # known; static per guard, so the span is named once, when it starts
         self.span_name = f"{operation} {model}" if model else feature
+        # a call that never reaches the model, or the rest of one whose model call failed or
+        # was rejected, is an INTERNAL span of its own name: no span says a model was called
+        # when none was
+        self.call_span_name = f"aiguard {feature}"
+        start: dict[str, Any] = {"gen_ai.operation.name": operation}
+        if provider is not None:
+            start["gen_ai.provider.name"] = provider
+        if model is not None:
+            start["gen_ai.request.model"] = model
+        start["aiguard.feature"] = feature
+        self.start_attributes = start  # the model call's span, at its start (for samplers)
+        self.call_start_attributes = {"aiguard.feature": feature}
         if usage is False:
             self.reader: UsageReader | None = None
         elif usage is None or usage is True:
@@ -275,8 +291,11 @@ class Accounting:
         if source is not None and source is not Source.MODEL:
             m.fallbacks.add(1, ours)
 
-    def span_attributes(self, outcome: Outcome[Any]) -> tuple[dict[str, Any], str | None]:
-        """The span's attributes and error (if the call served nothing)."""
+    def span_attributes(
+        self, outcome: Outcome[Any], *, model: bool = True
+    ) -> tuple[dict[str, Any], str | None]:
+        """The span's attributes and error (if the call served nothing); ``model``: the span is
+        the model call's (CLIENT), else the guarded call's own (INTERNAL: no ``gen_ai.*``)."""
         cost = outcome.cost
         return self.attributes(
             outcome.call_id,
@@ -291,7 +310,28 @@ class Accounting:
             tuple(a.handler for a in outcome.attempts),
             outcome.detail,
             outcome.exception,
+            model=model,
+            result=outcome.model_result if model else None,
+            ttfc=outcome.time_to_first_chunk,
         )
+
+    def model_attributes(
+        self, result: Any, exception: BaseException | None, timed_out: bool
+    ) -> dict[str, Any]:
+        """The model call's span, when the call goes on to the fallback chain: what the model
+        answered (model, usage, response id, finish reasons) or how it failed."""
+        attrs: dict[str, Any] = {}
+        usage = self.usage(result) if result is not None else None
+        if usage is not None:
+            _usage_attributes(attrs, usage, self.provider)
+        if result is not None:
+            facts.response(attrs, result)
+        if exception is not None:
+            attrs["error.type"] = type(exception).__qualname__
+            facts.server(attrs, exception)
+        elif timed_out:
+            attrs["error.type"] = "timeout"
+        return attrs
 
     def attributes(
         self,
@@ -307,25 +347,35 @@ class Accounting:
         handlers: tuple[str, ...],
         detail: str | None,
         exception: BaseException | None,
+        *,
+        model: bool = True,
+        result: Any = None,
+        ttfc: float | None = None,
     ) -> tuple[dict[str, Any], str | None]:
         """The span's attributes (None values left out) and error, from the call's figures:
-        the served path calls this without building an Outcome."""
-        response_model = usage.model if usage is not None else None
-        provider = usage.provider if usage is not None and usage.provider else self.provider
+        the served path calls this without building an Outcome. ``model``: the span is the
+        model call's (CLIENT: the ``gen_ai.*`` figures too), else the guarded call's own."""
         # Reason and Source are str enums: OpenTelemetry takes them as the strings they are.
         attrs: dict[str, Any] = {
-            "gen_ai.operation.name": self.operation,
             "aiguard.feature": self.feature,
             "aiguard.call_id": call_id,
             "aiguard.reason": reason,
             "aiguard.killed": reason in _KILLED,
         }
-        if provider is not None:
-            attrs["gen_ai.provider.name"] = provider
-        if self.model is not None:
-            attrs["gen_ai.request.model"] = self.model
-        if response_model is not None:
-            attrs["gen_ai.response.model"] = response_model
+        if model:
+            attrs["gen_ai.operation.name"] = self.operation
+            if self.provider is not None:
+                attrs["gen_ai.provider.name"] = self.provider
+            if self.model is not None:
+                attrs["gen_ai.request.model"] = self.model
+            if usage is not None:
+                _usage_attributes(attrs, usage, self.provider)
+            if result is not None:
+                facts.response(attrs, result)
+            if ttfc is not None:
+                attrs["aiguard.time_to_first_chunk"] = ttfc
+                if semconv.current[0]:
+                    attrs["gen_ai.response.time_to_first_chunk"] = ttfc
         if source is not None:
             attrs["aiguard.source"] = source
         if confidence is not None:
@@ -335,20 +385,14 @@ class Accounting:
         if percent is not None:
             attrs["aiguard.rollout.percent"] = percent
             attrs["aiguard.rollout.arm"] = arm
-        if usage is not None:
-            attrs["gen_ai.usage.input_tokens"] = usage.input_tokens
-            attrs["gen_ai.usage.output_tokens"] = usage.output_tokens
-            attrs["gen_ai.usage.cache_read.input_tokens"] = usage.cache_read_tokens
-            attrs["gen_ai.usage.cache_creation.input_tokens"] = usage.cache_write_tokens
-            if usage.cache_write_1h_tokens:
-                attrs["aiguard.usage.cache_creation_1h.input_tokens"] = usage.cache_write_1h_tokens
-            if usage.reasoning_tokens:
-                attrs["gen_ai.usage.reasoning.output_tokens"] = usage.reasoning_tokens
         if cost is not None:
+            currency = runtime.prices.currency if runtime.prices is not None else "USD"
             attrs["aiguard.cost"] = cost / 1e12
-            attrs["aiguard.cost.currency"] = (
-                runtime.prices.currency if runtime.prices is not None else "USD"
-            )
+            attrs["aiguard.cost.currency"] = currency
+            if semconv.current[0]:  # the proposed cost attributes, computed here
+                attrs["gen_ai.usage.cost.amount"] = cost / 1e12
+                attrs["gen_ai.usage.cost.currency"] = currency
+                attrs["gen_ai.usage.cost.source"] = "local"
         if handlers:
             attrs["aiguard.fallback.handlers"] = handlers
         if reason is not Reason.SERVED and detail:
@@ -361,6 +405,25 @@ class Accounting:
         if source is None:
             error = f"{reason.value}: {detail or 'not served'}"
         return attrs, error
+
+
+def _usage_attributes(attrs: dict[str, Any], usage: Usage, provider: str | None) -> None:
+    """A model call's usage on its span, under the names of the conventions in force."""
+    if usage.model is not None:
+        attrs["gen_ai.response.model"] = usage.model
+    if usage.provider and provider is None:
+        attrs["gen_ai.provider.name"] = usage.provider
+    attrs["gen_ai.usage.input_tokens"] = usage.input_tokens
+    attrs["gen_ai.usage.output_tokens"] = usage.output_tokens
+    attrs["gen_ai.usage.cache_read.input_tokens"] = usage.cache_read_tokens
+    if semconv.current[0]:
+        attrs["gen_ai.usage.cache_write.input_tokens"] = usage.cache_write_tokens
+    else:
+        attrs["gen_ai.usage.cache_creation.input_tokens"] = usage.cache_write_tokens
+    if usage.cache_write_1h_tokens:
+        attrs["aiguard.usage.cache_creation_1h.input_tokens"] = usage.cache_write_1h_tokens
+    if usage.reasoning_tokens:
+        attrs["gen_ai.usage.reasoning.output_tokens"] = usage.reasoning_tokens
 
 
 _UNKNOWN: Any = object()

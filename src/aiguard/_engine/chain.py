@@ -5,17 +5,19 @@ Used by the drivers and by streams that fail before their first chunk."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any
 
 from .._runtime import telemetry
 from ..fallbacks import Fallback
-from ..outcome import Outcome
+from ..outcome import Outcome, Reason
 from . import decide, finish
 from .core import Core
 
 
 def drive_sync(core: Core, ctx: Any, t0: float, t1: float | None) -> Outcome[Any]:
     """Run the fallback chain that ``decide.flow`` walks, then conclude the call."""
+    ctx, made, token = split(core, ctx)
     flow = decide.flow(core.chain)
     try:
         handler = next(flow)
@@ -29,6 +31,37 @@ def drive_sync(core: Core, ctx: Any, t0: float, t1: float | None) -> Outcome[Any
                 handler = flow.send((True, value))
     except StopIteration as stop:
         return finish.conclude(core, ctx, t0, t1, stop.value)
+    finally:
+        if made is not None:
+            telemetry.stop_once(made, token)
+
+
+def split(core: Core, ctx: Any) -> tuple[Any, Any, Any]:
+    """A call whose model was called goes on to the fallback chain: its model call's span
+    (CLIENT) ends there, an error if the model failed, and the rest of the call gets the
+    guarded call's own span (INTERNAL), current until the call ends. ``(ctx, the new span or
+    None, its context token)``."""
+    span = ctx.span
+    if span is None or getattr(span, "kind", None) is not telemetry.CLIENT:
+        return ctx, None, None
+    tracer = telemetry.tracer()
+    if tracer is None:
+        return ctx, None, None
+    acct = core.acct
+    timed_out = ctx.exception is None and ctx.reason is Reason.TIMEOUT
+    failed = ctx.exception is not None or timed_out
+    try:
+        model = acct.model_attributes(ctx.model_result, ctx.exception, timed_out)
+    except Exception:
+        model = {}
+    model["aiguard.call_id"] = ctx.call_id
+    made = telemetry.model_span_done(
+        span, tracer, acct.call_span_name, model, ctx.exception, failed, ctx.detail,
+        acct.call_start_attributes,
+    )  # fmt: skip
+    if made is None:
+        return ctx, None, None
+    return dataclasses.replace(ctx, span=made), made, telemetry.attach(made)
 
 
 def _handler_span(ctx: Any, handler: Fallback) -> Any:
@@ -45,11 +78,12 @@ def _handler_span(ctx: Any, handler: Fallback) -> Any:
     }
     if tracer is None:
         return contextlib.nullcontext()
-    return telemetry.child(tracer, f"aiguard.fallback {handler.name}", attributes)
+    return telemetry.child(tracer, f"aiguard.fallback {handler.name}", attributes, ctx.span)
 
 
 async def drive_async(core: Core, ctx: Any, t0: float, t1: float | None) -> Outcome[Any]:
     """The same as ``drive_sync``, awaiting each handler."""
+    ctx, made, token = split(core, ctx)
     flow = decide.flow(core.chain)
     try:
         handler = next(flow)
@@ -63,3 +97,6 @@ async def drive_async(core: Core, ctx: Any, t0: float, t1: float | None) -> Outc
                 handler = flow.send((True, value))
     except StopIteration as stop:
         return finish.conclude(core, ctx, t0, t1, stop.value)
+    finally:
+        if made is not None:
+            telemetry.stop_once(made, token)

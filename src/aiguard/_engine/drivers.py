@@ -33,7 +33,6 @@ def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
     timed = deadlines.call
     stuck = core.blocked  # [True] once a call was found blocked in C: the pool from then on
     settle = finish.settler(core)
-    span_name = core.acct.span_name
     api = telemetry.trace_api  # api._TRACER_PROVIDER is None: no tracing, one attribute read
     kind = streams.kind
     streamy = core.spec.stream is not False
@@ -43,21 +42,24 @@ def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
         if api._TRACER_PROVIDER is None:
             return body(args, kwargs, None)
         tracer = telemetry.tracer()
-        span, token = (None, None) if tracer is None else telemetry.start(tracer, span_name)
-        if span is None:
+        if tracer is None:
             return body(args, kwargs, None)
+        checked = _checked(core, args, kwargs)  # the span's kind says whether a model is called
+        span, token = _begin(tracer, core, checked)
+        if span is None:
+            return body(args, kwargs, None, checked)
         try:
-            record = body(args, kwargs, span)
+            record = body(args, kwargs, span, checked)
         except BaseException:
             telemetry.stop_once(span, token)  # a stream may have ended it already
             raise
         if record.__class__ is StreamRecord:
             telemetry.detach(token)  # the stream ends its span when it ends
         else:
-            telemetry.stop(span, token)
+            telemetry.stop_once(span, token)
         return record
 
-    def body(args: tuple[Any, ...], kwargs: dict[str, Any], span: Any) -> Any:
+    def body(args: tuple[Any, ...], kwargs: dict[str, Any], span: Any, checked: Any = None) -> Any:
         s = core.settings
         if s.generation != runtime.generation:
             s = core.refresh()
@@ -66,8 +68,8 @@ def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
         t0 = perf_counter()
         arm = None
         pre = s.pre
-        if pre is not None:
-            blocked, arm, detail = pre(args, kwargs)
+        if checked is not None or pre is not None:
+            blocked, arm, detail = checked or pre(args, kwargs)  # type: ignore[misc]
             if blocked is not None:
                 ctx = core.context(s, n, args, kwargs, blocked, detail=detail, arm=arm, span=span)
                 return drive_sync(core, ctx, t0, None)
@@ -115,7 +117,6 @@ def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
 def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
     timeout_cm = asyncio.timeout
     settle = finish.settler(core)
-    span_name = core.acct.span_name
     api = telemetry.trace_api  # api._TRACER_PROVIDER is None: no tracing, one attribute read
 
     kind = streams.kind
@@ -126,21 +127,26 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
         if api._TRACER_PROVIDER is None:
             return await body(args, kwargs, None)
         tracer = telemetry.tracer()
-        span, token = (None, None) if tracer is None else telemetry.start(tracer, span_name)
-        if span is None:
+        if tracer is None:
             return await body(args, kwargs, None)
+        checked = _checked(core, args, kwargs)
+        span, token = _begin(tracer, core, checked)
+        if span is None:
+            return await body(args, kwargs, None, checked)
         try:
-            record = await body(args, kwargs, span)
+            record = await body(args, kwargs, span, checked)
         except BaseException:
             telemetry.stop_once(span, token)  # a stream may have ended it already
             raise
         if record.__class__ is StreamRecord:
             telemetry.detach(token)  # the stream ends its span when it ends
         else:
-            telemetry.stop(span, token)
+            telemetry.stop_once(span, token)
         return record
 
-    async def body(args: tuple[Any, ...], kwargs: dict[str, Any], span: Any) -> Any:
+    async def body(
+        args: tuple[Any, ...], kwargs: dict[str, Any], span: Any, checked: Any = None
+    ) -> Any:
         s = core.settings
         if s.generation != runtime.generation:
             s = core.refresh()
@@ -150,8 +156,8 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
         t0 = perf_counter()
         arm = None
         pre = s.pre
-        if pre is not None:
-            blocked, arm, detail = pre(args, kwargs)
+        if checked is not None or pre is not None:
+            blocked, arm, detail = checked or pre(args, kwargs)  # type: ignore[misc]
             if blocked is not None:
                 ctx = core.context(s, n, args, kwargs, blocked, detail=detail, arm=arm, span=span)
                 return await drive_async(core, ctx, t0, None)
@@ -209,19 +215,40 @@ def _prologue(core: Core, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if s.generation != runtime.generation:
         s = core.refresh()
     n = ids.next_number()
+    t0 = perf_counter()
+    blocked, arm, detail = _checked(core, args, kwargs)
     span = None
     if telemetry.trace_api._TRACER_PROVIDER is not None:
         tracer = telemetry.tracer()
         if tracer is not None:
-            span, token = telemetry.start(tracer, core.acct.span_name)
+            span, token = _begin(tracer, core, (blocked, arm, detail))
             if span is not None:
                 telemetry.detach(token)
-    t0 = perf_counter()
-    arm = None
-    blocked = detail = None
-    if s.pre is not None:
-        blocked, arm, detail = s.pre(args, kwargs)
     return s, n, span, t0, arm, blocked, detail
+
+
+_UNCHECKED = (None, None, None)
+
+
+def _checked(core: Core, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The pre-call checks, run before the span starts (traced calls): its kind depends on
+    whether the model is called."""
+    s = core.settings
+    if s.generation != runtime.generation:
+        s = core.refresh()
+    pre = s.pre
+    return _UNCHECKED if pre is None else pre(args, kwargs)
+
+
+def _begin(tracer: Any, core: Core, checked: Any) -> tuple[Any, Any]:
+    """The call's span: the model call's (CLIENT, ``{operation} {model}``) when the checks let
+    the model be called, else the guarded call's own (INTERNAL, ``aiguard {feature}``)."""
+    acct = core.acct
+    if checked[0] is None:
+        return telemetry.begin(tracer, acct.span_name, telemetry.CLIENT, acct.start_attributes)
+    return telemetry.begin(
+        tracer, acct.call_span_name, telemetry.INTERNAL, acct.call_start_attributes
+    )
 
 
 def wrap_sync_gen(fn: Callable[P, Iterator[R]], core: Core) -> Any:

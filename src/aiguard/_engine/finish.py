@@ -119,7 +119,7 @@ def settler(core: Any) -> Callable[..., Served | FallbackContext]:
                 span,
                 *attributes(
                     ids.call_id(n), MODEL, SERVED, confidence, s.threshold, s.percent, arm,
-                    usage, cost, (), None, None,
+                    usage, cost, (), None, None, result=result,
                 ),
             )  # fmt: skip
         recorder = runtime.recorder
@@ -266,7 +266,13 @@ def publish(
         spent,
     )
     if span is not None:
-        telemetry.describe(span, *acct.span_attributes(result))
+        model = getattr(span, "kind", None) is telemetry.CLIENT  # the model call's own span
+        telemetry.describe(span, *acct.span_attributes(result, model=model))
+        if model and (result.exception is not None or result.reason is Reason.INTERRUPTED):
+            try:  # the model failed: an error where error views look
+                telemetry.exception_event(span, result.exception, result.detail)
+            except Exception as exc:
+                errors.report("telemetry: exception event", exc)
     recorder = runtime.recorder
     if recorder is not None:
         if recorder.capture is None:  # the figures only: no value held in the queue

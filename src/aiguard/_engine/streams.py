@@ -35,7 +35,7 @@ from .._runtime.money import to_decimal
 from ..exceptions import StreamInterrupted
 from ..outcome import Outcome, Reason, Source
 from ..usage import Usage, as_usage, read_usage
-from . import decide, finish
+from . import decide, facts, finish
 from .chain import drive_async, drive_sync
 
 SERVED = Reason.SERVED
@@ -67,10 +67,12 @@ def kind(result: Any) -> int:
 class Tally:
     """What the chunks said about tokens, read as they pass."""
 
-    __slots__ = ("chunks", "model", "openai", "start", "usage")
+    __slots__ = ("chunks", "finish", "model", "openai", "rid", "start", "usage")
 
     def __init__(self) -> None:
         self.model: str | None = None  # the model the chunks named
+        self.rid: str | None = None  # the response id the chunks carried
+        self.finish: list[str] = []  # the finish reasons they gave
         self.usage: Usage | None = None  # the latest complete usage read
         self.start: Usage | None = None  # Anthropic's message_start usage (input side)
         self.chunks = 0
@@ -86,8 +88,14 @@ class Tally:
             if kind == "message_start":  # Anthropic: input figures, and the model
                 self.start = read_usage(chunk.message)
                 self.usage = self.start
+                rid = getattr(chunk.message, "id", None)
+                if isinstance(rid, str):
+                    self.rid = rid
             elif kind == "message_delta":  # Anthropic: output tokens so far (cumulative)
                 self._delta(chunk.usage)
+                stop = getattr(getattr(chunk, "delta", None), "stop_reason", None)
+                if isinstance(stop, str) and len(self.finish) < 16:
+                    self.finish.append(stop)
             elif kind in ("response.completed", "response.incomplete", "response.failed"):
                 self.usage = read_usage(chunk.response)  # OpenAI responses
             else:
@@ -95,6 +103,13 @@ class Tally:
                     self.openai = True
                     if self.model is None:
                         self.model = getattr(chunk, "model", None)
+                    if self.rid is None:
+                        rid = getattr(chunk, "id", None)
+                        self.rid = rid if isinstance(rid, str) else None
+                    for choice in getattr(chunk, "choices", None) or ():
+                        reason = getattr(choice, "finish_reason", None)
+                        if isinstance(reason, str) and len(self.finish) < 16:
+                            self.finish.append(reason)
                 usage = (
                     chunk.get("usage") if isinstance(chunk, dict) else getattr(chunk, "usage", None)
                 )
@@ -242,6 +257,7 @@ class Run:
         "n",
         "prior",
         "s",
+        "server",
         "span",
         "t0",
         "t1",
@@ -264,6 +280,7 @@ class Run:
     ) -> None:
         self.core = core
         self.prior = prior  # the model's failed tries before this stream (retry=)
+        self.server: dict[str, Any] = {}  # server.address/port, from the stream's response
         self.s = s
         self.n = n
         self.args = args
@@ -426,6 +443,18 @@ class Run:
     def publish(self, outcome: Outcome[Any]) -> None:
         self.box.append(outcome)
         self.restore()
+        span = self.span
+        if span is not None:  # what the chunks said of the response
+            try:
+                facts_: dict[str, Any] = dict(self.server)
+                if self.tally.rid:
+                    facts_["gen_ai.response.id"] = self.tally.rid[:256]
+                if self.tally.finish:
+                    facts_["gen_ai.response.finish_reasons"] = tuple(self.tally.finish)
+                if facts_:
+                    span.set_attributes(facts_)
+            except Exception as exc:
+                errors.report("telemetry: stream attributes", exc)
         try:
             finish.publish(self.core, outcome, self.span, ctx=None)
         except Exception as exc:  # recording must never break the caller's stream
@@ -871,6 +900,8 @@ def start_sync(
     """A returned sync stream: its first chunk is awaited now (a failure before it is a call's
     failure, served by the fallback chain like any); the caller gets a proxy of the stream."""
     run = Run(core, s, n, args, kwargs, t0, arm, span, prior)
+    if span is not None:
+        facts.server(run.server, source)
     gen = run_sync(run, source, core.spec.stream == "buffer")
     first: list[Any] = []
     with contextlib.suppress(StopIteration):
@@ -883,6 +914,8 @@ async def start_async(
     t0: float, arm: str | None, span: Any, prior: tuple[Any, ...] = (),
 ) -> Any:  # fmt: skip
     run = Run(core, s, n, args, kwargs, t0, arm, span, prior)
+    if span is not None:
+        facts.server(run.server, source)
     gen = run_async(run, source, core.spec.stream == "buffer")
     first: list[Any] = []
     with contextlib.suppress(StopAsyncIteration):

@@ -23,3 +23,7 @@ def latest() -> bool:
     when aiguard's tracer or meters are made for a provider (not per call)."""
     value = os.environ.get(OPT_IN, "")
     return any(part.strip() == LATEST for part in value.split(","))
+
+
+# The generation in force, read again when aiguard's tracer or meters are made for a provider.
+current = [latest()]

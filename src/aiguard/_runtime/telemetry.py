@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._version import __version__
 from . import errors as _internal
+from . import semconv
 from .state import runtime
 
 # GenAI semantic conventions (development): advised histogram buckets.
@@ -31,6 +32,8 @@ TOKEN_BUCKETS = (
 
 _SCOPE = "aiguard"
 _CLIENT = SpanKind.CLIENT
+_INTERNAL = SpanKind.INTERNAL
+CLIENT, INTERNAL = _CLIENT, _INTERNAL
 
 
 def _global_tracer_provider() -> Any:
@@ -117,6 +120,7 @@ def tracer() -> Any:
             _internal.report("telemetry: get_tracer", exc)
             return None
         runtime.tracer = cached
+        semconv.current[0] = semconv.latest()  # the conventions generation, per provider
     return cached[1]
 
 
@@ -203,11 +207,98 @@ def stop(span: Any, token: Any) -> None:
 def stop_once(span: Any, token: Any) -> None:
     """Detach the call's span, and end it unless a stream already did."""
     try:
-        otel_context.detach(token)
+        if token is not None:
+            otel_context.detach(token)
         if span.is_recording():
             span.end()
     except Exception as exc:
         _internal.report("telemetry: end span", exc)
+
+
+def begin(tracer: Any, name: str, kind: SpanKind, attributes: Mapping[str, Any]) -> tuple[Any, Any]:
+    """Start the call's span with what is known before the call (so a sampler sees it), and make
+    it current (a model client's own spans are its children)."""
+    try:
+        span = tracer.start_span(name, kind=kind, attributes=attributes)
+        token = otel_context.attach(otel_trace.set_span_in_context(span))
+    except Exception as exc:
+        _internal.report("telemetry: start span", exc)
+        return None, None
+    return span, token
+
+
+def exception_event(span: Any, exc: BaseException | None, detail: str | None) -> None:
+    """The model call's failure on its span: status ERROR and an ``exception`` event, with the
+    exception's type (its message only through ``redact=``: see ``safe_text``)."""
+    kind = "timeout" if exc is None else type(exc).__qualname__
+    message = safe_text(exc) if exc is not None else (detail or "timed out")
+    span.add_event(
+        "exception",
+        {"exception.type": kind if exc is None else _qualified(exc), "exception.message": message},
+    )
+    span.set_status(Status(StatusCode.ERROR, kind))
+
+
+def _qualified(exc: BaseException) -> str:
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def safe_text(exc: BaseException) -> str:
+    """What telemetry may say of an exception: its type only, unless the configured ``redact=``
+    hook returns a text for it."""
+    return type(exc).__qualname__
+
+
+def model_span_done(
+    span: Any,
+    tracer: Any,
+    name: str,
+    model_attributes: Mapping[str, Any],
+    exc: BaseException | None,
+    failed: bool,
+    detail: str | None,
+    call_attributes: Mapping[str, Any],
+) -> Any:
+    """The model was called and the call goes on to the fallback chain: end the model call's
+    CLIENT span (an error, with an exception event, when the model failed) and start the
+    guarded call's INTERNAL span from the same start, for the rest of the call: a sibling of the
+    model call's span, or its child when that span is the trace's root (one trace either way).
+    Returns the new span (None when it cannot be made)."""
+    try:
+        if not span.is_recording():
+            return None
+        span.set_attributes(model_attributes)
+        if failed:
+            exception_event(span, exc, detail)
+        span.end()
+        # a sibling of the model call's span; when that span is a trace's root, its child (a
+        # root of its own would start another trace)
+        parent = getattr(span, "parent", None)
+        context = otel_trace.set_span_in_context(
+            otel_trace.NonRecordingSpan(parent) if parent is not None else span
+        )
+        return tracer.start_span(
+            name,
+            context=context,
+            kind=_INTERNAL,
+            attributes=call_attributes,
+            start_time=getattr(span, "start_time", None),
+            links=(otel_trace.Link(span.get_span_context()),),
+        )
+    except Exception as exc_:
+        _internal.report("telemetry: model span", exc_)
+        return None
+
+
+def attach(span: Any) -> Any:
+    """Make ``span`` current; its token (None if that failed)."""
+    try:
+        return otel_context.attach(otel_trace.set_span_in_context(span))
+    except Exception as exc:
+        _internal.report("telemetry: attach span", exc)
+        return None
 
 
 def detach(token: Any) -> None:
@@ -219,9 +310,10 @@ def detach(token: Any) -> None:
 
 
 def end(span: Any) -> None:
-    """End a span whose context was detached already."""
+    """End a span whose context was detached already (unless it was ended)."""
     try:
-        span.end()
+        if span.is_recording():
+            span.end()
     except Exception as exc:
         _internal.report("telemetry: end span", exc)
 
@@ -243,16 +335,23 @@ class child:
     failures when it starts or ends are reported, never raised; the handler's own exception is
     recorded on the span and passes through."""
 
-    __slots__ = ("attributes", "name", "span", "token", "tracer")
+    __slots__ = ("attributes", "name", "parent", "span", "token", "tracer")
 
-    def __init__(self, tracer: Any, name: str, attributes: Mapping[str, Any]) -> None:
+    def __init__(
+        self, tracer: Any, name: str, attributes: Mapping[str, Any], parent: Any = None
+    ) -> None:
         self.tracer, self.name, self.attributes = tracer, name, attributes
         self.span: Any = None
         self.token: Any = None
+        self.parent = parent  # the call's span (else the current one)
 
     def __enter__(self) -> None:
         try:
-            self.span = self.tracer.start_span(self.name, kind=SpanKind.INTERNAL,
+            context = None
+            if self.parent is not None:
+                context = otel_trace.set_span_in_context(self.parent)
+            self.span = self.tracer.start_span(self.name, context=context,
+                                               kind=SpanKind.INTERNAL,
                                                attributes=self.attributes)  # fmt: skip
             self.token = otel_context.attach(otel_trace.set_span_in_context(self.span))
         except Exception as exc:
