@@ -153,12 +153,15 @@ def test_an_exception_outside_catch_is_an_error_on_the_model_span(mode: Mode) ->
     assert [e.name for e in span.events] == ["exception"]
 
 
+ANSWER = {"score": 0.2, "id": "resp-1", "usage": {"input_tokens": 5, "output_tokens": 2}}
+
+
 def test_a_rejected_answer_is_not_a_model_error(mode: Mode) -> None:
     with capture_telemetry() as telemetry:
         fn = mode.guard(
             "s-low", model="m-1", confidence="score", threshold=0.9,
             fallback=aiguard.Default("fallback"),
-        )(lambda: {"score": 0.2, "id": "resp-1", "usage": {"input_tokens": 5, "output_tokens": 2}})  # fmt: skip
+        )(lambda: ANSWER)  # fmt: skip
         assert mode.call(fn) == "fallback"
     spans = {s.name: s for s in telemetry.spans()}
     model_span, call = spans["chat m-1"], spans["aiguard s-low"]
@@ -227,6 +230,19 @@ def test_a_stream_span_covers_it_with_its_facts(mode: Mode, llm_server: LLMServe
     assert (span.end_time - span.start_time) / 1e9 >= 0.04
 
 
+def _read_all(mode: Mode, stream: Any) -> None:
+    if mode.is_async:
+
+        async def read() -> None:
+            async for _ in stream:
+                pass
+
+        mode.run(read())
+        return
+    for _ in stream:
+        pass
+
+
 def test_an_interrupted_stream_is_an_error_on_its_span(mode: Mode) -> None:
     def gen() -> Iterator[str]:
         yield "a"
@@ -239,16 +255,7 @@ def test_an_interrupted_stream_is_an_error_on_its_span(mode: Mode) -> None:
     with capture_telemetry() as telemetry:
         fn = aiguard.guard("s-cut", model="m-1")(agen if mode.is_async else gen)
         with pytest.raises(aiguard.StreamInterrupted):
-            if mode.is_async:
-
-                async def read() -> None:
-                    async for _ in fn():
-                        pass
-
-                mode.run(read())
-            else:
-                for _ in fn():
-                    pass
+            _read_all(mode, fn())
     [span] = telemetry.spans()
     assert span.status.status_code is StatusCode.ERROR
     assert [e.name for e in span.events] == ["exception"]
