@@ -729,7 +729,8 @@ def test_feedback_by_call_id(mode: Mode, tmp_path: Path) -> None:
 
 
 def test_telemetry_span_per_call(mode: Mode) -> None:
-    """Each call is one span named '{operation} {model}' with aiguard.* attributes."""
+    """A served call is one CLIENT span named '{operation} {model}'; a call whose model failed
+    has its model call's span (an error) and the guarded call's own span (answered)."""
     with capture_telemetry() as telemetry:
 
         @mode.guard("m-otel", model="m-1", fallback=aiguard.Default("d"))
@@ -740,17 +741,21 @@ def test_telemetry_span_per_call(mode: Mode) -> None:
 
         served = mode.outcome(triage, False)
         failed = mode.outcome(triage, True)
-    calls = telemetry.spans("chat m-1")
-    assert len(calls) == 2
-    attrs = [dict(span.attributes or {}) for span in calls]
-    assert [(a["aiguard.call_id"], a["aiguard.reason"], a["aiguard.source"]) for a in attrs] == [
-        (served.call_id, "served", "model"),
-        (failed.call_id, "error", "default"),
-    ]
-    assert {a["aiguard.feature"] for a in attrs} == {"m-otel"}
+    models = telemetry.spans("chat m-1")
+    assert len(models) == 2
+    attrs = [dict(span.attributes or {}) for span in models]
+    assert [a["aiguard.call_id"] for a in attrs] == [served.call_id, failed.call_id]
+    assert (attrs[0]["aiguard.reason"], attrs[0]["aiguard.source"]) == ("served", "model")
     assert attrs[1]["error.type"] == "ConnectionError"
+    [call] = telemetry.spans("aiguard m-otel")
+    call_attrs = dict(call.attributes or {})
+    assert (call_attrs["aiguard.call_id"], call_attrs["aiguard.reason"]) == (
+        failed.call_id,
+        "error",
+    )
+    assert call_attrs["aiguard.source"] == "default" and call_attrs["aiguard.feature"] == "m-otel"
     [handler] = telemetry.spans("aiguard.fallback default")
-    assert handler.parent is not None and handler.parent.span_id == calls[1].context.span_id
+    assert handler.parent is not None and handler.parent.span_id == call.context.span_id
 
 
 # -- an invariant ------------------------------------------------------------------------------
