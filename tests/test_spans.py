@@ -301,3 +301,24 @@ def test_both_generations_of_names(
         assert attrs["gen_ai.usage.cache_creation.input_tokens"] == 30
         assert "gen_ai.usage.cache_write.input_tokens" not in attrs
         assert not [k for k in attrs if k.startswith("gen_ai.usage.cost")]
+
+
+def test_retried_tries_are_events_on_the_model_span(mode: Mode) -> None:
+    tries: list[int] = []
+
+    def flaky() -> str:
+        tries.append(1)
+        if len(tries) < 3:
+            raise ConnectionError("reset")
+        return "answer"
+
+    with capture_telemetry() as telemetry:
+        fn = mode.guard("s-retry", model="m-1", retry=aiguard.Retry(attempts=3, backoff=0.001))(
+            flaky
+        )
+        assert mode.call(fn) == "answer"
+    [span] = telemetry.spans()
+    assert span.kind is SpanKind.CLIENT and span.status.status_code is StatusCode.UNSET
+    events = [e for e in span.events if e.name == "exception"]
+    assert len(events) == 2
+    assert all(e.attributes and e.attributes["aiguard.retried"] is True for e in events)

@@ -15,7 +15,7 @@ import time
 from time import perf_counter
 from typing import Any
 
-from .._runtime import deadlines, ids
+from .._runtime import deadlines, ids, telemetry
 from .._runtime.money import to_decimal
 from ..outcome import Attempt, Outcome, Reason, Source
 from . import decide, finish, streams
@@ -108,6 +108,8 @@ def again_sync(
         if wait is None:
             break
         prior.append(_tried(core, failure, perf_counter() - tried_at))
+        if span is not None:
+            telemetry.failed_try(span, failure)
         if wait > 0:
             time.sleep(wait)  # shorter than the time left (checked)
         tries += 1
@@ -162,6 +164,8 @@ async def again_async(
         if wait is None:
             break
         prior.append(_tried(core, failure, perf_counter() - tried_at))
+        if span is not None:
+            telemetry.failed_try(span, failure)
         if wait > 0:
             await asyncio.sleep(wait)
         tries += 1

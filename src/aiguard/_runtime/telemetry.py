@@ -239,6 +239,20 @@ def exception_event(span: Any, exc: BaseException | None, detail: str | None) ->
     span.set_status(Status(StatusCode.ERROR, kind))
 
 
+def failed_try(span: Any, exc: BaseException) -> None:
+    """A model try that failed and was retried (``retry=``): an ``exception`` event on the model
+    call's span, its status left to the call's last try."""
+    try:
+        if span.is_recording():
+            span.add_event(
+                "exception",
+                {"exception.type": _qualified(exc), "exception.message": safe_text(exc),
+                 "aiguard.retried": True},
+            )  # fmt: skip
+    except Exception as failure:
+        _internal.report("telemetry: exception event", failure)
+
+
 def _qualified(exc: BaseException) -> str:
     cls = type(exc)
     module = cls.__module__
