@@ -409,9 +409,7 @@ def _response_id(outcome: Any) -> str | None:
         return None
 
 
-def _emit(
-    fb: Feedback, ids: tuple[str | None, str | None], response_id: str | None = None
-) -> None:
+def _emit(fb: Feedback, ids: tuple[str | None, str | None], response_id: str | None = None) -> None:
     """A ``gen_ai.evaluation.result`` event linked to the call's span, and a counter; never
     raises."""
     try:
