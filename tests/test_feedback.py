@@ -8,12 +8,15 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _modes import Mode
 from hypothesis import given
 from hypothesis import strategies as st
+from opentelemetry import trace
 
 import aiguard
 from aiguard import FeedbackKind
@@ -143,24 +146,155 @@ def test_review_resolutions_are_feedback(store: Path) -> None:
 
 
 def test_feedback_becomes_an_evaluation_event_in_the_calls_trace(store: Path) -> None:
-    """A gen_ai.evaluation.result event, in the call's trace, with score and label."""
+    """A gen_ai.evaluation.result event linked to the call's span, with score and label."""
     with capture_telemetry() as telemetry:
         outcome = reply_guard().outcome("x")
         outcome.reject(reason="off topic")
         points = telemetry.metric_points("aiguard.feedback")
     call = next(s for s in telemetry.spans() if s.name == "reply")
     evaluation = next(s for s in telemetry.spans() if s.name.startswith("evaluation"))
-    assert evaluation.context.trace_id == call.context.trace_id
-    assert evaluation.parent is not None and evaluation.parent.span_id == call.context.span_id
+    [link] = evaluation.links
+    assert (link.context.trace_id, link.context.span_id) == (
+        call.context.trace_id,
+        call.context.span_id,
+    )
+    assert link.attributes["aiguard.call_id"] == outcome.call_id
     [event] = evaluation.events
     assert event.name == "gen_ai.evaluation.result"
     assert event.attributes["gen_ai.evaluation.name"] == "aiguard.feedback.rejected"
     assert event.attributes["gen_ai.evaluation.score.value"] == 0.0
     assert event.attributes["gen_ai.evaluation.score.label"] == "rejected"
-    assert event.attributes["gen_ai.evaluation.explanation"] == "off topic"
+    assert "gen_ai.evaluation.explanation" not in event.attributes  # no redact= hook
     assert [(dict(p.attributes), p.value) for p in points] == [
         ({"aiguard.feature": "reply", "aiguard.feedback.kind": "rejected"}, 1)
     ]
+
+
+@pytest.mark.parametrize("opt_in", ["", "gen_ai_latest_experimental"])
+def test_feedback_later_does_not_stretch_the_calls_trace(
+    mode: Mode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, opt_in: str
+) -> None:
+    """Feedback given later is in a trace of its own, linked to the call's span: the call's
+    trace lasts as long as the call (in both generations of the GenAI conventions)."""
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", opt_in)
+    aiguard.configure(store=tmp_path / "a.db")
+
+    @mode.guard("quick")
+    def quick(text: str) -> str:
+        return "ok"
+
+    with capture_telemetry() as telemetry:
+        outcome = mode.outcome(quick, "x")
+        time.sleep(0.05)
+        aiguard.feedback(outcome, accepted=True)
+    call = next(s for s in telemetry.spans() if s.name == "quick")
+    evaluation = next(s for s in telemetry.spans() if s.name == "evaluation quick")
+    in_call_trace = [s for s in telemetry.spans() if s.context.trace_id == call.context.trace_id]
+    assert in_call_trace == [call]
+    trace_duration = max(s.end_time for s in in_call_trace) - min(
+        s.start_time for s in in_call_trace
+    )
+    assert trace_duration == call.end_time - call.start_time < 50_000_000  # ns
+    assert evaluation.parent is None
+    assert evaluation.context.trace_id != call.context.trace_id
+    assert [lk.context.span_id for lk in evaluation.links] == [call.context.span_id]
+    assert evaluation.start_time >= call.end_time + 50_000_000
+    assert evaluation.events[0].attributes["gen_ai.evaluation.score.value"] == 1.0
+
+
+def test_feedback_in_a_request_span_is_its_child(store: Path) -> None:
+    """Feedback given while a span is current (the request that carries it) is a child of that
+    span, still linked to the call."""
+    reply = reply_guard()
+    with capture_telemetry() as telemetry:
+        outcome = reply.outcome("x")
+        tracer = trace.get_tracer("app")
+        with tracer.start_as_current_span("POST /feedback") as request:
+            outcome.accept()
+    evaluation = next(s for s in telemetry.spans() if s.name == "evaluation reply")
+    assert evaluation.parent is not None
+    assert evaluation.parent.span_id == request.get_span_context().span_id
+    call = next(s for s in telemetry.spans() if s.name == "reply")
+    assert [lk.context.span_id for lk in evaluation.links] == [call.context.span_id]
+
+
+@pytest.mark.parametrize(
+    ("label", "shown"),
+    [
+        ("escalate", "escalate"),
+        ({"label": "bug", "team": "web"}, '{"label":"bug","team":"web"}'),
+        (["a", "b"], '["a","b"]'),
+        (3, "3"),
+        ("é ü", "é ü"),
+    ],
+)
+def test_a_correction_label_is_plain_text(store: Path, label: Any, shown: str) -> None:
+    """A correction's score.label: a str as itself, anything else as compact JSON (never a
+    Python repr)."""
+    reply = reply_guard()
+    with capture_telemetry() as telemetry:
+        reply.outcome("x").correct(label)
+    [evaluation] = [s for s in telemetry.spans() if s.name == "evaluation reply"]
+    assert evaluation.events[0].attributes["gen_ai.evaluation.score.label"] == shown
+    assert evaluation.attributes["gen_ai.evaluation.score.label"] == shown
+
+
+def test_comments_and_labels_go_through_the_redact_hook(store: Path) -> None:
+    """With a redact= hook, the comment (explanation) and the label are what it returns."""
+    aiguard.configure(redact=lambda text: text.replace("ana@example.com", "<email>"))
+    reply = reply_guard()
+    with capture_telemetry() as telemetry:
+        reply.outcome("x").reject(reason="wrong, ask ana@example.com")
+        reply.outcome("x").correct("ana@example.com")
+    first, second = [s.events[0] for s in telemetry.spans() if s.name == "evaluation reply"]
+    assert first.attributes["gen_ai.evaluation.explanation"] == "wrong, ask <email>"
+    assert second.attributes["gen_ai.evaluation.score.label"] == "<email>"
+
+
+def test_a_failing_redact_hook_leaves_comments_out_and_labels_as_the_kind(
+    store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hook that raises: no explanation, the kind as the label; reported once, counted."""
+
+    def hook(value: Any) -> Any:
+        raise RuntimeError("hook bug")
+
+    aiguard.configure(redact=hook)
+    reply = reply_guard()
+    with capture_telemetry() as telemetry, caplog.at_level("WARNING", logger="aiguard"):
+        fb = reply.outcome("x").correct({"secret": "s3cr3t"})
+        reply.outcome("x").reject(reason="s3cr3t")
+    assert fb.label == {"secret": "s3cr3t"}  # the stored feedback is untouched
+    events = [s.events[0] for s in telemetry.spans() if s.name == "evaluation reply"]
+    assert [e.attributes["gen_ai.evaluation.score.label"] for e in events] == [
+        "corrected",
+        "rejected",
+    ]
+    assert all("gen_ai.evaluation.explanation" not in e.attributes for e in events)
+    assert aiguard._runtime.errors.counts()["telemetry: redact hook"] == 2
+    assert sum("redact hook" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_response_id_of_a_client_response_is_on_the_evaluation(store: Path) -> None:
+    """Feedback on an Outcome whose result is the client's response carries its
+    gen_ai.response.id; feedback by call id, or on a plain value, carries none."""
+    from openai.types.chat import ChatCompletion
+
+    response = ChatCompletion.model_construct(
+        id="chatcmpl-123", object="chat.completion", created=0, model="m", choices=[]
+    )
+
+    @aiguard.guard("chat")
+    def chat(text: str) -> Any:
+        return response
+
+    with capture_telemetry() as telemetry:
+        outcome = chat.outcome("x")
+        outcome.accept()
+        aiguard.feedback(outcome.call_id, score=3)
+        reply_guard().outcome("x").accept()
+    events = [s.events[0].attributes for s in telemetry.spans() if s.name.startswith("evaluation")]
+    assert [e.get("gen_ai.response.id") for e in events] == ["chatcmpl-123", None, None]
 
 
 def test_a_failing_store_raises_rather_than_pretends(store: Path) -> None:

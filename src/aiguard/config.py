@@ -152,7 +152,11 @@ def configure(
             True; in batches, off the call's path).
         capture: also keep each call's inputs (by parameter name) and served output in its
             record (default False).
-        redact: a function applied to inputs and outputs before they are kept.
+        redact: a function applied to inputs and outputs before they are kept, and to the free
+            texts that go to OpenTelemetry (exception messages, a call's detail, feedback
+            comments and labels): it is given the text and returns what may be shown (text), or
+            None to leave it out. Without one, spans show exception types only, and no
+            comments; ``redact=lambda value: value`` shows them as they are. ``None`` removes it.
         capture_max_bytes: the most JSON kept per captured value (default 4096); longer values
             are cut and marked ``{"$truncated": ...}``.
         budgets: where budgets' spend is shared between replicas: an
@@ -287,11 +291,13 @@ def configure(
         if any(v is not UNSET for v in recording):
             if record_calls is not UNSET:
                 runtime.record_calls = record_calls
+            if redact is not UNSET:
+                runtime.redact = redact
             old = runtime.capture
             keep = capture if capture is not UNSET else old is not None
             runtime.capture = (
                 Capture(
-                    redact if redact is not UNSET else (old.redact if old else None),
+                    runtime.redact,
                     capture_max_bytes
                     if capture_max_bytes is not UNSET
                     else (old.max_bytes if old else 4096),

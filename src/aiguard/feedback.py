@@ -209,9 +209,11 @@ def feedback(
         >>> fb.kind.value, round(fb.edit_distance, 3)
         ('edited', 0.095)
     """
+    response_id = None
     if not isinstance(call_id, str) and _has_call_id(call_id):  # an Outcome
         if served is UNSET:
             served = call_id.value
+        response_id = _response_id(call_id)
         call_id = call_id.call_id
     if not isinstance(call_id, str) or not call_id:
         raise ConfigError(
@@ -295,7 +297,7 @@ def feedback(
         attributes=attrs,
         created_at=now,
     )
-    _emit(result, ids)
+    _emit(result, ids, response_id)
     return result
 
 
@@ -388,9 +390,29 @@ def _write(store: Any, row: dict[str, Any], record: tuple[Any, ...] | None) -> i
     return int(store.add_feedback(row))
 
 
-def _emit(fb: Feedback, ids: tuple[str | None, str | None]) -> None:
-    """A ``gen_ai.evaluation.result`` event in the call's trace, and a counter; never raises."""
+_CLIENTS = frozenset({"openai", "anthropic"})
+
+
+def _response_id(outcome: Any) -> str | None:
+    """The id the provider gave the call's response (``chatcmpl-...``, ``resp_...``,
+    ``msg_...``), when the Outcome holds the model client's own response object; never
+    raises."""
     try:
-        _telemetry.evaluation(fb, ids)
+        result = outcome.model_result
+        if result is None:
+            return None
+        if type(result).__module__.partition(".")[0] not in _CLIENTS:
+            return None
+        found = getattr(result, "id", None)
+        return found if isinstance(found, str) and found else None
+    except Exception:
+        return None
+
+
+def _emit(fb: Feedback, ids: tuple[str | None, str | None], response_id: str | None = None) -> None:
+    """A ``gen_ai.evaluation.result`` event linked to the call's span, and a counter; never
+    raises."""
+    try:
+        _telemetry.evaluation(fb, ids, response_id)
     except Exception as exc:
         errors.report("feedback telemetry", exc)

@@ -395,15 +395,20 @@ class Accounting:
                 attrs["gen_ai.usage.cost.source"] = "local"
         if handlers:
             attrs["aiguard.fallback.handlers"] = handlers
+        # the detail can hold an exception's message or model output: shown as telemetry may
+        # show it (the redact= hook; without one, aiguard's own texts and exception types)
+        shown = None
         if reason is not Reason.SERVED and detail:
-            attrs["aiguard.detail"] = detail
+            shown = telemetry.detail_text(reason, detail, exception)
+            if shown:
+                attrs["aiguard.detail"] = shown
         if exception is not None:
             attrs["error.type"] = type(exception).__qualname__
         elif reason is Reason.TIMEOUT:
             attrs["error.type"] = "timeout"
         error = None
         if source is None:
-            error = f"{reason.value}: {detail or 'not served'}"
+            error = f"{reason.value}: {shown or 'not served'}"
         return attrs, error
 
 

@@ -132,6 +132,9 @@ class Runtime:
         # call records: on whenever a store is configured, unless turned off
         self.record_calls = True
         self.capture: Any = None  # a records.Capture when inputs and outputs are kept
+        # configure(redact=...): applied to captured values, and to the free texts (exception
+        # messages, feedback comments) before they go to telemetry; None: telemetry shows none
+        self.redact: Any = None
         self.record_queue_bytes = 64 * 2**20  # byte budgets of the record queue and of the
         self.remembered_calls_bytes = 16 * 2**20  # calls remembered for feedback
         self.recorder: Any = None  # the recorder new calls go to

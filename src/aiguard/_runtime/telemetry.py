@@ -9,6 +9,7 @@ counted (``runtime.error_counts``).
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +20,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._version import __version__
 from . import errors as _internal
-from . import semconv
+from . import semconv, serialize
 from .state import runtime
 
 # GenAI semantic conventions (development): advised histogram buckets.
@@ -229,14 +230,16 @@ def begin(tracer: Any, name: str, kind: SpanKind, attributes: Mapping[str, Any])
 
 def exception_event(span: Any, exc: BaseException | None, detail: str | None) -> None:
     """The model call's failure on its span: status ERROR and an ``exception`` event, with the
-    exception's type (its message only through ``redact=``: see ``safe_text``)."""
-    kind = "timeout" if exc is None else type(exc).__qualname__
-    message = safe_text(exc) if exc is not None else (detail or "timed out")
-    span.add_event(
-        "exception",
-        {"exception.type": kind if exc is None else _qualified(exc), "exception.message": message},
-    )
-    span.set_status(Status(StatusCode.ERROR, kind))
+    exception's type (its message only through ``redact=``: ``exception_attributes``); aiguard's
+    own timeout is ``timeout`` with its detail."""
+    if exc is None:
+        span.add_event(
+            "exception", {"exception.type": "timeout", "exception.message": detail or "timed out"}
+        )
+        span.set_status(Status(StatusCode.ERROR, "timeout"))
+        return
+    span.add_event("exception", exception_attributes(exc))
+    span.set_status(Status(StatusCode.ERROR, safe_text(exc)))
 
 
 def failed_try(span: Any, exc: BaseException) -> None:
@@ -244,25 +247,9 @@ def failed_try(span: Any, exc: BaseException) -> None:
     call's span, its status left to the call's last try."""
     try:
         if span.is_recording():
-            span.add_event(
-                "exception",
-                {"exception.type": _qualified(exc), "exception.message": safe_text(exc),
-                 "aiguard.retried": True},
-            )  # fmt: skip
+            span.add_event("exception", {**exception_attributes(exc), "aiguard.retried": True})
     except Exception as failure:
         _internal.report("telemetry: exception event", failure)
-
-
-def _qualified(exc: BaseException) -> str:
-    cls = type(exc)
-    module = cls.__module__
-    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
-
-
-def safe_text(exc: BaseException) -> str:
-    """What telemetry may say of an exception: its type only, unless the configured ``redact=``
-    hook returns a text for it."""
-    return type(exc).__qualname__
 
 
 def model_span_done(
@@ -378,15 +365,21 @@ class child:
                 otel_context.detach(token)
             if span is not None:
                 if exc is not None:
-                    span.record_exception(exc)
-                    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                    span.add_event("exception", exception_attributes(exc))
+                    span.set_status(Status(StatusCode.ERROR, safe_text(exc)))
                 span.end()
         except Exception as failure:
             _internal.report("telemetry: fallback span", failure)
 
 
-def evaluation(fb: Any, ids: tuple[str | None, str | None]) -> None:
-    """Feedback as a ``gen_ai.evaluation.result`` event in the call's trace, and a counter."""
+def evaluation(fb: Any, ids: tuple[str | None, str | None], response_id: str | None = None) -> None:
+    """Feedback as a ``gen_ai.evaluation.result`` event, and a counter.
+
+    The event is on a short span of its own (``evaluation {feature}``), a child of whatever span
+    is current where the feedback is given (else the root of a new trace), with a Link to the
+    call's span: the call's trace is not stretched to the time of the feedback. The score label
+    is plain text (a structured label as compact JSON); the comment goes through ``redacted``.
+    """
     m = meters()
     if m is not None:
         m.feedback.add(
@@ -395,24 +388,27 @@ def evaluation(fb: Any, ids: tuple[str | None, str | None]) -> None:
     tracer_ = tracer()
     if tracer_ is None:
         return
+    result: dict[str, Any] = {"gen_ai.evaluation.name": f"aiguard.feedback.{fb.kind.value}"}
+    if fb.score is not None:
+        result["gen_ai.evaluation.score.value"] = float(fb.score)
+    elif fb.accepted is not None:
+        result["gen_ai.evaluation.score.value"] = 1.0 if fb.accepted else 0.0
+    result["gen_ai.evaluation.score.label"] = _label(fb)
+    if fb.comment:
+        explanation = redacted(fb.comment)
+        if explanation:
+            result["gen_ai.evaluation.explanation"] = explanation
+    if response_id:
+        result["gen_ai.response.id"] = response_id
     attrs: dict[str, Any] = {
-        "gen_ai.evaluation.name": f"aiguard.feedback.{fb.kind.value}",
+        **result,
         "aiguard.call_id": fb.call_id,
         "aiguard.feedback.kind": fb.kind.value,
     }
     if fb.feature:
         attrs["aiguard.feature"] = fb.feature
-    if fb.score is not None:
-        attrs["gen_ai.evaluation.score.value"] = float(fb.score)
-    elif fb.accepted is not None:
-        attrs["gen_ai.evaluation.score.value"] = 1.0 if fb.accepted else 0.0
-    label = fb.kind.value if fb.label is None else str(fb.label)
-    attrs["gen_ai.evaluation.score.label"] = label
-    if fb.comment:
-        attrs["gen_ai.evaluation.explanation"] = fb.comment
     if fb.edit_distance is not None:
         attrs["aiguard.feedback.edit_distance"] = fb.edit_distance
-    parent = None
     links: tuple[Any, ...] = ()
     trace_id, span_id = ids
     if trace_id and span_id:
@@ -422,13 +418,136 @@ def evaluation(fb: Any, ids: tuple[str | None, str | None]) -> None:
             is_remote=True,
             trace_flags=otel_trace.TraceFlags(otel_trace.TraceFlags.SAMPLED),
         )
-        parent = otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(call))
-        links = (otel_trace.Link(call),)
+        links = (otel_trace.Link(call, {"aiguard.call_id": fb.call_id}),)
     span = tracer_.start_span(
-        f"evaluation {fb.feature or ''}".strip(), context=parent, links=links, attributes=attrs
+        f"evaluation {fb.feature or ''}".strip(),
+        kind=SpanKind.INTERNAL,
+        links=links,
+        attributes=attrs,
     )
-    span.add_event("gen_ai.evaluation.result", attrs)
-    span.end()
+    try:
+        span.add_event("gen_ai.evaluation.result", result)
+    finally:
+        span.end()
+
+
+def _label(fb: Any) -> str:
+    """The score label: the feedback's label as plain text (a str as itself, anything else as
+    compact JSON), through the ``redact=`` hook when one is configured; the kind's name when
+    there is no label (or the hook fails)."""
+    if fb.label is None:
+        return str(fb.kind.value)
+    text = fb.label if isinstance(fb.label, str) else serialize.dumps(fb.label)
+    if runtime.redact is None:
+        return _cut(text)
+    shown = redacted(text, default=fb.kind.value)
+    return str(fb.kind.value) if shown is None else shown
+
+
+# -- free texts: what telemetry may show ----------------------------------------------------------
+
+MAX_TEXT = 4096  # characters of one redacted text kept on a span (more is cut, and says so)
+
+
+def _cut(text: str) -> str:
+    if len(text) <= MAX_TEXT:
+        return text
+    return f"{text[:MAX_TEXT]}... ({len(text)} characters)"
+
+
+def redacted(text: str, default: str | None = None) -> str | None:
+    """``text`` (an exception message, a feedback comment) as telemetry may show it.
+
+    With a ``redact=`` hook configured (``aiguard.configure(redact=...)``, the one applied to
+    captured inputs), the hook is given the text and what it returns is shown: a str (cut after
+    ``MAX_TEXT`` characters), or None to leave it out. Without a hook, or when the hook raises
+    or returns something else: ``default`` (the failure is reported once and counted).
+    ``configure(redact=lambda value: value)`` shows texts as they are.
+    """
+    hook = runtime.redact
+    if hook is None:
+        return default
+    try:
+        shown = hook(text)
+    except Exception as exc:
+        _internal.report("telemetry: redact hook", exc)
+        return default
+    if shown is None:
+        return None
+    if not isinstance(shown, str):
+        _internal.report(
+            "telemetry: redact hook",
+            TypeError(f"the redact hook returned a {type(shown).__name__}, not text"),
+        )
+        return default
+    return _cut(shown)
+
+
+def safe_text(exc: BaseException) -> str:
+    """What telemetry may say of exception ``exc`` (a span's status description, a detail):
+    its type name, and its message only as the ``redact=`` hook returns it.
+
+    Example: ``ValueError`` without a hook; ``ValueError: bad key sk-***`` with a hook that
+    masks keys.
+    """
+    kind = type(exc).__qualname__
+    try:
+        message = str(exc)
+    except Exception:
+        return kind
+    shown = redacted(message) if message else None
+    return f"{kind}: {shown}" if shown else kind
+
+
+def exception_attributes(exc: BaseException) -> dict[str, str]:
+    """The attributes of an ``exception`` span event for ``exc``, instead of
+    ``span.record_exception(exc)`` (which puts the message and traceback on the span as they
+    are): ``exception.type`` always; ``exception.message`` and ``exception.stacktrace`` only
+    as the ``redact=`` hook returns them."""
+    cls = type(exc)
+    module = cls.__module__
+    attrs = {
+        "exception.type": cls.__qualname__
+        if module in ("builtins", "__main__")
+        else f"{module}.{cls.__qualname__}"
+    }
+    if runtime.redact is None:
+        return attrs
+    try:
+        message = str(exc)
+        stack = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
+    except Exception:
+        return attrs
+    shown = redacted(message) if message else None
+    if shown:
+        attrs["exception.message"] = shown
+    shown_stack = redacted(stack)
+    if shown_stack:
+        attrs["exception.stacktrace"] = shown_stack
+    return attrs
+
+
+# Reasons whose detail, when no exception is behind it, aiguard writes from configuration and
+# figures alone (a kill's reason, a budget's figures, a threshold, its own timeout, a stream cut
+# by its own timeout or abandoned): shown as they are. Any other detail can hold what an
+# exception or a validator said, or a piece of the model's output.
+_OWN_DETAIL = frozenset(
+    {"low_confidence", "killed", "auto_killed", "over_budget", "not_in_rollout",
+     "missing_rollout_key", "timeout", "interrupted", "abandoned"}
+)  # fmt: skip
+
+
+def detail_text(reason: str, detail: str, exception: BaseException | None) -> str | None:
+    """A call's detail as its span may show it (``aiguard.detail``, the status description).
+
+    aiguard's own texts as they are; a text that can hold an exception's message, a validator's
+    words or model output, only as the ``redact=`` hook returns it; without a hook, the
+    exception's type name (nothing when there is no exception).
+    """
+    if exception is None and reason in _OWN_DETAIL:
+        return detail
+    default = None if exception is None else type(exception).__qualname__
+    return redacted(detail, default)
 
 
 def control_event(event: Any) -> None:
