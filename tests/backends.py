@@ -189,3 +189,77 @@ def phoenix_server() -> Iterator[Phoenix]:
         yield server
     finally:
         server.stop()
+
+
+class Prometheus:
+    """A Prometheus server (Debian's ``prometheus``) on a free port of 127.0.0.1, with this
+    ``prometheus.yml`` and its data in a temporary folder."""
+
+    def __init__(self, command: str, config: str) -> None:
+        self.command = command
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workdir = tempfile.mkdtemp(prefix="aiguard-prometheus-")
+        self.config_path = Path(self.workdir) / "prometheus.yml"
+        self.config_path.write_text(config)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._log = open(Path(self.workdir) / "prometheus.log", "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [
+                self.command,
+                f"--config.file={self.config_path}",
+                f"--storage.tsdb.path={self.workdir}/data",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                log = (Path(self.workdir) / "prometheus.log").read_text(errors="replace")
+                raise RuntimeError(f"prometheus exited with {self.process.returncode}:\n{log}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("prometheus did not answer within 20 s")
+
+    def stop(self) -> None:
+        process = self.process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+        if process is not None:
+            self._log.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def prometheus_server(config: str) -> Iterator[Prometheus]:
+    """A running Prometheus server with this configuration, stopped at the end of the block."""
+    command = shutil.which("prometheus")
+    if command is None:
+        _unavailable(
+            "Prometheus", "no prometheus command (Debian's package: apt-get install prometheus)"
+        )
+    assert command is not None
+    server = Prometheus(command, config)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
