@@ -5,6 +5,8 @@ Used by the drivers and by streams that fail before their first chunk."""
 from __future__ import annotations
 
 import contextlib
+from time import perf_counter
+from types import EllipsisType
 from typing import Any
 
 from .._runtime import telemetry
@@ -14,8 +16,16 @@ from . import decide, finish
 from .core import Core
 
 
-def drive_sync(core: Core, ctx: Any, t0: float, t1: float | None) -> Outcome[Any]:
-    """Run the fallback chain that ``decide.flow`` walks, then conclude the call."""
+def drive_sync(
+    core: Core,
+    ctx: Any,
+    t0: float,
+    t1: float | None,
+    tried_at: float | None | EllipsisType = ...,
+) -> Outcome[Any]:
+    """Run the fallback chain that ``decide.flow`` walks, then conclude the call.
+    ``tried_at``: when the model try ``ctx`` describes started (see ``finish.model_seconds``)."""
+    ended = perf_counter()
     flow = decide.flow(core.chain)
     try:
         handler = next(flow)
@@ -28,7 +38,8 @@ def drive_sync(core: Core, ctx: Any, t0: float, t1: float | None) -> Outcome[Any
             else:
                 handler = flow.send((True, value))
     except StopIteration as stop:
-        return finish.conclude(core, ctx, t0, t1, stop.value)
+        model = finish.model_seconds(ctx, t0, t1, tried_at, ended)
+        return finish.conclude(core, ctx, t0, t1, stop.value, model)
 
 
 def _handler_span(ctx: Any, handler: Fallback) -> Any:
@@ -48,8 +59,15 @@ def _handler_span(ctx: Any, handler: Fallback) -> Any:
     return telemetry.child(tracer, f"aiguard.fallback {handler.name}", attributes)
 
 
-async def drive_async(core: Core, ctx: Any, t0: float, t1: float | None) -> Outcome[Any]:
+async def drive_async(
+    core: Core,
+    ctx: Any,
+    t0: float,
+    t1: float | None,
+    tried_at: float | None | EllipsisType = ...,
+) -> Outcome[Any]:
     """The same as ``drive_sync``, awaiting each handler."""
+    ended = perf_counter()
     flow = decide.flow(core.chain)
     try:
         handler = next(flow)
@@ -62,4 +80,5 @@ async def drive_async(core: Core, ctx: Any, t0: float, t1: float | None) -> Outc
             else:
                 handler = flow.send((True, value))
     except StopIteration as stop:
-        return finish.conclude(core, ctx, t0, t1, stop.value)
+        model = finish.model_seconds(ctx, t0, t1, tried_at, ended)
+        return finish.conclude(core, ctx, t0, t1, stop.value, model)
