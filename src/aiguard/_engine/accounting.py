@@ -329,9 +329,7 @@ class Accounting:
             m.cache_tokens.add((*model[2], "r"), tokens["read"], usage.cache_read_tokens)
         write_1h = usage.cache_write_1h_tokens
         if usage.cache_write_tokens > write_1h:
-            m.cache_tokens.add(
-                (*model[2], "5m"), tokens["5m"], usage.cache_write_tokens - write_1h
-            )
+            m.cache_tokens.add((*model[2], "5m"), tokens["5m"], usage.cache_write_tokens - write_1h)
         if write_1h:
             m.cache_tokens.add((*model[2], "1h"), tokens["1h"], write_1h)
 

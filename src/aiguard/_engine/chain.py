@@ -21,7 +21,7 @@ def drive_sync(
     ctx: Any,
     t0: float,
     t1: float | None,
-    tried_at: float | None | EllipsisType = ...,
+    tried_at: float | EllipsisType | None = ...,
 ) -> Outcome[Any]:
     """Run the fallback chain that ``decide.flow`` walks, then conclude the call.
     ``tried_at``: when the model try ``ctx`` describes started (see ``finish.model_seconds``)."""
@@ -64,7 +64,7 @@ async def drive_async(
     ctx: Any,
     t0: float,
     t1: float | None,
-    tried_at: float | None | EllipsisType = ...,
+    tried_at: float | EllipsisType | None = ...,
 ) -> Outcome[Any]:
     """The same as ``drive_sync``, awaiting each handler."""
     ended = perf_counter()

@@ -204,7 +204,7 @@ def model_seconds(
     ctx: FallbackContext,
     t0: float,
     t1: float | None,
-    tried_at: float | None | EllipsisType,
+    tried_at: float | EllipsisType | None,
     ended: float,
 ) -> float | None:
     """How long the model try that ``ctx`` describes ran, for the duration metric: from
@@ -267,7 +267,7 @@ def publish(
     count: bool = True,
     ctx: FallbackContext | None = None,
     spent: int = 0,
-    model: float | None | EllipsisType = ...,
+    model: float | EllipsisType | None = ...,
 ) -> None:
     """Make ``result`` the last outcome, and account for it everywhere it counts. ``spent``:
     what the fallback handlers cost, counted in the budget even when the model's cost (and so
