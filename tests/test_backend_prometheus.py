@@ -29,7 +29,12 @@ import aiguard
 GEN_AI = {"gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"}
 CALL = {"aiguard_feature", "aiguard_source", "aiguard_reason"}
 FAMILIES: dict[str, tuple[str, set[str]]] = {
-    "gen_ai_client_operation_duration_seconds": ("histogram", GEN_AI | {"gen_ai_response_model"}),
+    "gen_ai_client_operation_duration_seconds": (
+        "histogram",
+        GEN_AI | {"gen_ai_response_model", "aiguard_feature"},
+    ),
+    "aiguard_call_duration_seconds": ("histogram", CALL),
+    "aiguard_cost_unknown": ("counter", {"aiguard_feature"}),
     "gen_ai_client_token_usage": (
         "histogram",
         GEN_AI | {"gen_ai_response_model", "gen_ai_token_type"},
@@ -43,7 +48,7 @@ FAMILIES: dict[str, tuple[str, set[str]]] = {
     "aiguard_cost": ("counter", {"aiguard_feature", "aiguard_cost_currency"}),
 }
 # The labels of a call that raised (no response, so no response model).
-FAILED_DURATION_LABELS = GEN_AI | {"error_type"}
+FAILED_DURATION_LABELS = GEN_AI | {"error_type", "aiguard_feature"}
 
 PRICES = {"models": {"gpt-4.1-mini": {"input": "0.40", "cached_input": "0.10", "output": "1.60"}}}
 USAGE = {"prompt_tokens": 1200, "completion_tokens": 80, "cached_tokens": 1000}

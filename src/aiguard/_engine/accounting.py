@@ -17,7 +17,7 @@ from .._runtime.money import pico_of
 from .._runtime.state import runtime
 from ..budget import Budget
 from ..budget import for_feature as budget_for_feature
-from ..outcome import MODEL_REASONS, Outcome, Reason, Source
+from ..outcome import MODEL_REASONS, Attempt, Outcome, Reason, Source
 from ..pricing import PriceTable, pico_cost
 from ..usage import Usage, as_usage
 from . import facts
@@ -32,7 +32,9 @@ class Accounting:
     """What one guard knows about its model, and where each call's figures go."""
 
     __slots__ = (
+        "_by_feature",
         "_priced",
+        "_sets",
         "budget",
         "call_span_name",
         "call_start_attributes",
@@ -98,6 +100,8 @@ class Accounting:
         # the price table the cached rates come from, and the rates by model name: one value,
         # replaced whole, so a call never pairs one table with another's rates
         self._priced: tuple[PriceTable | None, dict[str | None, Any]] = (None, {})
+        self._sets: dict[Any, Any] = {}  # metric attribute sets, made once (see ``_metrics``)
+        self._by_feature = {"aiguard.feature": feature}
 
     # -- usage and cost -----------------------------------------------------------------------
 
@@ -218,8 +222,15 @@ class Accounting:
         model_latency: float | None = None,
         error_type: str | None = None,
         fallback_cost: int = 0,
+        *,
+        arm: str | None = None,
+        tries: tuple[Attempt, ...] = (),
+        first_chunk: float | None = None,
     ) -> None:
-        """Stats, budget and metrics for one finished call."""
+        """Stats, budget and metrics for one finished call. ``model_latency``: the duration of
+        the call's last model try (None when the model was not called, or when that try is one
+        of ``tries``); ``tries``: the model's failed tries before it (``retry=``), each its own
+        model call; ``first_chunk``: a stream's time to first chunk."""
         try:
             self.record(source, reason, latency, usage, cost)
             budget = self.budget
@@ -243,7 +254,10 @@ class Accounting:
             if metrics_api._METER_PROVIDER is not None:
                 m = telemetry.meters()
                 if m is not None:
-                    self._metrics(m, source, reason, usage, cost, model_latency, error_type)
+                    self._metrics(
+                        m, source, reason, latency, usage, cost, model_latency, error_type, arm,
+                        tries, first_chunk,
+                    )  # fmt: skip
         except Exception as exc:
             errors.report(f"accounting of {self.feature!r}", exc)
 
@@ -252,44 +266,132 @@ class Accounting:
         m: telemetry.Meters,
         source: Source | None,
         reason: Reason,
+        latency: float,
         usage: Usage | None,
         cost: int | None,
         model_latency: float | None,
         error_type: str | None,
+        arm: str | None,
+        tries: tuple[Attempt, ...],
+        first_chunk: float | None,
     ) -> None:
-        gen_ai = {
-            "gen_ai.operation.name": self.operation,
-            "gen_ai.provider.name": (usage.provider if usage and usage.provider else self.provider),
-            "gen_ai.request.model": self.model,
-            "gen_ai.response.model": usage.model if usage is not None else None,
-        }
-        gen_ai = {k: v for k, v in gen_ai.items() if v is not None}
-        if error_type is not None:
-            gen_ai["error.type"] = error_type
-        if model_latency is not None:  # the GenAI operation: the model call, when there was one
-            m.duration.record(model_latency, gen_ai)
-        if usage is not None:
-            m.tokens.record(usage.input_tokens, {**gen_ai, "gen_ai.token.type": "input"})
-            m.tokens.record(usage.output_tokens, {**gen_ai, "gen_ai.token.type": "output"})
-            # the conventions' token types are input and output only, and cache tokens are a
-            # part of the input: counted apart, so that no sum over token types counts twice
-            if usage.cache_read_tokens:
-                m.cache_tokens.add(usage.cache_read_tokens, {**gen_ai, **_CACHE_READ})
-            write_1h = usage.cache_write_1h_tokens
-            if usage.cache_write_tokens > write_1h:
-                m.cache_tokens.add(usage.cache_write_tokens - write_1h, {**gen_ai, **_WRITE_5M})
-            if write_1h:
-                m.cache_tokens.add(write_1h, {**gen_ai, **_WRITE_1H})
-        src = source.value if source is not None else "none"
-        ours = {"aiguard.feature": self.feature, "aiguard.source": src, "aiguard.reason": reason}
-        m.calls.add(1, ours)
-        if cost:
+        # attribute sets are made once per guard and kept (by source, reason, arm; by provider,
+        # response model, error type): the per-call work is a few dict lookups
+        sets = self._sets
+        key = (self.feature, source, reason, arm)
+        ours = sets.get(key)
+        if ours is None:
+            ours = self._ours(key)
+        m.call_duration.record(latency, ours[1])
+        m.calls.add(key, ours[0], 1)
+        if source is not None and source is not Source.MODEL:
+            m.fallbacks.add(key[:3], ours[1], 1)
+        if cost is None:
+            m.cost_unknown.add(self.feature, self._by_feature, 1)
+        elif cost:
             currency = runtime.prices.currency if runtime.prices is not None else "USD"
             m.cost.add(
-                cost / 1e12, {"aiguard.feature": self.feature, "aiguard.cost.currency": currency}
+                (self.feature, currency),
+                {"aiguard.feature": self.feature, "aiguard.cost.currency": currency},
+                cost / 1e12,
             )
-        if source is not None and source is not Source.MODEL:
-            m.fallbacks.add(1, ours)
+        if model_latency is None and not tries and usage is None:
+            return  # the model was not called (or nothing of it is known)
+        for attempt in tries:  # each failed try was a model call of its own
+            error = attempt.error
+            kind = (
+                "timeout"  # aiguard's own timeout: an exception made, never raised
+                if error.__class__ is TimeoutError and error.__traceback__ is None
+                else None
+                if error is None
+                else type(error).__qualname__
+            )
+            m.duration.record(attempt.latency, self._model_set(self.provider, None, kind)[0])
+            if m.usage is not None:  # the latest conventions: a try without usage counts 0
+                _no_usage(m.usage, self._model_set(self.provider, None, None))
+        provider = usage.provider if usage is not None and usage.provider else self.provider
+        response = usage.model if usage is not None else None
+        model = self._model_set(provider, response, error_type)
+        if model_latency is not None:
+            m.duration.record(model_latency, model[0])
+        if first_chunk is not None and m.first_chunk is not None:
+            m.first_chunk.record(first_chunk, model[0] if error_type is None else
+                                 self._model_set(provider, response, None)[0])  # fmt: skip
+        counters = m.usage
+        if usage is None:
+            if counters is not None and model_latency is not None:
+                _no_usage(counters, model)
+            return
+        tokens = model[1]
+        if counters is None:  # the older conventions: a histogram by token type
+            m.tokens.record(usage.input_tokens, tokens["input"])
+            m.tokens.record(usage.output_tokens, tokens["output"])
+        else:
+            m.input_tokens.record(usage.input_tokens, tokens[None])
+            m.output_tokens.record(usage.output_tokens, tokens[None])
+            unknown = tokens["unknown"]
+            where = model[2]
+            counters[0].add(where, unknown, usage.input_tokens)
+            counters[1].add(where, unknown, usage.output_tokens)
+            if usage.cache_read_tokens:
+                counters[2].add(where, unknown, usage.cache_read_tokens)
+            if usage.cache_write_tokens:
+                counters[3].add(where, unknown, usage.cache_write_tokens)
+            if usage.reasoning_tokens:
+                counters[4].add(where, unknown, usage.reasoning_tokens)
+        # cache tokens with aiguard's split (read; write for 5 minutes or 1 hour), in both
+        # generations: the older conventions' token types are input and output only
+        if usage.cache_read_tokens:
+            m.cache_tokens.add((*model[2], "r"), tokens["read"], usage.cache_read_tokens)
+        write_1h = usage.cache_write_1h_tokens
+        if usage.cache_write_tokens > write_1h:
+            m.cache_tokens.add((*model[2], "5m"), tokens["5m"], usage.cache_write_tokens - write_1h)
+        if write_1h:
+            m.cache_tokens.add((*model[2], "1h"), tokens["1h"], write_1h)
+
+    def _ours(self, key: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The calls counter's attributes (with the rollout arm) and the call duration's."""
+        _, source, reason, arm = key
+        src = source.value if source is not None else "none"
+        base = {"aiguard.feature": self.feature, "aiguard.source": src, "aiguard.reason": reason}
+        calls = base if arm is None else {**base, "aiguard.rollout.arm": arm}
+        made = (calls, base)
+        if len(self._sets) < _SETS_KEPT:
+            self._sets[key] = made
+        return made
+
+    def _model_set(
+        self, provider: str | None, response: str | None, error: str | None
+    ) -> tuple[dict[str, Any], dict[Any, dict[str, Any]], tuple[Any, ...]]:
+        """The model call's attribute sets: the duration's (with the feature and the error
+        type), the token metrics' (by token type, and for the cache), and their key."""
+        key = (provider, response, error)
+        found = self._sets.get(key)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        gen_ai = {
+            "gen_ai.operation.name": self.operation,
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": self.model,
+            "gen_ai.response.model": response,
+        }
+        gen_ai = {k: v for k, v in gen_ai.items() if v is not None}
+        duration = {**gen_ai, "aiguard.feature": self.feature}
+        if error is not None:
+            duration["error.type"] = error
+        tokens: dict[Any, dict[str, Any]] = {
+            None: gen_ai,
+            "input": {**gen_ai, "gen_ai.token.type": "input"},
+            "output": {**gen_ai, "gen_ai.token.type": "output"},
+            "unknown": {**gen_ai, "gen_ai.token.modality": "unknown"},
+            "read": {**gen_ai, **_CACHE_READ},
+            "5m": {**gen_ai, **_WRITE_5M},
+            "1h": {**gen_ai, **_WRITE_1H},
+        }
+        made = (duration, tokens, tuple(gen_ai.items()))  # the token tallies' key: the set itself
+        if len(self._sets) < _SETS_KEPT:
+            self._sets[key] = made
+        return made
 
     def span_attributes(
         self, outcome: Outcome[Any], *, model: bool = True
@@ -436,7 +538,16 @@ _KILLED = frozenset({Reason.KILLED, Reason.AUTO_KILLED})
 _CACHE_READ = {"aiguard.cache.operation": "read"}
 _WRITE_5M = {"aiguard.cache.operation": "write", "aiguard.cache.ttl": "5m"}
 _WRITE_1H = {"aiguard.cache.operation": "write", "aiguard.cache.ttl": "1h"}
+_SETS_KEPT = 256  # attribute sets one guard keeps (more: made per call; none is unbounded)
 _READERS_KEPT = 64  # result classes one guard remembers a reader for (more: looked up per call)
+
+
+def _no_usage(counters: tuple[Any, ...], model: Any) -> None:
+    """The latest conventions: a model call without usage adds 0 input and output tokens of
+    ``unknown`` modality (so the series exists, and each call is counted)."""
+    unknown = model[1]["unknown"]
+    counters[0].add(model[2], unknown, 0)
+    counters[1].add(model[2], unknown, 0)
 
 
 def _by_class() -> Reader:

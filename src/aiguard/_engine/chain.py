@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from time import perf_counter
+from types import EllipsisType
 from typing import Any
 
 from .._runtime import telemetry
@@ -15,8 +17,16 @@ from . import decide, finish
 from .core import Core
 
 
-def drive_sync(core: Core, ctx: Any, t0: float, t1: float | None) -> Outcome[Any]:
-    """Run the fallback chain that ``decide.flow`` walks, then conclude the call."""
+def drive_sync(
+    core: Core,
+    ctx: Any,
+    t0: float,
+    t1: float | None,
+    tried_at: float | EllipsisType | None = ...,
+) -> Outcome[Any]:
+    """Run the fallback chain that ``decide.flow`` walks, then conclude the call.
+    ``tried_at``: when the model try ``ctx`` describes started (see ``finish.model_seconds``)."""
+    ended = perf_counter()
     ctx, made, token = split(core, ctx)
     flow = decide.flow(core.chain)
     try:
@@ -30,7 +40,8 @@ def drive_sync(core: Core, ctx: Any, t0: float, t1: float | None) -> Outcome[Any
             else:
                 handler = flow.send((True, value))
     except StopIteration as stop:
-        return finish.conclude(core, ctx, t0, t1, stop.value)
+        model = finish.model_seconds(ctx, t0, t1, tried_at, ended)
+        return finish.conclude(core, ctx, t0, t1, stop.value, model)
     finally:
         if made is not None:
             telemetry.stop_once(made, token)
@@ -81,8 +92,15 @@ def _handler_span(ctx: Any, handler: Fallback) -> Any:
     return telemetry.child(tracer, f"aiguard.fallback {handler.name}", attributes, ctx.span)
 
 
-async def drive_async(core: Core, ctx: Any, t0: float, t1: float | None) -> Outcome[Any]:
+async def drive_async(
+    core: Core,
+    ctx: Any,
+    t0: float,
+    t1: float | None,
+    tried_at: float | EllipsisType | None = ...,
+) -> Outcome[Any]:
     """The same as ``drive_sync``, awaiting each handler."""
+    ended = perf_counter()
     ctx, made, token = split(core, ctx)
     flow = decide.flow(core.chain)
     try:
@@ -96,7 +114,8 @@ async def drive_async(core: Core, ctx: Any, t0: float, t1: float | None) -> Outc
             else:
                 handler = flow.send((True, value))
     except StopIteration as stop:
-        return finish.conclude(core, ctx, t0, t1, stop.value)
+        model = finish.model_seconds(ctx, t0, t1, tried_at, ended)
+        return finish.conclude(core, ctx, t0, t1, stop.value, model)
     finally:
         if made is not None:
             telemetry.stop_once(made, token)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable
 from time import perf_counter
+from types import EllipsisType
 from typing import Any
 
 from .._runtime import errors, ids, telemetry
@@ -113,7 +114,7 @@ def settler(core: Any) -> Callable[..., Served | FallbackContext]:
             except Exception as exc:
                 errors.report(f"accounting of {feature!r}", exc)
         else:
-            report(MODEL, SERVED, t2 - t0, usage, cost, t1 - t0)
+            report(MODEL, SERVED, t2 - t0, usage, cost, t1 - t0, arm=arm)
         if span is not None:  # from the figures: no Outcome is built for the span
             telemetry.describe(
                 span,
@@ -199,12 +200,35 @@ def sum_cost(attempts: tuple[Attempt, ...]) -> int | None:
     return total
 
 
+def model_seconds(
+    ctx: FallbackContext,
+    t0: float,
+    t1: float | None,
+    tried_at: float | EllipsisType | None,
+    ended: float,
+) -> float | None:
+    """How long the model try that ``ctx`` describes ran, for the duration metric: from
+    ``tried_at`` (``...``: the call's start) to ``t1``, or to ``ended`` (when the fallback chain
+    took over) if the try has no end of its own (aiguard's timeout fired, a stream failed before
+    its first chunk). None when the model was not called, or when ``tried_at`` is None: that try
+    is one of ``ctx.model_attempts``, each of which has its own latency."""
+    if tried_at is None or ctx.reason not in MODEL_REASONS:
+        return None
+    start = t0 if tried_at is ... else tried_at
+    return (ended if t1 is None else t1) - start
+
+
 def conclude(
-    core: Any, ctx: FallbackContext, t0: float, t1: float | None, verdict: Verdict
+    core: Any,
+    ctx: FallbackContext,
+    t0: float,
+    t1: float | None,
+    verdict: Verdict,
+    model: float | None = None,
 ) -> Outcome[Any]:
     """The end of the fallback chain: publish its Outcome; raise when nothing was served (the
     model's exception, ModelTimeout or NotServed) or a review is pending without a
-    placeholder."""
+    placeholder. ``model``: the last model try's duration (``model_seconds``)."""
     for attempt in verdict.store_failures:
         if attempt.error is not None:
             errors.report(f"fallback {attempt.handler} of {core.feature!r}", attempt.error)
@@ -221,7 +245,7 @@ def conclude(
         verdict.spent,
         None if queued is None else queued.item.id,
     )
-    publish(core, result, ctx.span, ctx=ctx, spent=verdict.spent)
+    publish(core, result, ctx.span, ctx=ctx, spent=verdict.spent, model=model)
     if handler is not None:
         if queued is not None and not queued.has_placeholder:
             raise ReviewPending(queued.item.id, result)
@@ -243,10 +267,13 @@ def publish(
     count: bool = True,
     ctx: FallbackContext | None = None,
     spent: int = 0,
+    model: float | EllipsisType | None = ...,
 ) -> None:
     """Make ``result`` the last outcome, and account for it everywhere it counts. ``spent``:
     what the fallback handlers cost, counted in the budget even when the model's cost (and so
-    the call's) is unknown."""
+    the call's) is unknown. ``model``: the duration of the last model try, for the metrics
+    (``...``: ``result.model_latency``); the model's earlier tries are ``ctx.model_attempts``,
+    or (with no ``ctx``: a served retry, a stream) ``result.attempts``."""
     _last.set(result)
     if count and core.monitor is not None:
         core.monitor(result.reason)
@@ -259,11 +286,14 @@ def publish(
         result.latency,
         result.usage,
         None if cost is None else pico_of(cost),
-        result.model_latency,
+        result.model_latency if model is ... else model,
         type(exc).__qualname__
         if exc is not None
         else ("timeout" if result.reason is Reason.TIMEOUT else None),
         spent,
+        arm=result.arm,
+        tries=ctx.model_attempts if ctx is not None else result.attempts,
+        first_chunk=result.time_to_first_chunk,
     )
     if span is not None:
         model = getattr(span, "kind", None) is telemetry.CLIENT  # the model call's own span

@@ -57,7 +57,7 @@ def _next_wait(core: Any, s: Any, t0: float, tries: int, exc: BaseException) -> 
 
 def _served(
     core: Any, s: Any, n: int, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any,
-    t0: float, t1: float, arm: str | None, span: Any, prior: list[Attempt],
+    t0: float, t1: float, arm: str | None, span: Any, prior: list[Attempt], tried_at: float,
 ) -> Any:  # fmt: skip
     """A try returned: served (an Outcome with every try), or the context for the chain."""
     reason, confidence, detail = decide.judge(core.validators, result, s)
@@ -89,7 +89,7 @@ def _served(
         usage=usage,
         cost=None if total is None else to_decimal(total),
     )
-    finish.publish(core, outcome, span)
+    finish.publish(core, outcome, span, model=t1 - tried_at)  # the last try, on its own
     return outcome
 
 
@@ -127,7 +127,7 @@ def again_sync(
         except deadlines.Expired:
             ctx = core.failed(s, n, args, kwargs, None, arm, span)
             prior.append(_timed_out(ctx, tried_at))
-            return drive_sync(core, _with(ctx, prior), t0, None)
+            return drive_sync(core, _with(ctx, prior), t0, None, None)  # the try is in prior
         except core.catch as caught:
             failure = caught
             continue
@@ -140,14 +140,15 @@ def again_sync(
                 core, s, n, args, kwargs, result, t0, arm, span, tuple(prior)
             )
             return streams.StreamRecord(proxy)  # type: ignore[return-value]
-        out = _served(core, s, n, args, kwargs, result, t0, t1, arm, span, prior)
+        out = _served(core, s, n, args, kwargs, result, t0, t1, arm, span, prior, tried_at)
         if out.__class__ is Outcome:
             return out
-        return drive_sync(core, out, t0, t1)
+        return drive_sync(core, out, t0, t1, tried_at)
     if prior:
         prior.append(_tried(core, failure, perf_counter() - tried_at, last=True))
     ctx = _with(core.failed(s, n, args, kwargs, failure, arm, span), prior)
-    return drive_sync(core, ctx, t0, perf_counter())
+    # with tries before it, the last failed try is the last of prior; alone, it is the call's
+    return drive_sync(core, ctx, t0, perf_counter(), None if prior else ...)
 
 
 async def again_async(
@@ -182,7 +183,7 @@ async def again_async(
             if limit is not None and limit.expired():
                 ctx = core.failed(s, n, args, kwargs, None, arm, span)
                 prior.append(_timed_out(ctx, tried_at))
-                return await drive_async(core, _with(ctx, prior), t0, None)
+                return await drive_async(core, _with(ctx, prior), t0, None, None)
             if not isinstance(caught, core.catch):
                 core.unhandled(s, n, args, kwargs, caught, t0, span=span, arm=arm)
                 raise
@@ -194,14 +195,14 @@ async def again_async(
                 core, s, n, args, kwargs, result, t0, arm, span, tuple(prior)
             )
             return streams.StreamRecord(proxy)  # type: ignore[return-value]
-        out = _served(core, s, n, args, kwargs, result, t0, t1, arm, span, prior)
+        out = _served(core, s, n, args, kwargs, result, t0, t1, arm, span, prior, tried_at)
         if out.__class__ is Outcome:
             return out
-        return await drive_async(core, out, t0, t1)
+        return await drive_async(core, out, t0, t1, tried_at)
     if prior:
         prior.append(_tried(core, failure, perf_counter() - tried_at, last=True))
     ctx = _with(core.failed(s, n, args, kwargs, failure, arm, span), prior)
-    return await drive_async(core, ctx, t0, perf_counter())
+    return await drive_async(core, ctx, t0, perf_counter(), None if prior else ...)
 
 
 def _with(ctx: Any, prior: list[Attempt]) -> Any:

@@ -9,6 +9,7 @@ counted (``runtime.error_counts``).
 
 from __future__ import annotations
 
+import threading
 import traceback
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace as otel_trace
+from opentelemetry.metrics import Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._version import __version__
@@ -125,39 +127,113 @@ def tracer() -> Any:
     return cached[1]
 
 
+class Tally:
+    """Running totals of one counter, kept by aiguard and reported when the SDK collects (an
+    observable counter): adding to it costs a dict lookup under a lock, where a synchronous SDK
+    counter hashes the attribute set on every call. ``key`` names one attribute set; the dict
+    of attributes is made once, the first time the key is seen."""
+
+    __slots__ = ("lock", "totals")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.totals: dict[Any, list[Any]] = {}  # key -> [attributes, total]
+
+    def add(self, key: Any, attributes: Mapping[str, Any], amount: float) -> None:
+        with self.lock:
+            entry = self.totals.get(key)
+            if entry is None:
+                self.totals[key] = [dict(attributes), amount]
+            else:
+                entry[1] += amount
+
+    def observe(self, options: Any = None) -> list[Observation]:
+        with self.lock:
+            return [Observation(total, attrs) for attrs, total in self.totals.values()]
+
+
 class Meters:
-    """aiguard's instruments on one MeterProvider."""
+    """aiguard's instruments on one MeterProvider, in the GenAI conventions generation in force
+    when they were made (``semconv.latest()``).
+
+    Histograms (recorded per call): the model call's duration (``gen_ai.client.operation.duration``,
+    or ``gen_ai.client.inference.duration`` in the latest generation), the guarded call's
+    (``aiguard.call.duration``), the tokens per call, and the time to first chunk of a stream
+    (latest generation only). Counters are ``Tally``-backed observable counters.
+    """
 
     def __init__(self, provider: Any) -> None:
         meter = provider.get_meter(_SCOPE, __version__)
+        self.latest = latest = semconv.latest()
         self.duration = meter.create_histogram(
-            "gen_ai.client.operation.duration",
+            "gen_ai.client.inference.duration" if latest else "gen_ai.client.operation.duration",
             unit="s",
             description="GenAI operation duration.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
-        self.tokens = meter.create_histogram(
-            "gen_ai.client.token.usage",
-            unit="{token}",
-            description="Number of input and output tokens used.",
-            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+        self.call_duration = meter.create_histogram(
+            "aiguard.call.duration",
+            unit="s",
+            description="Guarded call duration, fallback chain included.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
-        self.cache_tokens = meter.create_counter(
+        self.tokens: Any = None  # the older generation's token histogram
+        self.input_tokens: Any = None  # the latest generation's per-operation histograms
+        self.output_tokens: Any = None
+        self.first_chunk: Any = None
+        if latest:
+            self.input_tokens = meter.create_histogram(
+                "gen_ai.client.inference.operation.input_tokens",
+                unit="{token}",
+                description="Input tokens per inference operation.",
+                explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+            )
+            self.output_tokens = meter.create_histogram(
+                "gen_ai.client.inference.operation.output_tokens",
+                unit="{token}",
+                description="Output tokens per inference operation.",
+                explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+            )
+            self.first_chunk = meter.create_histogram(
+                "gen_ai.client.inference.time_to_first_chunk",
+                unit="s",
+                description="Time to receive the first chunk of a streamed response.",
+                explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            )
+        else:
+            self.tokens = meter.create_histogram(
+                "gen_ai.client.token.usage",
+                unit="{token}",
+                description="Number of input and output tokens used.",
+                explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+            )
+        self.calls = self._counter(
+            meter, "aiguard.calls", "{call}", "Guarded calls, by source, reason and rollout arm."
+        )
+        self.cost = self._counter(meter, "aiguard.cost", "{currency}", "Cost of guarded calls.")
+        self.cost_unknown = self._counter(
+            meter,
+            "aiguard.cost.unknown",
+            "{call}",
+            "Guarded calls whose cost is unknown (left out of aiguard.cost).",
+        )
+        self.fallbacks = self._counter(
+            meter, "aiguard.fallbacks", "{call}", "Guarded calls served by a fallback handler."
+        )
+        self.cache_tokens = self._counter(
+            meter,
             "aiguard.cache.tokens",
-            unit="{token}",
-            description="Input tokens read from and written to a prompt cache.",
+            "{token}",
+            "Input tokens read from and written to a prompt cache.",
         )
-        self.calls = meter.create_counter(
-            "aiguard.calls", unit="{call}", description="Guarded calls, by source and reason."
-        )
-        self.cost = meter.create_counter(
-            "aiguard.cost", unit="{currency}", description="Cost of guarded calls."
-        )
-        self.fallbacks = meter.create_counter(
-            "aiguard.fallbacks",
-            unit="{call}",
-            description="Guarded calls served by a fallback handler.",
-        )
+        # the latest generation's usage counters: input, output, cache read, cache write,
+        # reasoning (in that order); None in the older generation
+        self.usage: tuple[Tally, ...] | None = None
+        if latest:
+            self.usage = tuple(
+                self._counter(meter, f"gen_ai.client.inference.usage.{name}", "{token}", text)
+                for name, text in _USAGE_COUNTERS
+            )
         self.feedback = meter.create_counter(
             "aiguard.feedback", unit="{feedback}", description="Feedback recorded, by kind."
         )
@@ -166,6 +242,23 @@ class Meters:
             unit="{event}",
             description="Kills, revivals, trips, probes, recoveries and rollbacks.",
         )
+
+    @staticmethod
+    def _counter(meter: Any, name: str, unit: str, description: str) -> Tally:
+        tally = Tally()
+        meter.create_observable_counter(
+            name, callbacks=[tally.observe], unit=unit, description=description
+        )
+        return tally
+
+
+_USAGE_COUNTERS = (
+    ("input_tokens", "Input tokens used, cached ones included."),
+    ("output_tokens", "Output tokens used, reasoning ones included."),
+    ("cache_read.input_tokens", "Input tokens served from a provider-managed cache."),
+    ("cache_write.input_tokens", "Input tokens written to a provider-managed cache."),
+    ("reasoning.output_tokens", "Output tokens used for reasoning."),
+)
 
 
 def meters() -> Meters | None:
