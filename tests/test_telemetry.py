@@ -70,7 +70,7 @@ def test_span_per_call_with_genai_and_aiguard_attributes(mode: Mode) -> None:
     assert attrs["aiguard.source"] == "model" and attrs["aiguard.reason"] == "served"
     assert attrs["aiguard.confidence"] == 0.9 and attrs["aiguard.threshold"] == 0.5
     assert attrs["aiguard.rollout.percent"] == 100 and attrs["aiguard.rollout.arm"] == "ai"
-    assert attrs["aiguard.killed"] is False
+    assert "aiguard.killed" not in attrs  # set only when a kill switch or the breaker stopped it
     assert attrs["aiguard.cost"] == pytest.approx(0.000308)
     assert attrs["aiguard.cost.currency"] == "USD"
     assert "error.type" not in attrs
@@ -395,8 +395,8 @@ def test_cache_writes_on_the_span_and_in_the_metrics(mode: Mode) -> None:
 
 
 def test_no_cache_writes_no_cache_write_figures(mode: Mode) -> None:
-    """An OpenAI completion with cache reads and no writes: the span says 0 writes and no
-    1-hour part; the metric has no write points."""
+    """An OpenAI completion with cache reads and no writes: the span has no cache-write figure
+    (set when there are any) and no 1-hour part; the metric has no write points."""
     with capture_telemetry() as telemetry:
         client = openai_client()
 
@@ -408,6 +408,6 @@ def test_no_cache_writes_no_cache_write_figures(mode: Mode) -> None:
         points = telemetry.metric_points("aiguard.cache.tokens")
     [span] = telemetry.spans()
     attrs = dict(span.attributes or {})
-    assert attrs["gen_ai.usage.cache_creation.input_tokens"] == 0
+    assert "gen_ai.usage.cache_creation.input_tokens" not in attrs
     assert "aiguard.usage.cache_creation_1h.input_tokens" not in attrs
     assert [(p.attributes["aiguard.cache.operation"], p.value) for p in points] == [("read", 1000)]

@@ -16,11 +16,23 @@ def _get(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
+_NAMES = ("id", "choices", "stop_reason", "output")
+_bare: set[type] = set()  # classes whose instances carry none of these: skipped at once
+
+
 def response(attrs: dict[str, Any], result: Any) -> None:
     """``gen_ai.response.id`` and ``gen_ai.response.finish_reasons`` from an OpenAI chat
     completion or response, an Anthropic message, or a dict of the same shape."""
     try:
-        if isinstance(result, str | bytes | int | float | list | tuple):
+        cls = result.__class__
+        if cls in _bare or isinstance(result, str | bytes | int | float | list | tuple):
+            return
+        if isinstance(result, Mapping):
+            if "id" not in result and "choices" not in result and "stop_reason" not in result:
+                return
+        elif not any(getattr(result, name, None) is not None for name in _NAMES):
+            if len(_bare) < 256 and not hasattr(result, "__dict__"):
+                _bare.add(cls)  # a class without instance attributes of its own: never any
             return
         rid = _get(result, "id")
         if isinstance(rid, str) and rid:
