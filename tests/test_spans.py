@@ -153,7 +153,10 @@ def test_an_exception_outside_catch_is_an_error_on_the_model_span(mode: Mode) ->
     assert [e.name for e in span.events] == ["exception"]
 
 
-ANSWER = {"score": 0.2, "id": "resp-1", "usage": {"input_tokens": 5, "output_tokens": 2}}
+ANSWER = {
+    "score": 0.2, "id": "resp-1", "stop_reason": "end_turn",
+    "usage": {"input_tokens": 5, "output_tokens": 2},
+}  # fmt: skip
 
 
 def test_a_rejected_answer_is_not_a_model_error(mode: Mode) -> None:

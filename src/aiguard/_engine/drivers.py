@@ -50,8 +50,8 @@ def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
             return body(args, kwargs, None, checked)
         try:
             record = body(args, kwargs, span, checked)
-        except BaseException:
-            telemetry.stop_once(span, token)  # a stream may have ended it already
+        except BaseException as exc:
+            telemetry.abort(span, token, exc)  # a stream may have ended it already
             raise
         if record.__class__ is StreamRecord:
             telemetry.detach(token)  # the stream ends its span when it ends
@@ -135,8 +135,8 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
             return await body(args, kwargs, None, checked)
         try:
             record = await body(args, kwargs, span, checked)
-        except BaseException:
-            telemetry.stop_once(span, token)  # a stream may have ended it already
+        except BaseException as exc:
+            telemetry.abort(span, token, exc)  # a stream may have ended it already
             raise
         if record.__class__ is StreamRecord:
             telemetry.detach(token)  # the stream ends its span when it ends

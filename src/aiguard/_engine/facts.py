@@ -28,7 +28,9 @@ def response(attrs: dict[str, Any], result: Any) -> None:
         if cls in _bare or isinstance(result, str | bytes | int | float | list | tuple):
             return
         if isinstance(result, Mapping):
-            if "id" not in result and "choices" not in result and "stop_reason" not in result:
+            # a dict of a provider's shape only: a domain dict's "id" (a customer's, an
+            # email) is not a response id
+            if "choices" not in result and "stop_reason" not in result:
                 return
         elif not any(getattr(result, name, None) is not None for name in _NAMES):
             if len(_bare) < 256 and not hasattr(result, "__dict__"):

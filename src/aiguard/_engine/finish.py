@@ -298,7 +298,11 @@ def publish(
     if span is not None:
         model = getattr(span, "kind", None) is telemetry.CLIENT  # the model call's own span
         telemetry.describe(span, *acct.span_attributes(result, model=model))
-        if model and (result.exception is not None or result.reason is Reason.INTERRUPTED):
+        if (
+            model
+            and (result.exception is not None or result.reason is Reason.INTERRUPTED)
+            and span.is_recording()
+        ):
             try:  # the model failed: an error where error views look
                 telemetry.exception_event(span, result.exception, result.detail)
             except Exception as exc:

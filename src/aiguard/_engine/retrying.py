@@ -137,7 +137,7 @@ def again_sync(
         t1 = perf_counter()
         if core.spec.stream is not False and streams.kind(result) == 1:  # a stream: guarded so
             proxy = streams.start_sync(
-                core, s, n, args, kwargs, result, t0, arm, span, tuple(prior)
+                core, s, n, args, kwargs, result, t0, arm, span, tuple(prior), tried_at
             )
             return streams.StreamRecord(proxy)  # type: ignore[return-value]
         out = _served(core, s, n, args, kwargs, result, t0, t1, arm, span, prior, tried_at)
@@ -192,7 +192,7 @@ async def again_async(
         t1 = perf_counter()
         if core.spec.stream is not False and streams.kind(result) == 2:  # a stream: guarded so
             proxy = await streams.start_async(
-                core, s, n, args, kwargs, result, t0, arm, span, tuple(prior)
+                core, s, n, args, kwargs, result, t0, arm, span, tuple(prior), tried_at
             )
             return streams.StreamRecord(proxy)  # type: ignore[return-value]
         out = _served(core, s, n, args, kwargs, result, t0, t1, arm, span, prior, tried_at)

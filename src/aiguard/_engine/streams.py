@@ -33,7 +33,7 @@ from .._runtime import deadlines, errors, ids, telemetry
 from .._runtime.budgets import held
 from .._runtime.money import to_decimal
 from ..exceptions import StreamInterrupted
-from ..outcome import Outcome, Reason, Source
+from ..outcome import Attempt, Outcome, Reason, Source
 from ..usage import Usage, as_usage, read_usage
 from . import decide, facts, finish
 from .chain import drive_async, drive_sync
@@ -262,6 +262,7 @@ class Run:
         "t0",
         "t1",
         "tally",
+        "tried_at",
         "ttfc",
         "verdict",
     )
@@ -277,9 +278,13 @@ class Run:
         arm: str | None,
         span: Any,
         prior: tuple[Any, ...] = (),
+        tried_at: float | None = None,
     ) -> None:
         self.core = core
         self.prior = prior  # the model's failed tries before this stream (retry=)
+        # when this stream's own try started (after retries: not the call's start): its model
+        # latency and time to first chunk run from there; deadlines from the call's start
+        self.tried_at = t0 if tried_at is None else tried_at
         self.server: dict[str, Any] = {}  # server.address/port, from the stream's response
         self.s = s
         self.n = n
@@ -333,7 +338,7 @@ class Run:
         self.chunks.append(chunk)
         self.tally.see(chunk)
         if self.ttfc is None and has_content(chunk):
-            self.ttfc = perf_counter() - self.t0
+            self.ttfc = perf_counter() - self.tried_at
 
     # -- before the first chunk: like any call ---------------------------------------------------
 
@@ -345,11 +350,25 @@ class Run:
                 self.s, self.n, self.args, self.kwargs, Reason.TIMEOUT,
                 detail=self.timed_out_detail(), arm=self.arm, span=self.span,
             )  # fmt: skip
-            return ctx
+            return self.with_prior(ctx, None)
         if exc.__class__ is TypeError and decide.misuse(core.signature, self.args, self.kwargs):
             core.unhandled(self.s, self.n, self.args, self.kwargs, exc, self.t0, misuse=True)
             raise exc
-        return core.failed(self.s, self.n, self.args, self.kwargs, exc, self.arm, self.span)
+        return self.with_prior(
+            core.failed(self.s, self.n, self.args, self.kwargs, exc, self.arm, self.span), exc
+        )
+
+    def with_prior(self, ctx: Any, exc: BaseException | None) -> Any:
+        """After retries, the stream's failed try joins the earlier ones in the context."""
+        if not self.prior:
+            return ctx
+        failure = exc if exc is not None else TimeoutError(self.timed_out_detail())
+        cost = self.core.acct.cost(None, True, 0, failure)
+        tried = Attempt(
+            "model", Source.MODEL, failure, perf_counter() - self.tried_at,
+            None if cost is None else to_decimal(cost),
+        )  # fmt: skip
+        return dataclasses.replace(ctx, model_attempts=(*self.prior, tried))
 
     def judged_context(self) -> Any:
         """Buffered: the whole answer judged before release; the fallback context if rejected."""
@@ -417,7 +436,7 @@ class Run:
             confidence=confidence,
             threshold=self.s.threshold,
             latency=t2 - self.t0,
-            model_latency=t2 - self.t0,
+            model_latency=t2 - self.tried_at,
             exception=exc,
             attempts=self.prior,
             model_result=answer,
@@ -609,10 +628,16 @@ def unhandled(run: Run, exc: BaseException) -> None:
     run.end_span()
 
 
+def _tried_at(run: Run, ctx: Any) -> float | None:
+    """For the duration metric: the stream's own try, unless it is among the context's tries
+    (after retries), which carry their own latency."""
+    return None if ctx.model_attempts else run.tried_at
+
+
 def fallback_sync(run: Run, ctx: Any) -> Iterator[Any]:
     run.restore()
     try:
-        outcome = drive_sync(run.core, ctx, run.t0, run.t1)
+        outcome = drive_sync(run.core, ctx, run.t0, run.t1, _tried_at(run, ctx))
     finally:
         run.end_span()
     run.box.append(outcome)
@@ -636,7 +661,7 @@ async def _pull_async(pull: Any, timeout: float | None) -> Any:
 async def fallback_async(run: Run, ctx: Any) -> AsyncIterator[Any]:
     run.restore()
     try:
-        outcome = await drive_async(run.core, ctx, run.t0, run.t1)
+        outcome = await drive_async(run.core, ctx, run.t0, run.t1, _tried_at(run, ctx))
     finally:
         run.end_span()
     run.box.append(outcome)
@@ -896,10 +921,11 @@ class AsyncProxy(_Proxy):
 def start_sync(
     core: Any, s: Any, n: int, args: tuple[Any, ...], kwargs: dict[str, Any], source: Any,
     t0: float, arm: str | None, span: Any, prior: tuple[Any, ...] = (),
+    tried_at: float | None = None,
 ) -> Any:  # fmt: skip
     """A returned sync stream: its first chunk is awaited now (a failure before it is a call's
     failure, served by the fallback chain like any); the caller gets a proxy of the stream."""
-    run = Run(core, s, n, args, kwargs, t0, arm, span, prior)
+    run = Run(core, s, n, args, kwargs, t0, arm, span, prior, tried_at)
     if span is not None:
         facts.server(run.server, source)
     gen = run_sync(run, source, core.spec.stream == "buffer")
@@ -912,8 +938,9 @@ def start_sync(
 async def start_async(
     core: Any, s: Any, n: int, args: tuple[Any, ...], kwargs: dict[str, Any], source: Any,
     t0: float, arm: str | None, span: Any, prior: tuple[Any, ...] = (),
+    tried_at: float | None = None,
 ) -> Any:  # fmt: skip
-    run = Run(core, s, n, args, kwargs, t0, arm, span, prior)
+    run = Run(core, s, n, args, kwargs, t0, arm, span, prior, tried_at)
     if span is not None:
         facts.server(run.server, source)
     gen = run_async(run, source, core.spec.stream == "buffer")

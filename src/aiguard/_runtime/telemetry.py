@@ -298,6 +298,19 @@ def stop(span: Any, token: Any) -> None:
         _internal.report("telemetry: end span", exc)
 
 
+def abort(span: Any, token: Any, exc: BaseException) -> None:
+    """The call ended by an exception that is not aiguard's to handle (cancellation, Ctrl-C,
+    an outer deadline): its span is an error of that type (unless a stream ended it already),
+    then detached and ended."""
+    try:  # an Exception was recorded by the call's own end (publish): only the others here
+        if not isinstance(exc, Exception) and span.is_recording():
+            span.set_attribute("error.type", type(exc).__qualname__)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
+    except Exception as failure:
+        _internal.report("telemetry: end span", failure)
+    stop_once(span, token)
+
+
 def stop_once(span: Any, token: Any) -> None:
     """Detach the call's span, and end it unless a stream already did."""
     try:
@@ -366,7 +379,13 @@ def model_span_done(
         span.set_attributes(model_attributes)
         if failed:
             exception_event(span, exc, detail)
+    except Exception as exc_:
+        _internal.report("telemetry: model span", exc_)
+    try:
         span.end()
+    except Exception as exc_:  # a span processor failing on end: the call still gets its span
+        _internal.report("telemetry: model span", exc_)
+    try:
         # a sibling of the model call's span; when that span is a trace's root, its child (a
         # root of its own would start another trace)
         parent = getattr(span, "parent", None)
