@@ -267,11 +267,15 @@ def _segment(
 
 def _unbucketable(what: str, exc: Exception) -> tuple[Reason, str, str]:
     """The pre-call verdict for a rollout key that cannot be read or bucketed (its ``==``,
-    ``str()`` or encoding failed): a missing key, and why. Neither the key's value nor the
-    exception's message is shown: they can name a user."""
-    # the exception's type only: its message may hold the key's value (a session, a user), and
-    # this detail goes to telemetry as aiguard's own text
-    return Reason.MISSING_ROLLOUT_KEY, "baseline", f"{what}: {type(exc).__name__}"
+    ``str()`` or encoding failed): a missing key, and why. The key's value is not shown: it
+    names a user."""
+    try:
+        why = f"{type(exc).__name__}: {exc}"
+    except Exception:
+        why = type(exc).__name__
+    # the Outcome's detail keeps the message (in process); telemetry shows up to the exception's
+    # type (``telemetry.detail_text``): the message may hold the key's value
+    return Reason.MISSING_ROLLOUT_KEY, "baseline", f"{what}: {why}"
 
 
 class Plan:

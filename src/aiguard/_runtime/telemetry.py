@@ -657,6 +657,8 @@ def detail_text(reason: str, detail: str, exception: BaseException | None) -> st
     exception's type name (nothing when there is no exception).
     """
     if exception is None and reason in _OWN_DETAIL:
+        if reason == "missing_rollout_key":  # "what: ExcType: message": up to the type only
+            return ": ".join(detail.split(": ")[:2])
         return detail
     default = None if exception is None else type(exception).__qualname__
     return redacted(detail, default)
