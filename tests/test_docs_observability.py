@@ -12,7 +12,7 @@ The page has three kinds of python blocks:
   application does, so each runs as a program of its own (a subprocess, ``PYTHONPATH`` at
   ``src``). The OTLP program runs with the environment of the page's command line, its endpoint
   pointed at a stand-in OTLP/HTTP receiver started by the test, which checks what it delivered;
-- the programs of "Recipes that run": skipped here, they need a Phoenix or a Prometheus server
+- the programs of "Recipes that run": run by tests/test_docs_backends.py, against the real servers
   and ``tests/test_docs_backends.py`` runs them against real ones.
 
 The output is compared with the ``text`` block that follows the python block: the lines it
@@ -244,11 +244,16 @@ def test_the_console_exporter_program_prints_what_the_page_shows() -> None:
     compare(block.expected, done.stdout, aiguard_lines(done.stderr))
 
 
-@pytest.mark.parametrize(
-    "block", [b for b in SHOWN if b.section == RECIPES], ids=lambda b: f"line-{b.line}"
-)
-def test_recipes_are_tested_against_their_backends(block: Block) -> None:
-    pytest.skip(
-        "a 'Recipes that run' program needs a Phoenix or a Prometheus server: "
-        "tests/test_docs_backends.py runs it against a real one"
-    )
+def test_the_recipes_are_the_ones_run_against_their_backends() -> None:
+    """The programs of "Recipes that run" need a Phoenix or a Prometheus server:
+    tests/test_docs_backends.py runs each against the real one. Here: it runs exactly these."""
+    import test_docs_backends as backends
+
+    recipes = [b for b in SHOWN if b.section == RECIPES]
+    run_there = [
+        code
+        for title in ("Phoenix recipe", "Prometheus recipe")
+        for kind, (code, _) in backends.recipe(title).items()
+        if kind == "python"
+    ]
+    assert sorted(b.code for b in recipes) == sorted(run_there)
