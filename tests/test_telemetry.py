@@ -30,7 +30,7 @@ def test_no_sdk_means_no_span_work(mode: Mode, monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(_telemetry, "tracer", forbidden)
     monkeypatch.setattr(_telemetry, "meters", forbidden)
-    monkeypatch.setattr(_telemetry, "start", forbidden)
+    monkeypatch.setattr(_telemetry, "begin", forbidden)
 
     @mode.guard("quiet", fallback=aiguard.Default(0))
     def f(fail: bool) -> int:

@@ -76,8 +76,6 @@ def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
         try:
             if timeout is None:
                 result = fn(*args, **kwargs)
-            elif stuck[0]:
-                result = deadlines.pool().call(fn, args, kwargs, timeout)
             else:
                 result = timed(fn, args, kwargs, timeout, stuck)
         except Expired:

@@ -120,10 +120,7 @@ def again_sync(
                 result = fn(*args, **kwargs)
             else:
                 left = max(t0 + timeout - tried_at, 1e-6)
-                if core.blocked[0]:
-                    result = deadlines.pool().call(fn, args, kwargs, left)
-                else:
-                    result = deadlines.call(fn, args, kwargs, left, core.blocked)
+                result = deadlines.call(fn, args, kwargs, left, core.blocked)
         except deadlines.Expired:
             ctx = core.failed(s, n, args, kwargs, None, arm, span)
             prior.append(_timed_out(ctx, tried_at))

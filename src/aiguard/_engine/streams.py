@@ -558,13 +558,7 @@ def run_sync(run: Run, source: Any, buffered: bool) -> Iterator[Any]:
     # the first chunk (buffered: every chunk) comes before anything is released
     try:
         while True:
-            timeout = run.remaining()
-            if timeout is None:
-                chunk = pull()
-            elif stuck[0]:
-                chunk = deadlines.pool().call(pull, (), {}, timeout)
-            else:
-                chunk = deadlines.call(pull, (), {}, timeout, stuck)
+            chunk = _pull_sync(pull, run.remaining(), stuck)
             run.got(chunk)
             if not buffered and run.ttfc is not None:
                 break  # opening events are held back with the first chunk of the answer
@@ -598,13 +592,7 @@ def run_sync(run: Run, source: Any, buffered: bool) -> Iterator[Any]:
                 yield chunks[released - 1]
             if buffered or ended:
                 break
-            timeout = run.remaining()
-            if timeout is None:
-                chunk = pull()
-            elif stuck[0]:
-                chunk = deadlines.pool().call(pull, (), {}, timeout)
-            else:
-                chunk = deadlines.call(pull, (), {}, timeout, stuck)
+            chunk = _pull_sync(pull, run.remaining(), stuck)
             run.got(chunk)
     except StopIteration as stop:
         run.tally.returned(stop.value)
@@ -642,6 +630,13 @@ def fallback_sync(run: Run, ctx: Any) -> Iterator[Any]:
         run.end_span()
     run.box.append(outcome)
     yield from as_items(outcome.value)
+
+
+def _pull_sync(pull: Any, timeout: float | None, stuck: list[bool]) -> Any:
+    """The next chunk, within ``timeout`` (None: no limit): Expired when it ran out."""
+    if timeout is None:
+        return pull()
+    return deadlines.call(pull, (), {}, timeout, stuck)
 
 
 async def _pull_async(pull: Any, timeout: float | None) -> Any:
@@ -948,10 +943,3 @@ async def start_async(
     with contextlib.suppress(StopAsyncIteration):
         first.append(await gen.__anext__())
     return AsyncProxy(gen, first, run, source)
-
-
-def outcome_of(stream: Any) -> Outcome[Any] | None:
-    """The Outcome of a guarded stream the caller consumed (for ``fn.outcome(...)``)."""
-    if isinstance(stream, _Proxy) or type(stream) in (SyncProxy, AsyncProxy):
-        return stream.outcome  # type: ignore[no-any-return]
-    return None

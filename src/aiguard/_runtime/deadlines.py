@@ -264,10 +264,12 @@ def call(
 ) -> Any:
     """``fn(*args, **kwargs)`` in this thread, or Expired once ``timeout`` s have passed.
 
-    ``cell``: the guard's ``[blocked]`` flag, set when one of its calls was found blocked in C.
+    ``cell``: the guard's ``[blocked]`` flag, set when one of its calls was found blocked in C:
+    from then on its calls run in the pool, whose caller stops waiting at the deadline whatever
+    the call does.
     """
     dog = _watchdog if _watchdog is not None else watchdog()
-    if dog is None:
+    if dog is None or (cell is not None and cell[0]):
         return pool().call(fn, args, kwargs, timeout)
     if timeout < dog.tick:
         dog.tick = max(timeout, TICK_MIN)

@@ -278,26 +278,6 @@ def meters() -> Meters | None:
     return cached[1]
 
 
-def start(tracer: Any, name: str) -> tuple[Any, Any]:
-    """Start the call's span and make it current (so a model client's own span is its child)."""
-    try:
-        span = tracer.start_span(name, kind=_CLIENT)
-        token = otel_context.attach(otel_trace.set_span_in_context(span))
-    except Exception as exc:
-        _internal.report("telemetry: start span", exc)
-        return None, None
-    return span, token
-
-
-def stop(span: Any, token: Any) -> None:
-    """Detach and end the call's span (whatever happened in between)."""
-    try:
-        otel_context.detach(token)
-        span.end()
-    except Exception as exc:
-        _internal.report("telemetry: end span", exc)
-
-
 def abort(span: Any, token: Any, exc: BaseException) -> None:
     """The call ended by an exception that is not aiguard's to handle (cancellation, Ctrl-C,
     an outer deadline): its span is an error of that type (unless a stream ended it already),
