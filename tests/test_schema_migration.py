@@ -15,6 +15,7 @@ from services import drop_schema, require_postgres, unique
 
 import aiguard
 from aiguard._runtime.records import CALL_RECORD_COLUMNS
+from aiguard.store import SCHEMA_VERSION
 
 # What aiguard wrote at schema version 4 (SQLite: the statements of versions 1 to 4 in order).
 SQLITE_V4 = [
@@ -161,16 +162,18 @@ def _columns(store: Any) -> list[str]:
 
 
 def test_migration_keeps_every_row_and_adds_the_columns(v4_store: Any) -> None:
-    """Version 5, the two columns last, every v4 row kept as it was with NULL writes."""
+    """The current version, the new columns last, every v4 row kept as it was with NULL
+    writes, segments and label."""
     store = v4_store
     [(version,)] = store._run("SELECT value FROM aiguard_meta WHERE key = 'schema_version'")
-    assert version == "5"
+    assert version == str(SCHEMA_VERSION)
     assert tuple(_columns(store)) == CALL_RECORD_COLUMNS
     rows = store.call_records(feature="reply")
     assert [r["call_id"] for r in rows] == ["ag_old_1", "ag_old_2"]
     for old, row in zip(OLD_CALLS, rows, strict=True):
         assert tuple(row[c] for c in CALL_RECORD_COLUMNS[:21]) == old
         assert (row["cache_write_tokens"], row["cache_write_1h_tokens"]) == (None, None)
+        assert (row["segments"], row["label"]) == (None, None)
     assert store.get_call("ag_old_1")["cost_pico"] == 877_500_000
     [item] = store.list_reviews(feature="reply", status="pending", limit=10)
     assert (item.id, item.call_id, item.arguments) == ("rv_1", "ag_old_2", {"text": "hi"})

@@ -14,7 +14,7 @@ from ._runtime.records import CALL_RECORD_COLUMNS
 from .exceptions import ReviewError
 from .limits import Limits, StageFigures
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 CALL_RECORD_LIST = ", ".join(CALL_RECORD_COLUMNS)
 """The call-record columns by name, in row order: every read and write names them, so a

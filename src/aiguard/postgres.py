@@ -66,10 +66,16 @@ _TABLES = [
         input_tokens BIGINT, output_tokens BIGINT, cache_read_tokens BIGINT, cost_pico BIGINT,
         latency DOUBLE PRECISION NOT NULL, model_latency DOUBLE PRECISION, trace_id TEXT,
         span_id TEXT, inputs TEXT, output TEXT, detail TEXT, cache_write_tokens BIGINT,
-        cache_write_1h_tokens BIGINT)""",
+        cache_write_1h_tokens BIGINT, segments TEXT, label TEXT)""",
     # version 5: the cache-write columns, on a table created before (its rows keep NULL)
     "ALTER TABLE call_records ADD COLUMN IF NOT EXISTS cache_write_tokens BIGINT",
     "ALTER TABLE call_records ADD COLUMN IF NOT EXISTS cache_write_1h_tokens BIGINT",
+    # version 6: segments and the served label (rows written before keep NULL), drift baselines
+    "ALTER TABLE call_records ADD COLUMN IF NOT EXISTS segments TEXT",
+    "ALTER TABLE call_records ADD COLUMN IF NOT EXISTS label TEXT",
+    """CREATE TABLE IF NOT EXISTS baselines (
+        feature TEXT NOT NULL, name TEXT NOT NULL, saved_at DOUBLE PRECISION NOT NULL,
+        data TEXT NOT NULL, PRIMARY KEY (feature, name))""",
     "CREATE INDEX IF NOT EXISTS call_records_by_feature ON call_records (feature, started_at)",
     """CREATE TABLE IF NOT EXISTS feedback (
         id BIGSERIAL PRIMARY KEY, call_id TEXT NOT NULL, feature TEXT, kind TEXT NOT NULL,

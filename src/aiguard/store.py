@@ -301,6 +301,14 @@ class SQLiteStore(_SqlReads):
                 if version < 5:  # rows already written keep NULL: their writes are unknown
                     db.execute("ALTER TABLE call_records ADD COLUMN cache_write_tokens INTEGER")
                     db.execute("ALTER TABLE call_records ADD COLUMN cache_write_1h_tokens INTEGER")
+                if version < 6:  # segments and served label; saved drift baselines
+                    db.execute("ALTER TABLE call_records ADD COLUMN segments TEXT")
+                    db.execute("ALTER TABLE call_records ADD COLUMN label TEXT")
+                    db.execute(
+                        """CREATE TABLE IF NOT EXISTS baselines (
+                            feature TEXT NOT NULL, name TEXT NOT NULL, saved_at REAL NOT NULL,
+                            data TEXT NOT NULL, PRIMARY KEY (feature, name))"""
+                    )
                 if version < SCHEMA_VERSION:
                     db.execute(
                         "INSERT OR REPLACE INTO aiguard_meta VALUES ('schema_version', ?)",

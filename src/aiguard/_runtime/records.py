@@ -43,7 +43,7 @@ CALL_RECORD_COLUMNS = (
     "call_id", "feature", "started_at", "source", "reason", "confidence", "threshold", "arm",
     "rollout_percent", "model", "input_tokens", "output_tokens", "cache_read_tokens",
     "cost_pico", "latency", "model_latency", "trace_id", "span_id", "inputs", "output", "detail",
-    "cache_write_tokens", "cache_write_1h_tokens",
+    "cache_write_tokens", "cache_write_1h_tokens", "segments", "label",
 )  # fmt: skip
 """The columns of a call record, in the order of its row. Columns added by a later schema come
 last (where ``ALTER TABLE ... ADD COLUMN`` puts them), so the order of an old row stays a prefix
@@ -512,6 +512,8 @@ class Recorder:
             detail,
             None if usage is None else usage.cache_write_tokens,
             None if usage is None else usage.cache_write_1h_tokens,
+            None,  # segments: a JSON object of the call's segment values (guard(segments=))
+            None,  # label: the served result's label, for drift (when the result has one)
         )
 
     # -- what feedback asks ------------------------------------------------------------------
