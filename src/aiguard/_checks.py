@@ -225,3 +225,70 @@ def check_stream(feature: str, value: Any) -> str | bool | None:
         "False (never treat a result as a stream) or None (the default: generator functions "
         "and returned iterators are streams, passed through)"
     )
+
+
+Segments = tuple[tuple[str, "str | Callable[..., Any]"], ...]
+
+
+def check_audit(feature: str, value: Any) -> float | None:
+    """``audit=``: the share of served answers sent to review, a number in [0, 1] (None: off)."""
+    if value is None or value is UNSET:
+        return value
+    try:
+        return unit_interval("audit", value)
+    except ConfigError as exc:
+        raise ConfigError(f"feature {feature!r}: {exc}") from None
+
+
+def check_segments(feature: str, value: Any) -> Segments | None:
+    """``segments=``: ``((name, spec), ...)`` from a tuple/list of parameter names, dotted paths
+    or named callables, or a mapping ``{name: spec}``; None when none. The specs are resolved
+    against the function's parameters when the guard is compiled."""
+    if value is None or value is UNSET:
+        return value
+    what = f"feature {feature!r}: {named('segments', value)} is invalid"
+    pairs: list[tuple[str, Any]] = []
+    if isinstance(value, Mapping):
+        for name, spec in value.items():
+            if not isinstance(name, str) or not name.strip():
+                raise ConfigError(f"{what}: segment name {shown(name)} must be a non-empty text")
+            pairs.append((name, spec))
+    elif isinstance(value, list | tuple):
+        for spec in value:
+            if isinstance(spec, str):
+                pairs.append((spec, spec))
+            elif callable(spec):
+                name = getattr(spec, "__name__", None)
+                if not isinstance(name, str) or not name.isidentifier():
+                    raise ConfigError(
+                        f"{what}: the callable {shown(spec)} has no name to record its value "
+                        "under: give a mapping, e.g. segments={'plan': lambda user, **_: ...}"
+                    )
+                pairs.append((name, spec))
+            else:
+                raise ConfigError(
+                    f"{what}: segment {shown(spec)} must be a parameter name, a dotted path "
+                    "('user.plan') or a callable over the call's arguments"
+                )
+    else:
+        raise ConfigError(
+            f"{what}: give a tuple of parameter names, dotted paths ('user.plan') or callables, "
+            "or a mapping of names to them"
+        )
+    seen: set[str] = set()
+    for name, spec in pairs:
+        if isinstance(spec, str):
+            if not spec or any(not part for part in spec.split(".")):
+                raise ConfigError(
+                    f"{what}: segment {name!r}: {shown(spec)} is not a parameter name or dotted "
+                    "path"
+                )
+        elif not callable(spec):
+            raise ConfigError(
+                f"{what}: segment {name!r}: {shown(spec)} must be a parameter name, a dotted "
+                "path or a callable over the call's arguments"
+            )
+        if name in seen:
+            raise ConfigError(f"{what}: the segment name {name!r} is given twice")
+        seen.add(name)
+    return tuple(pairs)

@@ -75,25 +75,7 @@ class _SqlReads:
         return _where(self._mark, **conditions)
 
     def add_review(self, item: ReviewItem) -> None:
-        marks = ",".join([self._mark] * 13)
-        self._run(
-            f"INSERT INTO review_items ({_REVIEW_COLUMNS}) VALUES ({marks},NULL,NULL)",
-            (
-                item.id,
-                item.feature,
-                item.call_id,
-                item.reason,
-                _serialize.dumps(item.arguments),
-                None if item.model_result is None else _serialize.dumps(item.model_result),
-                item.confidence,
-                item.created_at,
-                item.status,
-                None if item.answer is None else _serialize.dumps(item.answer),
-                item.reviewer,
-                item.note,
-                item.resolved_at,
-            ),
-        )
+        self._run(review_insert(self._mark), review_params(item))
 
     def get_review(self, review_id: str) -> ReviewItem | None:
         rows = self._run(
@@ -146,6 +128,34 @@ class _SqlReads:
         where, params = self._where(feature=feature, since=("created_at", since), call_id=call_id)
         rows = self._run(f"SELECT * FROM feedback{where} ORDER BY id", params)
         return [dict(zip(FEEDBACK_COLUMNS, r, strict=True)) for r in rows]
+
+
+def review_insert(mark: str, *, ignore: bool = False) -> str:
+    """The INSERT of one review item (``review_params`` order); ``ignore``: an item whose id is
+    stored already is left as it is (an audit item written again on a retry)."""
+    marks = ",".join([mark] * 13)
+    insert = "INSERT OR IGNORE INTO" if ignore and mark == "?" else "INSERT INTO"
+    conflict = " ON CONFLICT (id) DO NOTHING" if ignore and mark != "?" else ""
+    return f"{insert} review_items ({_REVIEW_COLUMNS}) VALUES ({marks},NULL,NULL){conflict}"
+
+
+def review_params(item: ReviewItem) -> tuple[Any, ...]:
+    """A review item's values for ``review_insert``."""
+    return (
+        item.id,
+        item.feature,
+        item.call_id,
+        item.reason,
+        _serialize.dumps(item.arguments),
+        None if item.model_result is None else _serialize.dumps(item.model_result),
+        item.confidence,
+        item.created_at,
+        item.status,
+        None if item.answer is None else _serialize.dumps(item.answer),
+        item.reviewer,
+        item.note,
+        item.resolved_at,
+    )
 
 
 FEEDBACK_COLUMNS = (

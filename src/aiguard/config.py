@@ -29,7 +29,7 @@ from typing import Annotated, Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._checks import explain, named, seconds
+from ._checks import check_segments, explain, named, seconds
 from ._runtime import lifecycle
 from ._runtime.records import Capture
 from ._runtime.state import UNSET, runtime
@@ -63,6 +63,20 @@ class FeatureConfig(BaseModel):
     timeout: _Number | None = Field(default=None, gt=0.0, allow_inf_nan=False)
     targets: tuple[str, ...] = ()  # e.g. "acceptance_rate >= 0.40", "p95_latency <= 0.5 s"
     estimate: Decimal | None = None  # one call's worst-case cost, reserved from the budget
+    # parameter names or dotted paths (a mapping names them; in code, callables too)
+    segments: tuple[str | Callable[..., Any], ...] | dict[str, str | Callable[..., Any]] | None = (
+        None
+    )
+    audit: _Number | None = Field(default=None, ge=0.0, le=1.0)  # share of served answers audited
+
+    @pydantic.field_validator("segments", mode="before")
+    @classmethod
+    def _segments(cls, value: Any) -> Any:
+        try:
+            check_segments("<configured>", value)  # the one check, as for guard(segments=)
+        except ConfigError as exc:
+            raise ValueError(str(exc).split(": ", 1)[1]) from None
+        return tuple(value) if isinstance(value, list) else value
 
     @pydantic.field_validator("estimate", mode="before")
     @classmethod

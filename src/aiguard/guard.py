@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
@@ -138,6 +138,10 @@ def guard(
     first_chunk_timeout: float | timedelta | None = None,
     retry: Retry | None = None,
     estimate: Decimal | str | int | None = None,
+    segments: Sequence[str | Callable[..., Any]]
+    | Mapping[str, str | Callable[..., Any]]
+    | None = UNSET,
+    audit: float | None = UNSET,
 ) -> _Decorator:
     """Guard the function that calls a model: serve its result only when it is good enough.
 
@@ -199,13 +203,27 @@ def guard(
             reserved from the budget when the call's arguments and the price table do not
             bound it (no ``max_tokens`` argument); default: the feature's configuration, else
             the largest cost seen so far.
+        segments: what each call record says of the call's segment (region, plan, language),
+            for figures split by segment: a tuple of parameter names, dotted paths
+            (``"user.plan"``, ``"request.headers.region"``: attributes or mapping keys) or
+            callables over the call's arguments (named by their ``__name__``), or a mapping
+            ``{"plan": spec}`` to name them. Resolved at decoration: a name that is no parameter
+            of the function is a ConfigError. Each value is recorded as text (``str()``, at
+            most 100 characters); a value that is missing, None or cannot be read is
+            ``"unknown"`` (never an exception in the call).
+        audit: the share of served answers (a number in [0, 1], e.g. ``0.02``) sent to the
+            review queue as audit items (reason ``"audit"``), chosen by a hash of the call id;
+            the answer is served as usual, unchanged, and the item is written with the call's
+            record, off the call's path. Needs call recording (a store); the items keep the
+            call's arguments, as :class:`HumanReview` items do.
 
     Kill switches (:func:`aiguard.kill`, control files, OpenFeature) are checked before the
     model is called: a killed feature's fallback chain serves with reason ``killed``.
 
-    ``confidence``, ``threshold`` and ``timeout`` left out here come from the feature's
-    configuration (``aiguard.configure(features=...)`` or ``aiguard.load_config(path)``); given
-    here, they win. Invalid values raise :class:`aiguard.ConfigError` at decoration time.
+    ``confidence``, ``threshold``, ``timeout``, ``segments`` and ``audit`` left out here come
+    from the feature's configuration (``aiguard.configure(features=...)`` or
+    ``aiguard.load_config(path)``); given here, they win (``None``: none, whatever the
+    configuration says). Invalid values raise :class:`aiguard.ConfigError` at decoration time.
 
     Example:
         >>> import aiguard
@@ -217,6 +235,7 @@ def guard(
         ('billing', 'other')
     """
     feature = _checks.check_feature(feature)
+    _checks.check_segments(feature, segments)
     spec = Spec(
         feature=feature,
         confidence=_checks.check_confidence(feature, confidence),
@@ -242,6 +261,8 @@ def guard(
         ),
         retry=_checks.check_policy(feature, "retry", retry, Retry),
         estimate=None if estimate is None else amount(f"feature {feature!r}: estimate", estimate),
+        segments=segments,  # checked above; resolved against the function by Core
+        audit=_checks.check_audit(feature, audit),
     )
     # both from the decorator here; Core.compile checks them merged with the configuration
     _checks.needs_confidence(feature, spec.threshold, spec.confidence)

@@ -38,6 +38,8 @@ from ._sql import (
     _item,
     _SqlReads,
     figures_to_params,
+    review_insert,
+    review_params,
 )
 from .exceptions import ConfigError, ReviewError, StoreError
 
@@ -323,6 +325,24 @@ class PostgresStore(_SqlReads):
                     f"INSERT INTO call_records ({CALL_RECORD_LIST}) VALUES ({marks}) "
                     "ON CONFLICT (call_id) DO NOTHING",
                     rows,
+                )
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+
+    def add_audited_records(self, rows: list[tuple[Any, ...]], items: list[ReviewItem]) -> None:
+        """Insert call records and audit items (review items of reason ``audit``) in one
+        transaction; an item whose id is stored already is left as it is."""
+        marks = ",".join(["%s"] * len(CALL_RECORD_COLUMNS))
+        try:
+            with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+                if rows:
+                    cur.executemany(
+                        f"INSERT INTO call_records ({CALL_RECORD_LIST}) VALUES ({marks}) "
+                        "ON CONFLICT (call_id) DO NOTHING",
+                        rows,
+                    )
+                cur.executemany(
+                    review_insert("%s", ignore=True), [review_params(item) for item in items]
                 )
         except self._errors as exc:
             raise self._fail(exc) from exc

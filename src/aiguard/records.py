@@ -21,6 +21,10 @@ class RecordCounts:
     moment; ``drop_reasons`` says why each dropped record was dropped (the queue was full, the
     store refused the row twice, the store did not answer before exit, ...).
 
+    ``audits_written``: audit items (``guard(audit=...)``) written with their calls' records;
+    ``audits_dropped``: audit items given up (the store refused one twice: its call's record is
+    written without it), each also logged.
+
     Example:
         >>> import aiguard
         >>> aiguard.records.counts().recorded >= 0
@@ -32,6 +36,8 @@ class RecordCounts:
     dropped: int = 0
     queued: int = 0
     drop_reasons: dict[str, int] = dataclasses.field(default_factory=dict)
+    audits_written: int = 0
+    audits_dropped: int = 0
 
 
 def counts() -> RecordCounts:
@@ -51,6 +57,8 @@ def counts() -> RecordCounts:
         dropped=raw.get("dropped", 0),
         queued=raw.get("queued", 0),
         drop_reasons={k[len(prefix) :]: v for k, v in raw.items() if k.startswith(prefix)},
+        audits_written=raw.get("audits written", 0),
+        audits_dropped=raw.get("audits dropped", 0),
     )
 
 

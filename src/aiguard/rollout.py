@@ -200,8 +200,11 @@ def check_stage(stage: Any, stages: Sequence[float]) -> int:
 # -- compiled form, used per call ------------------------------------------------------------------
 
 
-def _getter(path: str, sig: inspect.Signature | None, feature: str) -> Callable[..., Any]:
-    """A function (args, kwargs) -> the value at ``path`` ("arg" or "arg.attr.key"), or None."""
+def _getter(
+    path: str, sig: inspect.Signature | None, feature: str, what: str | None = None
+) -> Callable[..., Any]:
+    """A function (args, kwargs) -> the value at ``path`` ("arg" or "arg.attr.key"), or None.
+    ``what`` names it in the error when it names no parameter."""
     name, *rest = path.split(".")
     index: int | None = None
     if sig is not None:
@@ -210,8 +213,8 @@ def _getter(path: str, sig: inspect.Signature | None, feature: str) -> Callable[
         has_var_kw = any(p.kind is p.VAR_KEYWORD for p in params)
         if name not in names and not has_var_kw:
             raise ConfigError(
-                f"feature {feature!r}: rollout key or segment {path!r} names no parameter of the "
-                f"function (parameters: {', '.join(names) or 'none'})"
+                f"feature {feature!r}: {what or 'rollout key or segment'} {path!r} names no "
+                f"parameter of the function (parameters: {', '.join(names) or 'none'})"
             )
         if name in names:
             p = params[names.index(name)]

@@ -55,7 +55,7 @@ from typing import Any, Protocol, runtime_checkable
 from ._checks import seconds
 from ._runtime import errors, lifecycle
 from ._runtime import serialize as _serialize
-from ._runtime.records import CALL_RECORD_COLUMNS
+from ._runtime.records import CALL_RECORD_COLUMNS, set_audit_writer
 from ._runtime.state import STORE_ENV, track
 from ._sql import (
     CALL_RECORD_LIST,
@@ -66,6 +66,8 @@ from ._sql import (
     _check_claim,
     _SqlReads,
     figures_to_params,
+    review_insert,
+    review_params,
 )
 from .exceptions import ConfigError, ReviewError, StoreError
 from .limits import StageFigures
@@ -430,19 +432,31 @@ class SQLiteStore(_SqlReads):
         """Insert call records (tuples in ``CALL_RECORD_COLUMNS`` order), in one transaction."""
         if not rows:
             return
+        with self._transaction() as db:
+            self._insert_rows(db, rows)
+
+    def add_audited_records(self, rows: list[tuple[Any, ...]], items: list[ReviewItem]) -> None:
+        """Insert call records and audit items (review items of reason ``audit``) in one
+        transaction; an item whose id is stored already is left as it is."""
+        with self._transaction() as db:
+            self._insert_rows(db, rows)
+            sql = review_insert("?", ignore=True)
+            for item in items:
+                db.execute(sql, review_params(item))
+
+    def _insert_rows(self, db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
         row_marks = "(" + ",".join("?" * len(CALL_RECORD_COLUMNS)) + ")"
         per = self._rows_per_statement
-        with self._transaction() as db:
-            # many rows per statement: one step of SQLite per chunk, so the GIL is handed over
-            # a few times per batch, not twice per row (under load, a batch written row by row
-            # held the write lock for seconds)
-            for i in range(0, len(rows), per):
-                chunk = rows[i : i + per]
-                db.execute(
-                    f"INSERT OR REPLACE INTO call_records ({CALL_RECORD_LIST}) VALUES "
-                    + ",".join([row_marks] * len(chunk)),
-                    list(itertools.chain.from_iterable(chunk)),
-                )
+        # many rows per statement: one step of SQLite per chunk, so the GIL is handed over a
+        # few times per batch, not twice per row (under load, a batch written row by row held
+        # the write lock for seconds)
+        for i in range(0, len(rows), per):
+            chunk = rows[i : i + per]
+            db.execute(
+                f"INSERT OR REPLACE INTO call_records ({CALL_RECORD_LIST}) VALUES "
+                + ",".join([row_marks] * len(chunk)),
+                list(itertools.chain.from_iterable(chunk)),
+            )
 
     def add_feedback(
         self, row: dict[str, Any], *, call_record: tuple[Any, ...] | None = None
@@ -525,4 +539,20 @@ def configured() -> Store:
     return store  # type: ignore[no-any-return]
 
 
+def _write_audited(store: Any, rows: list[tuple[Any, ...]], reviews: list[dict[str, Any]]) -> None:
+    """Write call records with audit items (the fields of each): in one transaction when the
+    store has ``add_audited_records`` (SQLite, PostgreSQL), else the records, then each item
+    the store does not hold yet."""
+    items = [ReviewItem(**fields) for fields in reviews]
+    add = getattr(store, "add_audited_records", None)
+    if add is not None:
+        add(rows, items)
+        return
+    store.add_call_records(rows)
+    for item in items:
+        if store.get_review(item.id) is None:
+            store.add_review(item)
+
+
 lifecycle.set_opener(open_store)
+set_audit_writer(_write_audited)

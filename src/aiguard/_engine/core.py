@@ -7,12 +7,13 @@ generation moved on.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
-from .._checks import needs_confidence
+from .._checks import check_audit, check_segments, needs_confidence
 from .._runtime import errors, ids, lifecycle
 from .._runtime.state import runtime
 from ..breaker import BreakerRun
@@ -24,7 +25,8 @@ from .accounting import Accounting
 from .gates import GateRun
 from .pre import compile_pre, monitor
 from .reserve import budget_check
-from .settings import Settings, Spec, by_name, effective, pick
+from .settings import Settings, Spec, by_name, effective, pick, pick_tags
+from .tagging import Tags, compile_tags
 
 
 class Core:
@@ -47,6 +49,7 @@ class Core:
         "settings",
         "signature",
         "spec",
+        "tags",
         "validators",
     )
 
@@ -76,6 +79,7 @@ class Core:
             Plan(rollout, spec.feature, self.signature, self.position, 0)  # checks key, segments
             self.gate = GateRun(rollout, spec.feature) if rollout.gates is not None else None
         self.monitor = monitor(self.breaker, self.gate)
+        self.tags: tuple[Any, Tags | None] | None = None  # (what it was compiled from, Tags)
         self.acct = Accounting(
             spec.feature,
             model=spec.model,
@@ -85,20 +89,22 @@ class Core:
             budget=spec.budget,
             latency_slo=spec.latency_slo,
         )
-        self.settings = self.refresh()
+        self.settings = self.refresh(initial=True)
         runtime.cores.add(self)
 
-    def refresh(self) -> Settings:
+    def refresh(self, *, initial: bool = False) -> Settings:
         """Merge control state, the guard's own arguments and configuration for its feature.
 
-        Runs on the first call after any change (and after a fork, which is a change): it also
-        makes sure the runtime's background workers run in this process."""
+        Runs at decoration (``initial``) and on the first call after any change (and after a
+        fork, which is a change): it also makes sure the runtime's background workers run in
+        this process."""
         lifecycle.ensure_recorder()
         lifecycle.ensure_workers()
         with runtime.lock:
             generation = runtime.generation
             cfg = runtime.features.get(self.feature)
             confidence, threshold, timeout = self.compile(cfg)
+            tags = self.compile_tags(cfg)
             ctl = effective(self.feature)
             budget = budget_check(self, cfg)
         if ctl.threshold is not None:
@@ -134,8 +140,21 @@ class Core:
             else first,
             pre=compile_pre(ctl.kill, self.breaker, plan, budget),
             percent=percent,
+            tags=tags,
         )
         self.settings = settings
+        if tags is not None and tags.cut is not None and runtime.recorder is None:
+            if initial:  # the store is often configured after decoration: check at the first call
+                settings = dataclasses.replace(settings, generation=-1)
+                self.settings = settings
+                return settings
+            errors.warn_once(
+                f"audit-unrecorded:{self.feature}",
+                "aiguard: %s: audit=%s sends no audit items: they are written with the call "
+                "records, and no call is recorded (configure a store, with record_calls on)",
+                self.feature,
+                tags.audit,
+            )
         return settings
 
     def compile(self, cfg: Any) -> tuple[Any, float | None, float | None]:
@@ -146,7 +165,27 @@ class Core:
         """
         confidence, threshold, timeout = pick(self.spec, cfg)
         needs_confidence(self.feature, threshold, confidence)
+        self.compile_tags(cfg)
         return confidence, threshold, timeout
+
+    def compile_tags(self, cfg: Any) -> Tags | None:
+        """The guard's segments and audit share under feature config ``cfg``, compiled (the
+        last compiled is reused while its source is the same); ConfigError for a segment that
+        names no parameter of the function."""
+        segments, audit = pick_tags(self.spec, cfg)
+        source = (segments, audit)
+        known = self.tags
+        if known is not None and known[0] == source:
+            return known[1]
+        feature = self.feature
+        tags = compile_tags(
+            feature,
+            check_segments(feature, segments),
+            check_audit(feature, audit),
+            self.signature,
+        )
+        self.tags = (source, tags)
+        return tags
 
     # -- the context of a call that is not served ------------------------------------------------
 

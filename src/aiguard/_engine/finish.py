@@ -16,7 +16,7 @@ from typing import Any
 
 from .._runtime import errors, ids, telemetry
 from .._runtime.money import pico_of, to_decimal
-from .._runtime.records import Extras, Served, brief, compact, served, span_ids
+from .._runtime.records import Extras, Served, brief, compact, label_of, served, span_ids
 from .._runtime.state import runtime
 from ..exceptions import ModelTimeout, NotServed, ReviewPending
 from ..fallbacks import FallbackContext
@@ -125,11 +125,15 @@ def settler(core: Any) -> Callable[..., Served | FallbackContext]:
             )  # fmt: skip
         recorder = runtime.recorder
         if recorder is not None:
-            if recorder.capture is None:  # the queue keeps no value: memory stays bounded
+            tags = s.tags
+            if tags is not None:  # segments or audit: read now, the arguments are gone later
+                tagged(recorder, record, tags, signature, args, kwargs, span)
+            elif recorder.capture is None:  # the queue keeps no value (its label): memory bounded
+                row = (core, n, confidence, s, t0, t1, t2, arm, usage, cost, label_of(result))
                 if span is None:
-                    recorder.put(compact(record))
+                    recorder.put(row)
                 else:
-                    recorder.put(Extras(compact(record), None, span_ids(span), None))
+                    recorder.put(Extras(row, None, span_ids(span), None))
             else:
                 recorder.put(Extras(record, (signature, args, kwargs), span_ids(span), None))
         if runtime.observers:
@@ -137,6 +141,26 @@ def settler(core: Any) -> Callable[..., Served | FallbackContext]:
         return record
 
     return settle
+
+
+def tagged(
+    recorder: Any,
+    record: Served,
+    tags: Any,
+    signature: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    span: Any,
+) -> None:
+    """Queue a served call of a guard with segments or an audit share: its segment values, and,
+    when its id is chosen for audit, its value and arguments (for the audit item)."""
+    segments = tags.read(args, kwargs)
+    audit = tags.audited(record.call_id)
+    if audit or recorder.capture is not None:
+        inputs = (signature, args, kwargs)
+        recorder.put(Extras(record, inputs, span_ids(span), None, segments, audit))
+    else:
+        recorder.put(Extras(compact(record), None, span_ids(span), None, segments))
 
 
 def outcome(
@@ -268,12 +292,14 @@ def publish(
     ctx: FallbackContext | None = None,
     spent: int = 0,
     model: float | EllipsisType | None = ...,
+    call: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
 ) -> None:
     """Make ``result`` the last outcome, and account for it everywhere it counts. ``spent``:
     what the fallback handlers cost, counted in the budget even when the model's cost (and so
     the call's) is unknown. ``model``: the duration of the last model try, for the metrics
     (``...``: ``result.model_latency``); the model's earlier tries are ``ctx.model_attempts``,
-    or (with no ``ctx``: a served retry, a stream) ``result.attempts``."""
+    or (with no ``ctx``: a served retry, a stream) ``result.attempts``. ``call``: the call's
+    arguments, when there is no ``ctx`` (for segments and audit sampling)."""
     _last.set(result)
     if count and core.monitor is not None:
         core.monitor(result.reason)
@@ -309,11 +335,22 @@ def publish(
                 errors.report("telemetry: exception event", exc)
     recorder = runtime.recorder
     if recorder is not None:
-        if recorder.capture is None:  # the figures only: no value held in the queue
-            recorder.put(Extras(brief(result), None, span_ids(span), acct.model))
+        if ctx is not None:
+            call = (ctx.args, ctx.kwargs)
+        segments = None
+        audit = False
+        tags = core.settings.tags
+        if tags is not None:
+            if call is not None:
+                segments = tags.read(*call)
+            audit = (
+                result.reason is SERVED and result.source is MODEL and tags.audited(result.call_id)
+            )
+        if recorder.capture is None and not audit:  # the figures only: no value held
+            recorder.put(Extras(brief(result), None, span_ids(span), acct.model, segments))
         else:
-            inputs = None if ctx is None else (core.signature, ctx.args, ctx.kwargs)
-            recorder.put(Extras(result, inputs, span_ids(span), acct.model))
+            inputs = None if call is None else (core.signature, *call)
+            recorder.put(Extras(result, inputs, span_ids(span), acct.model, segments, audit))
     if runtime.observers:
         notify(result)
 

@@ -89,7 +89,7 @@ def _served(
         usage=usage,
         cost=None if total is None else to_decimal(total),
     )
-    finish.publish(core, outcome, span, model=t1 - tried_at)  # the last try, on its own
+    finish.publish(core, outcome, span, model=t1 - tried_at, call=(args, kwargs))  # last try
     return outcome
 
 

@@ -49,6 +49,8 @@ class Spec:
     first_chunk_timeout: float | None = None
     retry: Any = None
     estimate: Decimal | None = None  # one call's worst-case cost, for the budget
+    segments: Any = UNSET  # ((name, path or callable), ...), or None
+    audit: Any = UNSET  # the share of served answers audited, or None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -70,6 +72,8 @@ class Settings:
     # None, rollout arm, detail)
     pre: Pre | None
     percent: float | None
+    # segment values and audit sampling (an aiguard._engine.tagging.Tags), None when neither
+    tags: Any = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -122,6 +126,15 @@ def effective(feature: str) -> Effective:
 def pick(spec: Spec, cfg: Any) -> tuple[Any, Any, Any]:
     """``(confidence, threshold, timeout)``: the guard's own argument, else the feature's
     configuration ``cfg``."""
+    return tuple(_pick(spec, cfg, ("confidence", "threshold", "timeout")))
+
+
+def pick_tags(spec: Spec, cfg: Any) -> tuple[Any, Any]:
+    """``(segments, audit)``: the guard's own argument, else the feature's configuration."""
+    return tuple(_pick(spec, cfg, ("segments", "audit")))
+
+
+def _pick(spec: Spec, cfg: Any, names: tuple[str, ...]) -> list[Any]:
 
     def one(name: str) -> Any:
         own = getattr(spec, name)
@@ -129,7 +142,7 @@ def pick(spec: Spec, cfg: Any) -> tuple[Any, Any, Any]:
             return own
         return getattr(cfg, name) if cfg is not None else None
 
-    return one("confidence"), one("threshold"), one("timeout")
+    return [one(name) for name in names]
 
 
 def by_name(name: str) -> Extract:

@@ -475,7 +475,7 @@ class Run:
             except Exception as exc:
                 errors.report("telemetry: stream attributes", exc)
         try:
-            finish.publish(self.core, outcome, self.span, ctx=None)
+            finish.publish(self.core, outcome, self.span, call=(self.args, self.kwargs))
         except Exception as exc:  # recording must never break the caller's stream
             errors.report(f"finishing the stream of {self.core.feature!r}", exc)
         self.end_span()

@@ -17,12 +17,15 @@ runtime writes it within ``exit_timeout``.
 from __future__ import annotations
 
 import collections
+import enum
 import functools
+import hashlib
 import inspect
+import json
 import operator
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import errors, ids, serialize
@@ -82,16 +85,19 @@ served: Callable[[tuple[Any, ...]], Served] = functools.partial(tuple.__new__, S
 start, model end, end, rollout arm, usage, cost in pico-units): a C-level call, for the hot path."""
 
 
-compact: Callable[[Served], tuple[Any, ...]] = operator.itemgetter(0, 1, 3, 4, 5, 6, 7, 8, 9, 10)
-"""A served record without its value (core, number, confidence, settings, start, model end,
-end, arm, usage, cost): what the queue keeps when no output is captured, so a queued record
-never holds the model's answer in memory (C-level, for the hot path)."""
+def compact(record: Served) -> tuple[Any, ...]:
+    """A served record without its value (core, number, confidence, settings, start, model end,
+    end, arm, usage, cost, the value's label as :func:`label_of` reads it): what the queue keeps
+    when no output is captured, so a queued record never holds the model's answer in memory,
+    only its label (the served path builds this tuple inline)."""
+    return (*record[:2], *record[3:], label_of(record[2]))
 
 
 class Brief(tuple):  # type: ignore[type-arg]
     """An Outcome's figures without its values (the queue's form of a call that was not
     served, when no output is captured): call id, feature, source, reason, confidence,
-    threshold, arm, rollout percent, detail, start, latency, model latency, usage, cost."""
+    threshold, arm, rollout percent, detail, start, latency, model latency, usage, cost, and the
+    label of the model's answer (:func:`label_of`, not yet text)."""
 
     __slots__ = ()
 
@@ -119,8 +125,59 @@ def brief(o: Any) -> Brief:
             o.model_latency,
             o.usage,
             None if o.cost is None else pico_of(o.cost),
+            label_of(o.model_result),
         ),
     )
+
+
+# -- labels -----------------------------------------------------------------------------------
+
+LABEL_CHARS = 100  # the most characters kept of a label or a segment value
+
+
+def label_of(value: Any) -> Any:
+    """The label of a model's answer, not yet text: ``value["label"]`` for a mapping with a
+    ``"label"`` key, ``value.label`` for an object with a ``label`` attribute, the member's value
+    for an Enum, the value itself for a bool; None otherwise (a plain ``str`` is free text, not a
+    label). Never raises: a label that cannot be read is None. Cheap for the common shapes: the
+    served path calls it when call records are written."""
+    cls = value.__class__
+    try:
+        if cls is dict:
+            return value.get("label")
+        if cls is str or value is None:
+            return None
+        if cls is bool:
+            return value
+        if isinstance(value, enum.Enum):
+            return value.value
+        if isinstance(value, Mapping):
+            return value.get("label")
+        return getattr(value, "label", None)
+    except Exception:
+        return None
+
+
+def text_of(value: Any) -> str | None:
+    """A label or segment value as stored: ``str()`` of it (an Enum's value), at most
+    ``LABEL_CHARS`` characters, lone surrogates and NUL replaced by U+FFFD (what PostgreSQL
+    text and UTF-8 take); None when ``str()`` fails or for None."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, enum.Enum):
+            value = value.value
+        text = value if value.__class__ is str else str(value)
+        if not isinstance(text, str):
+            return None
+        text = text[:LABEL_CHARS]
+        if not text.isascii() or "\x00" in text:
+            text = "".join(
+                "\ufffd" if c == "\x00" or "\ud800" <= c <= "\udfff" else c for c in text
+            )
+        return text
+    except Exception:
+        return None
 
 
 def call_id_of(item: Any) -> str:
@@ -156,9 +213,11 @@ class Capture:
 
 
 class Extras:
-    """A queued call with what the bare record lacks: inputs, span ids, the guard's model."""
+    """A queued call with what the bare record lacks: inputs, span ids, the guard's model, its
+    segment values (``(names, values)``, values already text) and whether it is an audit item
+    (then ``record`` keeps the served value and ``inputs`` the call's arguments)."""
 
-    __slots__ = ("inputs", "model", "record", "span_ids")
+    __slots__ = ("audit", "inputs", "model", "record", "segments", "span_ids")
 
     def __init__(
         self,
@@ -166,11 +225,15 @@ class Extras:
         inputs: tuple[Any, tuple[Any, ...], dict[str, Any]] | None,
         span_ids: tuple[str | None, str | None],
         model: str | None,
+        segments: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
+        audit: bool = False,
     ) -> None:
         self.record = record
         self.inputs = inputs
         self.span_ids = span_ids
         self.model = model
+        self.segments = segments
+        self.audit = audit
 
     @property
     def call_id(self) -> str:
@@ -224,15 +287,64 @@ def served_output(text: str | None) -> Any:
     return value
 
 
+def segments_json(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+    """A call's segment values as stored: a compact JSON object, keys in the order given."""
+    return json.dumps(
+        dict(zip(names, values, strict=True)), ensure_ascii=False, separators=(",", ":")
+    )
+
+
+def _review_of(item: Any) -> dict[str, Any] | None:
+    return item.review if item.__class__ is _Retry else None
+
+
+# -- audit sampling ----------------------------------------------------------------------------
+
+
+def audit_cut(share: float) -> int:
+    """The bound under which a call id's audit hash chooses it, for a share in [0, 1]."""
+    return int(share * 2**64)
+
+
+def audit_hash(call_id: str) -> int:
+    """A call id's audit hash: the first 8 bytes of its BLAKE2b digest (16 bytes, person
+    ``aiguard-audit``), big-endian, in [0, 2**64). The same id gives the same hash on every
+    replica, so whether a call is audited is a fact of its id."""
+    digest = hashlib.blake2b(call_id.encode(), digest_size=16, person=b"aiguard-audit").digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def audit_review_id(call_id: str) -> str:
+    """The review item id of a call's audit item: derived from the call id (the last 8 bytes
+    of its audit digest), so writing it twice writes one item."""
+    digest = hashlib.blake2b(call_id.encode(), digest_size=16, person=b"aiguard-audit").digest()
+    return "rv_a" + digest[8:].hex()
+
+
+AuditWriter = Callable[[Any, list[tuple[Any, ...]], list[dict[str, Any]]], None]
+_audit_writer: AuditWriter | None = None
+
+
+def set_audit_writer(writer: AuditWriter) -> None:
+    """How call records and audit items are written together: ``aiguard.store`` registers its
+    writer here when it is imported (this package builds no review item itself)."""
+    global _audit_writer
+    _audit_writer = writer
+
+
 class _Retry:
-    """A record the store refused once: its row (built once), and how often a store that took
-    other rows refused it."""
+    """A record whose row is built: one the store refused (and how often a store that took other
+    rows refused it), or an audited call's, with its audit item (``review``: the fields of its
+    review item), written with the row in one transaction and retried with it."""
 
-    __slots__ = ("refusals", "row")
+    __slots__ = ("refusals", "review", "row")
 
-    def __init__(self, row: tuple[Any, ...], refusals: int) -> None:
+    def __init__(
+        self, row: tuple[Any, ...], refusals: int, review: dict[str, Any] | None = None
+    ) -> None:
         self.row = row
         self.refusals = refusals
+        self.review = review
 
     @property
     def call_id(self) -> str:
@@ -265,6 +377,8 @@ class Recorder:
         self.popped: list[Any] = []  # that batch's records, from the moment they leave the queue
         self.recorded = 0  # records put (written + dropped + queued + in flight)
         self.drop_reasons: dict[str, int] = {}
+        self.audits_written = 0  # audit items written with their call records
+        self.audits_dropped = 0  # audit items the store refused twice, or unreadable
         self.backoff = 0.0  # seconds to wait after the store refused everything
         self.retry_at = 0.0  # time.monotonic() before which the writer does not try again
         # call id -> (feature, None, (trace id, span id)): what feedback needs, without the
@@ -369,10 +483,16 @@ class Recorder:
                 pairs.append((item, item.row))
                 continue
             try:
-                pairs.append((item, self._row(item)))
+                row = self._row(item)
             except Exception as exc:
                 self._drop(1, f"unreadable record: {type(exc).__name__}")
                 errors.report("call record", exc)
+                continue
+            if item.__class__ is Extras and item.audit:
+                review = self._review(item, row)
+                if review is not None:  # written with its row, retried with it
+                    item = _Retry(row, 0, review)
+            pairs.append((item, row))
         if not pairs:
             return 0, False
         self.writing = {row[CALL_ID]: row for _, row in pairs}  # for feedback meanwhile
@@ -381,9 +501,22 @@ class Recorder:
         finally:
             self.writing = {}
 
+    def _add(self, pairs: list[tuple[Any, tuple[Any, ...]]]) -> None:
+        """Write rows, with the audit items of theirs that have one, in one transaction when
+        the store can (``aiguard.store`` says how)."""
+        rows = [row for _, row in pairs]
+        reviews = [
+            item.review for item, _ in pairs if item.__class__ is _Retry and item.review is not None
+        ]
+        if reviews and _audit_writer is not None:
+            _audit_writer(self.store, rows, reviews)
+            self.audits_written += len(reviews)
+        else:
+            self.store.add_call_records(rows)
+
     def _write_rows(self, pairs: list[tuple[Any, tuple[Any, ...]]]) -> tuple[int, bool]:
         try:
-            self.store.add_call_records([row for _, row in pairs])
+            self._add(pairs)
             self._store_up()
             return len(pairs), False
         except Exception as exc:
@@ -396,7 +529,7 @@ class Recorder:
                 untried = pairs[i:]  # no row taken yet: the store looks down
                 break
             try:
-                self.store.add_call_records([row])
+                self._add([(item, row)])
                 took += 1
             except Exception as refusal:
                 refused.append((item, row, refusal))
@@ -406,9 +539,9 @@ class Recorder:
             for item, row, why in refused:
                 refusals = (item.refusals if item.__class__ is _Retry else 0) + 1
                 if refusals >= REFUSALS:
-                    self._refuse(row, why)
-                else:
-                    queue.append(_Retry(row, refusals))  # behind the good rows
+                    self._refuse(item, row, why)
+                else:  # behind the good rows
+                    queue.append(_Retry(row, refusals, _review_of(item)))
             return took, False
         # nothing taken: the store is down, or every row tried is bad. The rows tried go to the
         # back (so that a bad row at the front cannot hold the others back), the rest keep their
@@ -420,7 +553,7 @@ class Recorder:
             if item.__class__ is not _Retry:
                 queue.append(_Retry(row, 0))
             elif was_up and item.refusals >= 1:  # refused again, and the store was up before
-                self._refuse(row, why)
+                self._refuse(item, row, why)
             else:
                 queue.append(item)
         self._store_down()
@@ -434,9 +567,22 @@ class Recorder:
         self.backoff = min(MAX_BACKOFF, max(INTERVAL, self.backoff * 2))
         self.retry_at = time.monotonic() + self.backoff
 
-    def _refuse(self, row: tuple[Any, ...], why: BaseException) -> None:
+    def _refuse(self, item: Any, row: tuple[Any, ...], why: BaseException) -> None:
         """Drop a row the store refused twice; the call is forgotten too, so feedback on it is
-        UnknownCall rather than a feedback row without its call."""
+        UnknownCall rather than a feedback row without its call. A row with an audit item loses
+        the audit item (counted, logged) and is tried again alone: the item may be what the
+        store refuses."""
+        if _review_of(item) is not None:
+            self.audits_dropped += 1
+            errors.warn_once(
+                "audit-dropped",
+                "aiguard: the store refused an audit item twice (%s: %s): it is dropped and "
+                "counted (aiguard.records.counts().audits_dropped); its call record is kept",
+                type(why).__name__,
+                why,
+            )
+            self.queue.append(_Retry(row, 0))
+            return
         with self._recent_lock:
             self.recent.pop(row[CALL_ID], None)
         self._drop(1, f"refused by the store: {type(why).__name__}: {why}")
@@ -445,21 +591,48 @@ class Recorder:
         self.dropped += n
         self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + n
 
+    def _review(self, item: Extras, row: tuple[Any, ...]) -> dict[str, Any] | None:
+        """The fields of an audited call's review item (reason ``audit``): its arguments by
+        parameter name and the served value, as JSON-ready values. None (counted, logged) when
+        they cannot be read."""
+        try:
+            record = item.record
+            value = record.value if record.__class__ is Served else record.model_result
+            inputs = item.inputs
+            arguments = {} if inputs is None else bound_arguments(*inputs)
+            call_id = row[CALL_ID]
+            return {
+                "id": audit_review_id(call_id),
+                "feature": row[FEATURE],
+                "call_id": call_id,
+                "reason": "audit",
+                "arguments": serialize.jsonable(arguments),
+                "model_result": serialize.jsonable(value),
+                "confidence": row[COLUMN["confidence"]],
+                "created_at": row[COLUMN["started_at"]],
+            }
+        except Exception as exc:
+            self.audits_dropped += 1
+            errors.report("audit item", exc)
+            return None
+
     def _row(self, item: Any) -> tuple[Any, ...]:
-        inputs = model = None
+        inputs = model = segments = None
         span: tuple[str | None, str | None] = (None, None)
         record = item
         source: str | None
         if item.__class__ is Extras:
             record, inputs, span, model = item.record, item.inputs, item.span_ids, item.model
+            segments = item.segments
         cls = record.__class__
         if cls is Served or cls is tuple:
             # a served call's raw figures, read directly (building its Outcome costs more);
             # unpacked in the field order this module defines (cheaper than ten properties)
             if cls is Served:
                 core, number, value, confidence, s, t0, t1, t2, arm, usage, cost = record
-            else:  # compact: no value kept
-                core, number, confidence, s, t0, t1, t2, arm, usage, cost = record
+                label = label_of(value)
+            else:  # compact: no value kept, its label instead
+                core, number, confidence, s, t0, t1, t2, arm, usage, cost, label = record
                 value = None
             call_id, feature, source, reason = ids.call_id(number), core.feature, "model", "served"
             started, latency, model_latency = ids.wall_time(t0), t2 - t0, t1 - t0
@@ -468,7 +641,7 @@ class Recorder:
         elif cls is Brief:
             value = None
             (call_id, feature, source, reason, confidence, threshold, arm, percent, detail,
-             started, latency, model_latency, usage, cost) = record  # fmt: skip
+             started, latency, model_latency, usage, cost, label) = record  # fmt: skip
         else:  # an Outcome
             o = record
             call_id, feature, value, usage = o.call_id, o.feature, o.value, o.usage
@@ -477,6 +650,7 @@ class Recorder:
             arm, percent, detail = o.arm, o.rollout_percent, o.detail
             started, latency, model_latency = o.started_at, o.latency, o.model_latency
             cost = None if o.cost is None else pico_of(o.cost)
+            label = label_of(o.model_result)
         capture = self.capture
         in_text = out_text = None
         if capture is not None:
@@ -512,8 +686,8 @@ class Recorder:
             detail,
             None if usage is None else usage.cache_write_tokens,
             None if usage is None else usage.cache_write_1h_tokens,
-            None,  # segments: a JSON object of the call's segment values (guard(segments=))
-            None,  # label: the served result's label, for drift (when the result has one)
+            None if segments is None else segments_json(*segments),
+            text_of(label),  # the model's answer's label (served or not), for drift
         )
 
     # -- what feedback asks ------------------------------------------------------------------
@@ -591,6 +765,8 @@ class Recorder:
             "queued": self.recorded - self.written - self.dropped,  # balanced by construction
         }
         out.update({f"dropped: {why}": n for why, n in self.drop_reasons.items()})
+        out["audits written"] = self.audits_written
+        out["audits dropped"] = self.audits_dropped
         return out
 
     def unwritten(self) -> int:
@@ -601,5 +777,6 @@ class Recorder:
         self.queue.clear()  # the parent's records: the parent writes and counts them
         self.inflight = 0
         self.recorded = self.written = self.dropped = 0  # this process's own, from here
+        self.audits_written = self.audits_dropped = 0
         self.drop_reasons = {}
         self.put = self._put_first  # the writer starts again on the first record here

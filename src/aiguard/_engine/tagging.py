@@ -1,0 +1,96 @@
+"""What a guard adds to its call records: segment values and audit sampling.
+
+``compile_tags`` runs when a guard's settings are compiled (at decoration, and again when the
+configuration changes): it resolves each segment to a getter over the call's arguments, the way
+rollout keys are resolved, and turns the audit share into a bound on the call id's audit hash.
+Per call, only guards that configure segments or an audit pay anything: ``Tags.read`` reads the
+segment values as text (the arguments are gone later), ``Tags.audited`` hashes the call id. The
+JSON and the review item are made by the record writer, off the call's path.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from .._checks import Segments
+from .._runtime import errors
+from .._runtime.records import audit_cut, audit_hash, text_of
+from ..rollout import _getter
+
+UNKNOWN = "unknown"  # a segment value that is missing, None, or cannot be read
+
+Getter = Callable[[tuple[Any, ...], dict[str, Any]], Any]
+
+
+class Tags:
+    """One guard's segments and audit share, compiled for its current settings."""
+
+    __slots__ = ("audit", "cut", "getters", "names")
+
+    def __init__(
+        self, names: tuple[str, ...], getters: tuple[Getter, ...], audit: float | None
+    ) -> None:
+        self.names = names
+        self.getters = getters
+        self.audit = audit
+        self.cut = None if not audit else audit_cut(audit)
+
+    def read(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """The segment values of a call, as text (``"unknown"`` for a value that is missing,
+        None or cannot be read); None when the guard has no segments. Never raises."""
+        if not self.getters:
+            return None
+        values = []
+        for get in self.getters:
+            try:
+                text = text_of(get(args, kwargs))
+            except Exception:
+                text = None
+            values.append(UNKNOWN if text is None else text)
+        return self.names, tuple(values)
+
+    def audited(self, call_id: str) -> bool:
+        """Whether this served call goes to review as an audit item (its id's hash is under
+        the share's bound). Never raises."""
+        cut = self.cut
+        if cut is None:
+            return False
+        try:
+            return audit_hash(call_id) < cut
+        except Exception as exc:
+            errors.report("audit sampling", exc)
+            return False
+
+
+def compile_tags(
+    feature: str,
+    segments: Segments | None,
+    audit: float | None,
+    sig: inspect.Signature | None,
+) -> Tags | None:
+    """The Tags of a guard, or None when it has neither segments nor an audit share. A segment
+    that names no parameter of the function is a ConfigError naming the feature, the segment
+    and its path."""
+    if not segments and not audit:
+        return None
+    names: list[str] = []
+    getters: list[Getter] = []
+    for name, spec in segments or ():
+        names.append(name)
+        if isinstance(spec, str):
+            what = f"segment {name!r}:" if name != spec else "segment"
+            getters.append(_getter(spec, sig, feature, what))
+        else:
+            getters.append(_by_callable(spec))
+    return Tags(tuple(names), tuple(getters), audit)
+
+
+def _by_callable(fn: Callable[..., Any]) -> Getter:
+    def get(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return fn(*args, **kwargs)  # an exception is an unreadable value: "unknown"
+
+    return get
