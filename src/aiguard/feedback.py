@@ -36,7 +36,10 @@ class FeedbackKind(enum.StrEnum):
 
     ``accepted``: served as is; ``edited``: kept with changes; ``rejected``: not used;
     ``corrected``: a corrected label given (the answer was wrong); ``rated``: a score only;
-    ``reviewed``: a human review queue resolution (the reviewer's answer is the label).
+    ``reviewed``: a human review queue resolution (the reviewer's answer is the label);
+    ``audited``: a reviewer's verdict on a served answer sampled for audit (``accepted``: the
+    served answer was right), written by ``ReviewQueue.resolve`` for an audit item; it is not
+    a user's decision: acceptance figures leave it out.
 
     Example:
         >>> import aiguard
@@ -51,6 +54,7 @@ class FeedbackKind(enum.StrEnum):
     RATED = "rated"
     REVIEWED = "reviewed"
     COMMENTED = "commented"
+    AUDITED = "audited"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -255,6 +259,11 @@ def feedback(
                 f"feedback({call_id!r}) says nothing: give accepted=, score=, edited=, label= "
                 "or comment="
             )
+    if kind is FeedbackKind.AUDITED and accepted is None:
+        raise ConfigError(
+            f"{where}: kind='audited' needs accepted=True (the served answer was right) or "
+            "accepted=False (it was wrong)"
+        )
     if accepted is None:
         if kind in (FeedbackKind.ACCEPTED, FeedbackKind.EDITED):
             accepted = True

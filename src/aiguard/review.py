@@ -11,11 +11,14 @@ from typing import Any
 
 from ._checks import seconds
 from ._runtime import serialize as _serialize
+from ._runtime.records import label_of
 from ._sql import ReviewStatus
 from .exceptions import ConfigError, ReviewError
 from .store import ReviewItem, Store, configured, open_store
 
 __all__ = ["ReviewQueue"]
+
+AUDIT = "audit"  # the reason of an audit item: a served answer sampled by guard(audit=...)
 
 
 class ReviewQueue:
@@ -90,20 +93,56 @@ class ReviewQueue:
         *,
         reviewer: str | None = None,
         note: str | None = None,
+        correct: bool | None = None,
     ) -> ReviewItem:
         """Record the reviewer's answer; it becomes the item's label.
 
         Raises :class:`aiguard.ReviewError` for an unknown id or an item already resolved. The
-        resolution is also recorded as feedback of kind ``reviewed`` on the item's call, with the
-        reviewer's answer as the label.
+        resolution is also recorded as feedback on the item's call, with the reviewer's answer
+        as the label: of kind ``reviewed``, or, for an audit item (reason ``"audit"``: a served
+        answer sampled by ``guard(audit=...)``), of kind ``audited``, the verdict on the served
+        answer, with ``accepted`` = 1 when it was right and 0 when it was wrong.
+
+        ``correct`` (audit items only; a ReviewError on others, where it means nothing) says
+        whether the served answer was right. Left out, it is whether the answer matches the
+        served one (``model_result``): their labels are compared (the ``"label"`` key or
+        attribute, an Enum's value, a bool; :mod:`aiguard.feedback`'s rule), and a value with
+        no label is compared as a whole, as JSON.
+
+        Example:
+            >>> import aiguard
+            >>> queue = aiguard.ReviewQueue(":memory:")
+            >>> item = queue.submit(feature="triage", call_id="ag_1", reason="audit",
+            ...                     arguments={"ticket": "refund?"},
+            ...                     model_result={"label": "billing", "score": 0.9})
+            >>> queue.resolve(item.id, {"label": "billing"}).status
+            'resolved'
+            >>> [(f["kind"], f["accepted"]) for f in queue.store.feedback_rows(call_id="ag_1")]
+            [('audited', 1)]
         """
+        if correct is not None and not isinstance(correct, bool):
+            raise ConfigError(
+                f"resolve({review_id!r}): correct={correct!r} is invalid: True, False or None"
+            )
         store = self.store
         current = self.get(review_id)  # ReviewError if there is no such item
+        kind = "reviewed"
+        accepted: int | None = None
+        if current.reason == AUDIT:
+            kind = "audited"
+            if correct is None:
+                correct = matches(answer, current.model_result)
+            accepted = int(correct)
+        elif correct is not None:
+            raise ReviewError(
+                f"review item {review_id!r} is not an audit item (reason {current.reason!r}): "
+                "correct= is a verdict on a served answer, for audit items only"
+            )
         row = {
             "call_id": current.call_id,
             "feature": current.feature,
-            "kind": "reviewed",
-            "accepted": None,
+            "kind": kind,
+            "accepted": accepted,
             "label": _serialize.dumps(answer),
             "comment": note,
             "by": reviewer,
@@ -119,7 +158,7 @@ class ReviewQueue:
             add = getattr(store, "add_feedback", None)
             if add is not None:
                 add(row)
-        _review_feedback_telemetry(item, answer, 0)
+        _review_feedback_telemetry(item, answer, 0, accepted)
         return item
 
     def submit(
@@ -150,7 +189,18 @@ class ReviewQueue:
         return f"ReviewQueue({self._store!r})" if self._store is not None else "ReviewQueue()"
 
 
-def _review_feedback_telemetry(item: ReviewItem, answer: Any, row_id: int) -> None:
+def matches(answer: Any, served: Any) -> bool:
+    """Whether a reviewer's ``answer`` says the same as the ``served`` answer: their labels
+    (each value's own, or the value itself when it has none), compared as JSON values."""
+    mine, theirs = label_of(answer), label_of(served)
+    mine = answer if mine is None else mine
+    theirs = served if theirs is None else theirs
+    return bool(_serialize.jsonable(mine) == _serialize.jsonable(theirs))
+
+
+def _review_feedback_telemetry(
+    item: ReviewItem, answer: Any, row_id: int, accepted: int | None = None
+) -> None:
     """The resolution's ``gen_ai.evaluation.result`` event and counter, like other feedback."""
     from .feedback import Feedback, FeedbackKind, _emit
 
@@ -158,7 +208,8 @@ def _review_feedback_telemetry(item: ReviewItem, answer: Any, row_id: int) -> No
         id=row_id,
         call_id=item.call_id,
         feature=item.feature,
-        kind=FeedbackKind.REVIEWED,
+        kind=FeedbackKind.REVIEWED if accepted is None else FeedbackKind.AUDITED,
+        accepted=None if accepted is None else bool(accepted),
         label=_serialize.jsonable(answer),
         comment=item.note,
         by=item.reviewer,
