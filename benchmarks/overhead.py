@@ -43,6 +43,14 @@ def bare(ticket: str) -> dict[str, Any]:
     return RESULT
 
 
+def bare2(ticket: str, plan: str = "pro") -> dict[str, Any]:
+    return RESULT
+
+
+async def abare2(ticket: str, plan: str = "pro") -> dict[str, Any]:
+    return RESULT
+
+
 def bare_low(ticket: str) -> dict[str, Any]:
     return LOW
 
@@ -134,6 +142,7 @@ SYNC_CASES: dict[str, Callable[[str], Any]] = {
     "+ rollout (in) + kill check": guarded(bare, rollout=ROLLOUT),
     "+ rollout + breaker": guarded(bare, rollout=ROLLOUT, breaker=BREAKER),
     "+ timeout=30": guarded(bare, timeout=30.0),
+    "+ segments (2) + audit": guarded(bare2, segments=("ticket", "plan"), audit=0.02),
     "guarded, routed to Rules": guarded(bare_low),
     "served str, no prices": aiguard.guard("bench-str")(text),
     "served ChatCompletion with prices": aiguard.guard("bench-chat")(chat),
@@ -145,6 +154,7 @@ ASYNC_CASES: dict[str, Callable[[str], Any]] = {
     "+ rollout (in) + kill check": guarded(abare, rollout=ROLLOUT),
     "+ rollout + breaker": guarded(abare, rollout=ROLLOUT, breaker=BREAKER),
     "+ timeout=30": guarded(abare, timeout=30.0),
+    "+ segments (2) + audit": guarded(abare2, segments=("ticket", "plan"), audit=0.02),
     "guarded, routed to Rules": guarded(abare_low),
     "served str, no prices": aiguard.guard("bench-str")(atext),
     "served ChatCompletion with prices": aiguard.guard("bench-chat")(achat),
@@ -293,6 +303,14 @@ def recording(batches: int) -> str:
         aiguard.configure(store=os.path.join(tmp, "bench.db"))
         recorded = aiguard.guard("bench-rec", confidence="score", threshold=0.8)(bare)
         bare_on, on = phase(recorded)
+        tagged = aiguard.guard(
+            "bench-tagged",
+            confidence="score",
+            threshold=0.8,
+            segments=("ticket", "plan"),
+            audit=0.02,
+        )(bare2)
+        bare_tag, tag = phase(tagged)
         tracemalloc.start()  # apart from the timing: tracemalloc slows every allocation
         before = tracemalloc.get_traced_memory()[0]
         for _ in range(batches):
@@ -313,7 +331,11 @@ def recording(batches: int) -> str:
             f"{over_off / 1000:6.2f} µs |",
             f"| {'served, recording':22} | {bare_on / 1000:6.2f} µs | {on / 1000:6.2f} µs | "
             f"{over_on / 1000:6.2f} µs |",
+            f"| {'+ segments (2) + audit':22} | {bare_tag / 1000:6.2f} µs | {tag / 1000:6.2f} µs | "
+            f"{(tag - bare_tag) / 1000:6.2f} µs |",
             "",
+            "Segments and audit sampling are read only when calls are recorded: with no store, "
+            "'+ segments (2) + audit' costs what a guarded call costs.",
             f"Overhead with recording / without: {over_on / over_off:.2f}x. Memory held after "
             f"{batches} x {calls:,} recorded calls: {held / 1024:.0f} KiB (bounded: at most "
             "64 MiB of queued records and 16 MiB of calls remembered for feedback, by default).",

@@ -312,7 +312,7 @@ def test_audit_must_be_a_share(value: Any) -> None:
 
 def test_audit_in_configuration_must_be_a_share() -> None:
     """features.<name>.audit is checked by configure()."""
-    with pytest.raises(aiguard.ConfigError, match="'audit'.*1.5"):
+    with pytest.raises(aiguard.ConfigError, match=r"'audit'.*1\.5"):
         aiguard.configure(features={"x": {"audit": 1.5}})
 
 
