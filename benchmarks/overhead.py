@@ -131,6 +131,22 @@ def guarded(fn: Callable[..., Any], **extra: Any) -> Any:
     )(fn)
 
 
+def keyword_rules2(ticket: str, plan: str = "pro") -> dict[str, Any]:
+    return RULES
+
+
+def tagged(fn: Callable[..., Any]) -> Any:
+    """The served case with two segments and a 2% audit share (read only when recording)."""
+    return aiguard.guard(
+        "bench-tagged",
+        confidence="score",
+        threshold=0.8,
+        fallback=aiguard.Rules(keyword_rules2),
+        segments=("ticket", "plan"),
+        audit=0.02,
+    )(fn)
+
+
 # TICKET is inside this 50% rollout, so bucketing runs and the model serves.
 ROLLOUT = aiguard.Rollout(percent=50, key="ticket")
 BREAKER = aiguard.Breaker(max_error_rate=0.5, min_calls=20)
@@ -142,7 +158,7 @@ SYNC_CASES: dict[str, Callable[[str], Any]] = {
     "+ rollout (in) + kill check": guarded(bare, rollout=ROLLOUT),
     "+ rollout + breaker": guarded(bare, rollout=ROLLOUT, breaker=BREAKER),
     "+ timeout=30": guarded(bare, timeout=30.0),
-    "+ segments (2) + audit": guarded(bare2, segments=("ticket", "plan"), audit=0.02),
+    "+ segments (2) + audit": tagged(bare2),
     "guarded, routed to Rules": guarded(bare_low),
     "served str, no prices": aiguard.guard("bench-str")(text),
     "served ChatCompletion with prices": aiguard.guard("bench-chat")(chat),
@@ -154,7 +170,7 @@ ASYNC_CASES: dict[str, Callable[[str], Any]] = {
     "+ rollout (in) + kill check": guarded(abare, rollout=ROLLOUT),
     "+ rollout + breaker": guarded(abare, rollout=ROLLOUT, breaker=BREAKER),
     "+ timeout=30": guarded(abare, timeout=30.0),
-    "+ segments (2) + audit": guarded(abare2, segments=("ticket", "plan"), audit=0.02),
+    "+ segments (2) + audit": tagged(abare2),
     "guarded, routed to Rules": guarded(abare_low),
     "served str, no prices": aiguard.guard("bench-str")(atext),
     "served ChatCompletion with prices": aiguard.guard("bench-chat")(achat),
@@ -303,14 +319,7 @@ def recording(batches: int) -> str:
         aiguard.configure(store=os.path.join(tmp, "bench.db"))
         recorded = aiguard.guard("bench-rec", confidence="score", threshold=0.8)(bare)
         bare_on, on = phase(recorded)
-        tagged = aiguard.guard(
-            "bench-tagged",
-            confidence="score",
-            threshold=0.8,
-            segments=("ticket", "plan"),
-            audit=0.02,
-        )(bare2)
-        bare_tag, tag = phase(tagged)
+        bare_tag, tag = phase(tagged(bare2))
         tracemalloc.start()  # apart from the timing: tracemalloc slows every allocation
         before = tracemalloc.get_traced_memory()[0]
         for _ in range(batches):
