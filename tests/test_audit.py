@@ -445,3 +445,19 @@ def test_audited_rows_are_not_user_decisions(store: Any) -> None:
     queue.resolve(item.id, 1)
     figures = aiguard.report(feature="not-user").features[0]
     assert figures.decided == 0 and figures.accepted == 0
+
+
+@given(st.integers(min_value=1, max_value=2**63))
+def test_the_served_path_hash_is_the_ids_hash(number: int) -> None:
+    """The served path decides from the call's counter without building its id: the same
+    hash as the id's, so anyone holding the id can tell whether it was audited."""
+    from aiguard._runtime import ids
+    from aiguard._runtime.records import audit_hash_of
+
+    assert audit_hash_of(number) == audit_hash(ids.call_id(number))
+
+
+def test_foreign_ids_hash_too() -> None:
+    """An id not shaped like aiguard's still hashes (BLAKE2b), deterministically."""
+    assert audit_hash("ticket-42") == audit_hash("ticket-42") != audit_hash("ticket-43")
+    assert 0 <= audit_hash("ag_zz_1") < 2**64

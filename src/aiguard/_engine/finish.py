@@ -155,7 +155,7 @@ def tagged(
     """Queue a served call of a guard with segments or an audit share: its segment values, and,
     when its id is chosen for audit, its value and arguments (for the audit item)."""
     segments = tags.read(args, kwargs)
-    audit = tags.audited(record.call_id)
+    audit = tags.audited_number(record.number)
     if audit or recorder.capture is not None:
         inputs = (signature, args, kwargs)
         recorder.put(Extras(record, inputs, span_ids(span), None, segments, audit))

@@ -16,7 +16,7 @@ from typing import Any
 
 from .._checks import Segments
 from .._runtime import errors
-from .._runtime.records import audit_cut, audit_hash, text_of
+from .._runtime.records import LABEL_CHARS, audit_cut, audit_hash, audit_hash_of, text_of
 from ..rollout import _getter
 
 UNKNOWN = "unknown"  # a segment value that is missing, None, or cannot be read
@@ -47,11 +47,27 @@ class Tags:
         values = []
         for get in self.getters:
             try:
-                text = text_of(get(args, kwargs))
+                value = get(args, kwargs)
+                if value.__class__ is str and len(value) <= LABEL_CHARS and value.isascii():
+                    text = value if "\x00" not in value else text_of(value)
+                else:
+                    text = text_of(value)
             except Exception:
                 text = None
             values.append(UNKNOWN if text is None else text)
         return self.names, tuple(values)
+
+    def audited_number(self, number: int) -> bool:
+        """``audited`` of this process's call with counter value ``number``, its id not built
+        (the served path). Never raises."""
+        cut = self.cut
+        if cut is None:
+            return False
+        try:
+            return audit_hash_of(number) < cut
+        except Exception as exc:
+            errors.report("audit sampling", exc)
+            return False
 
     def audited(self, call_id: str) -> bool:
         """Whether this served call goes to review as an audit item (its id's hash is under

@@ -16,6 +16,7 @@ import secrets
 import time
 
 _prefix = ""
+prefix_number = 0  # the random part of this process's call ids, as an int
 _counter = itertools.count(1)
 next_number = _counter.__next__
 _wall0 = time.time()
@@ -24,8 +25,10 @@ _perf0 = time.perf_counter()
 
 def reseed() -> None:
     """A new random prefix and counter: at import, and in a forked child (by the runtime)."""
-    global _prefix, _counter, next_number
-    _prefix = "ag_" + secrets.token_hex(8) + "_"
+    global _prefix, prefix_number, _counter, next_number
+    random_part = secrets.token_hex(8)
+    _prefix = "ag_" + random_part + "_"
+    prefix_number = int(random_part, 16)
     _counter = itertools.count(1)
     next_number = _counter.__next__
 

@@ -306,17 +306,42 @@ def audit_cut(share: float) -> int:
     return int(share * 2**64)
 
 
+_M64 = (1 << 64) - 1
+
+
+def _mix(x: int) -> int:
+    """SplitMix64's finalizer: a bijection of 64-bit integers that spreads every input bit."""
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
 def audit_hash(call_id: str) -> int:
-    """A call id's audit hash: the first 8 bytes of its BLAKE2b digest (16 bytes, person
-    ``aiguard-audit``), big-endian, in [0, 2**64). The same id gives the same hash on every
-    replica, so whether a call is audited is a fact of its id."""
+    """A call id's audit hash, in [0, 2**64): for an aiguard call id ``ag_<prefix>_<counter>``
+    (both hex), SplitMix64's finalizer of ``prefix XOR counter``; for any other text, the
+    first 8 bytes of its BLAKE2b digest. The same id gives the same hash on every replica, so
+    whether a call is audited is a fact of its id. (The served path computes it from the
+    counter without building the id: ``audit_hash_of``.)"""
+    parts = call_id.split("_")
+    if len(parts) == 3 and parts[0] == "ag" and len(parts[1]) == 16:
+        try:
+            return _mix(int(parts[1], 16) ^ int(parts[2], 16))
+        except ValueError:
+            pass
     digest = hashlib.blake2b(call_id.encode(), digest_size=16, person=b"aiguard-audit").digest()
     return int.from_bytes(digest[:8], "big")
 
 
+def audit_hash_of(number: int) -> int:
+    """``audit_hash`` of this process's call id for counter value ``number`` (its id not
+    built)."""
+    return _mix(ids.prefix_number ^ number)
+
+
 def audit_review_id(call_id: str) -> str:
     """The review item id of a call's audit item: derived from the call id (the last 8 bytes
-    of its audit digest), so writing it twice writes one item."""
+    of its BLAKE2b digest, person ``aiguard-audit``), so writing it twice writes one item."""
     digest = hashlib.blake2b(call_id.encode(), digest_size=16, person=b"aiguard-audit").digest()
     return "rv_a" + digest[8:].hex()
 
