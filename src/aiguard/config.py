@@ -63,6 +63,7 @@ class FeatureConfig(BaseModel):
     timeout: _Number | None = Field(default=None, gt=0.0, allow_inf_nan=False)
     targets: tuple[str, ...] = ()  # e.g. "acceptance_rate >= 0.40", "p95_latency <= 0.5 s"
     estimate: Decimal | None = None  # one call's worst-case cost, reserved from the budget
+    drift_rollback: bool = False  # a failing drift target found by aiguard.check() rolls back
 
     @pydantic.field_validator("estimate", mode="before")
     @classmethod

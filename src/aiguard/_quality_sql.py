@@ -1,0 +1,224 @@
+"""The queries behind calibration, tuning, audits and drift: counts aggregated in the database.
+
+Each query reads one feature's call records in a window and the feedback of those calls only,
+and returns a few rows of counts (per confidence bin, per 0.01 bucket, per 0.001 cell, per
+label). One SQL text serves SQLite and PostgreSQL, except the floor of a number (SQLite's CAST
+truncates, which is the floor of a confidence in [0, 1]; PostgreSQL's CAST rounds, so FLOOR
+comes first).
+
+Evidence of correctness of a model's answer (calls with ``source = 'model'`` and a confidence):
+the latest decision (the feedback row with the highest id among ``accepted``, ``edited``,
+``rejected``, ``corrected``), or the latest ``audited`` row (``accepted`` 1: right, 0: wrong),
+which wins when a call has both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from .exceptions import ConfigError
+
+DECISIONS = "('accepted', 'edited', 'rejected', 'corrected')"
+GOOD = "('accepted', 'edited')"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Db:
+    """One store's SQL: ``run(sql, params)`` and its placeholder."""
+
+    run: Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
+    mark: str
+
+    @property
+    def postgres(self) -> bool:
+        return self.mark == "%s"
+
+    def cell(self, column: str, cells: int) -> str:
+        """The cell index of ``column`` (a number in [0, 1]) among ``cells`` equal cells, the
+        top one holding 1.0: ``floor(column * cells + 1e-9)``, at most ``cells - 1``."""
+        scaled = f"{column} * {int(cells)} + 1e-9"
+        floor = (
+            f"CAST(FLOOR({scaled}) AS INTEGER)" if self.postgres else f"CAST({scaled} AS INTEGER)"
+        )
+        return f"(CASE WHEN {column} >= 1 THEN {int(cells) - 1} ELSE {floor} END)"
+
+
+def db(store: Any) -> Db:
+    """The SQL access of ``store``; ConfigError for a store that is not an SQL store."""
+    run = getattr(store, "_run", None)
+    mark = getattr(store, "_mark", None)
+    if run is None or mark not in ("?", "%s"):
+        raise ConfigError(
+            f"store={store!r} cannot compute quality figures: they are aggregated in SQL, so "
+            "give an aiguard.SQLiteStore or an aiguard.postgres.PostgresStore"
+        )
+    return Db(run, mark)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Window:
+    """Which call records: one feature, from ``since`` (inclusive) to ``until`` (exclusive)."""
+
+    feature: str
+    since: float | None = None
+    until: float | None = None
+    model: str | None = None
+    percent: float | None = None  # only calls at this rollout percentage
+
+    def where(self, mark: str, *extra: str) -> tuple[str, tuple[Any, ...]]:
+        clauses = ["feature = " + mark, *extra]
+        params: list[Any] = [self.feature]
+        for clause, value in (
+            (f"started_at >= {mark}", self.since),
+            (f"started_at < {mark}", self.until),
+            (f"model = {mark}", self.model),
+            (f"rollout_percent = {mark}", self.percent),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        return " WHERE " + " AND ".join(clauses), tuple(params)
+
+
+def _evidence(d: Db, w: Window, columns: str, *extra: str) -> tuple[str, tuple[Any, ...]]:
+    """``WITH w (the window's calls), dec (latest decision), aud (latest audit)``."""
+    where, params = w.where(d.mark, *extra)
+    latest = (
+        "SELECT f.call_id, f.kind, f.accepted FROM feedback f JOIN (SELECT call_id, MAX(id) AS id "
+        "FROM feedback WHERE kind {} AND call_id IN (SELECT call_id FROM w) GROUP BY call_id) m "
+        "ON f.id = m.id"
+    )
+    decisions = latest.format("IN " + DECISIONS)
+    audits = latest.format("= 'audited'")
+    sql = (
+        f"WITH w AS (SELECT {columns} FROM call_records{where}), "
+        f"dec AS ({decisions}), aud AS ({audits}) "
+    )
+    return sql, params
+
+
+# an evidence row's verdict: the audit when there is one, else the decision
+CORRECT = (
+    "(CASE WHEN aud.call_id IS NOT NULL THEN (CASE WHEN aud.accepted = 1 THEN 1 ELSE 0 END) "
+    f"WHEN dec.kind IN {GOOD} THEN 1 ELSE 0 END)"
+)
+JUDGED = "(dec.call_id IS NOT NULL OR aud.call_id IS NOT NULL)"
+JOINS = "FROM w LEFT JOIN dec ON dec.call_id = w.call_id LEFT JOIN aud ON aud.call_id = w.call_id"
+
+
+def calibration_bins(d: Db, w: Window, bins: int) -> list[tuple[str | None, int, int, int, float]]:
+    """``(model, bin, count, correct, sum of confidences)`` of the judged model answers."""
+    head, params = _evidence(
+        d,
+        w,
+        "call_id, model, confidence",
+        "source = 'model'",
+        "confidence IS NOT NULL",
+        "confidence >= 0",
+        "confidence <= 1",
+    )
+    sql = (
+        f"{head}SELECT w.model, {d.cell('w.confidence', bins)} AS b, COUNT(*), SUM({CORRECT}), "
+        f"SUM(w.confidence) {JOINS} WHERE {JUDGED} GROUP BY w.model, b"
+    )
+    return [(r[0], int(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in d.run(sql, params)]
+
+
+def tuning_buckets(d: Db, w: Window) -> dict[int, list[int]]:
+    """Per 0.01 bucket of confidence: ``[calls with a confidence, judged, correct, decided,
+    accepted]`` (the last four over model answers only; decided/accepted from decisions only)."""
+    head, params = _evidence(
+        d,
+        w,
+        "call_id, source, confidence",
+        "confidence IS NOT NULL",
+        "confidence >= 0",
+        "confidence <= 1",
+    )
+    model = "w.source = 'model'"
+    sql = (
+        f"{head}SELECT {d.cell('w.confidence', 100)} AS b, COUNT(*), "
+        f"SUM(CASE WHEN {model} AND {JUDGED} THEN 1 ELSE 0 END), "
+        f"SUM(CASE WHEN {model} AND {JUDGED} THEN {CORRECT} ELSE 0 END), "
+        f"SUM(CASE WHEN {model} AND dec.call_id IS NOT NULL THEN 1 ELSE 0 END), "
+        f"SUM(CASE WHEN {model} AND dec.kind IN {GOOD} THEN 1 ELSE 0 END) "
+        f"{JOINS} GROUP BY b"
+    )
+    return {int(r[0]): [int(x) for x in r[1:]] for r in d.run(sql, params)}
+
+
+def audit_bands(d: Db, w: Window, bins: int) -> list[tuple[int, int, int]]:
+    """``(band, audited, wrong)`` of the window's audited calls; band -1: no confidence."""
+    where, params = w.where(d.mark)
+    sql = (
+        f"WITH w AS (SELECT call_id, confidence FROM call_records{where}), "
+        "aud AS (SELECT f.call_id, f.accepted FROM feedback f JOIN (SELECT call_id, MAX(id) AS id "
+        "FROM feedback WHERE kind = 'audited' AND call_id IN (SELECT call_id FROM w) "
+        "GROUP BY call_id) m ON f.id = m.id) "
+        f"SELECT (CASE WHEN w.confidence IS NULL OR w.confidence < 0 OR w.confidence > 1 THEN -1 "
+        f"ELSE {d.cell('w.confidence', bins)} END) AS b, COUNT(*), "
+        "SUM(CASE WHEN aud.accepted = 0 THEN 1 ELSE 0 END) "
+        "FROM w JOIN aud ON aud.call_id = w.call_id WHERE aud.accepted IN (0, 1) GROUP BY b"
+    )
+    return [(int(r[0]), int(r[1]), int(r[2])) for r in d.run(sql, params)]
+
+
+def confidence_histogram(d: Db, w: Window, cells: int) -> dict[int, int]:
+    """Calls with a confidence in [0, 1], per cell of width 1/cells."""
+    where, params = w.where(d.mark, "confidence IS NOT NULL", "confidence >= 0", "confidence <= 1")
+    sql = f"SELECT {d.cell('confidence', cells)} AS b, COUNT(*) FROM call_records{where} GROUP BY b"
+    return {int(r[0]): int(r[1]) for r in d.run(sql, params)}
+
+
+def label_counts(d: Db, w: Window) -> dict[str, int]:
+    """Calls per served label (NULL left out)."""
+    where, params = w.where(d.mark, "label IS NOT NULL")
+    rows = d.run(f"SELECT label, COUNT(*) FROM call_records{where} GROUP BY label", params)
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+def latest_call(d: Db, feature: str) -> tuple[float, float | None, float | None] | None:
+    """``(started_at, rollout_percent, threshold)`` of the feature's latest call record."""
+    rows = d.run(
+        "SELECT started_at, rollout_percent, threshold FROM call_records WHERE feature = "
+        f"{d.mark} ORDER BY started_at DESC LIMIT 1",
+        (feature,),
+    )
+    return None if not rows else (float(rows[0][0]), rows[0][1], rows[0][2])
+
+
+def first_call(d: Db, feature: str, percent: float | None) -> float | None:
+    """When the feature's first call (at ``percent``, when given) was made."""
+    where, params = Window(feature, percent=percent).where(d.mark)
+    rows = d.run(f"SELECT MIN(started_at) FROM call_records{where}", params)
+    return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+
+def percents(d: Db, feature: str) -> list[float]:
+    """Every rollout percentage the feature's calls were recorded at, ascending."""
+    rows = d.run(
+        "SELECT DISTINCT rollout_percent FROM call_records WHERE feature = "
+        f"{d.mark} AND rollout_percent IS NOT NULL",
+        (feature,),
+    )
+    return sorted(float(r[0]) for r in rows)
+
+
+def save_baseline(d: Db, feature: str, name: str, saved_at: float, data: str) -> None:
+    m = d.mark
+    d.run(
+        f"INSERT INTO baselines (feature, name, saved_at, data) VALUES ({m}, {m}, {m}, {m}) "
+        "ON CONFLICT (feature, name) DO UPDATE SET saved_at = excluded.saved_at, "
+        "data = excluded.data",
+        (feature, name, saved_at, data),
+    )
+
+
+def load_baseline(d: Db, feature: str, name: str) -> tuple[float, str] | None:
+    rows = d.run(
+        f"SELECT saved_at, data FROM baselines WHERE feature = {d.mark} AND name = {d.mark}",
+        (feature, name),
+    )
+    return None if not rows else (float(rows[0][0]), str(rows[0][1]))
