@@ -67,14 +67,16 @@ class Window:
     model: str | None = None
     percent: float | None = None  # only calls at this rollout percentage
 
-    def where(self, mark: str, *extra: str) -> tuple[str, tuple[Any, ...]]:
-        clauses = ["feature = " + mark, *extra]
+    def where(self, mark: str, *extra: str, alias: str = "") -> tuple[str, tuple[Any, ...]]:
+        """`` WHERE ...`` over these calls (columns prefixed by ``alias.`` when given)."""
+        p = f"{alias}." if alias else ""
+        clauses = [f"{p}feature = {mark}", *(f"{p}{x}" for x in extra)]
         params: list[Any] = [self.feature]
         for clause, value in (
-            (f"started_at >= {mark}", self.since),
-            (f"started_at < {mark}", self.until),
-            (f"model = {mark}", self.model),
-            (f"rollout_percent = {mark}", self.percent),
+            (f"{p}started_at >= {mark}", self.since),
+            (f"{p}started_at < {mark}", self.until),
+            (f"{p}model = {mark}", self.model),
+            (f"{p}rollout_percent = {mark}", self.percent),
         ):
             if value is not None:
                 clauses.append(clause)
@@ -82,87 +84,76 @@ class Window:
         return " WHERE " + " AND ".join(clauses), tuple(params)
 
 
-def _evidence(d: Db, w: Window, columns: str, *extra: str) -> tuple[str, tuple[Any, ...]]:
-    """``WITH w (the window's calls), dec (latest decision), aud (latest audit)``."""
-    where, params = w.where(d.mark, *extra)
-    latest = (
-        "SELECT f.call_id, f.kind, f.accepted FROM feedback f JOIN (SELECT call_id, MAX(id) AS id "
-        "FROM feedback WHERE kind {} AND call_id IN (SELECT call_id FROM w) GROUP BY call_id) m "
-        "ON f.id = m.id"
-    )
-    decisions = latest.format("IN " + DECISIONS)
-    audits = latest.format("= 'audited'")
+JUDGEABLE = ("source = 'model'", "confidence IS NOT NULL", "confidence >= 0", "confidence <= 1")
+
+
+def _evidence(d: Db, w: Window) -> tuple[str, tuple[Any, ...]]:
+    """``WITH l AS (...) ... FROM l JOIN call_records w ... WHERE ...``: the judged model
+    answers of the window, each with its latest decision (``dec``) and latest audit (``aud``),
+    feedback rows found by their ids. The feedback is read once, grouped by call, and only for
+    the window's calls; call records are found by their primary key."""
+    inner, inner_params = w.where(d.mark, *JUDGEABLE)
+    outer, outer_params = w.where(d.mark, *JUDGEABLE, alias="w")
     sql = (
-        f"WITH w AS (SELECT {columns} FROM call_records{where}), "
-        f"dec AS ({decisions}), aud AS ({audits}) "
+        "WITH l AS (SELECT call_id, "
+        f"MAX(CASE WHEN kind IN {DECISIONS} THEN id END) AS dec_id, "
+        "MAX(CASE WHEN kind = 'audited' THEN id END) AS aud_id FROM feedback "
+        f"WHERE (kind IN {DECISIONS} OR kind = 'audited') AND call_id IN "
+        f"(SELECT call_id FROM call_records{inner}) GROUP BY call_id) "
+        "{select} FROM l JOIN call_records w ON w.call_id = l.call_id "
+        "LEFT JOIN feedback dec ON dec.id = l.dec_id LEFT JOIN feedback aud ON aud.id = l.aud_id"
+        f"{outer}"
     )
-    return sql, params
+    return sql, (*inner_params, *outer_params)
 
 
 # an evidence row's verdict: the audit when there is one, else the decision
 CORRECT = (
-    "(CASE WHEN aud.call_id IS NOT NULL THEN (CASE WHEN aud.accepted = 1 THEN 1 ELSE 0 END) "
+    "(CASE WHEN aud.id IS NOT NULL THEN (CASE WHEN aud.accepted = 1 THEN 1 ELSE 0 END) "
     f"WHEN dec.kind IN {GOOD} THEN 1 ELSE 0 END)"
 )
-JUDGED = "(dec.call_id IS NOT NULL OR aud.call_id IS NOT NULL)"
-JOINS = "FROM w LEFT JOIN dec ON dec.call_id = w.call_id LEFT JOIN aud ON aud.call_id = w.call_id"
 
 
 def calibration_bins(d: Db, w: Window, bins: int) -> list[tuple[str | None, int, int, int, float]]:
     """``(model, bin, count, correct, sum of confidences)`` of the judged model answers."""
-    head, params = _evidence(
-        d,
-        w,
-        "call_id, model, confidence",
-        "source = 'model'",
-        "confidence IS NOT NULL",
-        "confidence >= 0",
-        "confidence <= 1",
+    sql, params = _evidence(d, w)
+    select = (
+        f"SELECT w.model, {d.cell('w.confidence', bins)} AS b, COUNT(*), SUM({CORRECT}), "
+        "SUM(w.confidence)"
     )
-    sql = (
-        f"{head}SELECT w.model, {d.cell('w.confidence', bins)} AS b, COUNT(*), SUM({CORRECT}), "
-        f"SUM(w.confidence) {JOINS} WHERE {JUDGED} GROUP BY w.model, b"
-    )
-    return [(r[0], int(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in d.run(sql, params)]
+    rows = d.run(sql.replace("{select}", select) + " GROUP BY w.model, b", params)
+    return [(r[0], int(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in rows]
 
 
 def tuning_buckets(d: Db, w: Window) -> dict[int, list[int]]:
     """Per 0.01 bucket of confidence: ``[calls with a confidence, judged, correct, decided,
     accepted]`` (the last four over model answers only; decided/accepted from decisions only)."""
-    head, params = _evidence(
-        d,
-        w,
-        "call_id, source, confidence",
-        "confidence IS NOT NULL",
-        "confidence >= 0",
-        "confidence <= 1",
+    out = {b: [n, 0, 0, 0, 0] for b, n in confidence_histogram(d, w, 100).items()}
+    sql, params = _evidence(d, w)
+    select = (
+        f"SELECT {d.cell('w.confidence', 100)} AS b, COUNT(*), SUM({CORRECT}), "
+        "SUM(CASE WHEN dec.id IS NOT NULL THEN 1 ELSE 0 END), "
+        f"SUM(CASE WHEN dec.kind IN {GOOD} THEN 1 ELSE 0 END)"
     )
-    model = "w.source = 'model'"
-    sql = (
-        f"{head}SELECT {d.cell('w.confidence', 100)} AS b, COUNT(*), "
-        f"SUM(CASE WHEN {model} AND {JUDGED} THEN 1 ELSE 0 END), "
-        f"SUM(CASE WHEN {model} AND {JUDGED} THEN {CORRECT} ELSE 0 END), "
-        f"SUM(CASE WHEN {model} AND dec.call_id IS NOT NULL THEN 1 ELSE 0 END), "
-        f"SUM(CASE WHEN {model} AND dec.kind IN {GOOD} THEN 1 ELSE 0 END) "
-        f"{JOINS} GROUP BY b"
-    )
-    return {int(r[0]): [int(x) for x in r[1:]] for r in d.run(sql, params)}
+    for r in d.run(sql.replace("{select}", select) + " GROUP BY b", params):
+        out.setdefault(int(r[0]), [0, 0, 0, 0, 0])[1:] = [int(x) for x in r[1:]]
+    return out
 
 
 def audit_bands(d: Db, w: Window, bins: int) -> list[tuple[int, int, int]]:
     """``(band, audited, wrong)`` of the window's audited calls; band -1: no confidence."""
-    where, params = w.where(d.mark)
+    inner, inner_params = w.where(d.mark)
+    outer, outer_params = w.where(d.mark, alias="w")
     sql = (
-        f"WITH w AS (SELECT call_id, confidence FROM call_records{where}), "
-        "aud AS (SELECT f.call_id, f.accepted FROM feedback f JOIN (SELECT call_id, MAX(id) AS id "
-        "FROM feedback WHERE kind = 'audited' AND call_id IN (SELECT call_id FROM w) "
-        "GROUP BY call_id) m ON f.id = m.id) "
-        f"SELECT (CASE WHEN w.confidence IS NULL OR w.confidence < 0 OR w.confidence > 1 THEN -1 "
+        "WITH l AS (SELECT call_id, MAX(id) AS aud_id FROM feedback WHERE kind = 'audited' AND "
+        f"call_id IN (SELECT call_id FROM call_records{inner}) GROUP BY call_id) "
+        "SELECT (CASE WHEN w.confidence IS NULL OR w.confidence < 0 OR w.confidence > 1 THEN -1 "
         f"ELSE {d.cell('w.confidence', bins)} END) AS b, COUNT(*), "
         "SUM(CASE WHEN aud.accepted = 0 THEN 1 ELSE 0 END) "
-        "FROM w JOIN aud ON aud.call_id = w.call_id WHERE aud.accepted IN (0, 1) GROUP BY b"
+        "FROM l JOIN call_records w ON w.call_id = l.call_id "
+        f"JOIN feedback aud ON aud.id = l.aud_id{outer} AND aud.accepted IN (0, 1) GROUP BY b"
     )
-    return [(int(r[0]), int(r[1]), int(r[2])) for r in d.run(sql, params)]
+    return [(int(r[0]), int(r[1]), int(r[2])) for r in d.run(sql, (*inner_params, *outer_params))]
 
 
 def confidence_histogram(d: Db, w: Window, cells: int) -> dict[int, int]:
