@@ -244,12 +244,14 @@ def spread(
     percent: float | None = 50.0,
     labels: Sequence[str] = ("bug", "billing", "other"),
     weights: Sequence[float] = (1, 1, 1),
+    feature: str = "triage",
 ) -> None:
     rng = random.Random(seed)
     store.add_call_records(
         [
             record(
-                f"s{seed}-{i}",
+                f"{feature}-s{seed}-{i}",
+                feature,
                 started_at=start + rng.uniform(0, days * DAY),
                 confidence=min(1.0, max(0.0, draw(rng))),
                 rollout_percent=percent,
