@@ -241,3 +241,43 @@ def test_a_stable_feature_passes_its_drift_targets(tmp_path: Path) -> None:
     result = aiguard.check()
     assert result.ok and not result.events
     assert [r.status for r in result.results] == ["PASS", "PASS", "PASS"]
+
+
+def test_a_drift_event_counts_in_the_control_events_metric(tmp_path: Path) -> None:
+    """The drift event is counted in aiguard.control.events, with its kind."""
+    from aiguard.testing import capture_telemetry
+
+    store = aiguard.SQLiteStore(tmp_path / "s.db")
+    drifted(store)
+    aiguard.configure(store=store, features={"triage": {"targets": ["confidence_ks <= 0.1"]}})
+    with capture_telemetry() as telemetry:
+        aiguard.check()
+        points = telemetry.metric_points("aiguard.control.events")
+    assert [(dict(p.attributes), p.value) for p in points] == [
+        ({"aiguard.feature": "triage", "aiguard.event": "drift"}, 1)
+    ]
+
+
+def test_tune_apply_writes_to_a_configured_redis_control(tmp_path: Path) -> None:
+    """With a Redis control source configured, apply=True writes the threshold there (under its
+    own prefix) and this process uses it at once."""
+    from services import require_redis, unique
+
+    from aiguard.redis import RedisControl
+
+    url = require_redis()
+    prefix = unique("aiguard_tune")
+    source = RedisControl(url, prefix=prefix)
+    store = aiguard.SQLiteStore(tmp_path / "s.db")
+    judged(store, 3000, lambda c: c, low=0.5)
+    aiguard.configure(store=store, control=source)
+    try:
+        t = aiguard.tune("triage", "precision >= 0.9", apply=True)
+        assert t.applied == [f"Redis control {url}"]
+        said = RedisControl(url, prefix=prefix).poll()
+        assert said is not None and said.features["triage"].threshold == t.threshold
+        assert aiguard.tune("triage", "precision >= 0.9").current_threshold == t.threshold
+    finally:
+        import redis
+
+        redis.Redis.from_url(url).delete(f"{prefix}:control")
