@@ -9,7 +9,9 @@ comes first).
 Evidence of correctness of a model's answer (calls with ``source = 'model'`` and a confidence):
 the latest decision (the feedback row with the highest id among ``accepted``, ``edited``,
 ``rejected``, ``corrected``), or the latest ``audited`` row (``accepted`` 1: right, 0: wrong),
-which wins when a call has both.
+which wins when a call has both. Feedback rows carry their call's feature (``aiguard.feedback``
+and review resolutions write it), so the feedback is read by feature and time, through its
+index, then joined to the window's call records by their primary key.
 """
 
 from __future__ import annotations
@@ -83,6 +85,14 @@ class Window:
                 params.append(value)
         return " WHERE " + " AND ".join(clauses), tuple(params)
 
+    def feedback(self, mark: str) -> tuple[str, tuple[Any, ...]]:
+        """`` WHERE ...`` over the feedback that can be on these calls: the feature's, given
+        from ``since`` on (feedback comes after its call), by the index on (feature, created_at).
+        The join with the call records then keeps the window's calls only."""
+        if self.since is None:
+            return f" WHERE feature = {mark}", (self.feature,)
+        return f" WHERE feature = {mark} AND created_at >= {mark}", (self.feature, self.since)
+
 
 JUDGEABLE = ("source = 'model'", "confidence IS NOT NULL", "confidence >= 0", "confidence <= 1")
 
@@ -92,14 +102,13 @@ def _evidence(d: Db, w: Window) -> tuple[str, tuple[Any, ...]]:
     answers of the window, each with its latest decision (``dec``) and latest audit (``aud``),
     feedback rows found by their ids. The feedback is read once, grouped by call, and only for
     the window's calls; call records are found by their primary key."""
-    inner, inner_params = w.where(d.mark, *JUDGEABLE)
+    inner, inner_params = w.feedback(d.mark)
     outer, outer_params = w.where(d.mark, *JUDGEABLE, alias="w")
     sql = (
         "WITH l AS (SELECT call_id, "
         f"MAX(CASE WHEN kind IN {DECISIONS} THEN id END) AS dec_id, "
-        "MAX(CASE WHEN kind = 'audited' THEN id END) AS aud_id FROM feedback "
-        f"WHERE (kind IN {DECISIONS} OR kind = 'audited') AND call_id IN "
-        f"(SELECT call_id FROM call_records{inner}) GROUP BY call_id) "
+        "MAX(CASE WHEN kind = 'audited' THEN id END) AS aud_id FROM feedback"
+        f"{inner} AND (kind IN {DECISIONS} OR kind = 'audited') GROUP BY call_id) "
         "{select} FROM l JOIN call_records w ON w.call_id = l.call_id "
         "LEFT JOIN feedback dec ON dec.id = l.dec_id LEFT JOIN feedback aud ON aud.id = l.aud_id"
         f"{outer}"
@@ -142,11 +151,11 @@ def tuning_buckets(d: Db, w: Window) -> dict[int, list[int]]:
 
 def audit_bands(d: Db, w: Window, bins: int) -> list[tuple[int, int, int]]:
     """``(band, audited, wrong)`` of the window's audited calls; band -1: no confidence."""
-    inner, inner_params = w.where(d.mark)
+    inner, inner_params = w.feedback(d.mark)
     outer, outer_params = w.where(d.mark, alias="w")
     sql = (
-        "WITH l AS (SELECT call_id, MAX(id) AS aud_id FROM feedback WHERE kind = 'audited' AND "
-        f"call_id IN (SELECT call_id FROM call_records{inner}) GROUP BY call_id) "
+        f"WITH l AS (SELECT call_id, MAX(id) AS aud_id FROM feedback{inner} "
+        "AND kind = 'audited' GROUP BY call_id) "
         "SELECT (CASE WHEN w.confidence IS NULL OR w.confidence < 0 OR w.confidence > 1 THEN -1 "
         f"ELSE {d.cell('w.confidence', bins)} END) AS b, COUNT(*), "
         "SUM(CASE WHEN aud.accepted = 0 THEN 1 ELSE 0 END) "
