@@ -69,11 +69,17 @@ class Window:
     model: str | None = None
     percent: float | None = None  # only calls at this rollout percentage
 
-    def where(self, mark: str, *extra: str, alias: str = "") -> tuple[str, tuple[Any, ...]]:
-        """`` WHERE ...`` over these calls (columns prefixed by ``alias.`` when given)."""
+    def where(
+        self, mark: str, *extra: str, alias: str = "", by_feature: bool = True
+    ) -> tuple[str, tuple[Any, ...]]:
+        """`` WHERE ...`` over these calls (columns prefixed by ``alias.`` when given; without
+        the feature's condition when ``by_feature`` is False)."""
         p = f"{alias}." if alias else ""
-        clauses = [f"{p}feature = {mark}", *(f"{p}{x}" for x in extra)]
-        params: list[Any] = [self.feature]
+        clauses = [f"{p}{x}" for x in extra]
+        params: list[Any] = []
+        if by_feature:
+            clauses.insert(0, f"{p}feature = {mark}")
+            params.append(self.feature)
         for clause, value in (
             (f"{p}started_at >= {mark}", self.since),
             (f"{p}started_at < {mark}", self.until),
@@ -83,7 +89,7 @@ class Window:
             if value is not None:
                 clauses.append(clause)
                 params.append(value)
-        return " WHERE " + " AND ".join(clauses), tuple(params)
+        return " WHERE " + (" AND ".join(clauses) or "1 = 1"), tuple(params)
 
     def feedback(self, mark: str) -> tuple[str, tuple[Any, ...]]:
         """`` WHERE ...`` over the feedback that can be on these calls: the feature's, given
@@ -103,7 +109,10 @@ def _evidence(d: Db, w: Window) -> tuple[str, tuple[Any, ...]]:
     feedback rows found by their ids. The feedback is read once, grouped by call, and only for
     the window's calls; call records are found by their primary key."""
     inner, inner_params = w.feedback(d.mark)
-    outer, outer_params = w.where(d.mark, *JUDGEABLE, alias="w")
+    # no condition on the calls' feature: the feedback is the feature's already, and without
+    # it the only index to find a call by is its primary key, whatever the planner estimates
+    # (PostgreSQL without statistics otherwise scanned the feature's calls once per call)
+    outer, outer_params = w.where(d.mark, *JUDGEABLE, alias="w", by_feature=False)
     sql = (
         "WITH l AS (SELECT call_id, "
         f"MAX(CASE WHEN kind IN {DECISIONS} THEN id END) AS dec_id, "
@@ -152,7 +161,7 @@ def tuning_buckets(d: Db, w: Window) -> dict[int, list[int]]:
 def audit_bands(d: Db, w: Window, bins: int) -> list[tuple[int, int, int]]:
     """``(band, audited, wrong)`` of the window's audited calls; band -1: no confidence."""
     inner, inner_params = w.feedback(d.mark)
-    outer, outer_params = w.where(d.mark, alias="w")
+    outer, outer_params = w.where(d.mark, alias="w", by_feature=False)  # as in _evidence
     sql = (
         f"WITH l AS (SELECT call_id, MAX(id) AS aud_id FROM feedback{inner} "
         "AND kind = 'audited' GROUP BY call_id) "
