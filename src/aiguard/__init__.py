@@ -17,6 +17,7 @@ from ._engine.finish import last_outcome
 from ._version import __version__
 from .breaker import Breaker, BreakerState
 from .budget import Budget, BudgetFigures, budget_figures
+from .check import CheckResult, TargetResult, check
 from .config import AiguardConfig, FeatureConfig, configure, load_config
 from .control import (
     ControlFile,
@@ -47,6 +48,17 @@ from .guard import AsyncGuarded, Guarded, guard
 from .limits import Limits
 from .outcome import Attempt, Outcome, Reason, Source
 from .pricing import ModelPrice, PriceTable
+from .quality import (
+    AuditBand,
+    AuditFigures,
+    Calibration,
+    Drift,
+    ReliabilityBin,
+    audit_figures,
+    calibration,
+    drift,
+    save_baseline,
+)
 from .records import flush
 from .report import FeatureFigures, Report, parse_since, report, wilson
 from .retry import Retry
@@ -55,6 +67,7 @@ from .rollout import Rollout
 from .stats import Stats, stats
 from .store import ReviewItem, SQLiteStore, Store, open_store
 from .targets import Target
+from .tuning import ThresholdRow, Tuning, tune
 from .usage import Usage, read_usage
 
 __all__ = [
@@ -62,17 +75,22 @@ __all__ = [
     "AiguardError",
     "AsyncGuarded",
     "Attempt",
+    "AuditBand",
+    "AuditFigures",
     "Breaker",
     "BreakerState",
     "Bucketing",
     "Budget",
     "BudgetFigures",
+    "Calibration",
+    "CheckResult",
     "ConfigError",
     "ControlEvent",
     "ControlFile",
     "ControlSource",
     "ControlState",
     "Default",
+    "Drift",
     "EventKind",
     "Fallback",
     "FallbackContext",
@@ -90,6 +108,7 @@ __all__ = [
     "Outcome",
     "PriceTable",
     "Reason",
+    "ReliabilityBin",
     "Report",
     "Retry",
     "ReviewError",
@@ -105,11 +124,18 @@ __all__ = [
     "StoreError",
     "StreamInterrupted",
     "Target",
+    "TargetResult",
+    "ThresholdRow",
+    "Tuning",
     "UnknownCall",
     "Usage",
     "__version__",
+    "audit_figures",
     "budget_figures",
+    "calibration",
+    "check",
     "configure",
+    "drift",
     "edit_distance",
     "feedback",
     "flush",
@@ -125,7 +151,9 @@ __all__ = [
     "report",
     "revive",
     "revive_all",
+    "save_baseline",
     "set_rollout",
     "stats",
+    "tune",
     "wilson",
 ]

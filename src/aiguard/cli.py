@@ -9,11 +9,15 @@
     aiguard report [--feature F] [--since 7d] [--by model] [--html report.html]
                    [--json report.json]
     aiguard export --feature F --format jsonl [--output data.jsonl] [--since 30d]
+    aiguard tune FEATURE --target "precision >= 0.95" [--since 30d] [--model M] [--apply]
+    aiguard check [FEATURE] [--since 7d] [--verbose]   # exit 1 when a target fails
+    aiguard report --check ...                         # the report, then the check
 
 ``--control PATH`` (or ``AIGUARD_CONTROL``; default ``./aiguard-control.toml``) names the control
 file; ``--store PATH`` (or ``AIGUARD_STORE``) the store with the recorded figures; ``--config
-PATH`` (or ``AIGUARD_CONFIG``) a config file whose feature targets the report checks. Exit status: 0
-done (or gates pass), 1 gates fail, 2 usage or input error.
+PATH`` (or ``AIGUARD_CONFIG``) a config file whose feature targets the report and ``check`` check.
+Exit status: 0 done (or gates and targets pass), 1 gates or targets fail (or ``tune --apply``
+has no threshold to apply), 2 usage or input error.
 """
 
 from __future__ import annotations
@@ -24,20 +28,19 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from . import _control_edit
 from ._engine.settings import ALL
 from ._runtime.state import STORE_ENV
-from .control import (
-    ControlState,
-    FeatureControl,
-    default_control_path,
-    read_control_file,
-    write_control_file,
-)
+from .control import ControlState, FeatureControl, default_control_path
 from .exceptions import AiguardError, ConfigError
 from .limits import StageFigures, summed
 from .rollout import check_percent
 from .store import Store, open_store
+
+if TYPE_CHECKING:
+    from .config import FeatureConfig
 
 
 class _Fail(Exception):
@@ -84,6 +87,22 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--html", help="also write a self-contained HTML report here")
     rp.add_argument("--json", help="also write the report as JSON here")
     rp.add_argument("--config", help="config file with feature targets ($AIGUARD_CONFIG)")
+    rp.add_argument(
+        "--check", action="store_true", help="then check the targets (exit 1 on a fail)"
+    )
+    rp.add_argument("--verbose", action="store_true", help="with --check: passing targets too")
+    tu = sub.add_parser("tune", help="recommend a confidence threshold that meets a target")
+    tu.add_argument("feature")
+    tu.add_argument("--target", default="precision >= 0.95", help='e.g. "precision >= 0.95"')
+    tu.add_argument("--since", help="e.g. 30d, or an ISO date")
+    tu.add_argument("--model", help="one model's calls only")
+    tu.add_argument("--apply", action="store_true", help="write it to the control source")
+    tu.add_argument("--config", help="config file with the feature's threshold ($AIGUARD_CONFIG)")
+    ck = sub.add_parser("check", help="check every feature's targets (exit 1 when one fails)")
+    ck.add_argument("feature", nargs="?")
+    ck.add_argument("--since", help="e.g. 7d, or an ISO date")
+    ck.add_argument("--config", help="config file with feature targets ($AIGUARD_CONFIG)")
+    ck.add_argument("--verbose", action="store_true", help="passing targets too")
     ex = sub.add_parser("export", help="a retraining / evaluation dataset")
     ex.add_argument("--feature", required=True)
     ex.add_argument("--format", default="jsonl", choices=["jsonl"])
@@ -119,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "tune":
+            return _tune(path, args)
+        if args.command == "check":
+            return _check_targets(path, args, _needed_store(args.store, "check"))
         return _status(path, _store(args.store))
     except _Fail as exc:
         print(f"aiguard: {exc}", file=sys.stderr)
@@ -147,43 +170,15 @@ def _target(args: argparse.Namespace) -> str:
 
 
 def _label(path: Path) -> str:
-    return f"Redis control {_url(path)}" if _is_redis(path) else f"control file {path}"
-
-
-def _is_redis(path: Path) -> bool:
-    return str(path).startswith(("redis:/", "rediss:/", "unix:/"))
-
-
-def _url(path: Path) -> str:
-    return str(path).replace(":/", "://", 1) if "://" not in str(path) else str(path)
+    return _control_edit.label(path)
 
 
 def _load(path: Path) -> ControlState:
-    if _is_redis(path):
-        from .redis import RedisControl
-
-        source = RedisControl(_url(path), timeout=5.0)
-        return source.poll() or ControlState()
-    return read_control_file(path)  # a missing file is an empty state; ConfigError names it
+    return _control_edit.load(path)  # a missing file is an empty state; ConfigError names it
 
 
-def _edit(path: Path, feature: str, **changes: object) -> None:
-    def change(control: ControlState) -> ControlState:
-        if feature == ALL:
-            updated = control.all.model_copy(update=changes)
-            return control.model_copy(
-                update={"all": FeatureControl.model_validate(updated.model_dump())}
-            )
-        current = control.features.get(feature, FeatureControl())
-        fc = FeatureControl.model_validate({**current.model_dump(), **changes})
-        return control.model_copy(update={"features": {**control.features, feature: fc}})
-
-    if _is_redis(path):
-        from .redis import edit_control
-
-        edit_control(_url(path), change)
-    else:
-        write_control_file(path, change(_load(path)))
+def _edit(path: Path, feature: str, **changes: Any) -> None:
+    _control_edit.edit(path, feature, **changes)
 
 
 def _name(feature: str) -> str:
@@ -312,16 +307,20 @@ def _needed_store(explicit: str | None, what: str) -> Store:
     return store
 
 
+def _features(explicit: str | None) -> dict[str, FeatureConfig] | None:
+    """The features of the config file (``--config`` or $AIGUARD_CONFIG), or None."""
+    from .config import load_config
+
+    config_path = explicit or os.environ.get("AIGUARD_CONFIG")
+    return None if not config_path else dict(load_config(config_path).features)
+
+
 def _report(args: argparse.Namespace) -> int:
-    from .config import AiguardConfig, load_config
     from .report import report
 
     store = _needed_store(args.store, "report")
-    config_path = args.config or os.environ.get("AIGUARD_CONFIG")
-    targets: dict[str, list[str]] = {}
-    if config_path:
-        cfg: AiguardConfig = load_config(config_path)
-        targets = {name: list(fc.targets) for name, fc in cfg.features.items()}
+    features = _features(args.config)
+    targets = {name: list(fc.targets) for name, fc in (features or {}).items()}
     result = report(
         args.feature,
         since=args.since,
@@ -336,6 +335,51 @@ def _report(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(result.to_json(), encoding="utf-8")
         print(f"JSON report written to {args.json}")
+    if args.check:
+        return _check_targets(default_control_path(args.control), args, store, args.feature)
+    return 0
+
+
+def _check_targets(
+    path: Path, args: argparse.Namespace, store: Store, feature: str | None = None
+) -> int:
+    from .check import check
+
+    features = _features(args.config)
+    if features is None:
+        raise _Fail("check needs the feature targets: --config or $AIGUARD_CONFIG")
+    name = feature if feature is not None else getattr(args, "feature", None)
+    if name is not None and name not in features:
+        raise _Fail(f"feature {name!r} is not in the config file")
+    result = check(name, since=args.since, store=store, features=features, control=path)
+    print(result.to_text(verbose=args.verbose))
+    return 0 if result.ok else 1
+
+
+def _tune(path: Path, args: argparse.Namespace) -> int:
+    from .tuning import tune
+
+    store = _needed_store(args.store, "tune")
+    current = _load(path).features.get(args.feature, FeatureControl()).threshold
+    if current is None:
+        cfg = (_features(args.config) or {}).get(args.feature)
+        current = None if cfg is None else cfg.threshold
+    result = tune(
+        args.feature,
+        args.target,
+        since=args.since,
+        model=args.model,
+        store=store,
+        current=current,
+    )
+    print(result.table())
+    if not args.apply:
+        return 0
+    if result.threshold is None:
+        print(f"not applied: no threshold meets {result.target}", file=sys.stderr)
+        return 1
+    _edit(path, args.feature, threshold=result.threshold)
+    print(f"{args.feature}: threshold {result.threshold:.2f} ({_label(path)})")
     return 0
 
 

@@ -68,6 +68,7 @@ class FeatureConfig(BaseModel):
         None
     )
     audit: _Number | None = Field(default=None, ge=0.0, le=1.0)  # share of served answers audited
+    drift_rollback: bool = False  # a failing drift target found by aiguard.check() rolls back
 
     @pydantic.field_validator("segments", mode="before")
     @classmethod

@@ -1,4 +1,4 @@
-"""Control events: kills, revivals, automatic trips, probes, recoveries and rollbacks.
+"""Control events: kills, revivals, automatic trips, probes, recoveries, rollbacks and drift.
 
 Every event is logged (logger ``aiguard``), kept in a short per-process history in the runtime
 (:func:`recent_events`), and emitted as telemetry (a span event and a counter).
@@ -36,6 +36,7 @@ class EventKind(enum.StrEnum):
     REOPEN = "reopen"
     ROLLBACK = "rollback"
     CONTROL_ERROR = "control_error"
+    DRIFT = "drift"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -28,6 +28,11 @@ METRICS = {
     "cost_per_call": "cost / calls with a known cost",
     "cost_per_accepted": "cost / accepted answers",
     "mean_score": "mean rating",
+    "audited_error_rate": "audited wrong / audited (served answers an auditor judged)",
+    "ece": "expected calibration error of the confidence (0: calibrated)",
+    "confidence_psi": "population stability index of the confidence, recent vs reference",
+    "confidence_ks": "Kolmogorov-Smirnov statistic of the confidence, recent vs reference",
+    "label_psi": "population stability index of the served labels, recent vs reference",
 }
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
