@@ -48,7 +48,7 @@ from .limits import Limits
 from .outcome import Attempt, Outcome, Reason, Source
 from .pricing import ModelPrice, PriceTable
 from .records import flush
-from .report import FeatureFigures, Report, parse_since, report, wilson
+from .report import FeatureFigures, Report, SegmentGap, parse_since, report, wilson
 from .retry import Retry
 from .review import ReviewQueue
 from .rollout import Rollout
@@ -99,6 +99,7 @@ __all__ = [
     "Rollout",
     "Rules",
     "SQLiteStore",
+    "SegmentGap",
     "Source",
     "Stats",
     "Store",

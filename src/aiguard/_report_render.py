@@ -218,15 +218,11 @@ def _bars(
     return _svg(title, body, legend)
 
 
-def _histogram(latencies: list[float], target: tuple[float, str] | None) -> str:
-    if not latencies:
+def _histogram(hist: dict[str, Any], target: tuple[float, str] | None) -> str:
+    hi, counts = hist["high"], [float(c) for c in hist["counts"]]
+    if not any(counts):
         return _bars("Latency (whole call)", [], {}, "{:g}")
-    hi = max(latencies)
-    edges = [hi * (i + 1) / 20 for i in range(20)]
-    counts: list[float] = [0.0] * 20
-    for x in latencies:
-        counts[min(19, int(x / hi * 20)) if hi else 0] += 1
-    labels = [_secs(e) for e in edges]
+    labels = [_secs(hi * (i + 1) / len(counts)) for i in range(len(counts))]
     chart = _bars("Latency (whole call), calls per bucket", labels, {"calls": counts}, "{:.0f}")
     if target is None:
         return chart
@@ -300,7 +296,7 @@ def html(report: Report) -> str:
         parts.append(
             _lines("Acceptance per day, by arm", days, s["acceptance"], 1.0, "{:.0%}", acc_target)
         )
-        parts.append(_histogram(s["latencies"], _target(report, f.feature, "p95_latency")))
+        parts.append(_histogram(s["latency_histogram"], _target(report, f.feature, "p95_latency")))
         parts.append(_bars("Cost per day", days, {"cost": s["cost"]}, "{:.4g}"))
         cpc = [v for v in s["cost_per_call"] if v is not None]
         cpc_target = _target(report, f.feature, "cost_per_call")
