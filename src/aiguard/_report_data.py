@@ -267,43 +267,50 @@ def _window(
 
 
 def _prefix(
-    dialect: Dialect, feature: str | None, since: float | None, splits: Sequence[str]
+    dialect: Dialect,
+    feature: str | None,
+    since: float | None,
+    splits: Sequence[str],
+    figures: bool = True,
 ) -> tuple[str, tuple[Any, ...]]:
-    """``WITH w, f, pc``: the window's calls, their feedback summed per call, and each call
-    with its decision, audit verdict, scores and split keys (``k1``, ``k2``, ...)."""
-    where, params = _window(dialect, feature, since)
+    """``WITH f, pc``: the feedback on the window's calls summed per call, and each call of the
+    window with its decision, audit verdict and scores (unless not ``figures``) and its split
+    keys (``k1``, ``k2``, ...)."""
+    where, params = _window(dialect, feature, since, "w.")
+    fb_where, fb_params = _window(dialect, feature, since, "c.")
     decisions = ", ".join(f"'{k}'" for k in DECISIONS)
     not_undoing = ", ".join(f"'{k}'" for k in NOT_UNDOING)
     keys = "".join(f", {_key(s, dialect)} AS k{i}" for i, s in enumerate(splits, 1))
-    materialized = "MATERIALIZED " if dialect == "sqlite" else ""
     day = (
         f"CAST(w.started_at / {DAY} AS INTEGER)"
         if dialect == "sqlite"
         else f"CAST(FLOOR(w.started_at / {DAY}) AS BIGINT)"
     )
-    sql = f"""WITH w AS {materialized}(
-        SELECT call_id, feature, started_at, source, reason, arm, model, confidence, latency,
-          cost_pico, {", ".join(TOKENS)}, segments
-        FROM call_records WHERE {where}),
-      f AS (
-        SELECT call_id,
-          MAX(CASE WHEN kind IN ({decisions}) THEN id END) AS dec_id,
-          MAX(CASE WHEN kind = 'audited' THEN id END) AS audit_id,
-          COALESCE(MAX(CASE WHEN kind NOT IN ({not_undoing}) THEN id END), MIN(id)) AS row_id,
-          SUM(score) AS score_sum, COUNT(score) AS score_n
-        FROM feedback WHERE call_id IN (SELECT call_id FROM w) GROUP BY call_id),
-      pc AS (
-        SELECT w.feature, w.latency, w.reason, w.cost_pico, {", ".join(f"w.{t}" for t in TOKENS)},
+    columns = f"""w.reason, w.cost_pico, {", ".join(f"w.{t}" for t in TOKENS)},
           COALESCE(NULLIF(w.source, ''), 'none') AS src,
           COALESCE(NULLIF(w.arm, ''), 'all') AS armk, {day} AS day,
           d.kind AS dkind, d.edit_distance AS dist, f.score_sum, f.score_n,
           CASE WHEN w.source = 'model' AND w.confidence IS NOT NULL THEN a.accepted END
-            AS verdict{keys}
-        FROM w LEFT JOIN f ON f.call_id = w.call_id
-          LEFT JOIN feedback d ON d.id = f.dec_id
-          LEFT JOIN feedback a ON a.id = f.audit_id
-          LEFT JOIN feedback r ON r.id = f.row_id)"""
-    return sql, params
+            AS verdict,"""
+    joins = """LEFT JOIN feedback d ON d.id = f.dec_id
+          LEFT JOIN feedback a ON a.id = f.audit_id"""
+    attributes = any(s not in CALL_SPLITS for s in splits)
+    sql = f"""WITH f AS (
+        SELECT fb.call_id,
+          MAX(CASE WHEN fb.kind IN ({decisions}) THEN fb.id END) AS dec_id,
+          MAX(CASE WHEN fb.kind = 'audited' THEN fb.id END) AS audit_id,
+          COALESCE(MAX(CASE WHEN fb.kind NOT IN ({not_undoing}) THEN fb.id END), MIN(fb.id))
+            AS row_id,
+          SUM(fb.score) AS score_sum, COUNT(fb.score) AS score_n
+        FROM feedback fb JOIN call_records c ON c.call_id = fb.call_id
+        WHERE {fb_where} GROUP BY fb.call_id),
+      pc AS (
+        SELECT w.feature, w.latency, {columns if figures else ""} 1 AS one{keys}
+        FROM call_records w LEFT JOIN f ON f.call_id = w.call_id
+          {joins if figures else ""}
+          {"LEFT JOIN feedback r ON r.id = f.row_id" if attributes else ""}
+        WHERE {where})"""
+    return sql, (*fb_params, *params)
 
 
 def _groupings(splits: Sequence[str], series: bool) -> str:
@@ -367,7 +374,7 @@ def percentiles_query(
     """PostgreSQL: rows ``(i, feature, key, p50, p95, p99)`` (``percentile_disc`` is the
     nearest rank). SQLite: rows ``(i, feature, key, n, rank, latency)``, only those whose rank
     (in their group, by latency) is one of the wanted ones."""
-    prefix, params = _prefix(dialect, feature, since, splits)
+    prefix, params = _prefix(dialect, feature, since, splits, figures=False)
     x = (
         f"x AS (SELECT g.i, pc.feature, {_case_key(splits, 'pc')} AS gkey, pc.latency "
         "FROM pc CROSS JOIN g)"
