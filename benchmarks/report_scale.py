@@ -116,7 +116,9 @@ def fill_sqlite(path: str, total: int) -> float:
         + _calls_select("n", total, start).replace("SELECT", "SELECT", 1)
         + " FROM calls_n"
     )
-    db.execute(f"{numbers} INSERT INTO feedback ({_FEEDBACK}) " + _feedback_select("n", start, total))
+    db.execute(
+        f"{numbers} INSERT INTO feedback ({_FEEDBACK}) " + _feedback_select("n", start, total)
+    )
     db.execute(f"{numbers} INSERT INTO feedback ({_FEEDBACK}) " + _audit_select("n", start, total))
     db.execute("COMMIT")
     db.execute("ANALYZE")
@@ -143,7 +145,9 @@ def fill_postgres(schema: str, total: int) -> float:
         )
         numbers = f"WITH calls_n AS (SELECT n FROM generate_series(0, {total - 1}) AS g(n))"
         for select in (_feedback_select, _audit_select):
-            conn.execute(f"{numbers} INSERT INTO feedback ({_FEEDBACK}) " + select("n", start, total))
+            conn.execute(
+                f"{numbers} INSERT INTO feedback ({_FEEDBACK}) " + select("n", start, total)
+            )
         conn.execute("VACUUM ANALYZE call_records")
         conn.execute("VACUUM ANALYZE feedback")
     return time.perf_counter() - t0

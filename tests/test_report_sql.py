@@ -99,9 +99,12 @@ calls_st = st.lists(
             "cache_write_tokens": st.one_of(st.none(), st.integers(0, 10**5)),
             "segments": st.one_of(
                 st.none(),
-                st.dictionaries(st.sampled_from(["region", "plan"]),
-                                st.sampled_from(["eu", "us", "pro"]), max_size=2),
-            ),  # fmt: skip
+                st.dictionaries(
+                    st.sampled_from(["region", "plan"]),
+                    st.sampled_from(["eu", "us", "pro"]),
+                    max_size=2,
+                ),
+            ),
             "feedback": st.lists(
                 st.fixed_dictionaries(
                     {
@@ -110,8 +113,11 @@ calls_st = st.lists(
                         "score": st.one_of(st.none(), st.floats(0, 5)),
                         "edit_distance": st.one_of(st.none(), st.floats(0, 1)),
                         "attributes": st.one_of(
-                            st.none(), st.dictionaries(st.sampled_from(["plan", "team"]),
-                                                       ATTRIBUTE_VALUES, max_size=2)),
+                            st.none(),
+                            st.dictionaries(
+                                st.sampled_from(["plan", "team"]), ATTRIBUTE_VALUES, max_size=2
+                            ),
+                        ),
                     }
                 ),
                 max_size=4,
@@ -172,7 +178,9 @@ def comparable(r: Report) -> dict[str, Any]:
 SPLITS = ["source", "arm", "model", "reason", "region", "plan", "team"]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(calls=calls_st, since_day=st.sampled_from([None, 1, 2]), one=st.booleans())
 def test_sql_figures_equal_the_python_reference(
     store: Any, calls: list[dict[str, Any]], since_day: int | None, one: bool

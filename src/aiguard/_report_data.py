@@ -129,8 +129,8 @@ def in_python(
             if seg is None and "row" in p:
                 seg = _attribute(p["row"]["attributes"], s)
             keys.append("none" if seg is None else seg)
-        decision = p.get("decision")
-        kind = decision["kind"] if decision is not None else None
+        decision: dict[str, Any] = p.get("decision") or {}
+        kind = decision.get("kind")
         audit = p.get("audit")
         verdict = (
             audit["accepted"]
@@ -143,8 +143,8 @@ def in_python(
             "edited": kind == "edited",
             "rejected": kind == "rejected",
             "corrected": kind == "corrected",
-            "dist_sum": (decision["edit_distance"] or 0.0) if kind == "edited" else 0.0,
-            "dist_n": kind == "edited" and decision["edit_distance"] is not None,
+            "dist_sum": (decision.get("edit_distance") or 0.0) if kind == "edited" else 0.0,
+            "dist_n": kind == "edited" and decision.get("edit_distance") is not None,
             "score_sum": p.get("score_sum", 0.0),
             "score_n": p.get("score_n", 0),
             "served": c["reason"] == "served",
@@ -157,7 +157,7 @@ def in_python(
             "audit_errors": verdict == 0,
         }
         source = str(c["source"] or "none")
-        rows = [(0, c["feature"], None, None, None, source)]
+        rows: list[tuple[Any, ...]] = [(0, c["feature"], None, None, None, source)]
         rows += [(i, c["feature"], k, None, None, source) for i, k in enumerate(keys, 1)]
         arm = str(c["arm"] or "all")
         rows.append((-1, c["feature"], None, day_of(c["started_at"]), arm, source))
@@ -256,7 +256,8 @@ def _window(
 ) -> tuple[str, tuple[Any, ...]]:
     """The condition on ``call_records`` of the window asked for, and its parameters."""
     mark = "?" if dialect == "sqlite" else "%s"
-    where, params = ["1 = 1"], []
+    where: list[str] = ["1 = 1"]
+    params: list[Any] = []
     if feature is not None:
         where.append(f"{table}feature = {mark}")
         params.append(feature)

@@ -417,6 +417,7 @@ def _margin(value: float | None, feature: str) -> float:
         value = getattr(cfg, "segment_margin", None)
     return MARGIN if value is None else float(value)
 
+
 def report(
     feature: str | None = None,
     *,
@@ -458,9 +459,7 @@ def report(
     from ._runtime.lifecycle import flush
 
     if margin is not None and (
-        isinstance(margin, bool)
-        or not isinstance(margin, int | float)
-        or not 0 <= margin < 1
+        isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < 1
     ):
         raise ConfigError(f"margin={margin!r} is invalid: give a fraction from 0 to 1, e.g. 0.05")
     splits = [by] if isinstance(by, str) else list(by)
