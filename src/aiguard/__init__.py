@@ -60,7 +60,7 @@ from .quality import (
     save_baseline,
 )
 from .records import flush
-from .report import FeatureFigures, Report, parse_since, report, wilson
+from .report import FeatureFigures, Report, SegmentGap, parse_since, report, wilson
 from .retry import Retry
 from .review import ReviewQueue
 from .rollout import Rollout
@@ -118,6 +118,7 @@ __all__ = [
     "Rollout",
     "Rules",
     "SQLiteStore",
+    "SegmentGap",
     "Source",
     "Stats",
     "Store",

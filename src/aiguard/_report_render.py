@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .report import FeatureFigures, Report
+    from .report import FeatureFigures, Report, SegmentGap
 
 _COLORS = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#64748b", "#ec4899"]
 
@@ -88,6 +88,17 @@ def _target_value(metric: str, value: float | None) -> str:
     return f"{value:g}"
 
 
+def _gap(g: SegmentGap) -> str:
+    """One segment gap in words."""
+    ratio = "-" if g.ratio is None else f"{g.ratio:.2f}"
+    return (
+        f"segment {g.split}={g.segment} {g.figure} {_pct(g.value)} vs best "
+        f"{g.split}={g.best_segment} {_pct(g.best_value)}: {100 * g.difference:+.1f} points "
+        f"worse (95% CI {100 * g.interval[0]:+.1f} to {100 * g.interval[1]:+.1f}), "
+        f"ratio {ratio}" + (" FLAGGED" if g.flagged else "")
+    )
+
+
 def text(report: Report) -> str:
     if not report.features:
         return "No call records in the store for this selection."
@@ -107,6 +118,9 @@ def text(report: Report) -> str:
                 f"{f.feature}: AI vs baseline acceptance {100 * d:+.1f} points "
                 f"(95% CI {100 * lo:+.1f} to {100 * hi:+.1f})"
             )
+        for gap in report.segment_flags.get(f.feature, []):
+            if gap.flagged:
+                out.append(f"{f.feature}: {_gap(gap)}")
         for target, actual, ok in report.targets.get(f.feature, []):
             verdict = "n/a" if ok is None else ("PASS" if ok else "FAIL")
             out.append(
@@ -218,15 +232,11 @@ def _bars(
     return _svg(title, body, legend)
 
 
-def _histogram(latencies: list[float], target: tuple[float, str] | None) -> str:
-    if not latencies:
+def _histogram(hist: dict[str, Any], target: tuple[float, str] | None) -> str:
+    hi, counts = hist["high"], [float(c) for c in hist["counts"]]
+    if not any(counts):
         return _bars("Latency (whole call)", [], {}, "{:g}")
-    hi = max(latencies)
-    edges = [hi * (i + 1) / 20 for i in range(20)]
-    counts: list[float] = [0.0] * 20
-    for x in latencies:
-        counts[min(19, int(x / hi * 20)) if hi else 0] += 1
-    labels = [_secs(e) for e in edges]
+    labels = [_secs(hi * (i + 1) / len(counts)) for i in range(len(counts))]
     chart = _bars("Latency (whole call), calls per bucket", labels, {"calls": counts}, "{:.0f}")
     if target is None:
         return chart
@@ -281,6 +291,25 @@ def html(report: Report) -> str:
                 f"<p>AI vs baseline acceptance: {100 * d:+.1f} points "
                 f"(95% CI {100 * lo:+.1f} to {100 * hi:+.1f}).</p>"
             )
+        gaps = report.segment_flags.get(f.feature, [])
+        if gaps:
+            parts.append(
+                "<table class=segments><tr><th>segment</th><th>figure</th><th>value</th>"
+                "<th>best</th><th>worse by</th><th>95% CI</th><th>ratio</th><th></th></tr>"
+            )
+            for g in gaps:
+                cells = [
+                    f"{g.split}={g.segment}", g.figure, _pct(g.value),
+                    f"{g.split}={g.best_segment} {_pct(g.best_value)}",
+                    f"{100 * g.difference:+.1f} pts",
+                    f"{100 * g.interval[0]:+.1f} to {100 * g.interval[1]:+.1f}",
+                    "-" if g.ratio is None else f"{g.ratio:.2f}",
+                ]  # fmt: skip
+                parts.append(
+                    "<tr>" + "".join(f"<td>{_html.escape(c)}</td>" for c in cells)
+                    + ('<td class="fail">FLAGGED</td>' if g.flagged else "<td></td>") + "</tr>"
+                )  # fmt: skip
+            parts.append("</table>")
         rows = report.targets.get(f.feature, [])
         if rows:
             parts.append("<table class=targets><tr><th>target</th><th>figure</th><th></th></tr>")
@@ -300,7 +329,7 @@ def html(report: Report) -> str:
         parts.append(
             _lines("Acceptance per day, by arm", days, s["acceptance"], 1.0, "{:.0%}", acc_target)
         )
-        parts.append(_histogram(s["latencies"], _target(report, f.feature, "p95_latency")))
+        parts.append(_histogram(s["latency_histogram"], _target(report, f.feature, "p95_latency")))
         parts.append(_bars("Cost per day", days, {"cost": s["cost"]}, "{:.4g}"))
         cpc = [v for v in s["cost_per_call"] if v is not None]
         cpc_target = _target(report, f.feature, "cost_per_call")
@@ -360,5 +389,8 @@ def as_json(report: Report) -> str:
             for name, rows in report.targets.items()
         },
         "series": report.series,
+        "segment_flags": {
+            name: [figures(g) for g in gaps] for name, gaps in report.segment_flags.items()
+        },
     }
     return json.dumps(_plain(data), ensure_ascii=False, allow_nan=False)

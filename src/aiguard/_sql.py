@@ -7,8 +7,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
+from ._report_data import Aggregates, Dialect, in_sql
 from ._runtime import serialize as _serialize
 from ._runtime.records import CALL_RECORD_COLUMNS
 from .exceptions import ReviewError
@@ -67,6 +69,7 @@ class _SqlReads:
     driver's placeholder; ``_run(sql, params)`` runs one statement and returns its rows."""
 
     _mark = "?"
+    _dialect: Dialect = "sqlite"
 
     def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         raise NotImplementedError
@@ -128,6 +131,13 @@ class _SqlReads:
         where, params = self._where(feature=feature, since=("created_at", since), call_id=call_id)
         rows = self._run(f"SELECT * FROM feedback{where} ORDER BY id", params)
         return [dict(zip(FEEDBACK_COLUMNS, r, strict=True)) for r in rows]
+
+    def report_aggregates(
+        self, *, feature: str | None, since: float | None, splits: Sequence[str]
+    ) -> Aggregates | None:
+        """The report's aggregates computed by the database, over the calls started from
+        ``since`` (all when None) and the feedback on them; None when this database cannot."""
+        return in_sql(self._run, self._dialect, feature, since, splits)
 
 
 def review_insert(mark: str, *, ignore: bool = False) -> str:

@@ -199,6 +199,7 @@ class PostgresStore(_SqlReads):
         self._pool_now = None
 
     _mark = "%s"
+    _dialect = "postgres"
 
     def __repr__(self) -> str:
         return f"PostgresStore({_safe(self.url)!r}, schema={self.schema!r})"

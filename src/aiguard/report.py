@@ -1,36 +1,49 @@
 """Figures from call records and feedback: the report that closes the loop.
 
 ``aiguard.report()`` reads the store (every replica's rows when the store is shared) and computes,
-per feature and split by model, source, rollout arm or any feedback attribute: acceptance rate
-with a Wilson interval, edit ratio, correction rate, fallback/error/timeout rates, latency
-percentiles, cost per call and per accepted answer, token totals (cache reads and writes
-included), and the AI-vs-baseline difference in acceptance with its (Newcombe) interval. Each
-figure is shown against the feature's targets. The report renders as text, HTML or JSON.
+per feature and split by model, source, rollout arm, a segment recorded on the calls or any
+feedback attribute: acceptance rate with a Wilson interval, edit ratio, correction rate,
+fallback/error/timeout rates, latency percentiles, cost per call and per accepted answer, token
+totals (cache reads and writes included), the audited error rate with its Wilson interval, and
+the AI-vs-baseline difference in acceptance with its (Newcombe) interval. Segments much worse off
+than the best one are flagged. Each figure is shown against the feature's targets. The report
+renders as text, HTML or JSON.
 
-Feedback given twice for a call counts once, the latest. Acceptance counts ``accepted`` and
-``edited`` as accepted, ``rejected`` and ``corrected`` as not, over calls with such a decision.
+The figures are aggregated in the database over the window asked for (``_report_data``). A
+call's decision is its latest feedback of kind ``accepted``/``edited`` (accepted) or
+``rejected``/``corrected`` (not); comments, ratings and audit verdicts never replace it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from ._report_data import (
+    BUCKETS,
+    CALL_SPLITS,
+    QUANTILES,
+    SUMS,
+    TOKENS,
+    Aggregates,
+    check_splits,
+    in_python,
+    key_text,
+)
 from ._runtime.state import runtime
 from .exceptions import ConfigError
 from .pricing import to_decimal
 from .store import configured as configured_store
 from .targets import Target
 
-__all__ = ["FeatureFigures", "Report", "parse_since", "report", "wilson"]
+__all__ = ["FeatureFigures", "Report", "SegmentGap", "parse_since", "report", "wilson"]
 
 Z = 1.959963984540054  # 95 %
 
@@ -104,6 +117,10 @@ class FeatureFigures:
     ``cache_read_tokens`` and ``cache_write_tokens`` are parts of ``input_tokens``,
     ``cache_write_1h_tokens`` a part of ``cache_write_tokens``.
 
+    ``audited``: calls whose model answer has an audit verdict (a reviewer's, on an audit item),
+    ``audit_errors`` those judged wrong; ``audited_error_rate`` is their share, with its Wilson
+    interval. Audits never change the acceptance figures, which are the users' decisions.
+
     Example:
         >>> import aiguard
         >>> f = aiguard.FeatureFigures("reply", calls=10, decided=4, accepted=3)
@@ -140,6 +157,10 @@ class FeatureFigures:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     cache_write_1h_tokens: int = 0
+    audited: int = 0
+    audit_errors: int = 0
+    audited_error_rate: float | None = None
+    audited_error_interval: tuple[float, float] | None = None
 
     def figure(self, metric: str) -> float | None:
         value = getattr(self, metric, None)
@@ -148,7 +169,9 @@ class FeatureFigures:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Report:
-    """The report: per-feature figures, groups, AI-vs-baseline, targets, and series for plots.
+    """The report: per-feature figures, groups, AI-vs-baseline, targets, series for plots, and
+    per feature the gaps of its segments to the best one (``segment_flags``, see
+    :class:`SegmentGap`).
 
     Example:
         >>> import aiguard
@@ -164,6 +187,7 @@ class Report:
     series: dict[str, dict[str, Any]]
     since: float | None = None
     generated_at: float = 0.0
+    segment_flags: dict[str, list[SegmentGap]] = dataclasses.field(default_factory=dict)
 
     def to_text(self) -> str:
         """The report as a terminal table."""
@@ -193,115 +217,162 @@ class Report:
         return as_json(self)
 
 
-def _latest_feedback(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    latest: dict[str, dict[str, Any]] = {}
-    scores: dict[str, list[float]] = defaultdict(list)
-    for row in rows:  # oldest first: the last one wins
-        if row["score"] is not None:
-            scores[row["call_id"]].append(row["score"])
-        if row["kind"] in ("commented", "rated") and row["call_id"] in latest:
-            continue  # a comment or rating does not undo a decision
-        latest[row["call_id"]] = row
-    for call_id, values in scores.items():
-        if call_id in latest:
-            latest[call_id] = {**latest[call_id], "_scores": values}
-    return latest
+@dataclasses.dataclass(frozen=True, slots=True)
+class SegmentGap:
+    """How far one segment's figure lies from the best segment's, in one split of a feature.
+
+    ``figure`` is ``acceptance_rate`` (higher is better), ``error_rate`` or
+    ``audited_error_rate`` (lower is better). ``difference`` is how much worse the segment is
+    than the best one (best minus segment for acceptance, segment minus best for an error rate),
+    with Newcombe's 95 % ``interval``; ``ratio`` is the four-fifths ratio: the segment's rate over
+    the best one's for acceptance, the ratio of the rates of good answers (1 - error rate) for an
+    error rate. ``flagged``: the whole interval lies above the margin, so the segment is worse
+    than the best by more than the margin at the 95 % level.
+
+    Example:
+        >>> import aiguard
+        >>> gap = aiguard.SegmentGap("reply", "region", "apac", "acceptance_rate", 0.5, "eu",
+        ...                          0.8, 0.3, (0.18, 0.41), 0.625, True)
+        >>> gap.flagged, gap.ratio < 0.8
+        (True, True)
+    """
+
+    feature: str
+    split: str
+    segment: str
+    figure: str
+    value: float
+    best_segment: str
+    best_value: float
+    difference: float
+    interval: tuple[float, float]
+    ratio: float | None
+    flagged: bool
 
 
-def _percentile(sorted_values: Sequence[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+MARGIN = 0.05
+GAP_FIGURES = ("acceptance_rate", "error_rate", "audited_error_rate")
+
+
+def _good(f: FeatureFigures, figure: str) -> tuple[int, int]:
+    """(good answers, answers) behind a figure: accepted of decided, or not erroneous."""
+    if figure == "acceptance_rate":
+        return f.accepted + f.edited, f.decided
+    if figure == "error_rate":
+        n = f.calls
+        bad = round((f.error_rate or 0.0) * n)
+    else:
+        n, bad = f.audited, f.audit_errors
+    return n - bad, n
+
+
+def segment_gaps(
+    feature: str, split: str, groups: Sequence[FeatureFigures], margin: float
+) -> list[SegmentGap]:
+    """Every segment of a split against the best one, per figure (segments without the figure,
+    and the calls with no value for the split, ``none``, are left out)."""
+    gaps: list[SegmentGap] = []
+    prefix = f"{split}="
+    named = [
+        (g.group[len(prefix) :], g)
+        for g in groups
+        if g.group is not None and g.group.startswith(prefix) and g.group != f"{split}=none"
+    ]
+    for figure in GAP_FIGURES:
+        counted = [(name, *_good(g, figure)) for name, g in named]
+        counted = [(name, k, n) for name, k, n in counted if n > 0]
+        if len(counted) < 2:
+            continue
+        best, bk, bn = max(counted, key=lambda x: x[1] / x[2])
+        for name, k, n in counted:
+            if name == best:
+                continue
+            diff = newcombe(bk, bn, k, n)
+            assert diff is not None  # both have answers
+            d, low, high = diff
+            if figure == "acceptance_rate":
+                value, best_value = k / n, bk / bn
+            else:
+                value, best_value = 1 - k / n, 1 - bk / bn
+            gaps.append(
+                SegmentGap(
+                    feature, split, name, figure, value, best, best_value, d, (low, high),
+                    (k / n) / (bk / bn) if bk else None, low > margin,
+                )
+            )  # fmt: skip
+    return gaps
 
 
 def _figures(
-    feature: str, group: str | None, calls: list[dict[str, Any]], fb: dict[str, dict[str, Any]]
+    feature: str,
+    group: str | None,
+    t: dict[str, Any],
+    by_source: dict[str, int],
+    percentiles: tuple[float | None, ...],
 ) -> FeatureFigures:
-    n = len(calls)
-    kinds: dict[str, int] = defaultdict(int)
-    distances: list[float] = []
-    scores: list[float] = []
-    for c in calls:
-        f = fb.get(c["call_id"])
-        if f is None:
-            continue
-        kinds[f["kind"]] += 1
-        if f["kind"] == "edited" and f["edit_distance"] is not None:
-            distances.append(f["edit_distance"])
-        scores.extend(f.get("_scores", ()))
-    accepted = kinds["accepted"] + kinds["edited"]
-    decided = accepted + kinds["rejected"] + kinds["corrected"]
-    latencies = sorted(c["latency"] for c in calls)
-    by_source: dict[str, int] = defaultdict(int)
-    reasons: dict[str, int] = defaultdict(int)
-    for c in calls:
-        by_source[c["source"] or "none"] += 1
-        reasons[c["reason"]] += 1
-    priced = [c["cost_pico"] for c in calls if c["cost_pico"] is not None]
-    cost = sum(priced)
-    tokens = {name: sum(c[name] or 0 for c in calls) for name in _TOKENS}
+    n = t["calls"]
+    accepted = t["accepted"] + t["edited"]
+    decided = accepted + t["rejected"] + t["corrected"]
+    cost, priced, audited = t["cost"], t["priced"], t["audited"]
+    p50, p95, p99 = percentiles
     return FeatureFigures(
         feature=feature,
         group=group,
         calls=n,
         decided=decided,
-        accepted=kinds["accepted"],
-        edited=kinds["edited"],
-        rejected=kinds["rejected"],
-        corrected=kinds["corrected"],
+        accepted=t["accepted"],
+        edited=t["edited"],
+        rejected=t["rejected"],
+        corrected=t["corrected"],
         acceptance_rate=accepted / decided if decided else None,
         acceptance_interval=wilson(accepted, decided),
-        edit_ratio=sum(distances) / len(distances) if distances else None,
-        correction_rate=kinds["corrected"] / decided if decided else None,
-        rejection_rate=(kinds["rejected"] + kinds["corrected"]) / decided if decided else None,
-        mean_score=sum(scores) / len(scores) if scores else None,
-        fallback_rate=(n - reasons["served"]) / n if n else None,
-        error_rate=reasons["error"] / n if n else None,
-        timeout_rate=reasons["timeout"] / n if n else None,
-        p50_latency=_percentile(latencies, 0.50),
-        p95_latency=_percentile(latencies, 0.95),
-        p99_latency=_percentile(latencies, 0.99),
+        edit_ratio=t["dist_sum"] / t["dist_n"] if t["dist_n"] else None,
+        correction_rate=t["corrected"] / decided if decided else None,
+        rejection_rate=(t["rejected"] + t["corrected"]) / decided if decided else None,
+        mean_score=t["score_sum"] / t["score_n"] if t["score_n"] else None,
+        fallback_rate=(n - t["served"]) / n if n else None,
+        error_rate=t["errors"] / n if n else None,
+        timeout_rate=t["timeouts"] / n if n else None,
+        p50_latency=p50,
+        p95_latency=p95,
+        p99_latency=p99,
         cost=to_decimal(cost),
-        cost_per_call=to_decimal(cost // len(priced)) if priced else None,
+        cost_per_call=to_decimal(cost // priced) if priced else None,
         cost_per_accepted=to_decimal(cost // accepted) if accepted and priced else None,
-        by_source=dict(by_source),
-        **tokens,
+        by_source=dict(sorted(by_source.items())),
+        **{name: t[name] for name in TOKENS},
+        audited=audited,
+        audit_errors=t["audit_errors"],
+        audited_error_rate=t["audit_errors"] / audited if audited else None,
+        audited_error_interval=wilson(t["audit_errors"], audited),
     )
 
 
-_TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-           "cache_write_1h_tokens")  # fmt: skip
+def _day(number: int) -> str:
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=number)).strftime("%Y-%m-%d")
 
 
-def _day(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
-
-
-def _series(calls: list[dict[str, Any]], fb: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    days: dict[str, dict[str, Any]] = defaultdict(
-        lambda: {
-            "calls": 0,
-            "cost": 0,
-            "priced": 0,
-            "sources": defaultdict(int),
-            "arm": defaultdict(lambda: [0, 0]),
-        }
+def _series(rows: list[tuple[Any, ...]], histogram: tuple[float, list[int]]) -> dict[str, Any]:
+    """The daily series of one feature from its ``i = -1`` rows (day, arm, source, sums)."""
+    days: dict[int, dict[str, Any]] = defaultdict(
+        lambda: {"calls": 0, "cost": 0, "priced": 0, "sources": defaultdict(int), "arm": {}}
     )
-    for c in calls:
-        d = days[_day(c["started_at"])]
-        d["calls"] += 1
-        d["sources"][c["source"] or "none"] += 1
-        if c["cost_pico"] is not None:
-            d["cost"] += c["cost_pico"]
-            d["priced"] += 1
-        f = fb.get(c["call_id"])
-        if f is not None and f["kind"] in ("accepted", "edited", "rejected", "corrected"):
-            arm = c["arm"] or "all"
-            d["arm"][arm][1] += 1
-            d["arm"][arm][0] += f["kind"] in ("accepted", "edited")
+    at = {name: 6 + j for j, name in enumerate(SUMS)}
+    for row in rows:
+        d = days[row[3]]
+        d["calls"] += row[at["calls"]]
+        d["cost"] += row[at["cost"]]
+        d["priced"] += row[at["priced"]]
+        d["sources"][row[5]] += row[at["calls"]]
+        accepted = row[at["accepted"]] + row[at["edited"]]
+        decided = accepted + row[at["rejected"]] + row[at["corrected"]]
+        if decided:
+            arm = d["arm"].setdefault(row[4], [0, 0])
+            arm[0] += accepted
+            arm[1] += decided
     order = sorted(days)
     return {
-        "days": order,
+        "days": [_day(d) for d in order],
         "calls": [days[d]["calls"] for d in order],
         "cost": [float(to_decimal(days[d]["cost"])) for d in order],
         "cost_per_call": [
@@ -314,22 +385,37 @@ def _series(calls: list[dict[str, Any]], fb: dict[str, dict[str, Any]]) -> dict[
         },
         "acceptance": {
             arm: [
-                (days[d]["arm"][arm][0] / days[d]["arm"][arm][1])
-                if days[d]["arm"][arm][1]
-                else None
+                (days[d]["arm"][arm][0] / days[d]["arm"][arm][1]) if arm in days[d]["arm"] else None
                 for d in order
             ]
             for arm in sorted({a for d in order for a in days[d]["arm"]})
         },
-        "latencies": sorted(c["latency"] for c in calls),
+        "latency_histogram": {"high": histogram[0], "counts": list(histogram[1])},
     }
 
 
-def _group_key(split: str, call: dict[str, Any], fb: dict[str, Any] | None) -> str:
-    if split in ("model", "source", "arm", "reason"):
-        return str(call[split] or "none")
-    attrs = json.loads(fb["attributes"]) if fb is not None and fb.get("attributes") else {}
-    return str(attrs.get(split, "none"))
+def _aggregates(
+    store: Any, feature: str | None, since: float | None, splits: list[str]
+) -> Aggregates:
+    """In the database when the store can (``report_aggregates``), else in Python from every
+    call record of the window and the feedback rows."""
+    read = getattr(store, "report_aggregates", None)
+    if read is not None:
+        found = read(feature=feature, since=since, splits=splits)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+    return in_python(
+        store.call_records(feature=feature, since=since),
+        store.feedback_rows(feature=feature),
+        splits,
+    )
+
+
+def _margin(value: float | None, feature: str) -> float:
+    if value is None:
+        cfg = runtime.features.get(feature)
+        value = getattr(cfg, "segment_margin", None)
+    return MARGIN if value is None else float(value)
 
 
 def report(
@@ -339,16 +425,24 @@ def report(
     by: str | Sequence[str] = ("source", "arm"),
     store: Any = None,
     targets: Mapping[str, Sequence[str | Target]] | None = None,
+    margin: float | None = None,
 ) -> Report:
     """Compute the report from the store's call records and feedback.
+
+    The figures are aggregated in the database (SQLite or PostgreSQL) over the calls of the
+    window only, and the feedback on those calls; a store of your own without
+    ``report_aggregates`` gets them computed in Python from its ``call_records`` and
+    ``feedback_rows``.
 
     Args:
         feature: one feature, or all.
         since: only calls from then on: ``"7d"``, ``"24h"``, an ISO date, or a POSIX time.
-        by: splits to compute groups for: ``model``, ``source``, ``arm``, ``reason`` or any
-            attribute given with feedback.
+        by: splits to compute groups for: ``model``, ``source``, ``arm``, ``reason``, a segment
+            recorded on the calls, or an attribute given with feedback.
         store: a store to read (default: the configured one).
         targets: per-feature targets (default: those configured for each feature).
+        margin: how much worse than the best segment a segment may be before it is flagged
+            (default: the feature's ``segment_margin``, else 0.05).
 
     Example:
         >>> import aiguard
@@ -364,31 +458,51 @@ def report(
     """
     from ._runtime.lifecycle import flush
 
+    if margin is not None and (
+        isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < 1
+    ):
+        raise ConfigError(f"margin={margin!r} is invalid: give a fraction from 0 to 1, e.g. 0.05")
+    splits = [by] if isinstance(by, str) else list(by)
+    check_splits(splits)
     flush()
     store = configured_store() if store is None else store
     start = parse_since(since)
-    calls = store.call_records(feature=feature, since=start)
-    fb = _latest_feedback(store.feedback_rows(feature=feature))
-    per_feature: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for c in calls:
-        per_feature[c["feature"]].append(c)
-    splits = [by] if isinstance(by, str) else list(by)
-    features, groups, diffs, target_rows, series = [], {}, {}, {}, {}
+    agg = _aggregates(store, feature, start, splits)
+    at = {name: 6 + j for j, name in enumerate(SUMS)}
+    totals: dict[tuple[int, str, Any], dict[str, Any]] = {}
+    sources: dict[tuple[int, str, Any], dict[str, int]] = {}
+    daily: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for row in agg.sums:
+        if row[0] == -1:
+            daily[row[1]].append(row)
+            continue
+        key = (row[0], row[1], row[2])
+        t = totals.setdefault(key, dict.fromkeys(SUMS, 0))
+        for name, j in at.items():
+            t[name] += row[j]
+        sources.setdefault(key, {})[row[5]] = sources.get(key, {}).get(row[5], 0) + row[at["calls"]]
+    none = (None,) * len(QUANTILES)
+    features, groups, diffs, target_rows, series, flags = [], {}, {}, {}, {}, {}
     configured = runtime.features
-    for name in sorted(per_feature):
-        rows = per_feature[name]
-        figures = _figures(name, None, rows, fb)
+    for name in sorted({k[1] for k in totals if k[0] == 0}):
+        k0 = (0, name, None)
+        figures = _figures(name, None, totals[k0], sources[k0], agg.percentiles.get(k0, none))
         features.append(figures)
         grouped: list[FeatureFigures] = []
-        for split in splits:
-            buckets: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for c in rows:
-                buckets[_group_key(split, c, fb.get(c["call_id"]))].append(c)
-            if len(buckets) > 1 or split != "arm":
-                grouped += [
-                    _figures(name, f"{split}={k}", v, fb) for k, v in sorted(buckets.items())
-                ]
+        gaps: list[SegmentGap] = []
+        for i, split in enumerate(splits, 1):
+            keys = sorted((key_text(k[2]), k) for k in totals if k[0] == i and k[1] == name)
+            if len(keys) > 1 or split != "arm":
+                mine = [
+                    _figures(name, f"{split}={text_}", totals[k], sources[k],
+                             agg.percentiles.get(k, none))
+                    for text_, k in keys
+                ]  # fmt: skip
+                grouped += mine
+                if split not in CALL_SPLITS:
+                    gaps += segment_gaps(name, split, mine, _margin(margin, name))
         groups[name] = grouped
+        flags[name] = gaps
         arms = {g.group: g for g in grouped if g.group and g.group.startswith("arm=")}
         ai, base = arms.get("arm=ai"), arms.get("arm=baseline")
         diffs[name] = (
@@ -404,5 +518,5 @@ def report(
             (t, figures.figure(t.metric), t.check(figures.figure(t.metric)))
             for t in (Target.parse(x) if not isinstance(x, Target) else x for x in wanted)
         ]
-        series[name] = _series(rows, fb)
-    return Report(features, groups, diffs, target_rows, series, start, time.time())
+        series[name] = _series(daily[name], agg.histogram.get(name, (0.0, [0] * BUCKETS)))
+    return Report(features, groups, diffs, target_rows, series, start, time.time(), flags)

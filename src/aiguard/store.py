@@ -48,11 +48,12 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from ._checks import seconds
+from ._report_data import Aggregates
 from ._runtime import errors, lifecycle
 from ._runtime import serialize as _serialize
 from ._runtime.records import CALL_RECORD_COLUMNS, set_audit_writer
@@ -472,6 +473,16 @@ class SQLiteStore(_SqlReads):
                     call_record,
                 )
             return _insert_feedback(db, row)
+
+    def report_aggregates(
+        self, *, feature: str | None, since: float | None, splits: Sequence[str]
+    ) -> Aggregates | None:
+        """The report's aggregates computed by SQLite (None before SQLite 3.38, whose JSON
+        functions and materialized views the queries need: the report then computes them in
+        Python)."""
+        if sqlite3.sqlite_version_info < (3, 38):
+            return None
+        return super().report_aggregates(feature=feature, since=since, splits=splits)
 
     def close(self) -> None:
         with self._lock:
