@@ -99,6 +99,17 @@ def _gap(g: SegmentGap) -> str:
     )
 
 
+def _calibration_line(cal: Any) -> str:
+    if cal.ece is None:
+        return "calibration: no judged answers yet (feedback or audits on the model's answers)"
+    worst = max((b for b in cal.bins if b.count and b.gap is not None), key=lambda b: abs(b.gap))
+    return (
+        f"calibration: ECE {cal.ece:.3f} over {cal.n:,} judged answers; widest gap "
+        f"{100 * worst.gap:+.1f} points at confidence {worst.low:.2f}-{worst.high:.2f} "
+        f"({_pct(worst.accuracy)} right at {worst.mean_confidence:.2f} mean confidence)"
+    )
+
+
 def text(report: Report) -> str:
     if not report.features:
         return "No call records in the store for this selection."
@@ -121,6 +132,10 @@ def text(report: Report) -> str:
         for gap in report.segment_flags.get(f.feature, []):
             if gap.flagged:
                 out.append(f"{f.feature}: {_gap(gap)}")
+        q = report.quality.get(f.feature)
+        if q is not None:
+            out.append(f"{f.feature}: {_calibration_line(q.calibration)}")
+            out.append(q.drift.describe())
         for target, actual, ok in report.targets.get(f.feature, []):
             verdict = "n/a" if ok is None else ("PASS" if ok else "FAIL")
             out.append(
@@ -310,6 +325,13 @@ def html(report: Report) -> str:
                     + ('<td class="fail">FLAGGED</td>' if g.flagged else "<td></td>") + "</tr>"
                 )  # fmt: skip
             parts.append("</table>")
+        q = report.quality.get(f.feature)
+        if q is not None:
+            parts.append(f"<p>{_html.escape(_calibration_line(q.calibration)[0].upper())}"
+                         f"{_html.escape(_calibration_line(q.calibration)[1:])}.</p>")  # fmt: skip
+            if q.calibration.n:
+                parts.append(q.calibration.svg())
+            parts.append(f"<p>{_html.escape(q.drift.describe())}.</p>")
         rows = report.targets.get(f.feature, [])
         if rows:
             parts.append("<table class=targets><tr><th>target</th><th>figure</th><th></th></tr>")
@@ -391,6 +413,18 @@ def as_json(report: Report) -> str:
         "series": report.series,
         "segment_flags": {
             name: [figures(g) for g in gaps] for name, gaps in report.segment_flags.items()
+        },
+        "quality": {
+            name: {
+                "figures": q.figures,
+                "calibration": {
+                    "n": q.calibration.n,
+                    "ece": q.calibration.ece,
+                    "bins": [figures(b) for b in q.calibration.bins],
+                },
+                "drift": figures(q.drift),
+            }
+            for name, q in report.quality.items()
         },
     }
     return json.dumps(_plain(data), ensure_ascii=False, allow_nan=False)

@@ -18,8 +18,6 @@ from . import _control_edit, events
 from . import _quality_sql as qsql
 from ._runtime.state import runtime
 from .events import ControlEvent, EventKind
-from .quality import audit_figures
-from .quality import figures as quality_figures
 from .report import report
 from .store import configured as configured_store
 from .targets import Target
@@ -146,21 +144,10 @@ def check(
         wanted = [Target.parse(t) for t in _get(cfg, "targets", ())]
         if not wanted:
             continue
-        found = report(name, since=since, by=(), store=store).features
-        base = found[0] if found else None
-        quality: dict[str, float | None] | None = None
+        rep = report(name, since=since, by=(), store=store, targets={name: wanted})
         breaches = []
-        for target in wanted:
+        for target, value, ok in rep.targets.get(name, [(t, None, None) for t in wanted]):
             metric = target.metric
-            if metric in QUALITY:
-                if quality is None:
-                    quality = quality_figures(name, since=since, store=store)
-                value = quality[metric]
-            else:
-                value = None if base is None else base.figure(metric)
-                if value is None and metric == "audited_error_rate":
-                    value = audit_figures(name, since=since, store=store).audited_error_rate
-            ok = target.check(value)
             results.append(TargetResult(name, target, value, ok))
             if ok is False and metric in DRIFT:
                 breaches.append(f"{metric} {value:.3f} breaks {target}")

@@ -33,12 +33,14 @@ __all__ = [
     "AuditFigures",
     "Calibration",
     "Drift",
+    "QualitySummary",
     "ReliabilityBin",
     "audit_figures",
     "calibration",
     "drift",
     "figures",
     "save_baseline",
+    "summary",
 ]
 
 #: Fewer calls than this in either drift window: the drift figures are shown but not judged.
@@ -495,6 +497,63 @@ def drift(
 # -- figures for targets ---------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class QualitySummary:
+    """A feature's calibration and drift over a window, and the figures targets can name from
+    them (``ece``, ``confidence_psi``, ``confidence_ks``, ``label_psi``; see :func:`figures`).
+    What :func:`aiguard.report` shows per feature.
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.configure(store=":memory:")
+        >>> s = aiguard.quality.summary("reply")
+        >>> s.calibration.n, s.drift.enough, s.figures["ece"]
+        (0, False, None)
+    """
+
+    calibration: Calibration
+    drift: Drift
+    figures: dict[str, float | None]
+
+
+def summary(feature: str, *, since: str | float | None = None, store: Any = None) -> QualitySummary:
+    """The calibration of the calls since ``since`` and the drift of those calls (default: the
+    last 7 days) against the saved baseline ``"default"`` when there is one, else the current
+    stage's first week; with the figures targets can name (see :func:`figures`).
+
+    Example:
+        >>> import aiguard
+        >>> aiguard.configure(store=":memory:")
+        >>> aiguard.quality.summary("reply").drift.reference
+        'the first week of all records'
+    """
+    check_feature(feature)
+    d = _store(store)
+    start = parse_since(since)
+    now = time.time()
+    window = 7 * 86400.0 if start is None else max(now - start, 1.0)
+    has_baseline = qsql.load_baseline(d, feature, "default") is not None
+    found = drift(
+        feature,
+        window=window,
+        reference="baseline" if has_baseline else "stage",
+        now=now,
+        store=store,
+    )
+    cal = calibration(feature, since=since, store=store)
+    labelled = min(found.reference_labels, found.recent_labels) >= MIN_DRIFT_CALLS
+    return QualitySummary(
+        cal,
+        found,
+        {
+            "ece": cal.ece,
+            "confidence_psi": found.confidence_psi if found.enough else None,
+            "confidence_ks": found.confidence_ks if found.enough else None,
+            "label_psi": found.label_psi if labelled else None,
+        },
+    )
+
+
 def figures(
     feature: str, *, since: str | float | None = None, store: Any = None
 ) -> dict[str, float | None]:
@@ -510,23 +569,4 @@ def figures(
         >>> aiguard.quality.figures("reply")
         {'ece': None, 'confidence_psi': None, 'confidence_ks': None, 'label_psi': None}
     """
-    check_feature(feature)
-    d = _store(store)
-    start = parse_since(since)
-    now = time.time()
-    window = 7 * 86400.0 if start is None else max(now - start, 1.0)
-    has_baseline = qsql.load_baseline(d, feature, "default") is not None
-    found = drift(
-        feature,
-        window=window,
-        reference="baseline" if has_baseline else "stage",
-        now=now,
-        store=store,
-    )
-    labelled = min(found.reference_labels, found.recent_labels) >= MIN_DRIFT_CALLS
-    return {
-        "ece": calibration(feature, since=since, store=store).ece,
-        "confidence_psi": found.confidence_psi if found.enough else None,
-        "confidence_ks": found.confidence_ks if found.enough else None,
-        "label_psi": found.label_psi if labelled else None,
-    }
+    return summary(feature, since=since, store=store).figures

@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._report_data import (
     BUCKETS,
@@ -42,6 +42,9 @@ from .exceptions import ConfigError
 from .pricing import to_decimal
 from .store import configured as configured_store
 from .targets import Target
+
+if TYPE_CHECKING:
+    from .quality import QualitySummary
 
 __all__ = ["FeatureFigures", "Report", "SegmentGap", "parse_since", "report", "wilson"]
 
@@ -169,9 +172,11 @@ class FeatureFigures:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Report:
-    """The report: per-feature figures, groups, AI-vs-baseline, targets, series for plots, and
-    per feature the gaps of its segments to the best one (``segment_flags``, see
-    :class:`SegmentGap`).
+    """The report: per-feature figures, groups, AI-vs-baseline, targets, series for plots, per
+    feature the gaps of its segments to the best one (``segment_flags``, see
+    :class:`SegmentGap`), and its calibration and drift (``quality``, see
+    :class:`aiguard.quality.QualitySummary`; empty for a store of your own, which cannot
+    compute them).
 
     Example:
         >>> import aiguard
@@ -188,6 +193,7 @@ class Report:
     since: float | None = None
     generated_at: float = 0.0
     segment_flags: dict[str, list[SegmentGap]] = dataclasses.field(default_factory=dict)
+    quality: dict[str, QualitySummary] = dataclasses.field(default_factory=dict)
 
     def to_text(self) -> str:
         """The report as a terminal table."""
@@ -483,6 +489,7 @@ def report(
         sources.setdefault(key, {})[row[5]] = sources.get(key, {}).get(row[5], 0) + row[at["calls"]]
     none = (None,) * len(QUANTILES)
     features, groups, diffs, target_rows, series, flags = [], {}, {}, {}, {}, {}
+    quality: dict[str, QualitySummary] = {}
     configured = runtime.features
     for name in sorted({k[1] for k in totals if k[0] == 0}):
         k0 = (0, name, None)
@@ -514,9 +521,30 @@ def report(
         if wanted is None:
             cfg = configured.get(name)
             wanted = list(cfg.targets) if cfg is not None else []
-        target_rows[name] = [
-            (t, figures.figure(t.metric), t.check(figures.figure(t.metric)))
-            for t in (Target.parse(x) if not isinstance(x, Target) else x for x in wanted)
-        ]
+        summary = _quality(name, since, store)
+        if summary is not None:
+            quality[name] = summary
+        rows: list[tuple[Target, float | None, bool | None]] = []
+        for goal in (Target.parse(x) if not isinstance(x, Target) else x for x in wanted):
+            if goal.metric in QUALITY_METRICS:
+                value = None if summary is None else summary.figures[goal.metric]
+            else:
+                value = figures.figure(goal.metric)
+            rows.append((goal, value, goal.check(value)))
+        target_rows[name] = rows
         series[name] = _series(daily[name], agg.histogram.get(name, (0.0, [0] * BUCKETS)))
-    return Report(features, groups, diffs, target_rows, series, start, time.time(), flags)
+    return Report(features, groups, diffs, target_rows, series, start, time.time(), flags, quality)
+
+
+QUALITY_METRICS = frozenset({"ece", "confidence_psi", "confidence_ks", "label_psi"})
+"""The target metrics computed by :mod:`aiguard.quality` rather than from the report's sums."""
+
+
+def _quality(name: str, since: str | float | None, store: Any) -> QualitySummary | None:
+    """The feature's calibration and drift; None for a store that cannot compute them."""
+    from . import quality
+
+    try:
+        return quality.summary(name, since=since, store=store)
+    except ConfigError:  # a store of your own: no SQL to aggregate in
+        return None
