@@ -1,0 +1,310 @@
+"""The report's aggregates computed by SQLite or PostgreSQL, each call of the window read once.
+
+Four statements on one connection (``run(sql, params)`` returns a statement's rows):
+
+1. ``CREATE TEMP TABLE``: one row per call of the window, with its split keys, its figures (its
+   feedback's decision, audit verdict and scores found in one pass over the window's feedback)
+   and its latency bucket ``lb`` (log-spaced, 0.5 % wide; any function of the latency that never
+   decreases would do: the buckets only narrow down where each wanted value lies);
+2. the sums, grouped at the finest grain the report needs (feature, source, day, arm and every
+   split key); the coarser groupings are summed here from those rows (they are few);
+3. per feature, split keys and latency bucket: the number of calls, and the lowest and highest
+   latency;
+4. the latencies of the few buckets that hold a wanted rank (p50, p95 and p99 of each group) or
+   straddle a bound of the histogram, so percentiles and histogram are exact (nearest rank, as
+   the Python reference), with no sort of the window's calls.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from ._report_data import (
+    BUCKETS,
+    CALL_SPLITS,
+    DAY,
+    DECISIONS,
+    FLOAT_SUMS,
+    NOT_UNDOING,
+    QUANTILES,
+    SUMS,
+    TOKENS,
+    Aggregates,
+    Dialect,
+    check_splits,
+    histogram_bucket,
+    rank,
+)
+
+Run = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
+
+TABLE = "aiguard_report_calls"
+"""The temporary table of the window's calls (one per connection, dropped after)."""
+
+PER_E = 200  # latency buckets per factor e: each 0.5 % wide
+LOWEST, HIGHEST = -(10**6), 10**6  # buckets of a latency <= 0 and of one too large for ln()
+CHUNK = 500  # bucket numbers per statement of step 4
+
+Group = tuple[int, str, str | None]
+
+
+def _literal(text: str, dialect: Dialect) -> str:
+    quoted = "'" + text.replace("'", "''") + "'"
+    return quoted.replace("%", "%%") if dialect == "postgres" else quoted
+
+
+def _key(split: str, dialect: Dialect) -> str:
+    """The SQL of a split's value for the call ``w`` (with its feedback row ``r``)."""
+    if split in CALL_SPLITS:
+        return f"COALESCE(NULLIF(w.{split}, ''), 'none')"
+    if dialect == "sqlite":
+        path = _literal(f'$."{split}"', dialect)
+        segment = (
+            f"CASE json_type(w.segments, {path}) WHEN 'text' THEN json_extract(w.segments, {path})"
+            f" WHEN 'null' THEN NULL ELSE char(31) || (w.segments -> {path}) END"
+        )
+        attribute = (
+            f"CASE json_type(r.attributes, {path}) WHEN 'text' THEN "
+            f"json_extract(r.attributes, {path}) ELSE char(31) || (r.attributes -> {path}) END"
+        )
+    else:
+        name = _literal(split, dialect)
+        segment = (
+            f"CASE json_typeof(w.segments::json -> {name}) WHEN 'string' THEN "
+            f"w.segments::json ->> {name} WHEN 'null' THEN NULL "
+            f"ELSE chr(31) || (w.segments::json -> {name})::text END"
+        )
+        attribute = (
+            f"CASE json_typeof(r.attributes::json -> {name}) WHEN 'string' THEN "
+            f"r.attributes::json ->> {name} "
+            f"ELSE chr(31) || (r.attributes::json -> {name})::text END"
+        )
+    return f"COALESCE({segment}, {attribute}, 'none')"
+
+
+def _window(
+    dialect: Dialect, feature: str | None, since: float | None, table: str
+) -> tuple[str, tuple[Any, ...]]:
+    """The condition on ``call_records`` of the window asked for, and its parameters."""
+    mark = "?" if dialect == "sqlite" else "%s"
+    where: list[str] = ["1 = 1"]
+    params: list[Any] = []
+    if feature is not None:
+        where.append(f"{table}.feature = {mark}")
+        params.append(feature)
+    if since is not None:
+        where.append(f"{table}.started_at >= {mark}")
+        params.append(since)
+    return " AND ".join(where), tuple(params)
+
+
+def _bucket(dialect: Dialect, ln: bool) -> str:
+    """The latency bucket of ``w.latency``: never decreasing with the latency."""
+    if not ln:  # an SQLite built without its math functions: 1 ms wide buckets
+        return f"CAST(MIN(MAX(w.latency, 0) * 1000, {HIGHEST}) AS INTEGER)"
+    log = (
+        f"CAST(ln(w.latency) * {PER_E} AS INTEGER)"
+        if dialect == "sqlite"
+        else f"CAST(FLOOR(LN(w.latency) * {PER_E}) AS INTEGER)"
+    )
+    return (
+        f"CASE WHEN w.latency <= 0 THEN {LOWEST} WHEN w.latency < 1e300 THEN {log} "
+        f"ELSE {HIGHEST} END"
+    )
+
+
+def calls_statement(
+    dialect: Dialect,
+    feature: str | None,
+    since: float | None,
+    splits: Sequence[str],
+    *,
+    ln: bool = True,
+) -> tuple[str, tuple[Any, ...]]:
+    """Step 1: the temporary table of the window's calls (see the module's docstring)."""
+    where, params = _window(dialect, feature, since, "w")
+    fb_where, fb_params = _window(dialect, feature, since, "c")
+    decisions = ", ".join(f"'{k}'" for k in DECISIONS)
+    not_undoing = ", ".join(f"'{k}'" for k in NOT_UNDOING)
+    keys = "".join(f", {_key(s, dialect)} AS k{i}" for i, s in enumerate(splits, 1))
+    day = (
+        f"CAST(w.started_at / {DAY} AS INTEGER) - (w.started_at < 0 AND "
+        f"w.started_at / {DAY} <> CAST(w.started_at / {DAY} AS INTEGER))"
+        if dialect == "sqlite"
+        else f"CAST(FLOOR(w.started_at / {DAY}) AS BIGINT)"
+    )
+
+    def flag(condition: str) -> str:
+        return f"CASE WHEN {condition} THEN 1 ELSE 0 END"
+
+    verdict = "CASE WHEN w.source = 'model' AND w.confidence IS NOT NULL THEN a.accepted END"
+    values = {
+        "accepted": flag("d.kind = 'accepted'"),
+        "edited": flag("d.kind = 'edited'"),
+        "rejected": flag("d.kind = 'rejected'"),
+        "corrected": flag("d.kind = 'corrected'"),
+        "dist_sum": "CASE WHEN d.kind = 'edited' THEN d.edit_distance END",
+        "dist_n": flag("d.kind = 'edited' AND d.edit_distance IS NOT NULL"),
+        "score_sum": "f.score_sum",
+        "score_n": "f.score_n",
+        "served": flag("w.reason = 'served'"),
+        "errors": flag("w.reason = 'error'"),
+        "timeouts": flag("w.reason = 'timeout'"),
+        "cost": "w.cost_pico",
+        "priced": flag("w.cost_pico IS NOT NULL"),
+        **{t: f"w.{t}" for t in TOKENS},
+        "audited": flag(f"({verdict}) IS NOT NULL"),
+        "audit_errors": flag(f"({verdict}) = 0"),
+    }
+    figures = ", ".join(f"{expr} AS s_{name}" for name, expr in values.items() if name != "calls")
+    attributes = any(s not in CALL_SPLITS for s in splits)
+    on_commit = "" if dialect == "sqlite" else " ON COMMIT DROP"
+    sql = f"""CREATE TEMP TABLE {TABLE}{on_commit} AS
+      WITH f AS (
+        SELECT fb.call_id,
+          MAX(CASE WHEN fb.kind IN ({decisions}) THEN fb.id END) AS dec_id,
+          MAX(CASE WHEN fb.kind = 'audited' THEN fb.id END) AS audit_id,
+          COALESCE(MAX(CASE WHEN fb.kind NOT IN ({not_undoing}) THEN fb.id END), MIN(fb.id))
+            AS row_id,
+          SUM(fb.score) AS score_sum, COUNT(fb.score) AS score_n
+        FROM feedback fb JOIN call_records c ON c.call_id = fb.call_id
+        WHERE {fb_where} GROUP BY fb.call_id)
+      SELECT w.feature AS feature, COALESCE(NULLIF(w.source, ''), 'none') AS src, {day} AS day,
+        COALESCE(NULLIF(w.arm, ''), 'all') AS armk{keys}, w.latency AS latency,
+        {_bucket(dialect, ln)} AS lb, {figures}
+      FROM call_records w LEFT JOIN f ON f.call_id = w.call_id
+        LEFT JOIN feedback d ON d.id = f.dec_id
+        LEFT JOIN feedback a ON a.id = f.audit_id
+        {"LEFT JOIN feedback r ON r.id = f.row_id" if attributes else ""}
+      WHERE {where}"""
+    return sql, (*fb_params, *params)
+
+
+def _ks(splits: Sequence[str]) -> str:
+    return "".join(f", k{i}" for i in range(1, len(splits) + 1))
+
+
+def finest_query(splits: Sequence[str]) -> str:
+    """Step 2: rows ``(feature, src, day, armk, k1.., *SUMS)``."""
+    ks = _ks(splits)
+    sums = ", ".join("COUNT(*)" if n == "calls" else f"SUM(s_{n})" for n in SUMS)
+    return (
+        f"SELECT feature, src, day, armk{ks}, {sums} FROM {TABLE} "
+        f"GROUP BY feature, src, day, armk{ks}"
+    )
+
+
+def buckets_query(splits: Sequence[str]) -> str:
+    """Step 3: rows ``(feature, k1.., lb, calls, lowest, highest)``."""
+    ks = _ks(splits)
+    return (
+        f"SELECT feature{ks}, lb, COUNT(*), MIN(latency), MAX(latency) FROM {TABLE} "
+        f"GROUP BY feature{ks}, lb"
+    )
+
+
+def latencies_query(splits: Sequence[str], buckets: Sequence[int]) -> str:
+    """Step 4: rows ``(feature, k1.., lb, latency)`` of the buckets given."""
+    listed = ", ".join(str(int(b)) for b in buckets)
+    return f"SELECT feature{_ks(splits)}, lb, latency FROM {TABLE} WHERE lb IN ({listed})"
+
+
+def in_sql(
+    run: Run,
+    dialect: Dialect,
+    feature: str | None,
+    since: float | None,
+    splits: Sequence[str],
+    *,
+    ln: bool = True,
+) -> Aggregates:
+    """The aggregates computed by the database; ``run(sql, params)`` runs a statement on the one
+    connection that holds the temporary table (the caller drops it, or commits it away)."""
+    check_splits(splits)
+    n = len(splits)
+    run(*calls_statement(dialect, feature, since, splits, ln=ln))
+    sums = _sums(run(finest_query(splits), ()), n)
+    counts: dict[Group, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    ranges: dict[str, dict[int, list[float]]] = defaultdict(dict)
+    for row in run(buckets_query(splits), ()):
+        feat, keys, lb, calls, low, high = row[0], row[1 : n + 1], row[n + 1], *row[n + 2 :]
+        for group in _groups(feat, keys):
+            counts[group][lb] += calls
+        seen = ranges[feat].get(lb)
+        if seen is None:
+            ranges[feat][lb] = [low, high]
+        else:
+            seen[0], seen[1] = min(seen[0], low), max(seen[1], high)
+    # where each wanted rank lies: (group, bucket) -> [(quantile's index, rank in the bucket)]
+    wanted: dict[tuple[Group, int], list[tuple[int, int]]] = defaultdict(list)
+    for group, per_bucket in counts.items():
+        order = sorted(per_bucket)
+        cumulative, total = [], 0
+        for lb in order:
+            total += per_bucket[lb]
+            cumulative.append(total)
+        for j, q in enumerate(QUANTILES):
+            r = rank(q, total)
+            at = bisect.bisect_left(cumulative, r)
+            before = cumulative[at - 1] if at else 0
+            wanted[(group, order[at])].append((j, r - before))
+    highest = {feat: max(h for _, h in buckets.values()) for feat, buckets in ranges.items()}
+    histogram: dict[str, tuple[float, list[int]]] = {}
+    straddling: set[tuple[str, int]] = set()
+    for feat, buckets in ranges.items():
+        hi, bins = highest[feat], [0] * BUCKETS
+        for lb, (low, high) in buckets.items():
+            first = histogram_bucket(low, hi)
+            if first == histogram_bucket(high, hi):
+                bins[first] += counts[(0, feat, None)][lb]
+            else:
+                straddling.add((feat, lb))
+        histogram[feat] = (hi, bins)
+    fetch = sorted({lb for (_, lb) in wanted} | {lb for (_, lb) in straddling})
+    values: dict[tuple[Group, int], list[float]] = defaultdict(list)
+    for start in range(0, len(fetch), CHUNK):
+        for row in run(latencies_query(splits, fetch[start : start + CHUNK]), ()):
+            feat, keys, lb, latency = row[0], row[1 : n + 1], row[n + 1], row[n + 2]
+            if (feat, lb) in straddling:
+                histogram[feat][1][histogram_bucket(latency, highest[feat])] += 1
+            for group in _groups(feat, keys):
+                if (group, lb) in wanted:
+                    values[(group, lb)].append(latency)
+    percentiles: dict[Group, list[float | None]] = {g: [None] * len(QUANTILES) for g in counts}
+    for (group, lb), picks in wanted.items():
+        found = sorted(values[(group, lb)])
+        for j, r in picks:
+            percentiles[group][j] = found[r - 1]
+    return Aggregates(sums, {g: tuple(p) for g, p in percentiles.items()}, histogram)
+
+
+def _groups(feature: str, keys: Sequence[Any]) -> Iterable[Group]:
+    yield (0, feature, None)
+    for i, key in enumerate(keys, 1):
+        yield (i, feature, key)
+
+
+def _sums(rows: list[tuple[Any, ...]], n: int) -> list[tuple[Any, ...]]:
+    """The report's sums rows (``_report_data``) summed from the finest rows."""
+    width = len(SUMS)
+    floats = [name in FLOAT_SUMS for name in SUMS]
+    out: dict[tuple[Any, ...], list[Any]] = {}
+    for row in rows:
+        feat, src, day, arm = row[0], row[1], row[2], row[3]
+        figures = [
+            float(v or 0) if is_float else int(v or 0)
+            for v, is_float in zip(row[4 + n :], floats, strict=True)
+        ]
+        targets = [(0, feat, None, None, None, src), (-1, feat, None, int(day), arm, src)]
+        targets += [(i, feat, row[3 + i], None, None, src) for i in range(1, n + 1)]
+        for target in targets:
+            acc = out.get(target)
+            if acc is None:
+                out[target] = list(figures)
+            else:
+                for j in range(width):
+                    acc[j] += figures[j]
+    return [(*key, *acc) for key, acc in out.items()]
