@@ -229,6 +229,10 @@ class PostgresStore(_SqlReads):
             with self._conn(work) as conn, conn.transaction(), conn.cursor() as cur:
                 cur.execute(f"SET LOCAL statement_timeout = {ms}")
                 cur.execute(f"SET LOCAL idle_in_transaction_session_timeout = {ms}")
+                # compiling a report's expressions took longer than running them; its groups
+                # and the feedback per call are hashed in memory rather than sorted on disk
+                cur.execute("SET LOCAL jit = off")
+                cur.execute("SET LOCAL work_mem = '64MB'")
 
                 def run(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
                     cur.execute(sql, params)

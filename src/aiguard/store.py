@@ -54,7 +54,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ._checks import seconds
 from ._report_data import Aggregates
-from ._report_sql import TABLE, Run
+from ._report_sql import TEMP_TABLES, Run
 from ._runtime import errors, lifecycle
 from ._runtime import serialize as _serialize
 from ._runtime.records import CALL_RECORD_COLUMNS, set_audit_writer
@@ -516,7 +516,8 @@ class SQLiteStore(_SqlReads):
                     yield run
                 finally:
                     self._db.set_progress_handler(None, 0)
-                    self._db.execute(f"DROP TABLE IF EXISTS temp.{TABLE}")
+                    for table in TEMP_TABLES:
+                        self._db.execute(f"DROP TABLE IF EXISTS temp.{table}")
         except sqlite3.Error as exc:
             if time.monotonic() > deadline:
                 raise StoreError(
