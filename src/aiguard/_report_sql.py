@@ -57,32 +57,36 @@ def _literal(text: str, dialect: Dialect) -> str:
     return quoted.replace("%", "%%") if dialect == "postgres" else quoted
 
 
-def _key(split: str, dialect: Dialect) -> str:
-    """The SQL of a split's value for the call ``w`` (with its feedback row ``r``)."""
+def _key(split: str, i: int, dialect: Dialect) -> str:
+    """The SQL of a split's value for the call ``w`` (with its feedback ``g``; in PostgreSQL,
+    its segments' values ``sk``)."""
     if split in CALL_SPLITS:
         return f"COALESCE(NULLIF(w.{split}, ''), 'none')"
-    if dialect == "sqlite":
-        path = _literal(f'$."{split}"', dialect)
-        segment = (
-            f"CASE json_type(w.segments, {path}) WHEN 'text' THEN json_extract(w.segments, {path})"
-            f" WHEN 'null' THEN NULL ELSE char(31) || (w.segments -> {path}) END"
-        )
-        attribute = (
-            f"CASE json_type(g.attributes, {path}) WHEN 'text' THEN "
-            f"json_extract(g.attributes, {path}) ELSE char(31) || (g.attributes -> {path}) END"
-        )
-    else:  # each JSON text parsed once per call (``j``), a value not a string read as written
-        name = _literal(split, dialect)
-        segment = (
-            f"CASE jsonb_typeof(j.segments -> {name}) WHEN 'string' THEN j.segments ->> {name} "
-            f"WHEN 'null' THEN NULL ELSE chr(31) || (w.segments::json -> {name})::text END"
-        )
-        attribute = (
-            f"CASE jsonb_typeof(j.attributes -> {name}) WHEN 'string' THEN "
-            f"j.attributes ->> {name} "
-            f"ELSE chr(31) || (g.attributes::json -> {name})::text END"
-        )
+    if dialect == "postgres":
+        attribute = _pg_value("g.attributes::jsonb", "g.attributes", split, null=False)
+        return f"COALESCE(sk.s{i}, {attribute}, 'none')"
+    path = _literal(f'$."{split}"', dialect)
+    segment = (
+        f"CASE json_type(w.segments, {path}) WHEN 'text' THEN json_extract(w.segments, {path})"
+        f" WHEN 'null' THEN NULL ELSE char(31) || (w.segments -> {path}) END"
+    )
+    attribute = (
+        f"CASE json_type(g.attributes, {path}) WHEN 'text' THEN "
+        f"json_extract(g.attributes, {path}) ELSE char(31) || (g.attributes -> {path}) END"
+    )
     return f"COALESCE({segment}, {attribute}, 'none')"
+
+
+def _pg_value(parsed: str, text: str, split: str, *, null: bool) -> str:
+    """PostgreSQL: the value of ``split`` in a JSON object (``parsed`` as jsonb, ``text`` as
+    written): a string as is, else its JSON text after ``MARK`` (JSON null: NULL if ``null``);
+    NULL when missing."""
+    name = _literal(split, "postgres")
+    return (
+        f"CASE jsonb_typeof({parsed} -> {name}) WHEN 'string' THEN {parsed} ->> {name} "
+        f"{'WHEN ' + repr('null') + ' THEN NULL ' if null else ''}"
+        f"ELSE chr(31) || ({text}::json -> {name})::text END"
+    )
 
 
 def _window(
@@ -104,7 +108,10 @@ def _window(
 def _bucket(dialect: Dialect, ln: bool) -> str:
     """The latency bucket of ``w.latency``: never decreasing with the latency."""
     if not ln:  # an SQLite built without its math functions: 1 ms wide buckets
-        return f"CAST(MIN(MAX(w.latency, 0) * 1000, {HIGHEST}) AS INTEGER)"
+        return (
+            f"CASE WHEN w.latency <= 0 THEN {LOWEST} WHEN w.latency < 1000 THEN "
+            f"CAST(w.latency * 1000 AS INTEGER) ELSE {HIGHEST} END"
+        )
     log = (
         f"CAST(ln(w.latency) * {PER_E} AS INTEGER)"
         if dialect == "sqlite"
@@ -129,7 +136,7 @@ def calls_statement(
     fb_where, fb_params = _window(dialect, feature, since, "c")
     decisions = ", ".join(f"'{k}'" for k in DECISIONS)
     not_undoing = ", ".join(f"'{k}'" for k in NOT_UNDOING)
-    keys = "".join(f", {_key(s, dialect)} AS k{i}" for i, s in enumerate(splits, 1))
+    keys = "".join(f", {_key(s, i, dialect)} AS k{i}" for i, s in enumerate(splits, 1))
     day = (
         f"CAST(w.started_at / {DAY} AS INTEGER) - (w.started_at < 0 AND "
         f"w.started_at / {DAY} <> CAST(w.started_at / {DAY} AS INTEGER))"
@@ -161,10 +168,20 @@ def calls_statement(
     }
     figures = ", ".join(f"{expr} AS s_{name}" for name, expr in values.items() if name != "calls")
     attributes = any(s not in CALL_SPLITS for s in splits)
-    parsed = (  # OFFSET 0: not pulled up into the select, where each use would parse again
-        "CROSS JOIN LATERAL (SELECT w.segments::jsonb AS segments, "
-        "g.attributes::jsonb AS attributes OFFSET 0) j"
-    )
+    named = [(i, s) for i, s in enumerate(splits, 1) if s not in CALL_SPLITS]
+    segments, segment_params = "", ()
+    if dialect == "postgres" and named:
+        # each distinct segments text of the window parsed once
+        segments = ", sk AS (SELECT u.segments{} FROM (SELECT DISTINCT w.segments FROM "
+        segments += "call_records w WHERE {} AND w.segments IS NOT NULL) u)"
+        segments = segments.format(
+            "".join(
+                f", {_pg_value('u.segments::jsonb', 'u.segments', s, null=True)} AS s{i}"
+                for i, s in named
+            ),
+            where,
+        )
+        segment_params = params
     on_commit = "" if dialect == "sqlite" else " ON COMMIT DROP"
     sql = f"""CREATE TEMP TABLE {TABLE}{on_commit} AS
       WITH f AS (
@@ -174,21 +191,21 @@ def calls_statement(
           COALESCE(MAX(CASE WHEN fb.kind NOT IN ({not_undoing}) THEN fb.id END), MIN(fb.id))
             AS row_id,
           SUM(fb.score) AS score_sum, COUNT(fb.score) AS score_n
-        FROM feedback fb JOIN call_records c ON c.call_id = fb.call_id
+        FROM feedback fb {"JOIN call_records c ON c.call_id = fb.call_id" if fb_params else ""}
         WHERE {fb_where} GROUP BY fb.call_id),
       g AS MATERIALIZED (
         SELECT f.call_id, d.kind AS dkind, d.edit_distance AS dist, a.accepted AS verdict,
           f.score_sum, f.score_n, {"r.attributes" if attributes else "NULL AS attributes"}
         FROM f LEFT JOIN feedback d ON d.id = f.dec_id
           LEFT JOIN feedback a ON a.id = f.audit_id
-          {"LEFT JOIN feedback r ON r.id = f.row_id" if attributes else ""})
+          {"LEFT JOIN feedback r ON r.id = f.row_id" if attributes else ""}){segments}
       SELECT w.feature AS feature, COALESCE(NULLIF(w.source, ''), 'none') AS src, {day} AS day,
         COALESCE(NULLIF(w.arm, ''), 'all') AS armk{keys}, w.latency AS latency,
         {_bucket(dialect, ln)} AS lb, {figures}
       FROM call_records w LEFT JOIN g ON g.call_id = w.call_id
-        {parsed if attributes and dialect == "postgres" else ""}
+        {"LEFT JOIN sk ON sk.segments = w.segments" if segments else ""}
       WHERE {where}"""
-    return sql, (*fb_params, *params)
+    return sql, (*fb_params, *segment_params, *params)
 
 
 def _ks(splits: Sequence[str]) -> str:
