@@ -1,13 +1,15 @@
 """The report's aggregates computed by SQLite or PostgreSQL, each call of the window read once.
 
-Four statements on one connection (``run(sql, params)`` returns a statement's rows):
+Four steps on one connection (``run(sql, params)`` returns a statement's rows):
 
 1. ``CREATE TEMP TABLE``: one row per call of the window, with its split keys, its figures (its
    feedback's decision, audit verdict and scores found in one pass over the window's feedback)
    and its latency bucket ``lb`` (log-spaced, 0.5 % wide; any function of the latency that never
    decreases would do: the buckets only narrow down where each wanted value lies);
 2. the sums, grouped at the finest grain the report needs (feature, source, day, arm and every
-   split key); the coarser groupings are summed here from those rows (they are few);
+   split key); the coarser groupings are summed here from those rows (they are few). SQLite
+   adds each call to its group's row in a small keyed table (its GROUP BY would sort every
+   call); PostgreSQL hashes;
 3. per feature, split keys and latency bucket: the number of calls, and the lowest and highest
    latency;
 4. the latencies of the few buckets that hold a wanted rank (p50, p95 and p99 of each group) or
@@ -45,7 +47,7 @@ TABLE = "aiguard_report_calls"
 """The temporary table of the window's calls (one per connection, dropped after, with the
 SQLite store's two tables named after it)."""
 
-PER_E = 200  # latency buckets per factor e: each 0.5 % wide
+PER_E = 1000  # latency buckets per factor e: each 0.1 % wide
 LOWEST, HIGHEST = -(10**6), 10**6  # buckets of a latency <= 0 and of one too large for ln()
 CHUNK = 500  # bucket numbers per statement of step 4
 
