@@ -163,7 +163,7 @@ if kind == "sqlite":
     store = aiguard.SQLiteStore(where)
 else:
     url, schema = where.rsplit("#", 1)
-    store = PostgresStore(url, schema=schema, timeout=600)
+    store = PostgresStore(url, schema=schema)  # the report has its own deadline
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t0 = time.perf_counter()
 result = aiguard.report(store=store, by=by)

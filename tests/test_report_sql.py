@@ -326,3 +326,110 @@ def test_a_biased_feature_is_flagged(store: Any) -> None:
     # a wide margin flags nothing
     wide = aiguard.report("f", by="region", store=store, margin=0.5)
     assert not any(g.flagged for g in wide.segment_flags["f"])
+
+
+# -- exact percentiles and histogram from latency buckets -------------------------------------
+
+LATENCIES = st.one_of(
+    st.floats(0, 5, allow_nan=False),
+    st.sampled_from([0.0, 5e-324, 1e-300, 1e-9, 0.01, 0.0100000001, 1e300, 1.7e308]),
+)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    latencies=st.lists(LATENCIES, min_size=1, max_size=400),
+    plans=st.lists(st.sampled_from(["pro", "free"]), min_size=1, max_size=400),
+    ln=st.booleans(),
+)
+def test_percentiles_and_histogram_are_exact(
+    store: Any, latencies: list[float], plans: list[str], ln: bool
+) -> None:
+    """On many calls (ties, zero, the smallest and largest floats, values a bucket apart), each
+    group's p50/p95/p99 and the histogram equal the Python reference's exactly, with log-spaced
+    buckets and with the 1 ms buckets of an SQLite without ln()."""
+    from aiguard._report_data import in_python
+    from aiguard._report_sql import in_sql
+
+    store._run("DELETE FROM feedback")
+    store._run("DELETE FROM call_records")
+    rows = [
+        call(f"c{n}", latency=x, segments=json.dumps({"plan": plans[n % len(plans)]}))
+        for n, x in enumerate(latencies)
+    ]
+    store.add_call_records(rows)
+    with store._session(60.0) as run:
+        got = in_sql(run, store._dialect, None, None, ["plan"], ln=ln)
+    ref = in_python(store.call_records(), [], ["plan"])
+    assert got.percentiles == ref.percentiles
+    assert got.histogram == ref.histogram
+
+
+def test_each_wanted_rank_is_the_nearest_rank(store: Any) -> None:
+    """1,024 distinct latencies k/1024 s in a random order: p50, p95 and p99 are the 512th,
+    973rd and 1014th smallest; the histogram counts each call in its bucket."""
+    order = list(range(1, 1025))
+    random.Random(7).shuffle(order)
+    store.add_call_records([call(f"c{i}", latency=k / 1024) for i, k in enumerate(order)])
+    [f] = aiguard.report("f", store=store).features
+    assert (f.p50_latency, f.p95_latency, f.p99_latency) == (512 / 1024, 973 / 1024, 1014 / 1024)
+    expected = [0] * 20
+    for k in order:
+        expected[min(19, k * 20 // 1024)] += 1
+    agg = store.report_aggregates(feature="f", since=None, splits=[])
+    assert agg.histogram["f"] == (1.0, expected)
+
+
+# -- one connection, its own deadline ----------------------------------------------------------
+
+
+def test_the_report_leaves_no_table_behind(store: Any) -> None:
+    """The temporary tables are dropped after a report (and after one that failed), so the next
+    report on the same connection works."""
+    store.add_call_records([call("a", segments=json.dumps({"plan": "pro"}))])
+    for _ in range(2):
+        [f] = aiguard.report("f", by="plan", store=store).features
+        assert f.calls == 1
+    if store._dialect == "sqlite":
+        assert store._run("SELECT name FROM sqlite_temp_master") == []
+
+    def fail() -> None:
+        with store._session(60.0) as run:
+            run("CREATE TEMP TABLE aiguard_report_calls (x INTEGER)", ())
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        fail()
+    [f] = aiguard.report("f", by="plan", store=store).features
+    assert f.calls == 1
+
+
+def test_sqlite_report_past_its_deadline_is_a_store_error() -> None:
+    """A report that runs past its deadline is interrupted: StoreError naming the deadline; the
+    store works on."""
+    s = aiguard.SQLiteStore(":memory:")
+    s.add_call_records([call(f"c{i}") for i in range(2000)])
+    with pytest.raises(aiguard.StoreError, match="deadline of 1e-06 s"):
+        s.report_aggregates(feature=None, since=None, splits=["plan"], timeout=1e-6)
+    assert s.report_aggregates(feature=None, since=None, splits=["plan"]) is not None
+    s.close()
+
+
+def test_postgres_report_statements_get_the_report_deadline() -> None:
+    """The report's statements run with the report's deadline (longer than the store's own
+    5 s), in one transaction; other statements keep the store's."""
+    from aiguard.postgres import PostgresStore
+
+    url = require_postgres()
+    schema = unique("report_deadline")
+    s = PostgresStore(url, schema=schema, timeout=2)
+    try:
+        with s._session(120.0) as run:
+            assert run("SHOW statement_timeout", ()) == [("2min",)]
+            assert run("SHOW jit", ()) == [("off",)]
+        assert s._run("SHOW statement_timeout") == [("2s",)]
+    finally:
+        s.close()
+        drop_schema(schema)

@@ -4,19 +4,25 @@ imports ``postgres`` (inside the function, for a ``postgresql://`` URL)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from ._report_data import Aggregates, Dialect, in_sql
+from ._report_data import Aggregates, Dialect
+from ._report_sql import Run, in_sql
 from ._runtime import serialize as _serialize
 from ._runtime.records import CALL_RECORD_COLUMNS
 from .exceptions import ReviewError
 from .limits import Limits, StageFigures
 
 SCHEMA_VERSION = 6
+
+REPORT_TIMEOUT = 300.0
+"""Seconds a report's statements may take together, unless the store's own deadline is longer:
+a report reads the whole window, which takes longer than a store's other operations."""
 
 CALL_RECORD_LIST = ", ".join(CALL_RECORD_COLUMNS)
 """The call-record columns by name, in row order: every read and write names them, so a
@@ -72,6 +78,10 @@ class _SqlReads:
     _dialect: Dialect = "sqlite"
 
     def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _session(self, timeout: float) -> contextlib.AbstractContextManager[Run]:
+        """Several statements on one connection, within ``timeout`` seconds in all."""
         raise NotImplementedError
 
     def _where(self, **conditions: Any) -> tuple[str, tuple[Any, ...]]:
@@ -133,11 +143,21 @@ class _SqlReads:
         return [dict(zip(FEEDBACK_COLUMNS, r, strict=True)) for r in rows]
 
     def report_aggregates(
-        self, *, feature: str | None, since: float | None, splits: Sequence[str]
+        self,
+        *,
+        feature: str | None,
+        since: float | None,
+        splits: Sequence[str],
+        timeout: float | None = None,
     ) -> Aggregates | None:
         """The report's aggregates computed by the database, over the calls started from
-        ``since`` (all when None) and the feedback on them; None when this database cannot."""
-        return in_sql(self._run, self._dialect, feature, since, splits)
+        ``since`` (all when None) and the feedback on them; None when this database cannot.
+        Its statements run on one connection within ``timeout`` seconds (default
+        ``REPORT_TIMEOUT``), then StoreError."""
+        with self._session(REPORT_TIMEOUT if timeout is None else timeout) as run:
+            return in_sql(run, self._dialect, feature, since, splits, ln=self._ln)
+
+    _ln = True  # the database has ln()
 
 
 def review_insert(mark: str, *, ignore: bool = False) -> str:

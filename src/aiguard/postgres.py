@@ -25,6 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 from ._checks import seconds
+from ._report_sql import Run
 from ._runtime import serialize as _serialize
 from ._runtime.records import CALL_RECORD_COLUMNS
 from ._runtime.state import track
@@ -160,12 +161,12 @@ class PostgresStore(_SqlReads):
         track(self)
 
     @contextlib.contextmanager
-    def _conn(self) -> Iterator[Any]:
+    def _conn(self, work: float | None = None) -> Iterator[Any]:
         """A pooled connection whose use has a deadline: ``timeout`` seconds after it was asked
-        for (the wait for it included), a watchdog shuts its socket, so a statement stuck on a
-        partitioned network fails (StoreError) instead of blocking its caller; the pool then
-        discards the connection."""
-        deadline = time.monotonic() + self._timeout  # one deadline: the wait and the work
+        for (the wait for it included; ``work`` seconds more when given), a watchdog shuts its
+        socket, so a statement stuck on a partitioned network fails (StoreError) instead of
+        blocking its caller; the pool then discards the connection."""
+        deadline = time.monotonic() + self._timeout + (work or 0.0)
         with self._pool.connection(timeout=self._timeout) as conn:
             left = max(0.05, deadline - time.monotonic())
             watchdog = threading.Timer(left, _hang_up, args=(conn,))
@@ -214,6 +215,32 @@ class PostgresStore(_SqlReads):
             with self._conn() as conn, conn.cursor() as cur:
                 cur.execute(sql, params)
                 return cur.fetchall() if cur.description is not None else []
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+
+    @contextlib.contextmanager
+    def _session(self, timeout: float) -> Iterator[Run]:
+        """One connection, one transaction, for several statements (the report's temporary
+        table is dropped at its end): they may take ``timeout`` seconds in all, or the store's
+        own timeout if longer; then StoreError."""
+        work = max(timeout, self._timeout)
+        ms = max(1, int(work * 1000))
+        try:
+            with self._conn(work) as conn, conn.transaction(), conn.cursor() as cur:
+                cur.execute(f"SET LOCAL statement_timeout = {ms}")
+                cur.execute(f"SET LOCAL idle_in_transaction_session_timeout = {ms}")
+                # compiling a report's expressions took longer than running them; its groups
+                # are hashed (in memory, else in batches on disk), never sorted: a temporary
+                # table has no statistics, and a sort of every call is what the report avoids
+                cur.execute("SET LOCAL jit = off")
+                cur.execute("SET LOCAL work_mem = '64MB'")
+                cur.execute("SET LOCAL enable_sort = off")
+
+                def run(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+                    cur.execute(sql, params)
+                    return cur.fetchall() if cur.description is not None else []
+
+                yield run
         except self._errors as exc:
             raise self._fail(exc) from exc
 

@@ -54,6 +54,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ._checks import seconds
 from ._report_data import Aggregates
+from ._report_sql import TEMP_TABLES, Run
 from ._runtime import errors, lifecycle
 from ._runtime import serialize as _serialize
 from ._runtime.records import CALL_RECORD_COLUMNS, set_audit_writer
@@ -475,14 +476,55 @@ class SQLiteStore(_SqlReads):
             return _insert_feedback(db, row)
 
     def report_aggregates(
-        self, *, feature: str | None, since: float | None, splits: Sequence[str]
+        self,
+        *,
+        feature: str | None,
+        since: float | None,
+        splits: Sequence[str],
+        timeout: float | None = None,
     ) -> Aggregates | None:
         """The report's aggregates computed by SQLite (None before SQLite 3.38, whose JSON
-        functions and materialized views the queries need: the report then computes them in
-        Python)."""
+        functions the queries need: the report then computes them in Python)."""
         if sqlite3.sqlite_version_info < (3, 38):
             return None
-        return super().report_aggregates(feature=feature, since=since, splits=splits)
+        return super().report_aggregates(
+            feature=feature, since=since, splits=splits, timeout=timeout
+        )
+
+    @contextlib.contextmanager
+    def _session(self, timeout: float) -> Iterator[Run]:
+        """The store's connection for several statements (its temporary table dropped after);
+        past ``timeout`` seconds the running statement is interrupted (StoreError)."""
+        deadline = time.monotonic() + timeout
+
+        def past_deadline() -> int:
+            return int(time.monotonic() > deadline)
+
+        def run(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+            return self._db.execute(sql, params).fetchall()
+
+        try:
+            with self._lock:
+                if "_ln" not in self.__dict__:
+                    try:
+                        self._db.execute("SELECT ln(1)")
+                        self._ln = True
+                    except sqlite3.OperationalError:  # built without its math functions
+                        self._ln = False
+                self._db.set_progress_handler(past_deadline, 10_000)
+                try:
+                    yield run
+                finally:
+                    self._db.set_progress_handler(None, 0)
+                    for table in TEMP_TABLES:
+                        self._db.execute(f"DROP TABLE IF EXISTS temp.{table}")
+        except sqlite3.Error as exc:
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    f"SQLite store {self.path!r}: the report ran past its deadline of "
+                    f"{timeout:g} s ({exc})"
+                ) from exc
+            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,364 @@
+"""The report's aggregates computed by SQLite or PostgreSQL, each call of the window read once.
+
+Four steps on one connection (``run(sql, params)`` returns a statement's rows):
+
+1. ``CREATE TEMP TABLE``: one row per call of the window, with its split keys, its figures (its
+   feedback's decision, audit verdict and scores found in one pass over the window's feedback)
+   and its latency bucket ``lb`` (log-spaced, 0.5 % wide; any function of the latency that never
+   decreases would do: the buckets only narrow down where each wanted value lies);
+2. the sums, grouped at the finest grain the report needs (feature, source, day, arm and every
+   split key); the coarser groupings are summed here from those rows (they are few). SQLite
+   adds each call to its group's row in a small keyed table (its GROUP BY would sort every
+   call); PostgreSQL hashes;
+3. per feature, split keys and latency bucket: the number of calls, and the lowest and highest
+   latency;
+4. the latencies of the few buckets that hold a wanted rank (p50, p95 and p99 of each group) or
+   straddle a bound of the histogram, so percentiles and histogram are exact (nearest rank, as
+   the Python reference), with no sort of the window's calls.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from ._report_data import (
+    BUCKETS,
+    CALL_SPLITS,
+    DAY,
+    DECISIONS,
+    FLOAT_SUMS,
+    NOT_UNDOING,
+    QUANTILES,
+    SUMS,
+    TOKENS,
+    Aggregates,
+    Dialect,
+    check_splits,
+    histogram_bucket,
+    rank,
+)
+
+Run = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
+
+TABLE = "aiguard_report_calls"
+"""The temporary table of the window's calls (one per connection, dropped after, with the
+SQLite store's two tables named after it)."""
+
+PER_E = 1000  # latency buckets per factor e: each 0.1 % wide
+LOWEST, HIGHEST = -(10**6), 10**6  # buckets of a latency <= 0 and of one too large for ln()
+CHUNK = 500  # bucket numbers per statement of step 4
+
+Group = tuple[int, str, str | None]
+
+
+def _literal(text: str, dialect: Dialect) -> str:
+    quoted = "'" + text.replace("'", "''") + "'"
+    return quoted.replace("%", "%%") if dialect == "postgres" else quoted
+
+
+def _key(split: str, i: int, dialect: Dialect) -> str:
+    """The SQL of a split's value for the call ``w`` (with its feedback ``g``; in PostgreSQL,
+    its segments' values ``sk``)."""
+    if split in CALL_SPLITS:
+        return f"COALESCE(NULLIF(w.{split}, ''), 'none')"
+    if dialect == "postgres":
+        attribute = _pg_value("g.attributes::jsonb", "g.attributes", split, null=False)
+        return f"COALESCE(sk.s{i}, {attribute}, 'none')"
+    path = _literal(f'$."{split}"', dialect)
+    segment = (
+        f"CASE json_type(w.segments, {path}) WHEN 'text' THEN json_extract(w.segments, {path})"
+        f" WHEN 'null' THEN NULL ELSE char(31) || (w.segments -> {path}) END"
+    )
+    attribute = (
+        f"CASE json_type(g.attributes, {path}) WHEN 'text' THEN "
+        f"json_extract(g.attributes, {path}) ELSE char(31) || (g.attributes -> {path}) END"
+    )
+    return f"COALESCE({segment}, {attribute}, 'none')"
+
+
+def _pg_value(parsed: str, text: str, split: str, *, null: bool) -> str:
+    """PostgreSQL: the value of ``split`` in a JSON object (``parsed`` as jsonb, ``text`` as
+    written): a string as is, else its JSON text after ``MARK`` (JSON null: NULL if ``null``);
+    NULL when missing."""
+    name = _literal(split, "postgres")
+    return (
+        f"CASE jsonb_typeof({parsed} -> {name}) WHEN 'string' THEN {parsed} ->> {name} "
+        f"{'WHEN ' + repr('null') + ' THEN NULL ' if null else ''}"
+        f"ELSE chr(31) || ({text}::json -> {name})::text END"
+    )
+
+
+def _window(
+    dialect: Dialect, feature: str | None, since: float | None, table: str
+) -> tuple[str, tuple[Any, ...]]:
+    """The condition on ``call_records`` of the window asked for, and its parameters."""
+    mark = "?" if dialect == "sqlite" else "%s"
+    where: list[str] = ["1 = 1"]
+    params: list[Any] = []
+    if feature is not None:
+        where.append(f"{table}.feature = {mark}")
+        params.append(feature)
+    if since is not None:
+        where.append(f"{table}.started_at >= {mark}")
+        params.append(since)
+    return " AND ".join(where), tuple(params)
+
+
+def _bucket(dialect: Dialect, ln: bool) -> str:
+    """The latency bucket of ``w.latency``: never decreasing with the latency."""
+    if not ln:  # an SQLite built without its math functions: 1 ms wide buckets
+        return (
+            f"CASE WHEN w.latency <= 0 THEN {LOWEST} WHEN w.latency < 1000 THEN "
+            f"CAST(w.latency * 1000 AS INTEGER) ELSE {HIGHEST} END"
+        )
+    log = (
+        f"CAST(ln(w.latency) * {PER_E} AS INTEGER)"
+        if dialect == "sqlite"
+        else f"CAST(FLOOR(LN(w.latency) * {PER_E}) AS INTEGER)"
+    )
+    return (
+        f"CASE WHEN w.latency <= 0 THEN {LOWEST} WHEN w.latency < 1e300 THEN {log} "
+        f"ELSE {HIGHEST} END"
+    )
+
+
+def calls_statement(
+    dialect: Dialect,
+    feature: str | None,
+    since: float | None,
+    splits: Sequence[str],
+    *,
+    ln: bool = True,
+) -> tuple[str, tuple[Any, ...]]:
+    """Step 1: the temporary table of the window's calls (see the module's docstring)."""
+    where, params = _window(dialect, feature, since, "w")
+    fb_where, fb_params = _window(dialect, feature, since, "c")
+    decisions = ", ".join(f"'{k}'" for k in DECISIONS)
+    not_undoing = ", ".join(f"'{k}'" for k in NOT_UNDOING)
+    keys = "".join(f", {_key(s, i, dialect)} AS k{i}" for i, s in enumerate(splits, 1))
+    day = (
+        f"CAST(w.started_at / {DAY} AS INTEGER) - (w.started_at < 0 AND "
+        f"w.started_at / {DAY} <> CAST(w.started_at / {DAY} AS INTEGER))"
+        if dialect == "sqlite"
+        else f"CAST(FLOOR(w.started_at / {DAY}) AS BIGINT)"
+    )
+
+    def flag(condition: str) -> str:
+        return f"CASE WHEN {condition} THEN 1 ELSE 0 END"
+
+    verdict = "CASE WHEN w.source = 'model' AND w.confidence IS NOT NULL THEN g.verdict END"
+    values = {
+        "accepted": flag("g.dkind = 'accepted'"),
+        "edited": flag("g.dkind = 'edited'"),
+        "rejected": flag("g.dkind = 'rejected'"),
+        "corrected": flag("g.dkind = 'corrected'"),
+        "dist_sum": "CASE WHEN g.dkind = 'edited' THEN COALESCE(g.dist, 0.0) ELSE 0.0 END",
+        "dist_n": flag("g.dkind = 'edited' AND g.dist IS NOT NULL"),
+        "score_sum": "COALESCE(g.score_sum, 0.0)",
+        "score_n": "COALESCE(g.score_n, 0)",
+        "served": flag("w.reason = 'served'"),
+        "errors": flag("w.reason = 'error'"),
+        "timeouts": flag("w.reason = 'timeout'"),
+        "cost": "COALESCE(w.cost_pico, 0)",
+        "priced": flag("w.cost_pico IS NOT NULL"),
+        **{t: f"COALESCE(w.{t}, 0)" for t in TOKENS},
+        "audited": flag(f"({verdict}) IS NOT NULL"),
+        "audit_errors": flag(f"({verdict}) = 0"),
+    }
+    figures = ", ".join(f"{expr} AS s_{name}" for name, expr in values.items() if name != "calls")
+    attributes = any(s not in CALL_SPLITS for s in splits)
+    named = [(i, s) for i, s in enumerate(splits, 1) if s not in CALL_SPLITS]
+    segments, segment_params = "", ()
+    if dialect == "postgres" and named:
+        # each distinct segments text of the window parsed once
+        segments = ", sk AS (SELECT u.segments{} FROM (SELECT DISTINCT w.segments FROM "
+        segments += "call_records w WHERE {} AND w.segments IS NOT NULL) u)"
+        segments = segments.format(
+            "".join(
+                f", {_pg_value('u.segments::jsonb', 'u.segments', s, null=True)} AS s{i}"
+                for i, s in named
+            ),
+            where,
+        )
+        segment_params = params
+    on_commit = "" if dialect == "sqlite" else " ON COMMIT DROP"
+    sql = f"""CREATE TEMP TABLE {TABLE}{on_commit} AS
+      WITH f AS (
+        SELECT fb.call_id,
+          MAX(CASE WHEN fb.kind IN ({decisions}) THEN fb.id END) AS dec_id,
+          MAX(CASE WHEN fb.kind = 'audited' THEN fb.id END) AS audit_id,
+          COALESCE(MAX(CASE WHEN fb.kind NOT IN ({not_undoing}) THEN fb.id END), MIN(fb.id))
+            AS row_id,
+          SUM(fb.score) AS score_sum, COUNT(fb.score) AS score_n
+        FROM feedback fb {"JOIN call_records c ON c.call_id = fb.call_id" if fb_params else ""}
+        WHERE {fb_where} GROUP BY fb.call_id),
+      g AS MATERIALIZED (
+        SELECT f.call_id, d.kind AS dkind, d.edit_distance AS dist, a.accepted AS verdict,
+          f.score_sum, f.score_n, {"r.attributes" if attributes else "NULL AS attributes"}
+        FROM f LEFT JOIN feedback d ON d.id = f.dec_id
+          LEFT JOIN feedback a ON a.id = f.audit_id
+          {"LEFT JOIN feedback r ON r.id = f.row_id" if attributes else ""}){segments}
+      SELECT w.feature AS feature, COALESCE(NULLIF(w.source, ''), 'none') AS src, {day} AS day,
+        COALESCE(NULLIF(w.arm, ''), 'all') AS armk{keys}, w.latency AS latency,
+        {_bucket(dialect, ln)} AS lb, {figures}
+      FROM call_records w LEFT JOIN g ON g.call_id = w.call_id
+        {"LEFT JOIN sk ON sk.segments = w.segments" if segments else ""}
+      WHERE {where}"""
+    return sql, (*fb_params, *segment_params, *params)
+
+
+def _ks(splits: Sequence[str]) -> str:
+    return "".join(f", k{i}" for i in range(1, len(splits) + 1))
+
+
+SUMS_TABLE, BUCKETS_TABLE = f"{TABLE}_sums", f"{TABLE}_buckets"
+
+
+def finest_statements(dialect: Dialect, splits: Sequence[str]) -> list[str]:
+    """Step 2: statements whose last returns rows ``(feature, src, day, armk, k1.., *SUMS)``.
+    PostgreSQL groups by hashing; SQLite would sort every call to group them, so it adds each
+    call to its group's row in a small keyed table instead (about twice as fast)."""
+    keys = f"feature, src, day, armk{_ks(splits)}"
+    if dialect == "postgres":
+        sums = ", ".join("COUNT(*)" if n == "calls" else f"SUM(s_{n})" for n in SUMS)
+        return [f"SELECT {keys}, {sums} FROM {TABLE} GROUP BY {keys}"]
+    names = ", ".join(f"s_{n}" for n in SUMS)
+    values = ", ".join("1" if n == "calls" else f"s_{n}" for n in SUMS)
+    adds = ", ".join(f"s_{n} = s_{n} + excluded.s_{n}" for n in SUMS)
+    return [
+        f"CREATE TEMP TABLE {SUMS_TABLE} ({keys}, {names}, PRIMARY KEY ({keys}))",
+        f"INSERT INTO {SUMS_TABLE} SELECT {keys}, {values} FROM {TABLE} WHERE true "
+        f"ON CONFLICT DO UPDATE SET {adds}",
+        f"SELECT {keys}, {names} FROM {SUMS_TABLE}",
+    ]
+
+
+def buckets_statements(dialect: Dialect, splits: Sequence[str]) -> list[str]:
+    """Step 3: statements whose last returns rows ``(feature, k1.., lb, calls, lowest,
+    highest)`` (as ``finest_statements``)."""
+    keys = f"feature{_ks(splits)}, lb"
+    if dialect == "postgres":
+        return [f"SELECT {keys}, COUNT(*), MIN(latency), MAX(latency) FROM {TABLE} GROUP BY {keys}"]
+    return [
+        f"CREATE TEMP TABLE {BUCKETS_TABLE} ({keys}, n, low, high, PRIMARY KEY ({keys}))",
+        f"INSERT INTO {BUCKETS_TABLE} SELECT {keys}, 1, latency, latency FROM {TABLE} "
+        "WHERE true ON CONFLICT DO UPDATE SET n = n + 1, low = MIN(low, excluded.low), "
+        "high = MAX(high, excluded.high)",
+        f"SELECT {keys}, n, low, high FROM {BUCKETS_TABLE}",
+    ]
+
+
+def _last(run: Run, statements: list[str]) -> list[tuple[Any, ...]]:
+    for sql in statements[:-1]:
+        run(sql, ())
+    return run(statements[-1], ())
+
+
+def latencies_query(splits: Sequence[str], buckets: Sequence[int]) -> str:
+    """Step 4: rows ``(feature, k1.., lb, latency)`` of the buckets given."""
+    listed = ", ".join(str(int(b)) for b in buckets)
+    return f"SELECT feature{_ks(splits)}, lb, latency FROM {TABLE} WHERE lb IN ({listed})"
+
+
+def in_sql(
+    run: Run,
+    dialect: Dialect,
+    feature: str | None,
+    since: float | None,
+    splits: Sequence[str],
+    *,
+    ln: bool = True,
+) -> Aggregates:
+    """The aggregates computed by the database; ``run(sql, params)`` runs a statement on the one
+    connection that holds the temporary table (the caller drops it, or commits it away)."""
+    check_splits(splits)
+    n = len(splits)
+    run(*calls_statement(dialect, feature, since, splits, ln=ln))
+    sums = _sums(_last(run, finest_statements(dialect, splits)), n)
+    counts: dict[Group, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    ranges: dict[str, dict[int, list[float]]] = defaultdict(dict)
+    for row in _last(run, buckets_statements(dialect, splits)):
+        feat, keys, lb, calls, low, high = row[0], row[1 : n + 1], row[n + 1], *row[n + 2 :]
+        for group in _groups(feat, keys):
+            counts[group][lb] += calls
+        seen = ranges[feat].get(lb)
+        if seen is None:
+            ranges[feat][lb] = [low, high]
+        else:
+            seen[0], seen[1] = min(seen[0], low), max(seen[1], high)
+    # where each wanted rank lies: (group, bucket) -> [(quantile's index, rank in the bucket)]
+    wanted: dict[tuple[Group, int], list[tuple[int, int]]] = defaultdict(list)
+    for group, per_bucket in counts.items():
+        order = sorted(per_bucket)
+        cumulative, total = [], 0
+        for lb in order:
+            total += per_bucket[lb]
+            cumulative.append(total)
+        for j, q in enumerate(QUANTILES):
+            r = rank(q, total)
+            at = bisect.bisect_left(cumulative, r)
+            before = cumulative[at - 1] if at else 0
+            wanted[(group, order[at])].append((j, r - before))
+    highest = {feat: max(h for _, h in buckets.values()) for feat, buckets in ranges.items()}
+    histogram: dict[str, tuple[float, list[int]]] = {}
+    straddling: set[tuple[str, int]] = set()
+    for feat, buckets in ranges.items():
+        hi, bins = highest[feat], [0] * BUCKETS
+        for lb, (low, high) in buckets.items():
+            first = histogram_bucket(low, hi)
+            if first == histogram_bucket(high, hi):
+                bins[first] += counts[(0, feat, None)][lb]
+            else:
+                straddling.add((feat, lb))
+        histogram[feat] = (hi, bins)
+    fetch = sorted({lb for (_, lb) in wanted} | {lb for (_, lb) in straddling})
+    values: dict[tuple[Group, int], list[float]] = defaultdict(list)
+    for start in range(0, len(fetch), CHUNK):
+        for row in run(latencies_query(splits, fetch[start : start + CHUNK]), ()):
+            feat, keys, lb, latency = row[0], row[1 : n + 1], row[n + 1], row[n + 2]
+            if (feat, lb) in straddling:
+                histogram[feat][1][histogram_bucket(latency, highest[feat])] += 1
+            for group in _groups(feat, keys):
+                if (group, lb) in wanted:
+                    values[(group, lb)].append(latency)
+    percentiles: dict[Group, list[float | None]] = {g: [None] * len(QUANTILES) for g in counts}
+    for (group, lb), picks in wanted.items():
+        found = sorted(values[(group, lb)])
+        for j, r in picks:
+            percentiles[group][j] = found[r - 1]
+    return Aggregates(sums, {g: tuple(p) for g, p in percentiles.items()}, histogram)
+
+
+def _groups(feature: str, keys: Sequence[Any]) -> Iterable[Group]:
+    yield (0, feature, None)
+    for i, key in enumerate(keys, 1):
+        yield (i, feature, key)
+
+
+def _sums(rows: list[tuple[Any, ...]], n: int) -> list[tuple[Any, ...]]:
+    """The report's sums rows (``_report_data``) summed from the finest rows."""
+    width = len(SUMS)
+    floats = [name in FLOAT_SUMS for name in SUMS]
+    out: dict[tuple[Any, ...], list[Any]] = {}
+    for row in rows:
+        feat, src, day, arm = row[0], row[1], row[2], row[3]
+        figures = [
+            float(v or 0) if is_float else int(v or 0)
+            for v, is_float in zip(row[4 + n :], floats, strict=True)
+        ]
+        targets = [(0, feat, None, None, None, src), (-1, feat, None, int(day), arm, src)]
+        targets += [(i, feat, row[3 + i], None, None, src) for i in range(1, n + 1)]
+        for target in targets:
+            acc = out.get(target)
+            if acc is None:
+                out[target] = list(figures)
+            else:
+                for j in range(width):
+                    acc[j] += figures[j]
+    return [(*key, *acc) for key, acc in out.items()]
+
+
+TEMP_TABLES = (TABLE, SUMS_TABLE, BUCKETS_TABLE)
