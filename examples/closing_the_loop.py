@@ -146,7 +146,9 @@ def run(folder: Path) -> int:
 
     # 5. Drift: the launch week becomes the baseline; next week's tickets are vaguer.
     aiguard.save_baseline(FEATURE)
+    time.sleep(0.1)  # a clean cut between the weeks (the demo's "week" lasts a second)
     next_week = time.time()
+    time.sleep(0.1)
     after = triage.outcome("I was charged twice for my subscription", "email")
     print(f"\nThreshold now {after.threshold} (from the control file): tuned, no deploy.")
     serve(tickets(rng, 1500, vague=0.5))

@@ -531,7 +531,7 @@ def summary(feature: str, *, since: str | float | None = None, store: Any = None
     d = _store(store)
     start = parse_since(since)
     now = time.time()
-    window = 7 * 86400.0 if start is None else max(now - start, 1.0)
+    window = 7 * 86400.0 if start is None else max(now - start, 1e-6)  # exactly since start
     has_baseline = qsql.load_baseline(d, feature, "default") is not None
     found = drift(
         feature,
