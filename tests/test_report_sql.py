@@ -228,9 +228,10 @@ def test_comments_ratings_and_audits_never_undo_a_decision(store: Any) -> None:
     assert f.audited_error_interval == aiguard.wilson(1, 1)
 
 
-def test_audits_count_on_model_answers_with_a_confidence(store: Any) -> None:
-    """The latest audit verdict per call counts, only where the model answered with a
-    confidence (the answer judged was the model's)."""
+def test_audits_count_on_model_answers(store: Any) -> None:
+    """The latest audit verdict per call counts, only where the model answered (the answer
+    judged was the model's), with or without a confidence: an LLM feature without one still
+    gets its audited error rate."""
     store.add_call_records([
         call("m1", confidence=0.8), call("m2", confidence=0.3),
         call("r", source="rules", confidence=0.9), call("n", confidence=None),
@@ -241,7 +242,8 @@ def test_audits_count_on_model_answers_with_a_confidence(store: Any) -> None:
     feedback(store, "r", "audited", accepted=0)
     feedback(store, "n", "audited", accepted=0)
     [f] = aiguard.report("f", store=store).features
-    assert (f.audited, f.audit_errors, f.audited_error_rate) == (2, 1, 0.5)
+    assert (f.audited, f.audit_errors) == (3, 2)
+    assert f.audited_error_rate == pytest.approx(2 / 3)
     assert f.decided == 0
 
 

@@ -14,7 +14,8 @@ calls (whenever it was given):
 
 Per call, from its feedback rows: the decision is the latest (highest id) row of kind
 accepted/edited/rejected/corrected; the audit verdict the latest ``audited`` row's ``accepted``,
-counted on calls whose model answered with a confidence (the answer judged was the model's);
+counted on calls the model answered (the answer judged was the model's; with or without a
+confidence, so that a feature without one still gets its audited error rate);
 scores are every score given; a feedback attribute is read from the call's latest row that is
 not a comment, a rating or an audit (else its first row). A split names a call column (``model``,
 ``source``, ``arm``, ``reason``), or a segment recorded on the call, else a feedback attribute of
@@ -137,11 +138,7 @@ def in_python(
         decision: dict[str, Any] = p.get("decision") or {}
         kind = decision.get("kind")
         audit = p.get("audit")
-        verdict = (
-            audit["accepted"]
-            if audit is not None and c["source"] == "model" and c["confidence"] is not None
-            else None
-        )
+        verdict = audit["accepted"] if audit is not None and c["source"] == "model" else None
         values = {
             "calls": 1,
             "accepted": kind == "accepted",

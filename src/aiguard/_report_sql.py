@@ -149,7 +149,7 @@ def calls_statement(
     def flag(condition: str) -> str:
         return f"CASE WHEN {condition} THEN 1 ELSE 0 END"
 
-    verdict = "CASE WHEN w.source = 'model' AND w.confidence IS NOT NULL THEN g.verdict END"
+    verdict = "CASE WHEN w.source = 'model' THEN g.verdict END"
     values = {
         "accepted": flag("g.dkind = 'accepted'"),
         "edited": flag("g.dkind = 'edited'"),
