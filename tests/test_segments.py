@@ -404,3 +404,23 @@ def test_label_with_capture_on(store: Any) -> None:
     f(0.9)
     f(0.2)
     assert [r["label"] for r in rows("lab-cap")] == ["x", "x"]
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["region", "plan", "tier"]), st.text(max_size=20)),
+        min_size=1,
+        max_size=50,
+    )
+)
+def test_segments_json_remembered_text_is_the_encoding(pairs: list[tuple[str, str]]) -> None:
+    """The writer remembers the JSON of the segment values it has seen: the remembered text is
+    always the encoding of the values asked for, however many distinct ones come by."""
+
+    from aiguard._runtime import records
+
+    for name, value in pairs:
+        for names, values in (((name,), (value,)), ((name, "x"), (value, value[::-1]))):
+            text = records.segments_json(names, values)
+            assert json.loads(text) == dict(zip(names, values, strict=True))
+            assert list(json.loads(text)) == list(names)

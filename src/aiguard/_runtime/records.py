@@ -287,11 +287,24 @@ def served_output(text: str | None) -> Any:
     return value
 
 
+_SEGMENTS_KEPT = 4096  # distinct (names, values) whose JSON is remembered by the writer
+_segments_seen: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+
+
 def segments_json(names: tuple[str, ...], values: tuple[str, ...]) -> str:
-    """A call's segment values as stored: a compact JSON object, keys in the order given."""
-    return json.dumps(
-        dict(zip(names, values, strict=True)), ensure_ascii=False, separators=(",", ":")
-    )
+    """A call's segment values as stored: a compact JSON object, keys in the order given.
+    Segments take few distinct values, so each one's text is made once (up to
+    ``_SEGMENTS_KEPT`` of them; past that, the memory is emptied and filled again)."""
+    key = (names, values)
+    text = _segments_seen.get(key)
+    if text is None:
+        text = json.dumps(
+            dict(zip(names, values, strict=True)), ensure_ascii=False, separators=(",", ":")
+        )
+        if len(_segments_seen) >= _SEGMENTS_KEPT:
+            _segments_seen.clear()
+        _segments_seen[key] = text
+    return text
 
 
 def _review_of(item: Any) -> dict[str, Any] | None:

@@ -52,8 +52,11 @@ class Worker:
             return True
 
     def wake(self) -> None:
-        """Run the step now rather than at the next interval."""
-        self._wake.set()
+        """Run the step now rather than at the next interval. Cheap when already asked: a
+        producer that outruns the step calls this on every item, and ``Event.set`` takes a lock
+        and notifies each time."""
+        if not self._wake.is_set():
+            self._wake.set()
 
     def stop(self) -> None:
         """Stop after the current step (does not wait for it)."""
