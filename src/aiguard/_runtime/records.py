@@ -141,8 +141,8 @@ def label_of(value: Any) -> Any:
     for an Enum, the value itself for a bool; None otherwise (a plain ``str`` is free text, not a
     label). Never raises: a label that cannot be read is None. Cheap for the common shapes: the
     served path calls it when call records are written."""
-    cls = value.__class__
     try:
+        cls = value.__class__  # a proxy may fail even at this
         if cls is dict:
             return value.get("label")
         if cls is str or value is None:
