@@ -12,7 +12,6 @@ from services import drop_schema, require_postgres, unique
 
 import aiguard
 from aiguard._runtime.records import CALL_RECORD_COLUMNS, label_of
-from aiguard._runtime.state import runtime
 from aiguard.store import configured
 
 
@@ -79,3 +78,33 @@ def test_a_guard_returning_an_unreadable_proxy_does_not_raise_into_the_host() ->
     aiguard.flush()
     assert len(configured().call_records(feature="proxy")) == 1
     assert len(configured().call_records(feature="proxy_seg")) == 1
+
+
+@pytest.mark.parametrize("name", ['pl"an', "pl\\an", "\ud800", "a\tb", "p" * 101])
+def test_a_segment_name_the_store_or_the_report_cannot_take_is_refused_at_decoration(
+    name: str,
+) -> None:
+    # a lone surrogate made every call record of the guard unwritable (lost); the others were
+    # recorded under a name no report could split by (SQLite found nothing for a backslash)
+    with pytest.raises(aiguard.ConfigError) as caught:
+
+        @aiguard.guard("segname", segments={name: lambda x: "eu"})
+        def f(x: int) -> int:
+            return x
+
+    assert "segname" in str(caught.value)
+    assert repr(name) in str(caught.value)
+
+
+def test_a_split_by_a_name_with_a_backslash_is_refused_not_silently_empty(store: Any) -> None:
+    # SQLite's JSON path compares a key's escaped text: "a\\b" matched no call there, while
+    # PostgreSQL split the same calls by it
+    name = "a\\b"
+    rows = [
+        record(f"c{i}", segments=json.dumps({name: v}, ensure_ascii=False))
+        for i, v in enumerate(["eu", "us", "eu"])
+    ]
+    store.add_call_records(rows)
+    with pytest.raises(aiguard.ConfigError) as caught:
+        aiguard.report("triage", by=(name,), store=store)
+    assert repr(name) in str(caught.value)
