@@ -108,3 +108,31 @@ def test_a_split_by_a_name_with_a_backslash_is_refused_not_silently_empty(store:
     with pytest.raises(aiguard.ConfigError) as caught:
         aiguard.report("triage", by=(name,), store=store)
     assert repr(name) in str(caught.value)
+
+
+@pytest.fixture
+def configured_store(store: Any) -> Iterator[Any]:
+    aiguard.configure(store=store)
+    try:
+        yield store
+    finally:
+        aiguard.configure(store=None)
+
+
+def test_an_audit_item_with_a_lone_surrogate_in_its_values_is_kept(configured_store: Any) -> None:
+    # the item's JSON kept the surrogate; the store refused it twice, and the audit was lost
+    @aiguard.guard("surrogate", audit=1.0, confidence=lambda r: 0.9, threshold=0.5, stream=False)
+    def f(text: str) -> dict[str, str]:
+        return {"label": "billing", "echo": text}
+
+    f("bad \ud800 text")
+    aiguard.flush()
+    from aiguard._runtime.state import runtime
+
+    assert runtime.recorder is not None
+    assert runtime.recorder.counts()["audits dropped"] == 0
+    items = aiguard.ReviewQueue(configured_store).pending("surrogate")
+    assert len(items) == 1
+    assert items[0].reason == "audit"
+    assert items[0].arguments == {"text": "bad \ufffd text"}
+    assert items[0].model_result == {"label": "billing", "echo": "bad \ufffd text"}

@@ -23,6 +23,7 @@ import hashlib
 import inspect
 import json
 import operator
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -292,6 +293,18 @@ def segments_json(names: tuple[str, ...], values: tuple[str, ...]) -> str:
     return json.dumps(
         dict(zip(names, values, strict=True)), ensure_ascii=False, separators=(",", ":")
     )
+
+
+def _utf8(value: Any) -> Any:
+    """A JSON-ready value with its lone surrogates (text UTF-8 cannot hold, so no store takes
+    it) replaced by U+FFFD."""
+    text = json.dumps(value, ensure_ascii=False)
+    if text.isascii() or not _SURROGATE.search(text):
+        return value
+    return json.loads(_SURROGATE.sub("\ufffd", text))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _review_of(item: Any) -> dict[str, Any] | None:
@@ -631,8 +644,8 @@ class Recorder:
                 "feature": row[FEATURE],
                 "call_id": call_id,
                 "reason": "audit",
-                "arguments": serialize.jsonable(arguments),
-                "model_result": serialize.jsonable(value),
+                "arguments": _utf8(serialize.jsonable(arguments)),
+                "model_result": _utf8(serialize.jsonable(value)),
                 "confidence": row[COLUMN["confidence"]],
                 "created_at": row[COLUMN["started_at"]],
             }
