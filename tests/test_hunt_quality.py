@@ -136,3 +136,31 @@ def test_an_audit_item_with_a_lone_surrogate_in_its_values_is_kept(configured_st
     assert items[0].reason == "audit"
     assert items[0].arguments == {"text": "bad \ufffd text"}
     assert items[0].model_result == {"label": "billing", "echo": "bad \ufffd text"}
+
+
+def test_audit_figures_count_the_models_answers_only_as_the_report_does(store: Any) -> None:
+    # an audit verdict written on a fallback's answer was counted by audit_figures (not by the
+    # report's audited_error_rate): two figures of one name disagreed
+    store.add_call_records(
+        [
+            record("m1", confidence=0.9),
+            record("m2", confidence=0.3),
+            record("fb", source="fallback", reason="low_confidence", confidence=0.2),
+        ]
+    )
+    for call_id, verdict in (("m1", 1), ("m2", 0), ("fb", 0)):
+        store.add_feedback(
+            {
+                "call_id": call_id,
+                "feature": "triage",
+                "kind": "audited",
+                "accepted": verdict,
+                "created_at": 2_000.0,
+            }
+        )
+    figures = aiguard.audit_figures("triage", store=store)
+    reported = aiguard.report("triage", by=(), store=store).features[0]
+    assert (reported.audited, reported.audit_errors) == (2, 1)
+    assert (figures.audited, figures.errors) == (2, 1)
+    assert figures.audited_error_rate == reported.audited_error_rate == 0.5
+    assert [b.audited for b in figures.bands] == [0, 1, 0, 0, 1]
