@@ -164,3 +164,36 @@ def test_audit_figures_count_the_models_answers_only_as_the_report_does(store: A
     assert (figures.audited, figures.errors) == (2, 1)
     assert figures.audited_error_rate == reported.audited_error_rate == 0.5
     assert [b.audited for b in figures.bands] == [0, 1, 0, 0, 1]
+
+
+def _biased_segments(store: Any) -> None:
+    """eu: 90 of 100 accepted; apac: 50 of 100 accepted."""
+    rows, feedback = [], []
+    for region, good in (("eu", 90), ("apac", 50)):
+        for i in range(100):
+            call_id = f"{region}{i}"
+            rows.append(record(call_id, confidence=0.9, segments=json.dumps({"region": region})))
+            kind = "accepted" if i < good else "rejected"
+            feedback.append({"call_id": call_id, "feature": "triage", "kind": kind})
+    store.add_call_records(rows)
+    for row in feedback:
+        store.add_feedback({**row, "created_at": 2_000.0})
+
+
+def test_the_documented_segment_margin_of_a_feature_is_a_setting_and_is_used(store: Any) -> None:
+    # the docs say the margin defaults to the feature's segment_margin; configuring it was a
+    # ConfigError (an unknown field), and the report never read one
+    _biased_segments(store)
+    aiguard.configure(store=store, features={"triage": {"segment_margin": 0.5}})
+    try:
+        assert aiguard.FeatureConfig(segment_margin=0.5).segment_margin == 0.5
+        loose = aiguard.report("triage", by=("region",)).segment_flags["triage"]
+        strict = aiguard.report("triage", by=("region",), margin=0.05).segment_flags["triage"]
+    finally:
+        aiguard.configure(store=None)
+    accept = [g for g in strict if g.figure == "acceptance_rate"]
+    assert [(g.segment, g.flagged) for g in accept] == [("apac", True)]
+    assert [g.flagged for g in loose if g.figure == "acceptance_rate"] == [False]
+    with pytest.raises(aiguard.ConfigError) as caught:
+        aiguard.configure(features={"triage": {"segment_margin": 1.5}})
+    assert "segment_margin" in str(caught.value) and "1.5" in str(caught.value)
