@@ -197,3 +197,18 @@ def test_the_documented_segment_margin_of_a_feature_is_a_setting_and_is_used(sto
     with pytest.raises(aiguard.ConfigError) as caught:
         aiguard.configure(features={"triage": {"segment_margin": 1.5}})
     assert "segment_margin" in str(caught.value) and "1.5" in str(caught.value)
+
+
+def test_a_one_call_segment_does_not_hide_a_biased_segment(store: Any) -> None:
+    # the best segment was the highest point rate: one accepted call in a segment of its own
+    # made it the best, and against its wide interval no segment was ever flagged
+    _biased_segments(store)
+    store.add_call_records([record("rare0", confidence=0.9, segments='{"region": "rare"}')])
+    store.add_feedback(
+        {"call_id": "rare0", "feature": "triage", "kind": "accepted", "created_at": 2_000.0}
+    )
+    gaps = aiguard.report("triage", by=("region",), store=store, margin=0.05).segment_flags
+    accept = {g.segment: g for g in gaps["triage"] if g.figure == "acceptance_rate"}
+    assert accept["apac"].flagged
+    assert accept["apac"].best_segment == "eu"
+    assert not any(g.flagged for name, g in accept.items() if name != "apac")
