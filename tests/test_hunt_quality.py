@@ -212,3 +212,12 @@ def test_a_one_call_segment_does_not_hide_a_biased_segment(store: Any) -> None:
     assert accept["apac"].flagged
     assert accept["apac"].best_segment == "eu"
     assert not any(g.flagged for name, g in accept.items() if name != "apac")
+
+
+@pytest.mark.parametrize("current", ["0.8", float("nan"), 1.5, True])
+def test_tune_refuses_a_current_threshold_that_is_not_one(current: Any) -> None:
+    # a text or NaN raised TypeError/ValueError from the arithmetic; 1.5 and True were taken
+    aiguard.configure(store=":memory:")
+    with pytest.raises(aiguard.ConfigError) as caught:
+        aiguard.tune("triage", "precision >= 0.9", current=current)
+    assert "current" in str(caught.value) and repr(current) in str(caught.value)
