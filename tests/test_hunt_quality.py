@@ -221,3 +221,21 @@ def test_tune_refuses_a_current_threshold_that_is_not_one(current: Any) -> None:
     with pytest.raises(aiguard.ConfigError) as caught:
         aiguard.tune("triage", "precision >= 0.9", current=current)
     assert "current" in str(caught.value) and repr(current) in str(caught.value)
+
+
+def test_a_segment_value_starting_with_the_reports_marker_does_not_break_the_report(
+    configured_store: Any,
+) -> None:
+    # a text value starting with U+001F (the marker of a non-text JSON value) was parsed as
+    # JSON: the report of every feature raised JSONDecodeError
+    @aiguard.guard("marker", segments=("region",))
+    def f(region: str) -> str:
+        return "x"
+
+    for region in ("\x1fnot json", "eu", "eu"):
+        f(region)
+    groups = aiguard.report("marker", by=("region",)).groups["marker"]
+    assert sorted((g.group, g.calls) for g in groups) == [
+        ("region=\x1fnot json", 1),
+        ("region=eu", 2),
+    ]

@@ -78,7 +78,10 @@ def key_text(raw: Any) -> str:
     if raw is None:
         return "none"
     if isinstance(raw, str) and raw.startswith(MARK):
-        return str(json.loads(raw[1:]))
+        try:
+            return str(json.loads(raw[1:]))
+        except ValueError:  # a text value that happens to start with the marker
+            return raw
     return str(raw)
 
 
