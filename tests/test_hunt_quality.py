@@ -239,3 +239,30 @@ def test_a_segment_value_starting_with_the_reports_marker_does_not_break_the_rep
         ("region=\x1fnot json", 1),
         ("region=eu", 2),
     ]
+
+
+class Lookups:
+    """An answer whose missing attributes raise KeyError (as some record proxies do)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise KeyError(name)
+
+    def __repr__(self) -> str:
+        return "Lookups()"
+
+
+def test_an_audit_item_whose_value_cannot_be_made_json_is_kept_with_its_repr(
+    configured_store: Any,
+) -> None:
+    # serialize.jsonable's getattr(value, "model_dump", None) raised KeyError: the audit item
+    # was dropped (counted), the reviewer never saw the call
+    @aiguard.guard("lookups", audit=1.0, confidence=lambda r: 0.9, threshold=0.5, stream=False)
+    def f(text: str) -> Any:
+        return Lookups()
+
+    f("hello")
+    aiguard.flush()
+    items = aiguard.ReviewQueue(configured_store).pending("lookups")
+    assert [(i.reason, i.arguments, i.model_result) for i in items] == [
+        ("audit", {"text": "hello"}, {"$repr": "Lookups()"})
+    ]

@@ -295,6 +295,15 @@ def segments_json(names: tuple[str, ...], values: tuple[str, ...]) -> str:
     )
 
 
+def _jsonable(value: Any) -> Any:
+    """``serialize.jsonable(value)``, or the value's repr when an attribute read fails in it
+    (an audit item is kept for the reviewer with what can be shown)."""
+    try:
+        return serialize.jsonable(value)
+    except Exception:
+        return serialize._repr(value)
+
+
 def _utf8(value: Any) -> Any:
     """A JSON-ready value with its lone surrogates (text UTF-8 cannot hold, so no store takes
     it) replaced by U+FFFD."""
@@ -644,8 +653,8 @@ class Recorder:
                 "feature": row[FEATURE],
                 "call_id": call_id,
                 "reason": "audit",
-                "arguments": _utf8(serialize.jsonable(arguments)),
-                "model_result": _utf8(serialize.jsonable(value)),
+                "arguments": _utf8(_jsonable(arguments)),
+                "model_result": _utf8(_jsonable(value)),
                 "confidence": row[COLUMN["confidence"]],
                 "created_at": row[COLUMN["started_at"]],
             }
