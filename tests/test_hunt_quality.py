@@ -266,3 +266,28 @@ def test_an_audit_item_whose_value_cannot_be_made_json_is_kept_with_its_repr(
     assert [(i.reason, i.arguments, i.model_result) for i in items] == [
         ("audit", {"text": "hello"}, {"$repr": "Lookups()"})
     ]
+
+
+class Account:
+    plan = "pro"
+
+
+def test_a_segment_parameter_left_to_its_default_records_the_default(
+    configured_store: Any,
+) -> None:
+    # an argument the caller left out was "unknown", though the function saw its default:
+    # every call relying on plan="free" landed in the "unknown" segment
+    @aiguard.guard("defaults", segments=("plan", "user.plan"))
+    def f(text: str, plan: str = "free", user: Any = Account()) -> str:  # noqa: B008
+        return text
+
+    f("a")
+    f("a", "paid")
+    f("a", plan="kw", user=None)
+    aiguard.flush()
+    rows = configured_store.call_records(feature="defaults")
+    assert [json.loads(r["segments"]) for r in rows] == [
+        {"plan": "free", "user.plan": "pro"},
+        {"plan": "paid", "user.plan": "pro"},
+        {"plan": "kw", "user.plan": "unknown"},
+    ]
