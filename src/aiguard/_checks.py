@@ -240,6 +240,19 @@ def check_audit(feature: str, value: Any) -> float | None:
         raise ConfigError(f"feature {feature!r}: {exc}") from None
 
 
+def split_name_ok(name: Any) -> bool:
+    """Whether ``name`` can name a segment or a report split: 1 to 100 characters, no double
+    quote, backslash, control character or lone surrogate (SQL finds it in a JSON object, and
+    the store takes it as UTF-8)."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 100
+        and '"' not in name
+        and "\\" not in name
+        and not any(ord(ch) < 32 or "\ud800" <= ch <= "\udfff" for ch in name)
+    )
+
+
 def check_segments(feature: str, value: Any) -> Segments | None:
     """``segments=``: ``((name, spec), ...)`` from a tuple/list of parameter names, dotted paths
     or named callables, or a mapping ``{name: spec}``; None when none. The specs are resolved
@@ -287,6 +300,11 @@ def check_segments(feature: str, value: Any) -> Segments | None:
             raise ConfigError(
                 f"{what}: segment {name!r}: {shown(spec)} must be a parameter name, a dotted "
                 "path or a callable over the call's arguments"
+            )
+        if not split_name_ok(name):
+            raise ConfigError(
+                f"{what}: segment name {name!r} cannot be recorded and split by: 1 to 100 "
+                "characters, no double quote, backslash or control character"
             )
         if name in seen:
             raise ConfigError(f"{what}: the segment name {name!r} is given twice")

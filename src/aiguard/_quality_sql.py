@@ -159,9 +159,11 @@ def tuning_buckets(d: Db, w: Window) -> dict[int, list[int]]:
 
 
 def audit_bands(d: Db, w: Window, bins: int) -> list[tuple[int, int, int]]:
-    """``(band, audited, wrong)`` of the window's audited calls; band -1: no confidence."""
+    """``(band, audited, wrong)`` of the window's audited model answers; band -1: no
+    confidence."""
     inner, inner_params = w.feedback(d.mark)
-    outer, outer_params = w.where(d.mark, alias="w", by_feature=False)  # as in _evidence
+    # as in _evidence; the model's answers only, as the report's audited error rate
+    outer, outer_params = w.where(d.mark, "source = 'model'", alias="w", by_feature=False)
     sql = (
         f"WITH l AS (SELECT call_id, MAX(id) AS aud_id FROM feedback{inner} "
         "AND kind = 'audited' GROUP BY call_id) "

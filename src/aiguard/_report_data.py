@@ -31,6 +31,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
+from ._checks import split_name_ok
 from .exceptions import ConfigError
 
 Dialect = Literal["sqlite", "postgres"]
@@ -64,16 +65,11 @@ class Aggregates:
 def check_splits(splits: Sequence[str]) -> None:
     """A split must be a name that can be looked up in a JSON object by SQL."""
     for s in splits:
-        if (
-            not isinstance(s, str)
-            or not s
-            or len(s) > 100
-            or '"' in s
-            or any(ord(ch) < 32 for ch in s)
-        ):
+        if not split_name_ok(s):
             raise ConfigError(
                 f"by={s!r} is invalid: give model, source, arm, reason, or a segment or feedback "
-                "attribute name (1 to 100 characters, no double quote or control character)"
+                "attribute name (1 to 100 characters, no double quote, backslash or control "
+                "character)"
             )
 
 
@@ -82,7 +78,10 @@ def key_text(raw: Any) -> str:
     if raw is None:
         return "none"
     if isinstance(raw, str) and raw.startswith(MARK):
-        return str(json.loads(raw[1:]))
+        try:
+            return str(json.loads(raw[1:]))
+        except ValueError:  # a text value that happens to start with the marker
+            return raw
     return str(raw)
 
 

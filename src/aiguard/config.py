@@ -69,6 +69,8 @@ class FeatureConfig(BaseModel):
     )
     audit: _Number | None = Field(default=None, ge=0.0, le=1.0)  # share of served answers audited
     drift_rollback: bool = False  # a failing drift target found by aiguard.check() rolls back
+    # how much worse than the best segment a segment may be before the report flags it
+    segment_margin: _Number | None = Field(default=None, ge=0.0, lt=1.0)
 
     @pydantic.field_validator("segments", mode="before")
     @classmethod

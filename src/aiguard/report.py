@@ -225,7 +225,8 @@ class Report:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SegmentGap:
-    """How far one segment's figure lies from the best segment's, in one split of a feature.
+    """How far one segment's figure lies from the best segment's, in one split of a feature
+    (the best: the highest rate of good answers at the 95 % level, its Wilson lower bound).
 
     ``figure`` is ``acceptance_rate`` (higher is better), ``error_rate`` or
     ``audited_error_rate`` (lower is better). ``difference`` is how much worse the segment is
@@ -289,7 +290,9 @@ def segment_gaps(
         counted = [(name, k, n) for name, k, n in counted if n > 0]
         if len(counted) < 2:
             continue
-        best, bk, bn = max(counted, key=lambda x: x[1] / x[2])
+        # the best segment: the highest rate at the 95 % level (its Wilson lower bound), so
+        # that a segment of a call or two, all good by chance, is not the one compared with
+        best, bk, bn = max(counted, key=lambda x: (wilson(x[1], x[2]) or (0.0, 0.0))[0])
         for name, k, n in counted:
             if name == best:
                 continue

@@ -16,7 +16,7 @@ from typing import Any
 from . import _control_edit
 from . import _quality_math as qm
 from . import _quality_sql as qsql
-from ._checks import check_feature
+from ._checks import check_feature, unit_interval
 from ._runtime import lifecycle
 from ._runtime.state import runtime
 from ._since import parse_since
@@ -255,6 +255,8 @@ def tune(
     """
     check_feature(feature)
     metric, goal = parse_target(target)
+    if current is not None:
+        current = unit_interval("current", current)
     lifecycle.flush()
     d = qsql.db(configured_store() if store is None else store)
     buckets = qsql.tuning_buckets(d, qsql.Window(feature, parse_since(since), model=model))

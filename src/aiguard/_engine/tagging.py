@@ -99,10 +99,29 @@ def compile_tags(
         names.append(name)
         if isinstance(spec, str):
             what = f"segment {name!r}:" if name != spec else "segment"
-            getters.append(_getter(spec, sig, feature, what))
+            getters.append(_defaulted(_getter(spec, sig, feature, what), spec, sig))
         else:
             getters.append(_by_callable(spec))
     return Tags(tuple(names), tuple(getters), audit)
+
+
+def _defaulted(get: Getter, path: str, sig: inspect.Signature | None) -> Getter:
+    """``get``, reading the parameter's default when the caller left the argument out (the
+    value the function saw)."""
+    head = path.split(".")[0]
+    p = None if sig is None else sig.parameters.get(head)
+    if p is None or p.default is p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+        return get
+    positional = p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    index = list(sig.parameters).index(head) if sig is not None and positional else None
+    default = p.default
+
+    def read(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if head not in kwargs and (index is None or index >= len(args)):
+            kwargs = {**kwargs, head: default}
+        return get(args, kwargs)
+
+    return read
 
 
 def _by_callable(fn: Callable[..., Any]) -> Getter:

@@ -23,6 +23,7 @@ import hashlib
 import inspect
 import json
 import operator
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -141,8 +142,8 @@ def label_of(value: Any) -> Any:
     for an Enum, the value itself for a bool; None otherwise (a plain ``str`` is free text, not a
     label). Never raises: a label that cannot be read is None. Cheap for the common shapes: the
     served path calls it when call records are written."""
-    cls = value.__class__
     try:
+        cls = value.__class__  # a proxy may fail even at this
         if cls is dict:
             return value.get("label")
         if cls is str or value is None:
@@ -305,6 +306,27 @@ def segments_json(names: tuple[str, ...], values: tuple[str, ...]) -> str:
             _segments_seen.clear()
         _segments_seen[key] = text
     return text
+
+
+def _jsonable(value: Any) -> Any:
+    """``serialize.jsonable(value)``, or the value's repr when an attribute read fails in it
+    (an audit item is kept for the reviewer with what can be shown)."""
+    try:
+        return serialize.jsonable(value)
+    except Exception:
+        return serialize._repr(value)
+
+
+def _utf8(value: Any) -> Any:
+    """A JSON-ready value with its lone surrogates (text UTF-8 cannot hold, so no store takes
+    it) replaced by U+FFFD."""
+    text = json.dumps(value, ensure_ascii=False)
+    if text.isascii() or not _SURROGATE.search(text):
+        return value
+    return json.loads(_SURROGATE.sub("\ufffd", text))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _review_of(item: Any) -> dict[str, Any] | None:
@@ -644,8 +666,8 @@ class Recorder:
                 "feature": row[FEATURE],
                 "call_id": call_id,
                 "reason": "audit",
-                "arguments": serialize.jsonable(arguments),
-                "model_result": serialize.jsonable(value),
+                "arguments": _utf8(_jsonable(arguments)),
+                "model_result": _utf8(_jsonable(value)),
                 "confidence": row[COLUMN["confidence"]],
                 "created_at": row[COLUMN["started_at"]],
             }
