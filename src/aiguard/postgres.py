@@ -357,10 +357,12 @@ class PostgresStore(_SqlReads):
         except self._errors as exc:
             raise self._fail(exc) from exc
 
-    def add_audited_records(self, rows: list[tuple[Any, ...]], items: list[ReviewItem]) -> None:
+    def add_audited_records(self, rows: list[tuple[Any, ...]], items: list[ReviewItem]) -> int:
         """Insert call records and audit items (review items of reason ``audit``) in one
-        transaction; an item whose id is stored already is left as it is."""
+        transaction; an item whose id is stored already is left as it is. Returns how many
+        items were new."""
         marks = ",".join(["%s"] * len(CALL_RECORD_COLUMNS))
+        added = 0
         try:
             with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
                 if rows:
@@ -369,11 +371,13 @@ class PostgresStore(_SqlReads):
                         "ON CONFLICT (call_id) DO NOTHING",
                         rows,
                     )
-                cur.executemany(
-                    review_insert("%s", ignore=True), [review_params(item) for item in items]
-                )
+                sql = review_insert("%s", ignore=True)
+                for item in items:
+                    cur.execute(sql, review_params(item))
+                    added += max(0, cur.rowcount)
         except self._errors as exc:
             raise self._fail(exc) from exc
+        return added
 
     def add_feedback(
         self, row: dict[str, Any], *, call_record: tuple[Any, ...] | None = None

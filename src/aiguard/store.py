@@ -437,14 +437,17 @@ class SQLiteStore(_SqlReads):
         with self._transaction() as db:
             self._insert_rows(db, rows)
 
-    def add_audited_records(self, rows: list[tuple[Any, ...]], items: list[ReviewItem]) -> None:
+    def add_audited_records(self, rows: list[tuple[Any, ...]], items: list[ReviewItem]) -> int:
         """Insert call records and audit items (review items of reason ``audit``) in one
-        transaction; an item whose id is stored already is left as it is."""
+        transaction; an item whose id is stored already is left as it is. Returns how many
+        items were new."""
+        added = 0
         with self._transaction() as db:
             self._insert_rows(db, rows)
             sql = review_insert("?", ignore=True)
             for item in items:
-                db.execute(sql, review_params(item))
+                added += max(0, db.execute(sql, review_params(item)).rowcount)
+        return added
 
     def _insert_rows(self, db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
         row_marks = "(" + ",".join("?" * len(CALL_RECORD_COLUMNS)) + ")"
@@ -592,19 +595,23 @@ def configured() -> Store:
     return store  # type: ignore[no-any-return]
 
 
-def _write_audited(store: Any, rows: list[tuple[Any, ...]], reviews: list[dict[str, Any]]) -> None:
+def _write_audited(store: Any, rows: list[tuple[Any, ...]], reviews: list[dict[str, Any]]) -> int:
     """Write call records with audit items (the fields of each): in one transaction when the
     store has ``add_audited_records`` (SQLite, PostgreSQL), else the records, then each item
-    the store does not hold yet."""
+    the store does not hold yet. Returns how many items were new (a batch written again after
+    an error that came after its commit counts its items once)."""
     items = [ReviewItem(**fields) for fields in reviews]
     add = getattr(store, "add_audited_records", None)
     if add is not None:
-        add(rows, items)
-        return
+        added = add(rows, items)
+        return added if isinstance(added, int) else len(items)
     store.add_call_records(rows)
+    added = 0
     for item in items:
         if store.get_review(item.id) is None:
             store.add_review(item)
+            added += 1
+    return added
 
 
 lifecycle.set_opener(open_store)

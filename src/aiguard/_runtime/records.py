@@ -381,7 +381,7 @@ def audit_review_id(call_id: str) -> str:
     return "rv_a" + digest[8:].hex()
 
 
-AuditWriter = Callable[[Any, list[tuple[Any, ...]], list[dict[str, Any]]], None]
+AuditWriter = Callable[[Any, list[tuple[Any, ...]], list[dict[str, Any]]], int]
 _audit_writer: AuditWriter | None = None
 
 
@@ -569,8 +569,7 @@ class Recorder:
             item.review for item, _ in pairs if item.__class__ is _Retry and item.review is not None
         ]
         if reviews and _audit_writer is not None:
-            _audit_writer(self.store, rows, reviews)
-            self.audits_written += len(reviews)
+            self.audits_written += _audit_writer(self.store, rows, reviews)
         else:
             self.store.add_call_records(rows)
 
