@@ -12,6 +12,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -157,3 +158,29 @@ def proxy_for(url_host_port: tuple[str, int]) -> Iterator[Proxy]:
         yield proxy
     finally:
         proxy.close()
+
+
+@contextlib.contextmanager
+def fresh_store(kind: str, path: str | os.PathLike[str] = ":memory:") -> Iterator[Any]:
+    """An empty store of one kind: ``"sqlite"`` (a file at ``path``), or ``"postgres"`` (a
+    schema of its own, dropped after; a failure under AIGUARD_REQUIRE_SERVICES=1 when the
+    server does not answer)."""
+    import aiguard
+
+    if kind == "sqlite":
+        store: Any = aiguard.SQLiteStore(path)
+        try:
+            yield store
+        finally:
+            store.close()
+        return
+    url = require_postgres()
+    from aiguard.postgres import PostgresStore
+
+    schema = unique("aiguard_t")
+    store = PostgresStore(url, schema=schema)
+    try:
+        yield store
+    finally:
+        store.close()
+        drop_schema(schema)

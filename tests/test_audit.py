@@ -15,7 +15,7 @@ import pytest
 from _modes import Mode
 from hypothesis import given
 from hypothesis import strategies as st
-from services import drop_schema, require_postgres, unique
+from services import fresh_store
 
 import aiguard
 from aiguard._engine.tagging import compile_tags
@@ -26,22 +26,12 @@ from aiguard.store import configured
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """A configured store of each kind (call records and audit items go there)."""
-    if request.param == "sqlite":
-        aiguard.configure(store=tmp_path / "audit.db")
-        yield configured()
-        return
-    url = require_postgres()
-    from aiguard.postgres import PostgresStore
-
-    schema = unique("aiguard_audit")
-    s = PostgresStore(url, schema=schema)
-    aiguard.configure(store=s)
-    try:
-        yield s
-    finally:
-        aiguard.configure(store=None)
-        s.close()
-        drop_schema(schema)
+    with fresh_store(request.param, tmp_path / "audit.db") as s:
+        aiguard.configure(store=s)
+        try:
+            yield s
+        finally:
+            aiguard.configure(store=None)
 
 
 def settle(seconds: float = 10.0) -> aiguard.records.RecordCounts:

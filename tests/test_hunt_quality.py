@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from services import drop_schema, require_postgres, unique
+from services import fresh_store
 
 import aiguard
 from aiguard._runtime.records import CALL_RECORD_COLUMNS, label_of
@@ -18,21 +18,8 @@ from aiguard.store import configured
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """A fresh store of each kind."""
-    if request.param == "sqlite":
-        s: Any = aiguard.SQLiteStore(tmp_path / "hunt.db")
+    with fresh_store(request.param, tmp_path / "hunt.db") as s:
         yield s
-        s.close()
-        return
-    url = require_postgres()
-    from aiguard.postgres import PostgresStore
-
-    schema = unique("aiguard_hunt")
-    s = PostgresStore(url, schema=schema)
-    try:
-        yield s
-    finally:
-        s.close()
-        drop_schema(schema)
 
 
 def record(call_id: str, feature: str = "triage", **values: Any) -> tuple[Any, ...]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from services import drop_schema, require_postgres, unique
+from services import fresh_store
 
 import aiguard
 from aiguard import _since
@@ -25,21 +25,8 @@ NOW = time.time()
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """A fresh store of each kind."""
-    if request.param == "sqlite":
-        s: Any = aiguard.SQLiteStore(tmp_path / "quality.db")
+    with fresh_store(request.param, tmp_path / "quality.db") as s:
         yield s
-        s.close()
-        return
-    url = require_postgres()
-    from aiguard.postgres import PostgresStore
-
-    schema = unique("aiguard_quality")
-    s = PostgresStore(url, schema=schema)
-    try:
-        yield s
-    finally:
-        s.close()
-        drop_schema(schema)
 
 
 def record(call_id: str, feature: str = "triage", **values: Any) -> tuple[Any, ...]:
@@ -439,7 +426,14 @@ def test_tune_apply_without_a_control_source_is_refused(tmp_path: Path) -> None:
         aiguard.tune("triage", "precision >= 0.9", apply=True)
 
 
-def test_since_parsing_is_the_reports() -> None:
-    """The quality figures read since= exactly as the report does."""
-    for text in ("7d", "24h", "30m", "2w", "2026-01-02", "2026-01-02T03:04:05+02:00", 12.5, None):
-        assert _since.parse_since(text, now=1e9) == aiguard.parse_since(text, now=1e9)
+def test_since_is_read_as_users_write_it() -> None:
+    """The quality figures' windows: a span back from now, an ISO date (UTC unless it says),
+    a number as it is, nothing as nothing, anything else a ConfigError naming since."""
+    assert _since.parse_since("7d", now=1e9) == 1e9 - 7 * 86400
+    assert _since.parse_since("30m", now=1e9) == 1e9 - 1800
+    assert _since.parse_since("2026-01-02") == 1767312000.0
+    assert _since.parse_since("2026-01-02T03:04:05+02:00") == 1767312000.0 + 3 * 3600 + 245 - 7200
+    assert _since.parse_since(12.5) == 12.5
+    assert _since.parse_since(None) is None
+    with pytest.raises(aiguard.ConfigError, match="since='last week'"):
+        _since.parse_since("last week")

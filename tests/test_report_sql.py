@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import aiguard
 from aiguard._runtime.records import CALL_RECORD_COLUMNS
 from aiguard.report import Report
-from tests.services import drop_schema, require_postgres, unique
+from tests.services import drop_schema, fresh_store, require_postgres, unique
 
 DAY = 86400.0
 T0 = 1_780_000_000.0
@@ -25,21 +25,8 @@ T0 = 1_780_000_000.0
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest) -> Iterator[Any]:
     """An empty store of each kind."""
-    if request.param == "sqlite":
-        s: Any = aiguard.SQLiteStore(":memory:")
+    with fresh_store(request.param) as s:
         yield s
-        s.close()
-        return
-    from aiguard.postgres import PostgresStore
-
-    url = require_postgres()
-    schema = unique("report_sql")
-    s = PostgresStore(url, schema=schema)
-    try:
-        yield s
-    finally:
-        s.close()
-        drop_schema(schema)
 
 
 class PythonOnly:

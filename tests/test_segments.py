@@ -13,7 +13,7 @@ import pytest
 from _modes import Mode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from services import drop_schema, require_postgres, unique
+from services import fresh_store
 
 import aiguard
 from aiguard._runtime.records import label_of, text_of
@@ -23,22 +23,12 @@ from aiguard.store import configured
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """A configured store of each kind (call records go there)."""
-    if request.param == "sqlite":
-        aiguard.configure(store=tmp_path / "seg.db")
-        yield configured()
-        return
-    url = require_postgres()
-    from aiguard.postgres import PostgresStore
-
-    schema = unique("aiguard_seg")
-    s = PostgresStore(url, schema=schema)
-    aiguard.configure(store=s)
-    try:
-        yield s
-    finally:
-        aiguard.configure(store=None)
-        s.close()
-        drop_schema(schema)
+    with fresh_store(request.param, tmp_path / "seg.db") as s:
+        aiguard.configure(store=s)
+        try:
+            yield s
+        finally:
+            aiguard.configure(store=None)
 
 
 def rows(feature: str) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from services import drop_schema, require_postgres, unique
+from services import fresh_store
 
 import aiguard
 
@@ -17,21 +17,8 @@ import aiguard
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """A fresh store of each kind."""
-    if request.param == "sqlite":
-        s: Any = aiguard.SQLiteStore(tmp_path / "suite.db")
+    with fresh_store(request.param, tmp_path / "suite.db") as s:
         yield s
-        s.close()
-        return
-    url = require_postgres()
-    from aiguard.postgres import PostgresStore
-
-    schema = unique("aiguard_suite")
-    s = PostgresStore(url, schema=schema)
-    try:
-        yield s
-    finally:
-        s.close()
-        drop_schema(schema)
 
 
 def submit(queue: aiguard.ReviewQueue, n: int = 1, feature: str = "f") -> list[aiguard.ReviewItem]:

@@ -22,7 +22,7 @@ GRID = 1000  # drift histograms: confidence in steps of 0.001 (cell i holds [i/1
 def wilson(successes: int, n: int, z: float = Z) -> tuple[float, float] | None:
     """The Wilson score interval of a proportion (95 % by default); None when n is 0.
 
-    The same function as ``aiguard.wilson``, here so that the statistics need nothing else.
+    ``aiguard.wilson`` is this function.
     """
     if n <= 0:
         return None

@@ -19,7 +19,7 @@ _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 def parse_since(text: str | float | None, *, now: float | None = None) -> float | None:
     """A POSIX time from ``"7d"`` (that long ago), an ISO date/time, or a number (as is).
 
-    The same rule as ``aiguard.parse_since``.
+    ``aiguard.parse_since`` is this function.
     """
     if text is None or isinstance(text, int | float):
         return None if text is None else float(text)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from . import _quality_math as _qm
+from . import _since
 from ._report_data import (
     BUCKETS,
     CALL_SPLITS,
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FeatureFigures", "Report", "SegmentGap", "parse_since", "report", "wilson"]
 
-Z = 1.959963984540054  # 95 %
+Z = _qm.Z  # 95 %
 
 
 def wilson(successes: int, n: int, z: float = Z) -> tuple[float, float] | None:
@@ -60,15 +61,7 @@ def wilson(successes: int, n: int, z: float = Z) -> tuple[float, float] | None:
         >>> round(low, 3), round(high, 3)
         (0.309, 0.498)
     """
-    if n <= 0:
-        return None
-    p = successes / n
-    denom = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    low = 0.0 if successes == 0 else max(0.0, center - half)
-    high = 1.0 if successes == n else min(1.0, center + half)
-    return low, high
+    return _qm.wilson(successes, n, z)
 
 
 def newcombe(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float, float] | None:
@@ -83,10 +76,6 @@ def newcombe(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float, float] |
     return d, low, high
 
 
-_SINCE = re.compile(r"^(\d+)\s*([smhdw])$")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_since(text: str | float | None, *, now: float | None = None) -> float | None:
     """A POSIX time from ``"7d"``, ``"24h"``, ``"30m"``, an ISO date/time, or a number.
 
@@ -95,21 +84,7 @@ def parse_since(text: str | float | None, *, now: float | None = None) -> float 
         >>> aiguard.parse_since("2d", now=1_000_000.0)
         827200.0
     """
-    if text is None or isinstance(text, int | float):
-        return None if text is None else float(text)
-    now = time.time() if now is None else now
-    m = _SINCE.match(text.strip())
-    if m:
-        return now - int(m[1]) * _SECONDS[m[2]]
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ConfigError(
-            f"since={text!r} is invalid: give a duration like '7d' or '24h', or an ISO date"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    return _since.parse_since(text, now=now)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
