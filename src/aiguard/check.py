@@ -24,7 +24,6 @@ from .targets import Target
 
 __all__ = ["CheckResult", "TargetResult", "check"]
 
-QUALITY = frozenset({"ece", "confidence_psi", "confidence_ks", "label_psi"})
 DRIFT = frozenset({"confidence_psi", "confidence_ks", "label_psi"})
 
 
