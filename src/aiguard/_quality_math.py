@@ -19,6 +19,10 @@ EPSILON = 1e-4
 GRID = 1000  # drift histograms: confidence in steps of 0.001 (cell i holds [i/1000, (i+1)/1000))
 
 
+FIGURES = ("ece", "confidence_psi", "confidence_ks", "label_psi")
+"""The quality figures a target can name that the report's sums do not give."""
+
+
 def wilson(successes: int, n: int, z: float = Z) -> tuple[float, float] | None:
     """The Wilson score interval of a proportion (95 % by default); None when n is 0.
 

@@ -545,12 +545,18 @@ def summary(feature: str, *, since: str | float | None = None, store: Any = None
     return QualitySummary(
         cal,
         found,
-        {
-            "ece": cal.ece,
-            "confidence_psi": found.confidence_psi if found.enough else None,
-            "confidence_ks": found.confidence_ks if found.enough else None,
-            "label_psi": found.label_psi if labelled else None,
-        },
+        dict(
+            zip(
+                qm.FIGURES,
+                (
+                    cal.ece,
+                    found.confidence_psi if found.enough else None,
+                    found.confidence_ks if found.enough else None,
+                    found.label_psi if labelled else None,
+                ),
+                strict=True,
+            )
+        ),
     )
 
 

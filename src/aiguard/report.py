@@ -514,7 +514,7 @@ def report(
     return Report(features, groups, diffs, target_rows, series, start, time.time(), flags, quality)
 
 
-QUALITY_METRICS = frozenset({"ece", "confidence_psi", "confidence_ks", "label_psi"})
+QUALITY_METRICS = frozenset(_qm.FIGURES)
 """The target metrics computed by :mod:`aiguard.quality` rather than from the report's sums."""
 
 
