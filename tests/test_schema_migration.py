@@ -14,6 +14,7 @@ import pytest
 from services import drop_schema, require_postgres, unique
 
 import aiguard
+from aiguard._feedback_figures import COLUMNS as FEEDBACK_FIGURES
 from aiguard._runtime.records import CALL_RECORD_COLUMNS
 from aiguard.store import SCHEMA_VERSION
 
@@ -163,11 +164,17 @@ def _columns(store: Any) -> list[str]:
 
 def test_migration_keeps_every_row_and_adds_the_columns(v4_store: Any) -> None:
     """The current version, the new columns last, every v4 row kept as it was with NULL
-    writes, segments and label."""
+    writes, segments and label, and the feedback figures of the old feedback."""
     store = v4_store
     [(version,)] = store._run("SELECT value FROM aiguard_meta WHERE key = 'schema_version'")
     assert version == str(SCHEMA_VERSION)
-    assert tuple(_columns(store)) == CALL_RECORD_COLUMNS
+    figures = tuple(name for name, _, _ in FEEDBACK_FIGURES)
+    assert tuple(_columns(store)) == CALL_RECORD_COLUMNS + figures
+    found = store._run(
+        "SELECT call_id, fb_decision, fb_verdict, fb_score_n FROM call_records ORDER BY call_id"
+    )
+    assert [tuple(r) for r in found] == [("ag_old_1", "accepted", None, 0),
+                                         ("ag_old_2", None, None, None)]  # fmt: skip
     rows = store.call_records(feature="reply")
     assert [r["call_id"] for r in rows] == ["ag_old_1", "ag_old_2"]
     for old, row in zip(OLD_CALLS, rows, strict=True):
@@ -209,7 +216,8 @@ def test_a_migrated_store_records_cache_writes(v4_store: Any) -> None:
 
 
 def test_opening_twice_migrates_once(tmp_path: Path) -> None:
-    """A SQLite file already at version 5 opens as is (the columns are not added twice)."""
+    """A SQLite file already at the current version opens as is (the columns are not added
+    twice)."""
     path = tmp_path / "v4.db"
     db = sqlite3.connect(path)
     for statement in SQLITE_V4:
@@ -219,6 +227,7 @@ def test_opening_twice_migrates_once(tmp_path: Path) -> None:
     aiguard.SQLiteStore(path).close()
     store = aiguard.SQLiteStore(path)
     try:
-        assert tuple(_columns(store)) == CALL_RECORD_COLUMNS
+        figures = tuple(name for name, _, _ in FEEDBACK_FIGURES)
+        assert tuple(_columns(store)) == CALL_RECORD_COLUMNS + figures
     finally:
         store.close()

@@ -8,10 +8,10 @@ comes first).
 
 Evidence of correctness of a model's answer (calls with ``source = 'model'`` and a confidence):
 the latest decision (the feedback row with the highest id among ``accepted``, ``edited``,
-``rejected``, ``corrected``), or the latest ``audited`` row (``accepted`` 1: right, 0: wrong),
-which wins when a call has both. Feedback rows carry their call's feature (``aiguard.feedback``
-and review resolutions write it), so the feedback is read by feature and time, through its
-index, then joined to the window's call records by their primary key.
+``rejected``, ``corrected``), or the latest ``audited`` row's verdict (``accepted`` 1: right, 0:
+wrong), which wins when a call has both. Both are columns of the call's record, kept by the
+database as feedback arrives (:mod:`aiguard._feedback_figures`), so no query joins the calls to
+their feedback.
 """
 
 from __future__ import annotations
@@ -91,44 +91,23 @@ class Window:
                 params.append(value)
         return " WHERE " + (" AND ".join(clauses) or "1 = 1"), tuple(params)
 
-    def feedback(self, mark: str) -> tuple[str, tuple[Any, ...]]:
-        """`` WHERE ...`` over the feedback that can be on these calls: the feature's, given
-        from ``since`` on (feedback comes after its call), by the index on (feature, created_at).
-        The join with the call records then keeps the window's calls only."""
-        if self.since is None:
-            return f" WHERE feature = {mark}", (self.feature,)
-        return f" WHERE feature = {mark} AND created_at >= {mark}", (self.feature, self.since)
-
 
 JUDGEABLE = ("source = 'model'", "confidence IS NOT NULL", "confidence >= 0", "confidence <= 1")
 
 
 def _evidence(d: Db, w: Window) -> tuple[str, tuple[Any, ...]]:
-    """``WITH l AS (...) ... FROM l JOIN call_records w ... WHERE ...``: the judged model
-    answers of the window, each with its latest decision (``dec``) and latest audit (``aud``),
-    feedback rows found by their ids. The feedback is read once, grouped by call, and only for
-    the window's calls; call records are found by their primary key."""
-    inner, inner_params = w.feedback(d.mark)
-    # no condition on the calls' feature: the feedback is the feature's already, and without
-    # it the only index to find a call by is its primary key, whatever the planner estimates
-    # (PostgreSQL without statistics otherwise scanned the feature's calls once per call)
-    outer, outer_params = w.where(d.mark, *JUDGEABLE, alias="w", by_feature=False)
-    sql = (
-        "WITH l AS (SELECT call_id, "
-        f"MAX(CASE WHEN kind IN {DECISIONS} THEN id END) AS dec_id, "
-        "MAX(CASE WHEN kind = 'audited' THEN id END) AS aud_id FROM feedback"
-        f"{inner} AND (kind IN {DECISIONS} OR kind = 'audited') GROUP BY call_id) "
-        "{select} FROM l JOIN call_records w ON w.call_id = l.call_id "
-        "LEFT JOIN feedback dec ON dec.id = l.dec_id LEFT JOIN feedback aud ON aud.id = l.aud_id"
-        f"{outer}"
-    )
-    return sql, (*inner_params, *outer_params)
+    """``{select} FROM call_records w WHERE ...``: the judged model answers of the window, each
+    with its latest decision (``w.fb_decision``) and latest audit verdict (``w.fb_verdict``),
+    columns of its record kept by the database (:mod:`aiguard._feedback_figures`)."""
+    where, params = w.where(d.mark, *JUDGEABLE, alias="w")
+    judged = " AND (w.fb_decision IS NOT NULL OR w.fb_verdict IS NOT NULL)"
+    return "{select} FROM call_records w" + where + judged, params
 
 
 # an evidence row's verdict: the audit when there is one, else the decision
 CORRECT = (
-    "(CASE WHEN aud.id IS NOT NULL THEN (CASE WHEN aud.accepted = 1 THEN 1 ELSE 0 END) "
-    f"WHEN dec.kind IN {GOOD} THEN 1 ELSE 0 END)"
+    "(CASE WHEN w.fb_verdict IS NOT NULL THEN (CASE WHEN w.fb_verdict = 1 THEN 1 ELSE 0 END) "
+    f"WHEN w.fb_decision IN {GOOD} THEN 1 ELSE 0 END)"
 )
 
 
@@ -150,8 +129,8 @@ def tuning_buckets(d: Db, w: Window) -> dict[int, list[int]]:
     sql, params = _evidence(d, w)
     select = (
         f"SELECT {d.cell('w.confidence', 100)} AS b, COUNT(*), SUM({CORRECT}), "
-        "SUM(CASE WHEN dec.id IS NOT NULL THEN 1 ELSE 0 END), "
-        f"SUM(CASE WHEN dec.kind IN {GOOD} THEN 1 ELSE 0 END)"
+        "SUM(CASE WHEN w.fb_decision IS NOT NULL THEN 1 ELSE 0 END), "
+        f"SUM(CASE WHEN w.fb_decision IN {GOOD} THEN 1 ELSE 0 END)"
     )
     for r in d.run(sql.replace("{select}", select) + " GROUP BY b", params):
         out.setdefault(int(r[0]), [0, 0, 0, 0, 0])[1:] = [int(x) for x in r[1:]]
@@ -159,21 +138,15 @@ def tuning_buckets(d: Db, w: Window) -> dict[int, list[int]]:
 
 
 def audit_bands(d: Db, w: Window, bins: int) -> list[tuple[int, int, int]]:
-    """``(band, audited, wrong)`` of the window's audited model answers; band -1: no
-    confidence."""
-    inner, inner_params = w.feedback(d.mark)
-    # as in _evidence; the model's answers only, as the report's audited error rate
-    outer, outer_params = w.where(d.mark, "source = 'model'", alias="w", by_feature=False)
+    """``(band, audited, wrong)`` of the window's audited model answers (as the report's
+    audited error rate); band -1: no confidence."""
+    where, params = w.where(d.mark, "source = 'model'", "fb_verdict IN (0, 1)", alias="w")
     sql = (
-        f"WITH l AS (SELECT call_id, MAX(id) AS aud_id FROM feedback{inner} "
-        "AND kind = 'audited' GROUP BY call_id) "
         "SELECT (CASE WHEN w.confidence IS NULL OR w.confidence < 0 OR w.confidence > 1 THEN -1 "
         f"ELSE {d.cell('w.confidence', bins)} END) AS b, COUNT(*), "
-        "SUM(CASE WHEN aud.accepted = 0 THEN 1 ELSE 0 END) "
-        "FROM l JOIN call_records w ON w.call_id = l.call_id "
-        f"JOIN feedback aud ON aud.id = l.aud_id{outer} AND aud.accepted IN (0, 1) GROUP BY b"
+        f"SUM(CASE WHEN w.fb_verdict = 0 THEN 1 ELSE 0 END) FROM call_records w{where} GROUP BY b"
     )
-    return [(int(r[0]), int(r[1]), int(r[2])) for r in d.run(sql, (*inner_params, *outer_params))]
+    return [(int(r[0]), int(r[1]), int(r[2])) for r in d.run(sql, params)]
 
 
 def confidence_histogram(d: Db, w: Window, cells: int) -> dict[int, int]:

@@ -3,8 +3,9 @@
 Four steps on one connection (``run(sql, params)`` returns a statement's rows):
 
 1. ``CREATE TEMP TABLE``: one row per call of the window, with its split keys, its figures (its
-   feedback's decision, audit verdict and scores found in one pass over the window's feedback)
-   and its latency bucket ``lb`` (log-spaced, 0.5 % wide; any function of the latency that never
+   feedback's decision, audit verdict and scores are columns of its record, kept by the
+   database: :mod:`aiguard._feedback_figures`) and its latency bucket ``lb`` (log-spaced, 0.1 %
+   wide; any function of the latency that never
    decreases would do: the buckets only narrow down where each wanted value lies);
 2. the sums, grouped at the finest grain the report needs (feature, source, day, arm and every
    split key); the coarser groupings are summed here from those rows (they are few). SQLite
@@ -28,9 +29,7 @@ from ._report_data import (
     BUCKETS,
     CALL_SPLITS,
     DAY,
-    DECISIONS,
     FLOAT_SUMS,
-    NOT_UNDOING,
     QUANTILES,
     SUMS,
     TOKENS,
@@ -60,12 +59,12 @@ def _literal(text: str, dialect: Dialect) -> str:
 
 
 def _key(split: str, i: int, dialect: Dialect) -> str:
-    """The SQL of a split's value for the call ``w`` (with its feedback ``g``; in PostgreSQL,
-    its segments' values ``sk``)."""
+    """The SQL of a split's value for the call ``w``: its segment, else the attribute of its
+    feedback (in PostgreSQL, its segments' values are ``sk``'s)."""
     if split in CALL_SPLITS:
         return f"COALESCE(NULLIF(w.{split}, ''), 'none')"
     if dialect == "postgres":
-        attribute = _pg_value("g.attributes::jsonb", "g.attributes", split, null=False)
+        attribute = _pg_value("w.fb_attributes::jsonb", "w.fb_attributes", split, null=False)
         return f"COALESCE(sk.s{i}, {attribute}, 'none')"
     path = _literal(f'$."{split}"', dialect)
     segment = (
@@ -73,8 +72,8 @@ def _key(split: str, i: int, dialect: Dialect) -> str:
         f" WHEN 'null' THEN NULL ELSE char(31) || (w.segments -> {path}) END"
     )
     attribute = (
-        f"CASE json_type(g.attributes, {path}) WHEN 'text' THEN "
-        f"json_extract(g.attributes, {path}) ELSE char(31) || (g.attributes -> {path}) END"
+        f"CASE json_type(w.fb_attributes, {path}) WHEN 'text' THEN "
+        f"json_extract(w.fb_attributes, {path}) ELSE char(31) || (w.fb_attributes -> {path}) END"
     )
     return f"COALESCE({segment}, {attribute}, 'none')"
 
@@ -133,11 +132,9 @@ def calls_statement(
     *,
     ln: bool = True,
 ) -> tuple[str, tuple[Any, ...]]:
-    """Step 1: the temporary table of the window's calls (see the module's docstring)."""
+    """Step 1: the temporary table of the window's calls (see the module's docstring). Each
+    call's feedback figures are columns of its record (:mod:`aiguard._feedback_figures`)."""
     where, params = _window(dialect, feature, since, "w")
-    fb_where, fb_params = _window(dialect, feature, since, "c")
-    decisions = ", ".join(f"'{k}'" for k in DECISIONS)
-    not_undoing = ", ".join(f"'{k}'" for k in NOT_UNDOING)
     keys = "".join(f", {_key(s, i, dialect)} AS k{i}" for i, s in enumerate(splits, 1))
     day = (
         f"CAST(w.started_at / {DAY} AS INTEGER) - (w.started_at < 0 AND "
@@ -149,16 +146,17 @@ def calls_statement(
     def flag(condition: str) -> str:
         return f"CASE WHEN {condition} THEN 1 ELSE 0 END"
 
-    verdict = "CASE WHEN w.source = 'model' THEN g.verdict END"
+    verdict = "CASE WHEN w.source = 'model' THEN w.fb_verdict END"
     values = {
-        "accepted": flag("g.dkind = 'accepted'"),
-        "edited": flag("g.dkind = 'edited'"),
-        "rejected": flag("g.dkind = 'rejected'"),
-        "corrected": flag("g.dkind = 'corrected'"),
-        "dist_sum": "CASE WHEN g.dkind = 'edited' THEN COALESCE(g.dist, 0.0) ELSE 0.0 END",
-        "dist_n": flag("g.dkind = 'edited' AND g.dist IS NOT NULL"),
-        "score_sum": "COALESCE(g.score_sum, 0.0)",
-        "score_n": "COALESCE(g.score_n, 0)",
+        "accepted": flag("w.fb_decision = 'accepted'"),
+        "edited": flag("w.fb_decision = 'edited'"),
+        "rejected": flag("w.fb_decision = 'rejected'"),
+        "corrected": flag("w.fb_decision = 'corrected'"),
+        "dist_sum": "CASE WHEN w.fb_decision = 'edited' THEN COALESCE(w.fb_distance, 0.0) "
+        "ELSE 0.0 END",
+        "dist_n": flag("w.fb_decision = 'edited' AND w.fb_distance IS NOT NULL"),
+        "score_sum": "COALESCE(w.fb_score_sum, 0.0)",
+        "score_n": "COALESCE(w.fb_score_n, 0)",
         "served": flag("w.reason = 'served'"),
         "errors": flag("w.reason = 'error'"),
         "timeouts": flag("w.reason = 'timeout'"),
@@ -169,13 +167,12 @@ def calls_statement(
         "audit_errors": flag(f"({verdict}) = 0"),
     }
     figures = ", ".join(f"{expr} AS s_{name}" for name, expr in values.items() if name != "calls")
-    attributes = any(s not in CALL_SPLITS for s in splits)
     named = [(i, s) for i, s in enumerate(splits, 1) if s not in CALL_SPLITS]
     segments, segment_params = "", ()
     if dialect == "postgres" and named:
         # each distinct segments text of the window parsed once
-        segments = ", sk AS (SELECT u.segments{} FROM (SELECT DISTINCT w.segments FROM "
-        segments += "call_records w WHERE {} AND w.segments IS NOT NULL) u)"
+        segments = "WITH sk AS (SELECT u.segments{} FROM (SELECT DISTINCT w.segments FROM "
+        segments += "call_records w WHERE {} AND w.segments IS NOT NULL) u) "
         segments = segments.format(
             "".join(
                 f", {_pg_value('u.segments::jsonb', 'u.segments', s, null=True)} AS s{i}"
@@ -185,29 +182,13 @@ def calls_statement(
         )
         segment_params = params
     on_commit = "" if dialect == "sqlite" else " ON COMMIT DROP"
-    sql = f"""CREATE TEMP TABLE {TABLE}{on_commit} AS
-      WITH f AS (
-        SELECT fb.call_id,
-          MAX(CASE WHEN fb.kind IN ({decisions}) THEN fb.id END) AS dec_id,
-          MAX(CASE WHEN fb.kind = 'audited' THEN fb.id END) AS audit_id,
-          COALESCE(MAX(CASE WHEN fb.kind NOT IN ({not_undoing}) THEN fb.id END), MIN(fb.id))
-            AS row_id,
-          SUM(fb.score) AS score_sum, COUNT(fb.score) AS score_n
-        FROM feedback fb {"JOIN call_records c ON c.call_id = fb.call_id" if fb_params else ""}
-        WHERE {fb_where} GROUP BY fb.call_id),
-      g AS MATERIALIZED (
-        SELECT f.call_id, d.kind AS dkind, d.edit_distance AS dist, a.accepted AS verdict,
-          f.score_sum, f.score_n, {"r.attributes" if attributes else "NULL AS attributes"}
-        FROM f LEFT JOIN feedback d ON d.id = f.dec_id
-          LEFT JOIN feedback a ON a.id = f.audit_id
-          {"LEFT JOIN feedback r ON r.id = f.row_id" if attributes else ""}){segments}
+    sql = f"""CREATE TEMP TABLE {TABLE}{on_commit} AS {segments}
       SELECT w.feature AS feature, COALESCE(NULLIF(w.source, ''), 'none') AS src, {day} AS day,
         COALESCE(NULLIF(w.arm, ''), 'all') AS armk{keys}, w.latency AS latency,
         {_bucket(dialect, ln)} AS lb, {figures}
-      FROM call_records w LEFT JOIN g ON g.call_id = w.call_id
-        {"LEFT JOIN sk ON sk.segments = w.segments" if segments else ""}
+      FROM call_records w {"LEFT JOIN sk ON sk.segments = w.segments" if segments else ""}
       WHERE {where}"""
-    return sql, (*fb_params, *segment_params, *params)
+    return sql, (*segment_params, *params)
 
 
 def _ks(splits: Sequence[str]) -> str:

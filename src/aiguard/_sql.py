@@ -18,11 +18,15 @@ from ._runtime.records import CALL_RECORD_COLUMNS
 from .exceptions import ReviewError
 from .limits import Limits, StageFigures
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 REPORT_TIMEOUT = 300.0
 """Seconds a report's statements may take together, unless the store's own deadline is longer:
 a report reads the whole window, which takes longer than a store's other operations."""
+
+MIGRATION_TIMEOUT = 600.0
+"""Seconds a PostgreSQL store's upgrade may take: the upgrade to schema version 7 writes each
+call's feedback figures once (about 20 s per million calls with feedback)."""
 
 CALL_RECORD_LIST = ", ".join(CALL_RECORD_COLUMNS)
 """The call-record columns by name, in row order: every read and write names them, so a

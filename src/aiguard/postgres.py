@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+from . import _feedback_figures
 from ._checks import seconds
 from ._report_sql import Run
 from ._runtime import serialize as _serialize
@@ -33,6 +34,7 @@ from ._sql import (
     _REVIEW_COLUMNS,
     CALL_RECORD_LIST,
     FEEDBACK_COLUMNS,
+    MIGRATION_TIMEOUT,
     SCHEMA_VERSION,
     ReviewItem,
     _check_claim,
@@ -245,7 +247,10 @@ class PostgresStore(_SqlReads):
             raise self._fail(exc) from exc
 
     def _migrate(self) -> None:
-        with self._conn() as conn, conn.transaction():
+        with self._conn(MIGRATION_TIMEOUT) as conn, conn.transaction():
+            ms = int(max(MIGRATION_TIMEOUT, self._timeout) * 1000)
+            conn.execute(f"SET LOCAL statement_timeout = {ms}")
+            conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = {ms}")
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"aiguard:{self.schema}",))
             conn.execute(
@@ -264,6 +269,11 @@ class PostgresStore(_SqlReads):
             if version < SCHEMA_VERSION:
                 for statement in _TABLES:
                     conn.execute(statement)
+                # version 7: each call's feedback figures, kept by triggers
+                for statement in _feedback_figures.postgres_statements(self.schema):
+                    conn.execute(statement)
+                if version < 7:
+                    conn.execute(_feedback_figures.POSTGRES_BACKFILL)
                 conn.execute(
                     "INSERT INTO aiguard_meta VALUES ('schema_version', %s) "
                     "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",

@@ -52,6 +52,7 @@ from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
+from . import _feedback_figures
 from ._checks import seconds
 from ._report_data import Aggregates
 from ._report_sql import TEMP_TABLES, Run
@@ -313,6 +314,12 @@ class SQLiteStore(_SqlReads):
                             feature TEXT NOT NULL, name TEXT NOT NULL, saved_at REAL NOT NULL,
                             data TEXT NOT NULL, PRIMARY KEY (feature, name))"""
                     )
+                if version < 7:  # each call's feedback figures, kept by triggers
+                    for name, sqlite_type, _ in _feedback_figures.COLUMNS:
+                        db.execute(f"ALTER TABLE call_records ADD COLUMN {name} {sqlite_type}")
+                    for statement in _feedback_figures.sqlite_statements():
+                        db.execute(statement)
+                    db.execute(_feedback_figures.SQLITE_BACKFILL)
                 if version < SCHEMA_VERSION:
                     db.execute(
                         "INSERT OR REPLACE INTO aiguard_meta VALUES ('schema_version', ?)",
