@@ -184,16 +184,17 @@ def test_records_are_flushed_at_exit(tmp_path: Path) -> None:
 
 
 def test_schema_is_versioned(tmp_path: Path) -> None:
-    """The store is at schema version 6 and has the documented tables and columns."""
+    """The store is at schema version 7 and has the documented tables and columns."""
     import sqlite3
 
     from aiguard.store import CALL_RECORD_COLUMNS
 
     aiguard.SQLiteStore(tmp_path / "v.db").close()
     db = sqlite3.connect(tmp_path / "v.db")
-    assert db.execute("SELECT value FROM aiguard_meta").fetchall() == [("6",)]
+    assert db.execute("SELECT value FROM aiguard_meta").fetchall() == [("7",)]
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"review_items", "stage_figures", "call_records", "feedback", "baselines"} <= tables
+    expected = {"review_items", "stage_figures", "call_records", "feedback", "baselines"}
+    assert expected | {"call_issuers"} <= tables
     columns = [r[1] for r in db.execute("PRAGMA table_info(call_records)")]
     assert tuple(columns) == CALL_RECORD_COLUMNS
 
