@@ -195,7 +195,8 @@ def test_schema_is_versioned(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "v.db")
     assert db.execute("SELECT value FROM aiguard_meta").fetchall() == [("7",)]
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"review_items", "stage_figures", "call_records", "feedback", "baselines"} <= tables
+    expected = {"review_items", "stage_figures", "call_records", "feedback", "baselines"}
+    assert expected | {"call_issuers"} <= tables
     columns = [r[1] for r in db.execute("PRAGMA table_info(call_records)")]
     assert tuple(columns[: len(CALL_RECORD_COLUMNS)]) == CALL_RECORD_COLUMNS
     assert columns[len(CALL_RECORD_COLUMNS) :] == [c for c, _, _ in FEEDBACK_FIGURES]

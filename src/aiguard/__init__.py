@@ -43,7 +43,7 @@ from .exceptions import (
     UnknownCall,
 )
 from .fallbacks import Default, Fallback, FallbackContext, HumanReview, Rules
-from .feedback import Feedback, FeedbackKind, edit_distance, feedback
+from .feedback import Feedback, FeedbackKind, afeedback, edit_distance, feedback
 from .guard import AsyncGuarded, Guarded, guard
 from .limits import Limits
 from .outcome import Attempt, Outcome, Reason, Source
@@ -131,6 +131,7 @@ __all__ = [
     "UnknownCall",
     "Usage",
     "__version__",
+    "afeedback",
     "audit_figures",
     "budget_figures",
     "calibration",

@@ -20,6 +20,17 @@ from .limits import Limits, StageFigures
 
 SCHEMA_VERSION = 7
 
+ATTACH_FEEDBACK = (
+    "UPDATE feedback SET feature = (SELECT c.feature FROM call_records c "
+    "WHERE c.call_id = feedback.call_id) WHERE feature IS NULL AND EXISTS "
+    "(SELECT 1 FROM call_records c WHERE c.call_id = feedback.call_id)"
+)
+"""Give the feedback rows whose call was not recorded yet (``feature`` NULL: written by another
+process than the call's, before the call's record landed) their call's feature, for the calls
+recorded now. Run in the transaction that writes call records, so such feedback counts from the
+moment its call's record exists. Found through the index on (feature, created_at), where they
+sort first: with none waiting, this costs one index probe."""
+
 REPORT_TIMEOUT = 300.0
 """Seconds a report's statements may take together, unless the store's own deadline is longer:
 a report reads the whole window, which takes longer than a store's other operations."""
@@ -145,6 +156,14 @@ class _SqlReads:
         where, params = self._where(feature=feature, since=("created_at", since), call_id=call_id)
         rows = self._run(f"SELECT * FROM feedback{where} ORDER BY id", params)
         return [dict(zip(FEEDBACK_COLUMNS, r, strict=True)) for r in rows]
+
+    def issued(self, process: str) -> int | None:
+        """The highest call counter ``process`` (the ``ag_<16 hex>`` part of its call ids) had
+        issued when its record writer last wrote to this store; None when it never did."""
+        rows = self._run(
+            f"SELECT issued FROM call_issuers WHERE process = {self._mark}", (process,)
+        )
+        return int(rows[0][0]) if rows else None
 
     def report_aggregates(
         self,

@@ -1,10 +1,22 @@
 """Feedback: what the user did with an answer, recorded against the call that produced it.
 
 ``aiguard.feedback(call_id, ...)`` (or ``outcome.accept()``, ``.reject()``, ``.edit()``,
-``.correct()``, ``.rate()``) writes one row to the store and returns only once it is durable.
-Feedback given twice for a call keeps both, with their times; the latest counts in the figures.
-An edit is measured: the normalised edit distance between what was served and what the user kept
-(for text), or the share of fields changed (for structured values).
+``.correct()``, ``.rate()``) writes one row to the store and returns only once it is durable;
+``await aiguard.afeedback(...)`` (and ``outcome.aaccept()``, ...) does the same work in a thread,
+so the event loop keeps running meanwhile. Feedback given twice for a call keeps both, with their
+times; the latest counts in the figures. An edit is measured: the normalised edit distance
+between what was served and what the user kept (for text), or the share of fields changed (for
+structured values).
+
+Feedback given in one process on a call made in another (two web workers) may arrive before the
+other process has written the call's record. A call id names the process that issued it (see
+``aiguard._runtime.ids``), and every record writer saves, with each batch, the highest counter its
+process has issued (``call_issuers``). So the call is known to be real as soon as its process's
+writer has written once after the call: the feedback is then written at once, durable, without
+its feature, and attached to the call (its feature set) in the transaction that writes the call's
+record. Until then ``feedback()`` looks again for up to ``wait=`` seconds (default
+``DEFAULT_WAIT``); an id no process of the store issued (or not yet, by then) is
+:class:`~aiguard.UnknownCall`.
 """
 
 from __future__ import annotations
@@ -15,12 +27,14 @@ import enum
 import inspect
 import math
 import numbers
+import threading
 import time
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any, cast
 
 from ._checks import shown
-from ._runtime import errors
+from ._runtime import errors, ids, offload
 from ._runtime import serialize as _serialize
 from ._runtime import telemetry as _telemetry
 from ._runtime.records import served_output
@@ -28,7 +42,12 @@ from ._runtime.state import UNSET, runtime
 from .exceptions import ConfigError, UnknownCall
 from .store import configured
 
-__all__ = ["Feedback", "FeedbackKind", "edit_distance", "feedback"]
+__all__ = ["DEFAULT_WAIT", "Feedback", "FeedbackKind", "afeedback", "edit_distance", "feedback"]
+
+DEFAULT_WAIT = 2.0
+"""Seconds ``feedback()`` looks for a call of another process that its store does not know yet:
+ten times the record writer's interval (0.2 s), so a busy writer has time to write."""
+POLL_FIRST, POLL_MAX = 0.01, 0.1  # seconds between two looks at the store: from, doubling to
 
 
 class FeedbackKind(enum.StrEnum):
@@ -81,6 +100,9 @@ class Feedback:
     by: str | None = None
     attributes: dict[str, Any] = dataclasses.field(default_factory=dict)
     created_at: float = 0.0
+    pending: bool = False
+    """True when the call's record was not in the store yet (a call of another process): the
+    row is kept, without its ``feature``, and counts once the record is written."""
 
 
 # -- edit distance --------------------------------------------------------------------------------
@@ -141,38 +163,138 @@ def edit_distance(served: Any, kept: Any) -> float | None:
 # -- recording ------------------------------------------------------------------------------------
 
 
-def _lookup(
-    call_id: str,
-) -> tuple[str | None, Any, tuple[str | None, str | None], tuple[Any, ...] | None, Any]:
-    """(feature, served value, (trace id, span id), the call's record row if it is not in the
-    store yet, the store the call belongs to) of a known call; UnknownCall if unknown. A call
-    recorded while another store was configured keeps its feedback in that store."""
+class _Found(tuple):  # type: ignore[type-arg]
+    """What feedback needs of its call: (feature, served value, (trace id, span id), the call's
+    row when it is not in the store yet, the store the call belongs to, whether the call is
+    another process's whose record the store does not have yet)."""
+
+    __slots__ = ()
+
+
+def _local(call_id: str) -> _Found | None:
+    """The call as this process knows it (queued, being written, or remembered), or None."""
     for recorder in [runtime.recorder, *runtime.recorders]:
         if recorder is None:
             continue
         pending = recorder.pending(call_id)
         if pending is not None:
-            (feature, served, ids), row = pending
-            return feature, served, ids, row, recorder.store
+            (feature, served, span), row = pending
+            return _Found((feature, served, span, row, recorder.store, False))
         known = recorder.known(call_id)
         if known is not None:
             if recorder.capture is not None:
                 found = recorder.store.get_call(call_id)  # written, with its output
                 if found is not None:
-                    served = served_output(found.get("output"))
-                    ids = (found.get("trace_id"), found.get("span_id"))
-                    return found["feature"], served, ids, None, recorder.store
-            feature, served, ids = known
-            return feature, served, ids, None, recorder.store
+                    return _stored(found, recorder.store)
+            feature, served, span = known
+            return _Found((feature, served, span, None, recorder.store, False))
+    return None
+
+
+def _stored(found: dict[str, Any], store: Any) -> _Found:
+    served = served_output(found.get("output"))
+    span = (found.get("trace_id"), found.get("span_id"))
+    return _Found((found["feature"], served, span, None, store, False))
+
+
+def _lookup(call_id: str, wait: float) -> _Found:
+    """The call ``call_id`` (see :class:`_Found`), or UnknownCall.
+
+    Known to this process or in the store: found. Otherwise, an id of the shape aiguard issues
+    (``ag_<process>_<counter>``) may be a call of another process whose record is not written
+    yet: found (as not recorded yet) once the store says that process has issued that counter,
+    or its record lands, looking again until ``wait`` seconds have passed. An id of this
+    process is judged at once: it was issued here or not, and is queued or not."""
+    found = _local(call_id)
+    if found is not None:
+        return found
     store = configured()
-    found = store.get_call(call_id)
-    if found is None:
+    row = store.get_call(call_id)
+    if row is not None:
+        return _stored(row, store)
+    issuer = ids.parse(call_id)
+    if issuer is None:
         raise UnknownCall(
             f"no guarded call has id {call_id!r} (is call recording on, and the store the one "
             "the call was recorded in?)"
         )
-    served = served_output(found.get("output"))
-    return found["feature"], served, (found.get("trace_id"), found.get("span_id")), None, store
+    process, number = issuer
+    if process == ids.process_id():
+        return _own(call_id, number, store)
+    read_issued = getattr(store, "issued", None)
+    deadline = time.monotonic() + wait
+    pause = POLL_FIRST
+    issued = None
+    while True:
+        if read_issued is not None:
+            issued = read_issued(process)
+            if issued is not None and number <= issued:
+                row = store.get_call(call_id)  # it may have landed meanwhile
+                if row is not None:
+                    return _stored(row, store)
+                return _Found((None, None, (None, None), None, store, True))
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        time.sleep(min(pause, left))
+        pause = min(POLL_MAX, pause * 2)
+        row = store.get_call(call_id)
+        if row is not None:
+            return _stored(row, store)
+    if read_issued is None:
+        why = f"its record did not reach {store!r} within wait={wait:g} s"
+    elif issued is None:
+        why = f"no process writing to {store!r} has issued ids {process}_..."
+    else:
+        why = (
+            f"the process that issues {process}_... ids had issued them up to "
+            f"{process}_{issued:x} when it last wrote to {store!r}"
+        )
+    raise UnknownCall(
+        f"no guarded call has id {call_id!r}: {why} (waited {wait:g} s; is call recording on "
+        "in that process, and its store this one?)"
+    )
+
+
+def _own(call_id: str, number: int, store: Any) -> _Found:
+    """A call id of this process that is neither queued nor in the store: never issued, or
+    its record was dropped or is not written anywhere (recording off)."""
+    if number > ids.issued():
+        raise UnknownCall(
+            f"no guarded call has id {call_id!r}: this process has issued ids up to "
+            f"{ids.call_id(ids.issued())} only"
+        )
+    found = _local(call_id)  # between two places of the writer's when first asked
+    if found is not None:
+        return found
+    row = store.get_call(call_id)
+    if row is not None:
+        return _stored(row, store)
+    raise UnknownCall(
+        f"no guarded call has id {call_id!r}: this process made it, but its record is not in "
+        f"{store!r} (recording off, a record dropped, or a call made before this store was "
+        "configured)"
+    )
+
+
+def _wait(where: str, wait: Any) -> float:
+    """``wait`` as seconds: a number of seconds (0 or more, finite) or a timedelta; ConfigError
+    naming it otherwise."""
+    given = wait
+    if isinstance(wait, timedelta):
+        wait = wait.total_seconds()
+    if isinstance(wait, bool) or not isinstance(wait, numbers.Real):
+        wait = math.nan
+    try:
+        f = float(wait)
+    except Exception:
+        f = math.inf
+    if not (0 <= f <= threading.TIMEOUT_MAX):
+        raise ConfigError(
+            f"{where}: wait={shown(given)} is invalid: give seconds (0 or more, finite) or a "
+            "timedelta"
+        )
+    return f
 
 
 def feedback(
@@ -187,6 +309,7 @@ def feedback(
     attributes: Mapping[str, Any] | None = None,
     served: Any = UNSET,
     kind: FeedbackKind | str | None = None,
+    wait: float | timedelta = DEFAULT_WAIT,
 ) -> Feedback:
     """Record what the user did with the answer of call ``call_id`` (a call id or an Outcome).
 
@@ -198,9 +321,14 @@ def feedback(
         comment: free text.
         by: who gave the feedback.
         attributes: segment attributes for the figures (e.g. ``{"plan": "pro"}``).
+        wait: for a call of another process that the store does not know yet, how long to
+            look for it (seconds or a timedelta; default ``DEFAULT_WAIT``, 2 s; 0: not at all).
 
     The row is durable when this returns. An unknown call id raises :class:`UnknownCall`; a
     store that fails raises :class:`aiguard.StoreError`: feedback is never silently lost.
+    Feedback on a call of another process whose record is not written yet is kept all the
+    same once the store shows that process issued the id (``Feedback.pending``): it counts
+    once the record lands.
 
     Example:
         >>> import aiguard
@@ -224,6 +352,7 @@ def feedback(
             f"feedback(call_id={shown(call_id)}) is invalid: give a call id or an Outcome"
         )
     where = f"feedback({call_id!r})"
+    wait_s = _wait(where, wait)
     if accepted is not None and not isinstance(accepted, bool):
         raise ConfigError(f"{where}: accepted={shown(accepted)} must be True or False")
     score = _score(where, score)
@@ -269,7 +398,7 @@ def feedback(
             accepted = True
         elif kind in (FeedbackKind.REJECTED, FeedbackKind.CORRECTED):
             accepted = False
-    feature, served_before, ids, record, home = _lookup(call_id)
+    feature, served_before, span, record, home, pending = _lookup(call_id, wait_s)
     if served is UNSET:
         served = served_before
     distance = None
@@ -305,9 +434,59 @@ def feedback(
         by=by,
         attributes=attrs,
         created_at=now,
+        pending=pending,
     )
-    _emit(result, ids, response_id)
+    _emit(result, span, response_id)
     return result
+
+
+async def afeedback(
+    call_id: Any,
+    *,
+    accepted: bool | None = None,
+    score: float | None = None,
+    edited: Any = UNSET,
+    label: Any = UNSET,
+    comment: str | None = None,
+    by: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    served: Any = UNSET,
+    kind: FeedbackKind | str | None = None,
+    wait: float | timedelta = DEFAULT_WAIT,
+) -> Feedback:
+    """:func:`feedback`, awaited: the same checks and the same write, run in one of aiguard's
+    threads, so the event loop keeps running while the store works (each store operation has
+    its deadline, and ``wait=`` bounds the look for another process's call). Cancelling the
+    awaiting task does not undo the write: once started, the feedback is recorded or fails in
+    its thread.
+
+    Example:
+        >>> import asyncio, aiguard
+        >>> aiguard.configure(store=":memory:")
+        >>> @aiguard.guard("reply")
+        ... async def reply(text: str) -> str:
+        ...     return "Thanks, we are on it."
+        >>> async def main() -> str:
+        ...     outcome = await reply.outcome("my order is late")
+        ...     fb = await aiguard.afeedback(outcome.call_id, accepted=True, by="agent-7")
+        ...     return fb.kind.value
+        >>> asyncio.run(main())
+        'accepted'
+    """
+    return await offload.run(
+        feedback,
+        call_id,
+        accepted=accepted,
+        score=score,
+        edited=edited,
+        label=label,
+        comment=comment,
+        by=by,
+        attributes=attributes,
+        served=served,
+        kind=kind,
+        wait=wait,
+    )
 
 
 # -- argument checks ------------------------------------------------------------------------------

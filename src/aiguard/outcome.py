@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .usage import Usage
+
+if TYPE_CHECKING:
+    from .feedback import Feedback
 
 __all__ = ["Attempt", "Outcome", "Reason", "Source"]
 
@@ -174,33 +178,101 @@ class Outcome(Generic[T]):
         return self.source is not None and self.source is not Source.MODEL
 
     # -- feedback (see aiguard.feedback) ---------------------------------------------------------
+    # Each method says which feedback it is (``_accepting`` and the like); ``feedback()``
+    # records it, ``afeedback()`` (the a-twins) records it in a thread, awaited.
 
-    def accept(self, *, by: str | None = None, comment: str | None = None, **extra: Any) -> Any:
+    def accept(
+        self, *, by: str | None = None, comment: str | None = None, **extra: Any
+    ) -> Feedback:
         """The user used the answer as served."""
-        from .feedback import feedback
+        return _feedback()(self, **_accepting(by, comment, extra))
 
-        return feedback(self, accepted=True, by=by, comment=comment, **extra)
+    async def aaccept(
+        self, *, by: str | None = None, comment: str | None = None, **extra: Any
+    ) -> Feedback:
+        """:meth:`accept`, awaited: the store is written in a thread, the event loop runs on.
 
-    def reject(self, *, reason: str | None = None, by: str | None = None, **extra: Any) -> Any:
+        Example:
+            >>> import asyncio, aiguard
+            >>> aiguard.configure(store=":memory:")
+            >>> @aiguard.guard("greet")
+            ... async def greet(name: str) -> str:
+            ...     return f"hello {name}"
+            >>> async def main() -> bool | None:
+            ...     outcome = await greet.outcome("ada")
+            ...     return (await outcome.aaccept(by="ada")).accepted
+            >>> asyncio.run(main())
+            True
+        """
+        return await _afeedback()(self, **_accepting(by, comment, extra))
+
+    def reject(self, *, reason: str | None = None, by: str | None = None, **extra: Any) -> Feedback:
         """The user did not use the answer (``reason`` is kept as the comment)."""
-        from .feedback import feedback
+        return _feedback()(self, **_rejecting(reason, by, extra))
 
-        return feedback(self, accepted=False, comment=reason, by=by, **extra)
+    async def areject(
+        self, *, reason: str | None = None, by: str | None = None, **extra: Any
+    ) -> Feedback:
+        """:meth:`reject`, awaited (see :meth:`aaccept`)."""
+        return await _afeedback()(self, **_rejecting(reason, by, extra))
 
-    def edit(self, new_value: Any, *, by: str | None = None, **extra: Any) -> Any:
+    def edit(self, new_value: Any, *, by: str | None = None, **extra: Any) -> Feedback:
         """The user kept an edited version; the edit distance is measured."""
-        from .feedback import feedback
+        return _feedback()(self, **_editing(new_value, by, extra))
 
-        return feedback(self, edited=new_value, by=by, **extra)
+    async def aedit(self, new_value: Any, *, by: str | None = None, **extra: Any) -> Feedback:
+        """:meth:`edit`, awaited (see :meth:`aaccept`)."""
+        return await _afeedback()(self, **_editing(new_value, by, extra))
 
-    def correct(self, label: Any, *, by: str | None = None, **extra: Any) -> Any:
+    def correct(self, label: Any, *, by: str | None = None, **extra: Any) -> Feedback:
         """The answer was wrong; ``label`` is the right one."""
-        from .feedback import feedback
+        return _feedback()(self, **_correcting(label, by, extra))
 
-        return feedback(self, label=label, by=by, **extra)
+    async def acorrect(self, label: Any, *, by: str | None = None, **extra: Any) -> Feedback:
+        """:meth:`correct`, awaited (see :meth:`aaccept`)."""
+        return await _afeedback()(self, **_correcting(label, by, extra))
 
-    def rate(self, score: float, *, by: str | None = None, **extra: Any) -> Any:
+    def rate(self, score: float, *, by: str | None = None, **extra: Any) -> Feedback:
         """A rating of the answer."""
-        from .feedback import feedback
+        return _feedback()(self, **_rating(score, by, extra))
 
-        return feedback(self, score=score, by=by, **extra)
+    async def arate(self, score: float, *, by: str | None = None, **extra: Any) -> Feedback:
+        """:meth:`rate`, awaited (see :meth:`aaccept`)."""
+        return await _afeedback()(self, **_rating(score, by, extra))
+
+
+# What each Outcome feedback method records, as ``aiguard.feedback`` arguments: one place for
+# the sync method and its async twin.
+
+
+def _accepting(by: str | None, comment: str | None, extra: dict[str, Any]) -> dict[str, Any]:
+    return {"accepted": True, "by": by, "comment": comment, **extra}
+
+
+def _rejecting(reason: str | None, by: str | None, extra: dict[str, Any]) -> dict[str, Any]:
+    return {"accepted": False, "comment": reason, "by": by, **extra}
+
+
+def _editing(new_value: Any, by: str | None, extra: dict[str, Any]) -> dict[str, Any]:
+    return {"edited": new_value, "by": by, **extra}
+
+
+def _correcting(label: Any, by: str | None, extra: dict[str, Any]) -> dict[str, Any]:
+    return {"label": label, "by": by, **extra}
+
+
+def _rating(score: float, by: str | None, extra: dict[str, Any]) -> dict[str, Any]:
+    return {"score": score, "by": by, **extra}
+
+
+def _feedback() -> Callable[..., Feedback]:
+    # imported at first use: the engine imports this module, and feedback the stores
+    from .feedback import feedback
+
+    return feedback
+
+
+def _afeedback() -> Callable[..., Awaitable[Feedback]]:
+    from .feedback import afeedback
+
+    return afeedback

@@ -32,6 +32,7 @@ from ._runtime.records import CALL_RECORD_COLUMNS
 from ._runtime.state import track
 from ._sql import (
     _REVIEW_COLUMNS,
+    ATTACH_FEEDBACK,
     CALL_RECORD_LIST,
     FEEDBACK_COLUMNS,
     MIGRATION_TIMEOUT,
@@ -89,6 +90,9 @@ _TABLES = [
         created_at DOUBLE PRECISION NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS feedback_by_call ON feedback (call_id, id)",
     "CREATE INDEX IF NOT EXISTS feedback_by_feature ON feedback (feature, created_at)",
+    # version 7: who issued which call ids (feedback from other processes)
+    """CREATE TABLE IF NOT EXISTS call_issuers (
+        process TEXT PRIMARY KEY, issued BIGINT NOT NULL, updated_at DOUBLE PRECISION NOT NULL)""",
 ]
 
 
@@ -353,34 +357,66 @@ class PostgresStore(_SqlReads):
 
     # -- call records and feedback -----------------------------------------------------------
 
-    def add_call_records(self, rows: list[tuple[Any, ...]]) -> None:
-        if not rows:
+    def add_call_records(
+        self, rows: list[tuple[Any, ...]], *, issued: tuple[str, int] | None = None
+    ) -> None:
+        """Insert call records in one transaction, with ``issued`` (the writing process and
+        its highest call counter) when given; feedback that was waiting for these calls is
+        attached to them in the same transaction."""
+        if not rows and issued is None:
             return
-        marks = ",".join(["%s"] * len(CALL_RECORD_COLUMNS))
         try:
-            with self._conn() as conn, conn.cursor() as cur:
-                cur.executemany(
-                    f"INSERT INTO call_records ({CALL_RECORD_LIST}) VALUES ({marks}) "
-                    "ON CONFLICT (call_id) DO NOTHING",
-                    rows,
-                )
+            with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+                self._insert_rows(cur, rows, issued)
         except self._errors as exc:
             raise self._fail(exc) from exc
 
-    def add_audited_records(self, rows: list[tuple[Any, ...]], items: list[ReviewItem]) -> int:
+    def _attach_lock(self, cur: Any, *, exclusive: bool) -> None:
+        """This schema's lock between writing call records (shared: writers never wait on each
+        other) and writing feedback whose call is not recorded yet (exclusive): whichever
+        commits second sees the other's rows, so such feedback is never left unattached
+        beside its call's record (READ COMMITTED alone lets each miss the other)."""
+        kind = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        cur.execute(f"SELECT {kind}(hashtext(%s))", (f"aiguard:{self.schema}:feedback",))
+
+    def _insert_rows(
+        self, cur: Any, rows: list[tuple[Any, ...]], issued: tuple[str, int] | None
+    ) -> None:
+        """Call records, this process's issued counter, and the feedback waiting for them, in
+        the open transaction."""
+        if issued is not None:
+            cur.execute(
+                "INSERT INTO call_issuers (process, issued, updated_at) VALUES (%s, %s, %s) "
+                "ON CONFLICT (process) DO UPDATE SET "
+                "issued = GREATEST(call_issuers.issued, EXCLUDED.issued), "
+                "updated_at = EXCLUDED.updated_at",
+                (*issued, time.time()),
+            )
+        if not rows:
+            return
+        self._attach_lock(cur, exclusive=False)
+        marks = ",".join(["%s"] * len(CALL_RECORD_COLUMNS))
+        cur.executemany(
+            f"INSERT INTO call_records ({CALL_RECORD_LIST}) VALUES ({marks}) "
+            "ON CONFLICT (call_id) DO NOTHING",
+            rows,
+        )
+        cur.execute(ATTACH_FEEDBACK)
+
+    def add_audited_records(
+        self,
+        rows: list[tuple[Any, ...]],
+        items: list[ReviewItem],
+        *,
+        issued: tuple[str, int] | None = None,
+    ) -> int:
         """Insert call records and audit items (review items of reason ``audit``) in one
         transaction; an item whose id is stored already is left as it is. Returns how many
         items were new."""
-        marks = ",".join(["%s"] * len(CALL_RECORD_COLUMNS))
         added = 0
         try:
             with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
-                if rows:
-                    cur.executemany(
-                        f"INSERT INTO call_records ({CALL_RECORD_LIST}) VALUES ({marks}) "
-                        "ON CONFLICT (call_id) DO NOTHING",
-                        rows,
-                    )
+                self._insert_rows(cur, rows, issued)
                 sql = review_insert("%s", ignore=True)
                 for item in items:
                     cur.execute(sql, review_params(item))
@@ -393,23 +429,25 @@ class PostgresStore(_SqlReads):
         self, row: dict[str, Any], *, call_record: tuple[Any, ...] | None = None
     ) -> int:
         """Insert one feedback row (and the call's record, if given and not stored yet) in one
-        transaction; returns the feedback's id."""
+        transaction; returns the feedback's id. A row without a ``feature`` is feedback on a
+        call of another process whose record is not here yet: it takes its call's feature if
+        the record landed meanwhile, else keeps NULL until it does."""
         columns = [c for c in FEEDBACK_COLUMNS if c != "id"]
         marks = ",".join(["%s"] * len(columns))
         try:
             with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+                waiting = row.get("feature") is None
+                if waiting:
+                    self._attach_lock(cur, exclusive=True)
                 if call_record is not None:
-                    call_marks = ",".join(["%s"] * len(CALL_RECORD_COLUMNS))
-                    cur.execute(
-                        f"INSERT INTO call_records ({CALL_RECORD_LIST}) VALUES ({call_marks}) "
-                        "ON CONFLICT (call_id) DO NOTHING",
-                        call_record,
-                    )
+                    self._insert_rows(cur, [call_record], None)
                 cur.execute(
                     f"INSERT INTO feedback ({','.join(columns)}) VALUES ({marks}) RETURNING id",
                     tuple(row.get(c) for c in columns),
                 )
                 found = cur.fetchone()
+                if waiting:
+                    cur.execute(ATTACH_FEEDBACK)
         except self._errors as exc:
             raise self._fail(exc) from exc
         return int(found[0]) if found else 0

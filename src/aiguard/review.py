@@ -1,4 +1,9 @@
-"""The human review queue: calls a model could not answer well enough, waiting for a person."""
+"""The human review queue: calls a model could not answer well enough, waiting for a person.
+
+Every method has an async twin named with an ``a`` in front (``await queue.aclaim("ana")``): the
+same method, run in one of aiguard's threads (``aiguard._runtime.offload``) and awaited, so an
+async service's event loop keeps running while the store works.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from ._checks import seconds
+from ._runtime import offload
 from ._runtime import serialize as _serialize
 from ._runtime.records import label_of
 from ._sql import ReviewStatus
@@ -184,6 +190,92 @@ class ReviewQueue:
         )
         self.store.add_review(item)
         return item
+
+    # -- async twins: the method above, in a thread, awaited ----------------------------------
+
+    async def apending(self, feature: str | None = None, *, limit: int = 100) -> list[ReviewItem]:
+        """:meth:`pending`, awaited: the store is read in a thread, the event loop runs on.
+
+        Example:
+            >>> import asyncio, aiguard
+            >>> queue = aiguard.ReviewQueue(":memory:")
+            >>> asyncio.run(queue.apending("ticket-triage"))
+            []
+        """
+        return await offload.run(self.pending, feature, limit=limit)
+
+    async def aresolved(
+        self, feature: str | None = None, *, limit: int = 10_000
+    ) -> list[ReviewItem]:
+        """:meth:`resolved`, awaited (see :meth:`apending`)."""
+        return await offload.run(self.resolved, feature, limit=limit)
+
+    async def acount(
+        self, feature: str | None = None, *, status: ReviewStatus | None = "pending"
+    ) -> int:
+        """:meth:`count`, awaited (see :meth:`apending`)."""
+        return await offload.run(self.count, feature, status=status)
+
+    async def aclaim(
+        self,
+        reviewer: str,
+        feature: str | None = None,
+        *,
+        lease: float | timedelta = timedelta(minutes=15),
+    ) -> ReviewItem | None:
+        """:meth:`claim`, awaited (see :meth:`apending`).
+
+        Example:
+            >>> import asyncio, aiguard
+            >>> queue = aiguard.ReviewQueue(":memory:")
+            >>> item = queue.submit(feature="triage", call_id="ag_1", reason="error",
+            ...                     arguments={"ticket": "refund?"})
+            >>> async def main() -> str:
+            ...     held = await queue.aclaim("ana")
+            ...     return (await queue.aresolve(held.id, "refunds", reviewer="ana")).status
+            >>> asyncio.run(main())
+            'resolved'
+        """
+        return await offload.run(self.claim, reviewer, feature, lease=lease)
+
+    async def aget(self, review_id: str) -> ReviewItem:
+        """:meth:`get`, awaited (see :meth:`apending`)."""
+        return await offload.run(self.get, review_id)
+
+    async def aresolve(
+        self,
+        review_id: str,
+        answer: Any,
+        *,
+        reviewer: str | None = None,
+        note: str | None = None,
+        correct: bool | None = None,
+    ) -> ReviewItem:
+        """:meth:`resolve`, awaited (see :meth:`apending`)."""
+        return await offload.run(
+            self.resolve, review_id, answer, reviewer=reviewer, note=note, correct=correct
+        )
+
+    async def asubmit(
+        self,
+        *,
+        feature: str,
+        call_id: str,
+        reason: str,
+        arguments: dict[str, Any],
+        model_result: Any = None,
+        confidence: float | None = None,
+    ) -> ReviewItem:
+        """:meth:`submit`, awaited (see :meth:`apending`)."""
+        return await offload.run(
+            self.submit,
+            feature=feature,
+            call_id=call_id,
+            reason=reason,
+            arguments=arguments,
+            model_result=model_result,
+            confidence=confidence,
+        )
 
     def __repr__(self) -> str:
         return f"ReviewQueue({self._store!r})" if self._store is not None else "ReviewQueue()"

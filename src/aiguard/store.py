@@ -5,11 +5,12 @@ WAL mode, ``synchronous=FULL``: an item is on disk before ``add_review`` returns
 versioned in the ``aiguard_meta`` table; a database written by a newer aiguard is refused with a
 clear error rather than written to.
 
-Schema, version 5 (version 1 had ``review_items``; 2 added ``stage_figures``; 3 added
+Schema, version 7 (version 1 had ``review_items``; 2 added ``stage_figures``; 3 added
 ``call_records`` and ``feedback``; 4 added the claim columns of ``review_items``; 5 added the
-cache-write columns of ``call_records``, NULL in the rows written before)::
+cache-write columns of ``call_records``, NULL in the rows written before; 6 its ``segments`` and
+``label`` and the ``baselines`` table; 7 the ``call_issuers`` table)::
 
-    aiguard_meta(key TEXT PRIMARY KEY, value TEXT)          -- 'schema_version' -> '5'
+    aiguard_meta(key TEXT PRIMARY KEY, value TEXT)          -- 'schema_version' -> '7'
     review_items(
         id TEXT PRIMARY KEY, feature TEXT, call_id TEXT, reason TEXT,
         arguments TEXT,            -- JSON, by the rule in aiguard._runtime.serialize
@@ -38,6 +39,10 @@ cache-write columns of ``call_records``, NULL in the rows written before)::
         id INTEGER PRIMARY KEY, call_id TEXT, feature TEXT, kind TEXT,
         accepted INTEGER, score REAL, label TEXT, edited TEXT, edit_distance REAL,
         comment TEXT, by TEXT, attributes TEXT, created_at REAL)
+        -- feature NULL: the call's record is not in the store yet (given in another process)
+    call_issuers(                  -- each process's call ids: the highest counter issued, as of
+        process TEXT PRIMARY KEY,  -- its writer's last write ('ag_' + 16 hex digits)
+        issued INTEGER, updated_at REAL)
 """
 
 from __future__ import annotations
@@ -58,9 +63,10 @@ from ._report_data import Aggregates
 from ._report_sql import TEMP_TABLES, Run
 from ._runtime import errors, lifecycle
 from ._runtime import serialize as _serialize
-from ._runtime.records import CALL_RECORD_COLUMNS, set_audit_writer
+from ._runtime.records import CALL_RECORD_COLUMNS, issued_argument, set_audit_writer
 from ._runtime.state import STORE_ENV, track
 from ._sql import (
+    ATTACH_FEEDBACK,
     CALL_RECORD_LIST,
     FEEDBACK_COLUMNS,
     SCHEMA_VERSION,
@@ -132,7 +138,9 @@ class Store(Protocol):
         """Release connections."""
 
     def add_call_records(self, rows: list[tuple[Any, ...]]) -> None:
-        """Insert call records (tuples in ``CALL_RECORD_COLUMNS`` order)."""
+        """Insert call records (tuples in ``CALL_RECORD_COLUMNS`` order). Optionally with a
+        keyword ``issued=(process, counter)``: the writing process's highest call counter,
+        saved in the same transaction (see ``issued`` below)."""
 
     def get_call(self, call_id: str) -> dict[str, Any] | None:
         """One call record by id, or None."""
@@ -154,6 +162,10 @@ class Store(Protocol):
     ) -> list[dict[str, Any]]:
         """Feedback rows, oldest first."""
 
+    # Optional: a store whose ``add_call_records`` takes ``issued=`` and that has
+    # ``issued(process) -> int | None`` (as SQLiteStore does) lets ``feedback()`` in one process
+    # accept feedback on a call of another process before that call's record is written (the
+    # row is kept with ``feature`` NULL until the record lands) and tell a never-issued id.
     # Optional: a store that also has ``save_stage_figures(process, rows)`` and
     # ``stage_figures(feature | None)`` (as SQLiteStore does) shares rollout-gate figures
     # between processes for ``aiguard rollout check`` and ``aiguard status``.
@@ -320,6 +332,12 @@ class SQLiteStore(_SqlReads):
                     for statement in _feedback_figures.sqlite_statements():
                         db.execute(statement)
                     db.execute(_feedback_figures.SQLITE_BACKFILL)
+                    # who issued which call ids (feedback from other processes)
+                    db.execute(
+                        """CREATE TABLE IF NOT EXISTS call_issuers (
+                            process TEXT PRIMARY KEY, issued INTEGER NOT NULL,
+                            updated_at REAL NOT NULL)"""
+                    )
                 if version < SCHEMA_VERSION:
                     db.execute(
                         "INSERT OR REPLACE INTO aiguard_meta VALUES ('schema_version', ?)",
@@ -437,26 +455,50 @@ class SQLiteStore(_SqlReads):
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
 
-    def add_call_records(self, rows: list[tuple[Any, ...]]) -> None:
-        """Insert call records (tuples in ``CALL_RECORD_COLUMNS`` order), in one transaction."""
-        if not rows:
+    def add_call_records(
+        self, rows: list[tuple[Any, ...]], *, issued: tuple[str, int] | None = None
+    ) -> None:
+        """Insert call records (tuples in ``CALL_RECORD_COLUMNS`` order), in one transaction,
+        with ``issued`` (the writing process and its highest call counter) when given; feedback
+        that was waiting for these calls is attached to them in the same transaction."""
+        if not rows and issued is None:
             return
         with self._transaction() as db:
-            self._insert_rows(db, rows)
+            self._insert_rows(db, rows, issued)
 
-    def add_audited_records(self, rows: list[tuple[Any, ...]], items: list[ReviewItem]) -> int:
+    def add_audited_records(
+        self,
+        rows: list[tuple[Any, ...]],
+        items: list[ReviewItem],
+        *,
+        issued: tuple[str, int] | None = None,
+    ) -> int:
         """Insert call records and audit items (review items of reason ``audit``) in one
         transaction; an item whose id is stored already is left as it is. Returns how many
         items were new."""
         added = 0
         with self._transaction() as db:
-            self._insert_rows(db, rows)
+            self._insert_rows(db, rows, issued)
             sql = review_insert("?", ignore=True)
             for item in items:
                 added += max(0, db.execute(sql, review_params(item)).rowcount)
         return added
 
-    def _insert_rows(self, db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    def _insert_rows(
+        self,
+        db: sqlite3.Connection,
+        rows: list[tuple[Any, ...]],
+        issued: tuple[str, int] | None = None,
+    ) -> None:
+        if issued is not None:
+            db.execute(
+                "INSERT INTO call_issuers (process, issued, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (process) DO UPDATE SET issued = MAX(issued, excluded.issued), "
+                "updated_at = excluded.updated_at",
+                (*issued, time.time()),
+            )
+        if not rows:
+            return
         row_marks = "(" + ",".join("?" * len(CALL_RECORD_COLUMNS)) + ")"
         per = self._rows_per_statement
         # many rows per statement: one step of SQLite per chunk, so the GIL is handed over a
@@ -469,12 +511,15 @@ class SQLiteStore(_SqlReads):
                 + ",".join([row_marks] * len(chunk)),
                 list(itertools.chain.from_iterable(chunk)),
             )
+        db.execute(ATTACH_FEEDBACK)
 
     def add_feedback(
         self, row: dict[str, Any], *, call_record: tuple[Any, ...] | None = None
     ) -> int:
         """Insert one feedback row durably (and the call's record, if given and not stored yet,
-        in the same transaction); returns the feedback's id."""
+        in the same transaction); returns the feedback's id. A row without a ``feature`` is
+        feedback on a call of another process whose record is not here yet: it takes its
+        call's feature if the record landed meanwhile, else keeps NULL until it does."""
         with self._transaction() as db:
             if call_record is not None:
                 call_marks = ",".join("?" * len(CALL_RECORD_COLUMNS))
@@ -483,7 +528,10 @@ class SQLiteStore(_SqlReads):
                     f"VALUES ({call_marks})",
                     call_record,
                 )
-            return _insert_feedback(db, row)
+            row_id = _insert_feedback(db, row)
+            if call_record is not None or row.get("feature") is None:
+                db.execute(ATTACH_FEEDBACK)
+            return row_id
 
     def report_aggregates(
         self,
@@ -602,17 +650,23 @@ def configured() -> Store:
     return store  # type: ignore[no-any-return]
 
 
-def _write_audited(store: Any, rows: list[tuple[Any, ...]], reviews: list[dict[str, Any]]) -> int:
+def _write_audited(
+    store: Any,
+    rows: list[tuple[Any, ...]],
+    reviews: list[dict[str, Any]],
+    issued: tuple[str, int] | None = None,
+) -> int:
     """Write call records with audit items (the fields of each): in one transaction when the
     store has ``add_audited_records`` (SQLite, PostgreSQL), else the records, then each item
     the store does not hold yet. Returns how many items were new (a batch written again after
-    an error that came after its commit counts its items once)."""
+    an error that came after its commit counts its items once). ``issued``: the writing
+    process's highest call counter, passed on to a store that takes it."""
     items = [ReviewItem(**fields) for fields in reviews]
     add = getattr(store, "add_audited_records", None)
     if add is not None:
-        added = add(rows, items)
+        added = add(rows, items, **issued_argument(add, issued))
         return added if isinstance(added, int) else len(items)
-    store.add_call_records(rows)
+    store.add_call_records(rows, **issued_argument(store.add_call_records, issued))
     added = 0
     for item in items:
         if store.get_review(item.id) is None:

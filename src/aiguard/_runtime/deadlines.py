@@ -364,7 +364,8 @@ class TimeoutPool:
     busy, calls queue, and the time spent queued counts against their timeout.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "aiguard-timeout") -> None:
+        self.name = name
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Work] = queue.SimpleQueue()
         self._threads = 0  # started workers
@@ -395,6 +396,20 @@ class TimeoutPool:
         timeout: float,
     ) -> Any:
         """Run ``fn(*args, **kwargs)`` in the pool; its result, its exception, or Expired."""
+        fut = self.submit(fn, args, kwargs)
+        try:
+            return fut.result(timeout)
+        except TimeoutError as exc:
+            if fut.done() and fut.exception() is exc:
+                raise  # the model's own TimeoutError
+            fut.cancel()
+            raise Expired from None
+
+    def submit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Future[Any]:
+        """Start ``fn(*args, **kwargs)`` in the pool, in a copy of the caller's context; its
+        Future (done already when no thread could start: then it ran here)."""
         fut: Future[Any] = Future()
         run_here = False
         with self._lock:
@@ -403,7 +418,7 @@ class TimeoutPool:
                 thread = threading.Thread(
                     target=self._worker,
                     args=(self._queue,),
-                    name=f"aiguard-timeout-{self._threads + 1}",
+                    name=f"{self.name}-{self._threads + 1}",
                     daemon=True,
                 )
                 try:
@@ -416,15 +431,14 @@ class TimeoutPool:
                 else:
                     self._threads += 1
         if run_here:
-            return fn(*args, **kwargs)
+            fut.set_running_or_notify_cancel()
+            try:
+                fut.set_result(fn(*args, **kwargs))
+            except BaseException as exc:
+                fut.set_exception(exc)
+            return fut
         self._queue.put((fut, contextvars.copy_context(), fn, args, kwargs))
-        try:
-            return fut.result(timeout)
-        except TimeoutError as exc:
-            if fut.done() and fut.exception() is exc:
-                raise  # the model's own TimeoutError
-            fut.cancel()
-            raise Expired from None
+        return fut
 
 
 def pool() -> TimeoutPool:

@@ -12,6 +12,7 @@ from it against one reference pair taken at import.
 from __future__ import annotations
 
 import itertools
+import re
 import secrets
 import time
 
@@ -49,3 +50,22 @@ def wall_time(perf: float) -> float:
 def process_id() -> str:
     """This process's random id (the call-id prefix without its punctuation)."""
     return _prefix.strip("_")
+
+
+def issued() -> int:
+    """The highest counter value this process has handed out so far (0 before its first call).
+    Reads the counter without taking a value (``itertools.count`` shows its next value in its
+    repr): for the record writer, not the hot path."""
+    return int(repr(_counter)[6:-1]) - 1
+
+
+_SHAPE = re.compile(r"(ag_[0-9a-f]{16})_([1-9a-f][0-9a-f]{0,15})")
+
+
+def parse(call_id: str) -> tuple[str, int] | None:
+    """(the issuing process's id, the counter value) of a call id as :func:`call_id` builds
+    them; None for any other text."""
+    match = _SHAPE.fullmatch(call_id)
+    if match is None:
+        return None
+    return match.group(1), int(match.group(2), 16)

@@ -381,8 +381,25 @@ def audit_review_id(call_id: str) -> str:
     return "rv_a" + digest[8:].hex()
 
 
-AuditWriter = Callable[[Any, list[tuple[Any, ...]], list[dict[str, Any]]], int]
+AuditWriter = Callable[
+    [Any, list[tuple[Any, ...]], list[dict[str, Any]], tuple[str, int] | None], int
+]
 _audit_writer: AuditWriter | None = None
+
+
+def issued_argument(write: Callable[..., Any], issued: tuple[str, int] | None) -> dict[str, Any]:
+    """``{"issued": issued}`` when the store's ``write`` method takes that keyword (aiguard's
+    stores do; a store of your own may not), else nothing."""
+    if issued is None:
+        return {}
+    try:
+        parameters = inspect.signature(write).parameters
+    except (TypeError, ValueError):
+        return {}
+    takes = "issued" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
+    return {"issued": issued} if takes else {}
 
 
 def set_audit_writer(writer: AuditWriter) -> None:
@@ -447,6 +464,7 @@ class Recorder:
         self.recent: collections.OrderedDict[str, Known] = collections.OrderedDict()
         self._recent_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._takes_issued: bool | None = None  # add_call_records(issued=...) is known
         self.worker = Worker("aiguard-records", self.drain, INTERVAL)
         self.put: Callable[[Any], None] = self._put_first
         track(self)
@@ -568,10 +586,20 @@ class Recorder:
         reviews = [
             item.review for item, _ in pairs if item.__class__ is _Retry and item.review is not None
         ]
+        # this process's highest call counter, read after the batch's ids were issued: every
+        # id up to it was handed out, so feedback elsewhere on one of them is on a real call
+        issued = (ids.process_id(), ids.issued())
         if reviews and _audit_writer is not None:
-            self.audits_written += _audit_writer(self.store, rows, reviews)
+            self.audits_written += _audit_writer(self.store, rows, reviews, issued)
         else:
-            self.store.add_call_records(rows)
+            self.store.add_call_records(rows, **self._issued(issued))
+
+    def _issued(self, issued: tuple[str, int]) -> dict[str, Any]:
+        """The ``issued=`` argument for this store's ``add_call_records``, if it takes one
+        (looked up once)."""
+        if self._takes_issued is None:
+            self._takes_issued = bool(issued_argument(self.store.add_call_records, issued))
+        return {"issued": issued} if self._takes_issued else {}
 
     def _write_rows(self, pairs: list[tuple[Any, tuple[Any, ...]]]) -> tuple[int, bool]:
         try:
