@@ -15,6 +15,7 @@ which pushes the history entry with the change.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -124,6 +125,21 @@ def _line(path: Path, text: str, loc: tuple[Any, ...]) -> int | None:
     return _toml_edit.line_of(text, table, field)
 
 
+def _first_bad_line(text: str) -> int:
+    """The line where the TOML statement that cannot be parsed starts: the one after the
+    longest beginning of the text that parses (tomllib says "at end of document" for an
+    unterminated string)."""
+    lines = text.splitlines(keepends=True)
+    good = 0
+    for k in range(1, len(lines) + 1):
+        try:
+            tomllib.loads("".join(lines[:k]))
+        except ValueError:
+            continue
+        good = k
+    return min(good + 1, max(len(lines), 1))
+
+
 def parse(path: Path, text: str) -> ControlState:
     """A control file's text as a ControlState; ConfigError naming the file, the line, the
     feature, the field and the value."""
@@ -132,8 +148,11 @@ def parse(path: Path, text: str) -> ControlState:
         raw = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{name} cannot be read: line {exc.lineno}: {exc.msg}") from None
-    except ValueError as exc:  # tomllib's messages end with "(at line N, column M)"
-        raise ConfigError(f"{name} cannot be read: {exc}") from None
+    except ValueError as exc:  # tomllib's messages end with "(at line N, column M)" mostly
+        said = str(exc)
+        if "line" not in said:
+            said = f"line {_first_bad_line(text)}: {said}"
+        raise ConfigError(f"{name} cannot be read: {said}") from None
     except RecursionError:
         raise ConfigError(f"{name} cannot be read: it is nested too deep") from None
     try:
@@ -184,9 +203,11 @@ def _salvaged(text: str, feature: str, suffix: str) -> FeatureControl:
             lines = text.splitlines(keepends=True)
             table = _table(feature)
             for path, start, end in _toml_edit.sections(lines):
-                if path == table:
-                    node: Any = tomllib.loads("".join(lines[start + 1 : end]))
-                    raw = node
+                if path == table:  # line by line: a broken line does not lose the others
+                    raw = {}
+                    for line in lines[start + 1 : end]:
+                        with contextlib.suppress(ValueError):
+                            raw.update(tomllib.loads(line))
     except (ValueError, AttributeError, RecursionError):
         raw = None
     kept: dict[str, Any] = {}

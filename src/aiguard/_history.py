@@ -127,7 +127,7 @@ def file_for(control: Path) -> Path:
 
 
 @contextlib.contextmanager
-def locked(control: Path, wait: float = LOCK_WAIT) -> Iterator[None]:
+def locked(control: Path, wait: float | None = None) -> Iterator[None]:
     """Hold the edit lock of a control file (an advisory lock on its history file) for one
     read-change-write, so two operators' edits never overwrite each other; ConfigError after
     ``wait`` seconds."""
@@ -136,6 +136,7 @@ def locked(control: Path, wait: float = LOCK_WAIT) -> Iterator[None]:
     except ImportError:  # pragma: no cover - not POSIX: edits are not serialised
         yield
         return
+    wait = LOCK_WAIT if wait is None else wait
     history = file_for(control)
     history.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(history, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
