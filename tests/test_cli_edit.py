@@ -83,7 +83,7 @@ def test_edits_keep_comments_and_the_other_tables(
 names = st.text(min_size=1, max_size=20).filter(lambda s: s == s.strip() and s != "*")
 
 
-@hsettings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(feature=names, reason=st.text(min_size=1, max_size=40), percent=st.integers(0, 100))
 def test_any_name_and_reason_round_trip_and_comments_stay(
     feature: str, reason: str, percent: int

@@ -129,7 +129,7 @@ def _first_bad_line(text: str) -> int:
     """The line where the TOML statement that cannot be parsed starts: the one after the
     longest beginning of the text that parses (tomllib says "at end of document" for an
     unterminated string)."""
-    lines = text.splitlines(keepends=True)
+    lines = _toml_edit.lines_of(text)
     good = 0
     for k in range(1, len(lines) + 1):
         try:
@@ -200,7 +200,7 @@ def _salvaged(text: str, feature: str, suffix: str) -> FeatureControl:
             data = json.loads(text)
             raw = data.get("all") if feature == ALL else (data.get("features") or {}).get(feature)
         else:
-            lines = text.splitlines(keepends=True)
+            lines = _toml_edit.lines_of(text)
             table = _table(feature)
             for path, start, end in _toml_edit.sections(lines):
                 if path == table:  # line by line: a broken line does not lose the others

@@ -44,6 +44,14 @@ def value(v: Any) -> str:
     return string(str(v))
 
 
+def lines_of(text: str) -> list[str]:
+    """``text`` split after each newline (only ``\\n``: TOML's lines end there, while
+    ``str.splitlines`` also splits at characters a TOML string may hold, e.g. U+0085)."""
+    parts = text.split("\n")
+    out = [p + "\n" for p in parts[:-1]]
+    return out + [parts[-1]] if parts[-1] else out
+
+
 def header_path(line: str) -> tuple[str, ...] | None:
     """The key path of a table header line (``[features."a b"]`` -> ``("features", "a b")``),
     or None when the line is not one."""
@@ -103,7 +111,7 @@ def set_keys(text: str, path: tuple[str, ...], changes: Mapping[str, Any]) -> st
     """``text`` with the table at ``path`` given ``changes`` (a value of None removes the key),
     the table appended when missing; None when a key to change spans several lines or is
     written in a way this editor does not follow (the caller then rewrites the file)."""
-    lines = text.splitlines(keepends=True)
+    lines = lines_of(text)
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
     found = [(s, e) for p, s, e in sections(lines) if p == path]
@@ -145,7 +153,7 @@ def replace_table(text: str, path: tuple[str, ...], entries: Mapping[str, Any]) 
     """``text`` with the body of the table at ``path`` replaced by ``entries`` (its comment
     lines kept), or the table appended; None when the table is not found exactly once as a
     header but the text mentions it otherwise (e.g. as an inline table)."""
-    lines = text.splitlines(keepends=True)
+    lines = lines_of(text)
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
     found = [(s, e) for p, s, e in sections(lines) if p == path]
@@ -166,7 +174,7 @@ def replace_table(text: str, path: tuple[str, ...], entries: Mapping[str, Any]) 
 
 def line_of(text: str, path: tuple[str, ...], field: str | None = None) -> int | None:
     """The 1-based line of the table at ``path`` (of its ``field`` line when given and found)."""
-    lines = text.splitlines(keepends=True)
+    lines = lines_of(text)
     for p, start, end in sections(lines):
         if p != path:
             continue

@@ -264,7 +264,7 @@ def _feature(name: str) -> str:
 
 
 def _target(args: argparse.Namespace) -> str:
-    if args.all == bool(args.feature):
+    if args.all == (args.feature is not None):
         raise _Fail(f"{args.command}: give a FEATURE or --all (not both)")
     return ALL if args.all else _feature(str(args.feature))
 
