@@ -427,3 +427,28 @@ def test_status_shows_every_known_feature_with_its_rates(
     assert rows["scored"].split()[-3:] == ["10", "0.0%", "50.0%"]  # 5 under the threshold
     assert "killed: maintenance" in rows["paused"] and rows["paused"].split()[-3:] == ["-"] * 3
     assert "0.6 (config)" in rows["configured"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_status_counts_in_both_sql_stores(tmp_path: Path, kind: str) -> None:
+    """The status figures are computed alike by SQLite and PostgreSQL, within the window."""
+    from services import fresh_store
+
+    from aiguard import _cli_read
+
+    with fresh_store(kind, tmp_path / "s.db") as store:
+        aiguard.configure(store=store)
+
+        @aiguard.guard("counted", fallback=aiguard.Default("fb"))
+        def counted(i: int) -> str:
+            if i % 5 == 0:
+                raise RuntimeError("down")
+            return "ok"
+
+        for i in range(15):
+            counted(i)
+        aiguard.flush()
+        counts = _cli_read.call_counts(store, time.time() - 3600)
+        assert counts["counted"] == _cli_read.Counts(calls=15, fallbacks=3, errors=3)
+        assert _cli_read.call_counts(store, time.time() + 1) == {}
+        aiguard.configure(store=None)

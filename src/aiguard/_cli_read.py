@@ -39,8 +39,10 @@ def open_for_reading(spec: str, *, env: str) -> Store:
     if not text or text == ":memory:":
         raise ReadError(f"store {text!r} is invalid: give the path of an existing store {hint}")
     path = Path(text)
-    if not path.is_file():
+    if not path.exists():
         raise ReadError(f"store {text!r} does not exist {hint}")
+    if not path.is_file():
+        raise ReadError(f"store {text!r} is not a file {hint}")
     try:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
         try:

@@ -49,7 +49,7 @@ def lines_of(text: str) -> list[str]:
     ``str.splitlines`` also splits at characters a TOML string may hold, e.g. U+0085)."""
     parts = text.split("\n")
     out = [p + "\n" for p in parts[:-1]]
-    return out + [parts[-1]] if parts[-1] else out
+    return [*out, parts[-1]] if parts[-1] else out
 
 
 def header_path(line: str) -> tuple[str, ...] | None:
