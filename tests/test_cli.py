@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -83,17 +85,6 @@ def test_errors_name_the_feature_and_the_file(
         assert str(path) in err
 
 
-def test_invalid_control_file_is_reported_not_overwritten(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A control file the CLI cannot read is named in the error and left untouched."""
-    path = tmp_path / "control.toml"
-    path.write_text("[features.t]\nrollout = 'half'\n")
-    code, _, err = run(capsys, "--control", str(path), "kill", "t", "--reason", "x")
-    assert code == 2 and str(path) in err and "feature 't'" in err
-    assert path.read_text() == "[features.t]\nrollout = 'half'\n"
-
-
 def gated(feature: str, fail_every: int) -> Any:
     n = {"i": 0}
 
@@ -168,6 +159,7 @@ def test_rollout_check_without_figures_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """No recorded calls is an error, not a pass."""
+    aiguard.SQLiteStore(tmp_path / "s.db").close()
     code, _, err = run(
         capsys,
         "--control",
@@ -203,3 +195,260 @@ def test_control_file_keeps_its_mode(tmp_path: Path, capsys: pytest.CaptureFixtu
     os.chmod(path, 0o644)
     run(capsys, "--control", str(path), "kill", "t", "--reason", "x")
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--control", "{c}", "kill", "x", "--reason", "r"],
+        ["kill", "x", "--reason", "r", "--control", "{c}"],
+        ["kill", "--control", "{c}", "x", "--reason", "r"],
+    ],
+)
+def test_options_before_or_after_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """--control (like every common option) is taken before or after the command."""
+    path = tmp_path / "c.json"
+    code, _, err = run(capsys, *[a.replace("{c}", str(path)) for a in argv])
+    assert code == 0, err
+    assert json.loads(path.read_text())["features"]["x"]["killed"] is True
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """`aiguard --version` prints the package version and exits 0, from a shell too."""
+    assert run(capsys, "--version") == (0, f"aiguard {aiguard.__version__}\n", "")
+    exe = Path(sys.executable).with_name("aiguard")
+    proc = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"aiguard {aiguard.__version__}"
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing command or argument is exit 2 with the usage, not a traceback."""
+    code, _, err = run(capsys)
+    assert code == 2 and "give a command" in err
+    code, _, err = run(capsys, "kill", "x")
+    assert code == 2 and "--reason" in err and "usage:" in err
+
+
+@pytest.mark.parametrize("name", [" spaced ", "", "*", "  "])
+def test_invalid_feature_names_exit_2_naming_the_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """A FEATURE that is not a feature name is refused before anything is written."""
+    path = tmp_path / "c.toml"
+    for argv in (
+        ["kill", name, "--reason", "r"],
+        ["revive", name],
+        ["rollout", name, "5"],
+        ["threshold", name, "0.5"],
+        ["history", name],
+    ):
+        code, _, err = run(capsys, "--control", str(path), *argv)
+        assert code == 2, argv
+        assert repr(name) in err, (argv, err)
+    assert not path.exists()
+
+
+def test_a_feature_may_be_named_like_a_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check`, `status`, `history`... are usable as FEATURE; `rollout check 25` sets the
+    rollout of the feature named check, `rollout check check` judges its gates."""
+    path = tmp_path / "c.toml"
+    c = ["--control", str(path)]
+    assert run(capsys, *c, "kill", "check", "--reason", "r")[0] == 0
+    assert run(capsys, *c, "rollout", "check", "25")[0] == 0
+    assert run(capsys, *c, "rollout", "status", "none")[0] == 0
+    assert run(capsys, *c, "threshold", "history", "0.5")[0] == 0
+    state = aiguard.ControlFile(path).poll()
+    assert state is not None
+    assert state.features["check"].killed and state.features["check"].rollout == 25
+    assert state.features["history"].threshold == 0.5
+    assert state.features["status"].rollout is None
+    code, out, _ = run(capsys, *c, "history", "check")
+    assert code == 0 and len(out.splitlines()) == 3
+    store = tmp_path / "s.db"
+    aiguard.SQLiteStore(store).close()
+    code, _, err = run(capsys, *c, "--store", str(store), "rollout", "check", "check")
+    assert code == 2 and "feature 'check': no recorded calls at 25%" in err
+
+
+def test_threshold_and_rollout_none_hand_back_to_the_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`threshold F V` overrides the code's threshold in a running guard; `threshold F none`
+    and `rollout F none` hand them back to the code."""
+    path = tmp_path / "control.toml"
+    path.write_text("# edited with the aiguard command\n")
+    aiguard.configure(control=path, control_interval=0.05)
+
+    @aiguard.guard("scored", confidence="score", threshold=0.5, fallback=aiguard.Default("fb"))
+    def scored(score: float) -> dict[str, float]:
+        return {"score": score}
+
+    def wait_for(expected: object) -> None:
+        deadline = time.monotonic() + 5
+        while scored(0.7) != expected:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+    wait_for({"score": 0.7})
+    assert run(capsys, "threshold", "scored", "0.9", "--control", str(path))[0] == 0
+    wait_for("fb")
+    assert run(capsys, "threshold", "scored", "none", "--control", str(path))[0] == 0
+    wait_for({"score": 0.7})
+
+    @aiguard.guard(
+        "staged",
+        rollout=aiguard.Rollout(stages=[5, 100], stage=1, key="user"),
+        fallback=aiguard.Default("fb"),
+    )
+    def staged(user: str) -> str:
+        return "ai"
+
+    def served(expected: int) -> None:
+        deadline = time.monotonic() + 5
+        while sum(staged(f"u{i}") == "ai" for i in range(50)) != expected:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+    served(50)  # the code says 100%
+    assert run(capsys, "rollout", "staged", "0", "--control", str(path))[0] == 0
+    served(0)
+    assert aiguard.last_outcome().reason is aiguard.Reason.NOT_IN_ROLLOUT  # type: ignore[union-attr]
+    code, out, _ = run(capsys, "rollout", "staged", "none", "--control", str(path))
+    assert code == 0 and "none" in out
+    served(50)
+    assert "rollout" not in tomllib.loads(path.read_text())["features"]["staged"]
+
+
+@pytest.mark.parametrize(("value", "rule"), [("1.5", "[0, 1]"), ("-0.1", "[0, 1]"), ("x", "")])
+def test_threshold_values_are_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, rule: str
+) -> None:
+    """A threshold outside [0, 1] or not a number: exit 2 naming the feature and the value."""
+    path = tmp_path / "c.toml"
+    code, _, err = run(capsys, "--control", str(path), "threshold", "t", value)
+    assert code == 2 and f"feature 't': threshold {value!r} is invalid" in err and rule in err
+    assert not path.exists()
+
+
+READ_ONLY = [
+    ["status"],
+    ["report"],
+    ["report", "--check", "--config", "{cfg}"],
+    ["export", "--feature", "f"],
+    ["check", "--config", "{cfg}"],
+    ["tune", "f"],
+    ["rollout", "check", "f"],
+]
+
+
+@pytest.mark.parametrize("argv", READ_ONLY, ids=lambda a: " ".join(a[:2]))
+def test_read_only_commands_never_create_a_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """A mistyped store path is exit 2 naming the path, and no file appears; an existing file
+    that is not an aiguard store is refused and left as it was."""
+    cfg = tmp_path / "aiguard.toml"
+    cfg.write_text('[features.f]\ntargets = ["error_rate <= 5%"]\n')
+    argv = [a.replace("{cfg}", str(cfg)) for a in argv]
+    typo = tmp_path / "aiguard.dbb"
+    code, _, err = run(capsys, "--control", str(tmp_path / "c.toml"), "--store", str(typo), *argv)
+    assert code == 2 and str(typo) in err and "does not exist" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aiguard.toml"]
+    other = tmp_path / "notes.txt"
+    other.write_bytes(b"")
+    code, _, err = run(capsys, *argv, "--store", str(other))
+    assert code == 2 and str(other) in err and "not an aiguard store" in err
+    assert other.read_bytes() == b""
+
+
+def test_read_only_commands_never_create_tables_in_postgres(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A PostgreSQL database without aiguard's tables is refused; none are created."""
+    import psycopg
+    from services import require_postgres, unique
+
+    url = require_postgres()
+    name = unique("aiguard_empty")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        empty = url.rsplit("/", 1)[0] + f"/{name}"
+        code, _, err = run(capsys, "status", "--store", empty)
+        assert code == 2 and "holds no aiguard store" in err and name in err
+        with psycopg.connect(empty) as conn:
+            tables = conn.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'aiguard_meta'"
+            ).fetchone()
+        assert tables == (0,)
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_status_shows_every_known_feature_with_its_rates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """status lists the features of the control file, the call records and the config file,
+    with calls, error and fallback rates from the call records (not only gated rollouts)."""
+    store = tmp_path / "s.db"
+    control = tmp_path / "c.toml"
+    cfg = tmp_path / "aiguard.toml"
+    cfg.write_text("[features.configured]\nthreshold = 0.6\n")
+    aiguard.configure(store=store)
+
+    @aiguard.guard("flaky", fallback=aiguard.Default("fb"))
+    def flaky(i: int) -> str:
+        if i % 4 == 0:
+            raise RuntimeError("down")
+        return "ok"
+
+    @aiguard.guard("scored", confidence="score", threshold=0.5, fallback=aiguard.Default("fb"))
+    def scored(score: float) -> dict[str, float]:
+        return {"score": score}
+
+    for i in range(20):
+        flaky(i)
+    for i in range(10):
+        scored(i / 10)
+    aiguard.flush()
+    run(capsys, "kill", "paused", "--reason", "maintenance", "--control", str(control))
+    code, out, err = run(
+        capsys, "status", "--control", str(control), "--store", str(store), "--config", str(cfg)
+    )
+    assert code == 0, err
+    rows = {line.split()[0]: line for line in out.splitlines()[1:] if line and line[0] != "("}
+    assert set(rows) == {"configured", "flaky", "paused", "scored"}
+    assert rows["flaky"].split()[-3:] == ["20", "25.0%", "25.0%"]  # calls, errors, fallbacks
+    assert rows["scored"].split()[-3:] == ["10", "0.0%", "50.0%"]  # 5 under the threshold
+    assert "killed: maintenance" in rows["paused"] and rows["paused"].split()[-3:] == ["-"] * 3
+    assert "0.6 (config)" in rows["configured"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_status_counts_in_both_sql_stores(tmp_path: Path, kind: str) -> None:
+    """The status figures are computed alike by SQLite and PostgreSQL, within the window."""
+    from services import fresh_store
+
+    from aiguard import _cli_read
+
+    with fresh_store(kind, tmp_path / "s.db") as store:
+        aiguard.configure(store=store)
+
+        @aiguard.guard("counted", fallback=aiguard.Default("fb"))
+        def counted(i: int) -> str:
+            if i % 5 == 0:
+                raise RuntimeError("down")
+            return "ok"
+
+        for i in range(15):
+            counted(i)
+        aiguard.flush()
+        counts = _cli_read.call_counts(store, time.time() - 3600)
+        assert counts["counted"] == _cli_read.Counts(calls=15, fallbacks=3, errors=3)
+        assert _cli_read.call_counts(store, time.time() + 1) == {}
+        aiguard.configure(store=None)

@@ -10,6 +10,7 @@ import pytest
 from test_quality import DAY, NOW, judged, spread
 
 import aiguard
+from aiguard import _history
 from aiguard.cli import main
 
 
@@ -53,6 +54,9 @@ def test_tune_apply_writes_the_control_file_and_a_guard_picks_it_up(
     threshold = written.features["triage"].threshold
     assert threshold is not None and 0.8 <= threshold <= 0.88
     assert f"triage: threshold {threshold:.2f}" in capsys.readouterr().out
+    (entry,) = _history.read_file(control)  # recorded: who, why (the target), via the CLI
+    assert entry.changes == {"threshold": (None, threshold)}
+    assert entry.why == "tune: precision >= 0.9" and entry.by
 
     aiguard.configure(control=str(control), control_interval=0.05)
 

@@ -196,7 +196,10 @@ def _rollback(
     else:
         to = max((p for p in qsql.percents(d, feature) if p < percent), default=0.0)
     if control is not None or _control_edit.configured():
-        where = ", ".join(_control_edit.write(feature, control, rollout=to))
+        written = _control_edit.write(
+            feature, control, why=f"drift: {why}", via="check", rollout=to
+        )
+        where = ", ".join(written)
     else:
         with runtime.lock:
             prev = runtime.rollbacks.get(feature)

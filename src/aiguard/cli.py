@@ -1,21 +1,26 @@
-"""The ``aiguard`` command: edit the control file every replica reads, and look at features.
+"""The ``aiguard`` command: edit the control source every replica reads, and look at features.
 
     aiguard kill FEATURE --reason "wrong answers" [--by ana]
-    aiguard revive FEATURE
+    aiguard revive FEATURE [--reason TEXT]
     aiguard kill --all --reason "provider outage"      # every AI path
-    aiguard rollout FEATURE 25                         # percent
+    aiguard rollout FEATURE 25                         # percent; `none`: back to the code
     aiguard rollout check FEATURE                      # do the current stage's gates pass?
-    aiguard status                                     # features, state, recent figures
+    aiguard threshold FEATURE 0.8                      # `none`: back to the code
+    aiguard history [FEATURE] [--limit N] [--json]     # who changed what, when and why
+    aiguard status [--since 24h]                       # features, state, recent figures
     aiguard report [--feature F] [--since 7d] [--by model] [--html report.html]
                    [--json report.json]
     aiguard export --feature F --format jsonl [--output data.jsonl] [--since 30d]
     aiguard tune FEATURE --target "precision >= 0.95" [--since 30d] [--model M] [--apply]
     aiguard check [FEATURE] [--since 7d] [--verbose]   # exit 1 when a target fails
     aiguard report --check ...                         # the report, then the check
+    aiguard --version
 
-``--control PATH`` (or ``AIGUARD_CONTROL``; default ``./aiguard-control.toml``) names the control
-file; ``--store PATH`` (or ``AIGUARD_STORE``) the store with the recorded figures; ``--config
-PATH`` (or ``AIGUARD_CONFIG``) a config file whose feature targets the report and ``check`` check.
+Options, before or after the command: ``--control PATH`` (or ``AIGUARD_CONTROL``; default
+``./aiguard-control.toml``) names the control file, or a ``redis://`` URL; ``--prefix`` the
+prefix of the Redis keys (default ``aiguard``); ``--store PATH`` (or ``AIGUARD_STORE``) the store
+with the recorded figures, only ever read; ``--config PATH`` (or ``AIGUARD_CONFIG``) a config file
+whose features and targets ``status``, the report and ``check`` use.
 Exit status: 0 done (or gates and targets pass), 1 gates or targets fail (or ``tune --apply``
 has no threshold to apply), 2 usage or input error.
 """
@@ -23,24 +28,28 @@ has no threshold to apply), 2 usage or input error.
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _control_edit
+from . import _cli_read, _control_edit, _history
+from ._checks import check_feature
 from ._engine.settings import ALL
 from ._runtime.state import STORE_ENV
+from ._version import __version__
 from .control import ControlState, FeatureControl, default_control_path
 from .exceptions import AiguardError, ConfigError
-from .limits import StageFigures, summed
+from .limits import StageFigures
 from .rollout import check_percent
-from .store import Store, open_store
+from .store import Store
 
 if TYPE_CHECKING:
     from .config import FeatureConfig
+
+CONFIG_ENV = "AIGUARD_CONFIG"
+NONE_WORDS = ("none", "code")  # a value handed back to the code
 
 
 class _Fail(Exception):
@@ -49,36 +58,85 @@ class _Fail(Exception):
         self.code = code
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="aiguard", description="Control aiguard features across every replica."
-    )
-    p.add_argument(
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors end the command with exit status 2 (not SystemExit
+    raised out of :func:`main`)."""
+
+    def error(self, message: str) -> Any:
+        raise _Fail(f"{self.format_usage()}{self.prog}: error: {message}")
+
+
+def _common() -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name."""
+    c = argparse.ArgumentParser(add_help=False)
+    s = argparse.SUPPRESS
+    c.add_argument(
         "--control",
+        default=s,
         help="control file, or redis://host:port/db (default: $AIGUARD_CONTROL or "
         "./aiguard-control.toml)",
     )
-    p.add_argument("--store", help=f"store with recorded figures (default: ${STORE_ENV})")
-    sub = p.add_subparsers(dest="command", required=True)
-    k = sub.add_parser("kill", help="switch a feature's AI path off")
+    c.add_argument("--prefix", default=s, help="prefix of the Redis keys (default: aiguard)")
+    c.add_argument("--store", default=s, help=f"store with recorded figures (${STORE_ENV})")
+    c.add_argument("--config", default=s, help=f"config file with feature settings (${CONFIG_ENV})")
+    return c
+
+
+def _editing(p: argparse.ArgumentParser, *, reason_required: bool = False) -> None:
+    p.add_argument(
+        "--reason",
+        "--why",
+        dest="reason",
+        required=reason_required,
+        help="why (recorded in the history)" + ("" if reason_required else "; optional"),
+    )
+    p.add_argument("--by", dest="who", default=None, help="who (default: the OS user)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common()
+    p = _Parser(
+        prog="aiguard",
+        description="Control aiguard features across every replica.",
+        parents=[common],
+    )
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub: Any = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    def command(name: str, **kw: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(name, parents=[common], **kw)
+        return parser
+
+    k = command("kill", help="switch a feature's AI path off")
     k.add_argument("feature", nargs="?")
     k.add_argument("--all", action="store_true", help="every AI path (a global kill)")
-    k.add_argument("--reason", required=True)
-    k.add_argument("--by", default=None, help="who (default: the current user)")
-    r = sub.add_parser("revive", help="switch a feature's AI path back on")
+    _editing(k, reason_required=True)
+    r = command("revive", help="switch a feature's AI path back on")
     r.add_argument("feature", nargs="?")
     r.add_argument("--all", action="store_true", help="lift the global kill")
-    ro = sub.add_parser(
-        "rollout", help="set a rollout percentage (FEATURE PERCENT) or check gates (check FEATURE)"
+    _editing(r)
+    ro = command(
+        "rollout",
+        help="set a rollout percentage (FEATURE PERCENT|none) or check gates (check FEATURE)",
     )
     ro.add_argument("words", nargs=2, metavar="ARG")
     ro.add_argument(
         "--percent",
         type=float,
-        help="with check: the stage to judge (default: the control file's, else the highest)",
+        help="with check: the stage to judge (default: the control source's, else the highest)",
     )
-    sub.add_parser("status", help="features, their state and recent figures")
-    rp = sub.add_parser("report", help="figures from call records and feedback, with targets")
+    _editing(ro)
+    th = command("threshold", help="set a confidence threshold (FEATURE VALUE|none)")
+    th.add_argument("feature")
+    th.add_argument("value")
+    _editing(th)
+    hi = command("history", help="who killed, revived, rolled out or set a threshold, when, why")
+    hi.add_argument("feature", nargs="?")
+    hi.add_argument("--limit", type=int, help="the latest N entries only")
+    hi.add_argument("--json", action="store_true", help="JSON lines, one entry each")
+    st = command("status", help="every feature, its state and recent figures")
+    st.add_argument("--since", default="24h", help="figures from then on (default: 24h)")
+    rp = command("report", help="figures from call records and feedback, with targets")
     rp.add_argument("--feature")
     rp.add_argument("--since", help="e.g. 7d, 24h, or an ISO date")
     rp.add_argument(
@@ -86,24 +144,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--html", help="also write a self-contained HTML report here")
     rp.add_argument("--json", help="also write the report as JSON here")
-    rp.add_argument("--config", help="config file with feature targets ($AIGUARD_CONFIG)")
     rp.add_argument(
         "--check", action="store_true", help="then check the targets (exit 1 on a fail)"
     )
     rp.add_argument("--verbose", action="store_true", help="with --check: passing targets too")
-    tu = sub.add_parser("tune", help="recommend a confidence threshold that meets a target")
+    tu = command("tune", help="recommend a confidence threshold that meets a target")
     tu.add_argument("feature")
     tu.add_argument("--target", default="precision >= 0.95", help='e.g. "precision >= 0.95"')
     tu.add_argument("--since", help="e.g. 30d, or an ISO date")
     tu.add_argument("--model", help="one model's calls only")
     tu.add_argument("--apply", action="store_true", help="write it to the control source")
-    tu.add_argument("--config", help="config file with the feature's threshold ($AIGUARD_CONFIG)")
-    ck = sub.add_parser("check", help="check every feature's targets (exit 1 when one fails)")
+    _editing(tu)
+    ck = command("check", help="check every feature's targets (exit 1 when one fails)")
     ck.add_argument("feature", nargs="?")
     ck.add_argument("--since", help="e.g. 7d, or an ISO date")
-    ck.add_argument("--config", help="config file with feature targets ($AIGUARD_CONFIG)")
     ck.add_argument("--verbose", action="store_true", help="passing targets too")
-    ex = sub.add_parser("export", help="a retraining / evaluation dataset")
+    ex = command("export", help="a retraining / evaluation dataset")
     ex.add_argument("--feature", required=True)
     ex.add_argument("--format", default="jsonl", choices=["jsonl"])
     ex.add_argument("--since", help="e.g. 30d, or an ISO date")
@@ -112,39 +168,34 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``aiguard`` command.
+    """Entry point of the ``aiguard`` command; returns the exit status.
 
     Example:
         >>> import pathlib, tempfile
         >>> from aiguard.cli import main
         >>> path = str(pathlib.Path(tempfile.mkdtemp()) / "control.toml")
-        >>> main(["--control", path, "rollout", "triage", "25"])
+        >>> main(["rollout", "triage", "25", "--control", path, "--by", "ana"])
         triage: rollout 25% (control file ...control.toml)
         0
     """
-    args = _parser().parse_args(argv)
-    path = default_control_path(args.control)
+    parser = _parser()
+    args: argparse.Namespace | None = None
     try:
-        if args.command == "kill":
-            return _kill(path, _target(args), args.reason, args.by or _user())
-        if args.command == "revive":
-            return _revive(path, _target(args))
-        if args.command == "rollout":
-            first, second = args.words
-            if first == "check":
-                return _check(path, second, _store(args.store), args.percent)
-            return _rollout(path, first, second)
-        if args.command == "report":
-            return _report(args)
-        if args.command == "export":
-            return _export(args)
-        if args.command == "tune":
-            return _tune(path, args)
-        if args.command == "check":
-            return _check_targets(path, args, _needed_store(args.store, "check"))
-        return _status(path, _store(args.store))
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help
+            return exc.code if isinstance(exc.code, int) else 0
+        if args.version:
+            print(f"aiguard {__version__}")
+            return 0
+        if args.command is None:
+            raise _Fail("aiguard: give a command (aiguard --help lists them)")
+        return _run(args)
     except _Fail as exc:
-        print(f"aiguard: {exc}", file=sys.stderr)
+        text = str(exc)
+        print(
+            text if text.startswith(("aiguard", "usage:")) else f"aiguard: {text}", file=sys.stderr
+        )
         return exc.code
     except AiguardError as exc:
         print(f"aiguard: {exc}", file=sys.stderr)
@@ -152,95 +203,183 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # e.g. a Redis or PostgreSQL server that does not answer
         if type(exc).__module__.split(".")[0] not in ("redis", "psycopg", "psycopg_pool"):
             raise
-        print(f"aiguard: {_label(path)}: {exc}", file=sys.stderr)
+        where = "aiguard" if args is None else f"aiguard: {_label(_control(args))}"
+        print(f"{where}: {exc}", file=sys.stderr)
         return 2
 
 
-def _user() -> str | None:
+def _opt(args: argparse.Namespace, name: str) -> Any:
+    return getattr(args, name, None)
+
+
+def _control(args: argparse.Namespace) -> Path:
+    return default_control_path(_opt(args, "control"))
+
+
+def _prefix(args: argparse.Namespace) -> str:
+    prefix = _opt(args, "prefix")
+    if prefix is None:
+        return "aiguard"
+    if not prefix or prefix != prefix.strip() or any(c.isspace() for c in prefix):
+        raise _Fail(f"--prefix {prefix!r} is invalid: a non-empty name without spaces")
+    return str(prefix)
+
+
+def _run(args: argparse.Namespace) -> int:
+    path = _control(args)
+    prefix = _prefix(args)
+    if args.command == "kill":
+        return _kill(args, path, prefix, _target(args))
+    if args.command == "revive":
+        return _revive(args, path, prefix, _target(args))
+    if args.command == "rollout":
+        first, second = args.words
+        if _value_word(second) or first != "check":
+            return _set(args, path, prefix, _feature(first), "rollout", second)
+        return _check(path, prefix, _feature(second), _store(args), args.percent)
+    if args.command == "threshold":
+        return _set(args, path, prefix, _feature(args.feature), "threshold", args.value)
+    if args.command == "history":
+        return _history_cmd(args, path, prefix)
+    if args.command == "report":
+        return _report(args, path)
+    if args.command == "export":
+        return _export(args)
+    if args.command == "tune":
+        return _tune(args, path, prefix)
+    if args.command == "check":
+        feature = None if args.feature is None else _feature(args.feature)
+        return _check_targets(path, args, _needed_store(args, "check"), feature)
+    return _status(args, path, prefix)
+
+
+def _feature(name: str) -> str:
+    """A FEATURE argument, checked: exit 2 naming the value when it is not a feature name."""
+    if name == ALL:
+        raise _Fail(f"feature {name!r} is invalid: {ALL!r} is the global entry; use --all")
     try:
-        return getpass.getuser()
-    except Exception:
-        return None
+        return check_feature(name)
+    except ConfigError as exc:
+        raise _Fail(str(exc)) from None
 
 
 def _target(args: argparse.Namespace) -> str:
-    if args.all == bool(args.feature):
+    if args.all == (args.feature is not None):
         raise _Fail(f"{args.command}: give a FEATURE or --all (not both)")
-    return ALL if args.all else str(args.feature)
+    return ALL if args.all else _feature(str(args.feature))
 
 
-def _label(path: Path) -> str:
-    return _control_edit.label(path)
+def _label(where: Path) -> str:
+    return _control_edit.label(where)
 
 
-def _load(path: Path) -> ControlState:
-    return _control_edit.load(path)  # a missing file is an empty state; ConfigError names it
-
-
-def _edit(path: Path, feature: str, **changes: Any) -> None:
-    _control_edit.edit(path, feature, **changes)
+def _load(path: Path, prefix: str) -> ControlState:
+    return _control_edit.load(path, prefix=prefix)  # a missing file is an empty state
 
 
 def _name(feature: str) -> str:
     return "every feature" if feature == ALL else feature
 
 
-def _kill(path: Path, feature: str, reason: str, by: str | None) -> int:
+def _edit(args: argparse.Namespace, path: Path, prefix: str, feature: str, **changes: Any) -> None:
+    note = _control_edit.edit(
+        path,
+        feature,
+        changes,
+        prefix=prefix,
+        by=args.who if args.who is not None else _history.user(),
+        why=args.reason,
+        via="cli",
+    )
+    if note:
+        print(f"aiguard: {_label(path)}: {note}", file=sys.stderr)
+
+
+def _kill(args: argparse.Namespace, path: Path, prefix: str, feature: str) -> int:
+    reason = args.reason
     if not reason.strip():
         raise _Fail(f"feature {_name(feature)!r}: --reason must say why ({_label(path)})")
-    _edit(path, feature, killed=True, reason=reason, by=by)
+    who = args.who if args.who is not None else _history.user()
+    _edit(args, path, prefix, feature, killed=True, reason=reason, by=who)
     print(f"{_name(feature)}: killed ({reason}) ({_label(path)})")
     return 0
 
 
-def _revive(path: Path, feature: str) -> int:
-    _edit(path, feature, killed=False, reason=None, by=None)
+def _revive(args: argparse.Namespace, path: Path, prefix: str, feature: str) -> int:
+    _edit(args, path, prefix, feature, killed=False, reason=None, by=None)
     print(f"{_name(feature)}: revived ({_label(path)})")
     return 0
 
 
-def _rollout(path: Path, feature: str, value: str) -> int:
+def _value_word(word: str) -> bool:
+    """Whether ``word`` is a value (a number, or ``none``) rather than a feature name."""
+    if word.strip().lower() in NONE_WORDS:
+        return True
     try:
-        number = float(value.rstrip("%"))
+        float(word.strip().rstrip("%"))
     except ValueError:
-        raise _Fail(
-            f"feature {feature!r}: rollout {value!r} is invalid: must be a number in [0, 100] "
-            f"({_label(path)})"
-        ) from None
-    try:
-        percent = check_percent("rollout", number)
-    except ConfigError as exc:
-        raise _Fail(
-            f"feature {feature!r}: rollout {value!r} is invalid: {str(exc).split(': ', 1)[-1]} "
-            f"({_label(path)})"
-        ) from None
-    _edit(path, feature, rollout=percent)
-    print(f"{feature}: rollout {percent:g}% ({_label(path)})")
+        return False
+    return True
+
+
+def _set(
+    args: argparse.Namespace, path: Path, prefix: str, feature: str, field: str, word: str
+) -> int:
+    """``rollout FEATURE PERCENT|none`` and ``threshold FEATURE VALUE|none``."""
+    value: float | None = None
+    if word.strip().lower() not in NONE_WORDS:
+        value = _number(path, feature, field, word)
+    _edit(args, path, prefix, feature, **{field: value})
+    if value is None:
+        shown = "none (the code's value applies)"
+    else:
+        shown = f"{value:g}%" if field == "rollout" else f"{value:g}"
+    print(f"{feature}: {field} {shown} ({_label(path)})")
     return 0
 
 
-def _store(explicit: str | None) -> Store | None:
-    spec = explicit or os.environ.get(STORE_ENV)
-    return None if not spec else open_store(spec)
+def _number(path: Path, feature: str, field: str, word: str) -> float:
+    rule = "a number in [0, 100], or none" if field == "rollout" else "a number in [0, 1], or none"
+    bad = f"feature {feature!r}: {field} {word!r} is invalid: must be {rule} ({_label(path)})"
+    text = word.strip()
+    try:
+        number = float(text.rstrip("%") if field == "rollout" else text)
+    except ValueError:
+        raise _Fail(bad) from None
+    if field == "rollout":
+        try:
+            return check_percent("rollout", number)
+        except ConfigError:
+            raise _Fail(bad) from None
+    if not 0.0 <= number <= 1.0:
+        raise _Fail(bad)
+    return number
 
 
-def _figures(store: Store, feature: str, percent: float | None) -> StageFigures | None:
-    read = getattr(store, "stage_figures", None)
-    rows = read(feature) if read is not None else []
-    if not rows:
-        return None
-    if percent is None:
-        percent = max(r.percent for r in rows)  # no percentage said: the highest recorded
-    return summed([r for r in rows if r.percent == percent])
+# -- reading --------------------------------------------------------------------------------------
 
 
-def _check(path: Path, feature: str, store: Store | None, percent: float | None) -> int:
+def _store(args: argparse.Namespace) -> Store | None:
+    spec = _opt(args, "store") or os.environ.get(STORE_ENV)
+    return None if not spec else _cli_read.open_for_reading(spec, env=STORE_ENV)
+
+
+def _needed_store(args: argparse.Namespace, what: str) -> Store:
+    store = _store(args)
+    if store is None:
+        raise _Fail(f"{what} needs the store with the call records: --store or ${STORE_ENV}")
+    return store
+
+
+def _check(
+    path: Path, prefix: str, feature: str, store: Store | None, percent: float | None
+) -> int:
     if store is None:
         raise _Fail(f"feature {feature!r}: rollout check needs the store: --store or ${STORE_ENV}")
-    fc = _load(path).features.get(feature)
+    fc = _load(path, prefix).features.get(feature)
     if percent is None and fc is not None:
         percent = fc.rollout
-    figures = _figures(store, feature, percent)
+    figures = _cli_read.stage_figures(store, feature, percent)
     if figures is None or figures.calls == 0:
         where = f" at {percent:g}%" if percent is not None else ""
         raise _Fail(f"feature {feature!r}: no recorded calls{where} in the store")
@@ -268,58 +407,65 @@ def _describe(f: StageFigures) -> str:
     )
 
 
-def _status(path: Path, store: Store | None) -> int:
-    control = _load(path)
-    names = set(control.features)
-    read = getattr(store, "stage_figures", None)
-    if read is not None:
-        names |= {r.feature for r in read(None)}
-    rows = [("FEATURE", "STATE", "ROLLOUT", "THRESHOLD", "CALLS", "ERRORS", "FALLBACKS")]
-    for name in sorted(names):
-        fc = control.features.get(name, FeatureControl())
-        if control.all.killed:
-            st = f"killed (all): {control.all.reason or ''}".strip()
-        elif fc.killed:
-            st = f"killed: {fc.reason or ''}".strip()
-        else:
-            st = "live"
-        figures = _figures(store, name, fc.rollout) if store is not None else None
-        calls = errors = fallbacks = "-"
-        if figures is not None and figures.calls:
-            calls = str(figures.calls)
-            errors = f"{100 * figures.errors / figures.calls:.1f}%"
-            fallbacks = f"{100 * figures.fallbacks / figures.calls:.1f}%"
-        rollout = "-" if fc.rollout is None else f"{fc.rollout:g}%"
-        threshold = "-" if fc.threshold is None else f"{fc.threshold:g}"
-        rows.append((name, st, rollout, threshold, calls, errors, fallbacks))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+def _status(args: argparse.Namespace, path: Path, prefix: str) -> int:
+    store = _store(args)
+    control = _load(path, prefix)
+    if not _control_edit.is_redis(path) and not path.exists():
+        print(f"aiguard: {_label(path)} does not exist: no control state", file=sys.stderr)
+    rows = _cli_read.status_rows(control, store, _features(args) or {}, args.since)
+    if control.all.killed:
+        print(f"every feature: killed: {control.all.reason or ''} ({_label(path)})".strip())
+    print(_cli_read.table(rows))
     if len(rows) == 1:
-        print(f"(no features in control file {path!s}{' or store' if store else ''})")
+        where = f"{_label(path)}{', store' if store is not None else ''}"
+        print(f"(no features in {where}{' or config file' if _opt(args, 'config') else ''})")
+    elif store is not None:
+        print(
+            f"(calls, errors and fallbacks since {args.since} ago, from the store's call records)"
+        )
     return 0
 
 
-def _needed_store(explicit: str | None, what: str) -> Store:
-    store = _store(explicit)
-    if store is None:
-        raise _Fail(f"{what} needs the store with the call records: --store or ${STORE_ENV}")
-    return store
+def _history_cmd(args: argparse.Namespace, path: Path, prefix: str) -> int:
+    feature = None if args.feature is None else _feature(args.feature)
+    if args.limit is not None and args.limit < 1:
+        raise _Fail(f"--limit {args.limit} is invalid: a positive number of entries")
+    file = not _control_edit.is_redis(path)
+    if file and not path.exists() and not _history.file_for(path).exists():
+        raise _Fail(f"{_label(path)} does not exist, nor its history")
+    changes = _history.about(_control_edit.history(path, prefix=prefix), feature)
+    if args.limit is not None:
+        changes = changes[-args.limit :]
+    if not changes and not args.json:
+        print(
+            f"(no recorded changes{'' if feature is None else f' of {feature}'} in {_label(path)})"
+        )
+        return 0
+    text = _cli_read.history_text(changes, as_json=args.json)
+    if text:
+        print(text)
+    return 0
 
 
-def _features(explicit: str | None) -> dict[str, FeatureConfig] | None:
+def _features(args: argparse.Namespace) -> dict[str, FeatureConfig] | None:
     """The features of the config file (``--config`` or $AIGUARD_CONFIG), or None."""
     from .config import load_config
 
-    config_path = explicit or os.environ.get("AIGUARD_CONFIG")
-    return None if not config_path else dict(load_config(config_path).features)
+    config_path = _opt(args, "config") or os.environ.get(CONFIG_ENV)
+    if not config_path:
+        return None
+    if not Path(config_path).is_file():
+        raise _Fail(f"config file {config_path!r} does not exist (--config or ${CONFIG_ENV})")
+    return dict(load_config(config_path).features)
 
 
-def _report(args: argparse.Namespace) -> int:
+def _report(args: argparse.Namespace, path: Path) -> int:
     from .report import report
 
-    store = _needed_store(args.store, "report")
-    features = _features(args.config)
+    store = _needed_store(args, "report")
+    if args.feature is not None:
+        _feature(args.feature)
+    features = _features(args)
     targets = {name: list(fc.targets) for name, fc in (features or {}).items()}
     result = report(
         args.feature,
@@ -336,7 +482,7 @@ def _report(args: argparse.Namespace) -> int:
         Path(args.json).write_text(result.to_json(), encoding="utf-8")
         print(f"JSON report written to {args.json}")
     if args.check:
-        return _check_targets(default_control_path(args.control), args, store, args.feature)
+        return _check_targets(path, args, store, args.feature)
     return 0
 
 
@@ -345,27 +491,27 @@ def _check_targets(
 ) -> int:
     from .check import check
 
-    features = _features(args.config)
+    features = _features(args)
     if features is None:
         raise _Fail("check needs the feature targets: --config or $AIGUARD_CONFIG")
-    name = feature if feature is not None else getattr(args, "feature", None)
-    if name is not None and name not in features:
-        raise _Fail(f"feature {name!r} is not in the config file")
-    result = check(name, since=args.since, store=store, features=features, control=path)
+    if feature is not None and feature not in features:
+        raise _Fail(f"feature {feature!r} is not in the config file")
+    result = check(feature, since=args.since, store=store, features=features, control=path)
     print(result.to_text(verbose=args.verbose))
     return 0 if result.ok else 1
 
 
-def _tune(path: Path, args: argparse.Namespace) -> int:
+def _tune(args: argparse.Namespace, path: Path, prefix: str) -> int:
     from .tuning import tune
 
-    store = _needed_store(args.store, "tune")
-    current = _load(path).features.get(args.feature, FeatureControl()).threshold
+    feature = _feature(args.feature)
+    store = _needed_store(args, "tune")
+    current = _load(path, prefix).features.get(feature, FeatureControl()).threshold
     if current is None:
-        cfg = (_features(args.config) or {}).get(args.feature)
+        cfg = (_features(args) or {}).get(feature)
         current = None if cfg is None else cfg.threshold
     result = tune(
-        args.feature,
+        feature,
         args.target,
         since=args.since,
         model=args.model,
@@ -378,22 +524,25 @@ def _tune(path: Path, args: argparse.Namespace) -> int:
     if result.threshold is None:
         print(f"not applied: no threshold meets {result.target}", file=sys.stderr)
         return 1
-    _edit(path, args.feature, threshold=result.threshold)
-    print(f"{args.feature}: threshold {result.threshold:.2f} ({_label(path)})")
+    if args.reason is None:
+        args.reason = f"tune: {result.target}"
+    _edit(args, path, prefix, feature, threshold=result.threshold)
+    print(f"{feature}: threshold {result.threshold:.2f} ({_label(path)})")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     from .export import export
 
-    store = _needed_store(args.store, "export")
+    feature = _feature(args.feature)
+    store = _needed_store(args, "export")
     if args.output:
         with open(args.output, "w", encoding="utf-8") as out:
-            written, skipped = export(store, args.feature, out, since=args.since)
+            written, skipped = export(store, feature, out, since=args.since)
     else:
-        written, skipped = export(store, args.feature, sys.stdout, since=args.since)
+        written, skipped = export(store, feature, sys.stdout, since=args.since)
     note = f" ({skipped} calls without captured inputs left out)" if skipped else ""
-    print(f"{written} examples exported for {args.feature}{note}", file=sys.stderr)
+    print(f"{written} examples exported for {feature}{note}", file=sys.stderr)
     return 0
 
 

@@ -45,6 +45,8 @@ from ._checks import check_feature, explain, seconds
 from ._engine.settings import ALL, Kill, effective
 from ._runtime import errors, lifecycle
 from ._runtime.state import runtime
+from ._toml_edit import key as toml_key
+from ._toml_edit import value as toml_value
 from .events import ControlEvent, EventKind
 from .exceptions import ConfigError
 from .rollout import check_percent
@@ -289,6 +291,11 @@ def write_control_file(path: Path, control: ControlState) -> None:
         text = json.dumps(control.model_dump(exclude_defaults=True), indent=2) + "\n"
     else:
         text = _to_toml(control)
+    write_control_text(path, text)
+
+
+def write_control_text(path: Path, text: str) -> None:
+    """Replace the control file at ``path`` by ``text`` atomically, keeping its mode."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = path.stat().st_mode & 0o777  # keep the file readable by whoever read it before
@@ -298,7 +305,7 @@ def write_control_file(path: Path, control: ControlState) -> None:
         mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -309,19 +316,22 @@ def write_control_file(path: Path, control: ControlState) -> None:
         raise
 
 
+CONTROL_FILE_HEADER = "# aiguard control file: read by every replica; edit with the `aiguard` CLI."
+
+
 def _to_toml(control: ControlState) -> str:
     def table(header: str, fc: FeatureControl) -> list[str]:
         lines = [f"[{header}]"]
         for key, value in fc.model_dump(exclude_none=True).items():
             if key == "killed" or value != FeatureControl.model_fields[key].default:
-                lines.append(f"{key} = {json.dumps(value)}")
+                lines.append(f"{key} = {toml_value(value)}")
         return [*lines, ""]
 
-    out = ["# aiguard control file: read by every replica; edit with the `aiguard` CLI.", ""]
+    out = [CONTROL_FILE_HEADER, ""]
     if control.all != FeatureControl():
         out += table("all", control.all)
     for name in sorted(control.features):
-        out += table(f"features.{json.dumps(name)}", control.features[name])
+        out += table(f"features.{toml_key(name)}", control.features[name])
     return "\n".join(out)
 
 

@@ -26,7 +26,7 @@ Install the extra (``pip install 'aiguard[redis]'``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -108,31 +108,54 @@ def _parse(raw: bytes | None, where: str) -> ControlState:
 
 
 def edit_control(
-    url: str, change: Callable[[ControlState], ControlState], *, prefix: str = "aiguard"
+    url: str,
+    change: Callable[[ControlState], ControlState],
+    *,
+    prefix: str = "aiguard",
+    history: Callable[[ControlState, ControlState], Sequence[str]] | None = None,
+    timeout: float = 5.0,
 ) -> ControlState:
-    """Read, change and write the control document atomically (retried on a concurrent edit).
+    """Read, change and write the control document atomically (retried on a concurrent edit,
+    for at most ``timeout`` seconds). ``history(old, new)`` gives the entries pushed to the
+    list ``{prefix}:control:history`` in the same transaction (the latest 10,000 kept).
 
     Example:
         >>> from aiguard.redis import edit_control
         >>> callable(edit_control)
         True
     """
+    import time
+
     import redis as redis_py
 
-    client = _client(url, 5.0)
+    client = _client(url, timeout)
     key = f"{prefix}:control"
+    log = f"{prefix}:control:history"
+    deadline = time.monotonic() + timeout
     with client, client.pipeline() as pipe:
         while True:
             try:
                 pipe.watch(key)
                 current = _parse(pipe.get(key), f"redis control {url!r} ({key})")
                 new = change(current)
+                entries = list(history(current, new)) if history is not None else []
                 pipe.multi()
                 pipe.set(key, new.model_dump_json(exclude_defaults=True))
+                if entries:
+                    pipe.rpush(log, *entries)
+                    pipe.ltrim(log, -HISTORY_LIMIT, -1)
                 pipe.execute()
                 return new
             except redis_py.WatchError:
+                if time.monotonic() > deadline:
+                    raise ConfigError(
+                        f"redis control {url!r} ({key}): changed by others throughout "
+                        f"{timeout:g} s; try again"
+                    ) from None
                 continue
+
+
+HISTORY_LIMIT = 10_000  # entries kept in {prefix}:control:history
 
 
 _TAKE = """

@@ -324,7 +324,13 @@ def tune(
         if figures is None:
             message += "; not applied: there is no recommendation"
         else:
-            applied = _control_edit.write(feature, control, threshold=figures.threshold)
+            applied = _control_edit.write(
+                feature,
+                control,
+                why=f"tune: {target.strip()}",
+                via="tune",
+                threshold=figures.threshold,
+            )
     return Tuning(
         feature=feature,
         target=target.strip(),
