@@ -156,11 +156,36 @@ def confidence_histogram(d: Db, w: Window, cells: int) -> dict[int, int]:
     return {int(r[0]): int(r[1]) for r in d.run(sql, params)}
 
 
-def label_counts(d: Db, w: Window) -> dict[str, int]:
-    """Calls per served label (NULL left out)."""
-    where, params = w.where(d.mark, "label IS NOT NULL")
-    rows = d.run(f"SELECT label, COUNT(*) FROM call_records{where} GROUP BY label", params)
-    return {str(r[0]): int(r[1]) for r in rows}
+def distributions(
+    d: Db, windows: list[Window], cells: int
+) -> list[tuple[dict[int, int], dict[str, int]]]:
+    """Per window (of one feature): calls with a confidence in [0, 1] per cell of width
+    1/cells, and calls per served label; all windows in one read of the calls (a call in two
+    windows counts in both)."""
+    if not windows:
+        return []
+    conditions: list[str] = []
+    params: list[Any] = []
+    for i, w in enumerate(windows):
+        where, found = w.where(d.mark, alias="w")
+        conditions.append(f"(p.part = {i} AND {where.removeprefix(' WHERE ')})")
+        params += found
+    parts = " UNION ALL ".join(f"SELECT {i} AS part" for i in range(len(windows)))
+    judged = "w.confidence IS NOT NULL AND w.confidence >= 0 AND w.confidence <= 1"
+    sql = (
+        f"SELECT p.part, (CASE WHEN {judged} THEN {d.cell('w.confidence', cells)} END) AS b, "
+        f"w.label, COUNT(*) FROM call_records w CROSS JOIN ({parts}) p "
+        f"WHERE ({' OR '.join(conditions)}) AND (({judged}) OR w.label IS NOT NULL) "
+        "GROUP BY p.part, b, w.label"
+    )
+    out: list[tuple[dict[int, int], dict[str, int]]] = [({}, {}) for _ in windows]
+    for part, cell, label, n in d.run(sql, tuple(params)):
+        hist, labels = out[int(part)]
+        if cell is not None:
+            hist[int(cell)] = hist.get(int(cell), 0) + int(n)
+        if label is not None:
+            labels[str(label)] = labels.get(str(label), 0) + int(n)
+    return out
 
 
 def latest_call(d: Db, feature: str) -> tuple[float, float | None, float | None] | None:

@@ -58,14 +58,14 @@ def _literal(text: str, dialect: Dialect) -> str:
     return quoted.replace("%", "%%") if dialect == "postgres" else quoted
 
 
-def _key(split: str, i: int, dialect: Dialect) -> str:
+def _key(split: str, i: int, dialect: Dialect, segment: str | None = None) -> str:
     """The SQL of a split's value for the call ``w``: its segment, else the attribute of its
-    feedback (in PostgreSQL, its segments' values are ``sk``'s)."""
+    feedback (in PostgreSQL, ``segment`` is the SQL of its segment's value)."""
     if split in CALL_SPLITS:
         return f"COALESCE(NULLIF(w.{split}, ''), 'none')"
     if dialect == "postgres":
         attribute = _pg_value("w.fb_attributes::jsonb", "w.fb_attributes", split, null=False)
-        return f"COALESCE(sk.s{i}, {attribute}, 'none')"
+        return f"COALESCE({segment or 'NULL::text'}, {attribute}, 'none')"
     path = _literal(f'$."{split}"', dialect)
     segment = (
         f"CASE json_type(w.segments, {path}) WHEN 'text' THEN json_extract(w.segments, {path})"
@@ -124,18 +124,72 @@ def _bucket(dialect: Dialect, ln: bool) -> str:
     )
 
 
-def calls_statement(
+SEGMENT_VALUES = 2000
+"""PostgreSQL: at most this many distinct segments texts in a window are parsed once each and
+joined to the calls as a list of values (beyond, each call's segments are parsed)."""
+
+Statement = tuple[str, tuple[Any, ...]]
+
+
+def segments_statement(
+    feature: str | None, since: float | None, splits: Sequence[str]
+) -> Statement | None:
+    """PostgreSQL: rows ``(segments, s_i..)`` of the window's distinct segments texts, with the
+    value of each named split ``i`` (None when no split is named)."""
+    named = [(i, s) for i, s in enumerate(splits, 1) if s not in CALL_SPLITS]
+    if not named:
+        return None
+    where, params = _window("postgres", feature, since, "w")
+    values = "".join(
+        f", {_pg_value('u.segments::jsonb', 'u.segments', s, null=True)}" for _, s in named
+    )
+    sql = (
+        f"SELECT u.segments{values} FROM (SELECT DISTINCT w.segments FROM call_records w "
+        f"WHERE {where} AND w.segments IS NOT NULL) u LIMIT {SEGMENT_VALUES + 1}"
+    )
+    return sql, params
+
+
+def _segments_join(
+    splits: Sequence[str], found: list[tuple[Any, ...]] | None
+) -> tuple[str, dict[int, str]]:
+    """PostgreSQL: the join of the calls to their segments' values (``found``: the rows of
+    ``segments_statement``, None when there were too many), and the SQL of each named split's
+    segment value."""
+    named = [(i, s) for i, s in enumerate(splits, 1) if s not in CALL_SPLITS]
+    if not named:
+        return "", {}
+    if found is None or len(found) > SEGMENT_VALUES:
+        return "", {i: _pg_value("w.segments::jsonb", "w.segments", s, null=True) for i, s in named}
+    if not found:
+        return "", dict.fromkeys((i for i, _ in named), "NULL::text")
+
+    def text(value: Any) -> str:
+        return "NULL" if value is None else _literal(str(value), "postgres")
+
+    rows = ", ".join("(" + ", ".join(text(v) for v in row) + ")" for row in found)
+    columns = ", ".join(f"s{i}" for i, _ in named)
+    join = f"LEFT JOIN (VALUES {rows}) AS sk(segments, {columns}) ON sk.segments = w.segments"
+    return join, {i: f"sk.s{i}" for i, _ in named}
+
+
+def calls_select(
     dialect: Dialect,
     feature: str | None,
     since: float | None,
     splits: Sequence[str],
     *,
     ln: bool = True,
-) -> tuple[str, tuple[Any, ...]]:
-    """Step 1: the temporary table of the window's calls (see the module's docstring). Each
-    call's feedback figures are columns of its record (:mod:`aiguard._feedback_figures`)."""
+    segments: list[tuple[Any, ...]] | None = None,
+) -> Statement:
+    """One row per call of the window (see the module's docstring); in PostgreSQL,
+    ``segments`` are the rows of ``segments_statement``. Each call's feedback figures are
+    columns of its record (:mod:`aiguard._feedback_figures`)."""
     where, params = _window(dialect, feature, since, "w")
-    keys = "".join(f", {_key(s, i, dialect)} AS k{i}" for i, s in enumerate(splits, 1))
+    join, segment_sql = ("", {}) if dialect == "sqlite" else _segments_join(splits, segments)
+    keys = "".join(
+        f", {_key(s, i, dialect, segment_sql.get(i))} AS k{i}" for i, s in enumerate(splits, 1)
+    )
     day = (
         f"CAST(w.started_at / {DAY} AS INTEGER) - (w.started_at < 0 AND "
         f"w.started_at / {DAY} <> CAST(w.started_at / {DAY} AS INTEGER))"
@@ -167,28 +221,11 @@ def calls_statement(
         "audit_errors": flag(f"({verdict}) = 0"),
     }
     figures = ", ".join(f"{expr} AS s_{name}" for name, expr in values.items() if name != "calls")
-    named = [(i, s) for i, s in enumerate(splits, 1) if s not in CALL_SPLITS]
-    segments, segment_params = "", ()
-    if dialect == "postgres" and named:
-        # each distinct segments text of the window parsed once
-        segments = "WITH sk AS (SELECT u.segments{} FROM (SELECT DISTINCT w.segments FROM "
-        segments += "call_records w WHERE {} AND w.segments IS NOT NULL) u) "
-        segments = segments.format(
-            "".join(
-                f", {_pg_value('u.segments::jsonb', 'u.segments', s, null=True)} AS s{i}"
-                for i, s in named
-            ),
-            where,
-        )
-        segment_params = params
-    on_commit = "" if dialect == "sqlite" else " ON COMMIT DROP"
-    sql = f"""CREATE TEMP TABLE {TABLE}{on_commit} AS {segments}
-      SELECT w.feature AS feature, COALESCE(NULLIF(w.source, ''), 'none') AS src, {day} AS day,
-        COALESCE(NULLIF(w.arm, ''), 'all') AS armk{keys}, w.latency AS latency,
+    sql = f"""SELECT w.feature AS feature, COALESCE(NULLIF(w.source, ''), 'none') AS src,
+        {day} AS day, COALESCE(NULLIF(w.arm, ''), 'all') AS armk{keys}, w.latency AS latency,
         {_bucket(dialect, ln)} AS lb, {figures}
-      FROM call_records w {"LEFT JOIN sk ON sk.segments = w.segments" if segments else ""}
-      WHERE {where}"""
-    return sql, (*segment_params, *params)
+      FROM call_records w {join} WHERE {where}"""
+    return sql, params
 
 
 def _ks(splits: Sequence[str]) -> str:
@@ -198,50 +235,72 @@ def _ks(splits: Sequence[str]) -> str:
 SUMS_TABLE, BUCKETS_TABLE = f"{TABLE}_sums", f"{TABLE}_buckets"
 
 
-def finest_statements(dialect: Dialect, splits: Sequence[str]) -> list[str]:
-    """Step 2: statements whose last returns rows ``(feature, src, day, armk, k1.., *SUMS)``.
-    PostgreSQL groups by hashing; SQLite would sort every call to group them, so it adds each
-    call to its group's row in a small keyed table instead (about twice as fast)."""
+def finest_statements(dialect: Dialect, splits: Sequence[str], calls: Statement) -> list[Statement]:
+    """Step 2: statements whose last returns rows ``(feature, src, day, armk, k1.., *SUMS)``,
+    from ``calls`` (the temporary table in SQLite, the window's calls in PostgreSQL).
+    PostgreSQL groups by hashing, in parallel; SQLite would sort every call to group them, so it
+    adds each call to its group's row in a small keyed table instead (about twice as fast)."""
     keys = f"feature, src, day, armk{_ks(splits)}"
+    source, params = calls
     if dialect == "postgres":
         sums = ", ".join("COUNT(*)" if n == "calls" else f"SUM(s_{n})" for n in SUMS)
-        return [f"SELECT {keys}, {sums} FROM {TABLE} GROUP BY {keys}"]
+        return [(f"SELECT {keys}, {sums} FROM ({source}) t GROUP BY {keys}", params)]
     names = ", ".join(f"s_{n}" for n in SUMS)
     values = ", ".join("1" if n == "calls" else f"s_{n}" for n in SUMS)
     adds = ", ".join(f"s_{n} = s_{n} + excluded.s_{n}" for n in SUMS)
     return [
-        f"CREATE TEMP TABLE {SUMS_TABLE} ({keys}, {names}, PRIMARY KEY ({keys}))",
-        f"INSERT INTO {SUMS_TABLE} SELECT {keys}, {values} FROM {TABLE} WHERE true "
-        f"ON CONFLICT DO UPDATE SET {adds}",
-        f"SELECT {keys}, {names} FROM {SUMS_TABLE}",
+        (f"CREATE TEMP TABLE {SUMS_TABLE} ({keys}, {names}, PRIMARY KEY ({keys}))", ()),
+        (
+            f"INSERT INTO {SUMS_TABLE} SELECT {keys}, {values} FROM {source} WHERE true "
+            f"ON CONFLICT DO UPDATE SET {adds}",
+            params,
+        ),
+        (f"SELECT {keys}, {names} FROM {SUMS_TABLE}", ()),
     ]
 
 
-def buckets_statements(dialect: Dialect, splits: Sequence[str]) -> list[str]:
+def buckets_statements(
+    dialect: Dialect, splits: Sequence[str], calls: Statement
+) -> list[Statement]:
     """Step 3: statements whose last returns rows ``(feature, k1.., lb, calls, lowest,
     highest)`` (as ``finest_statements``)."""
     keys = f"feature{_ks(splits)}, lb"
+    source, params = calls
     if dialect == "postgres":
-        return [f"SELECT {keys}, COUNT(*), MIN(latency), MAX(latency) FROM {TABLE} GROUP BY {keys}"]
+        return [
+            (
+                f"SELECT {keys}, COUNT(*), MIN(latency), MAX(latency) FROM ({source}) t "
+                f"GROUP BY {keys}",
+                params,
+            )
+        ]
     return [
-        f"CREATE TEMP TABLE {BUCKETS_TABLE} ({keys}, n, low, high, PRIMARY KEY ({keys}))",
-        f"INSERT INTO {BUCKETS_TABLE} SELECT {keys}, 1, latency, latency FROM {TABLE} "
-        "WHERE true ON CONFLICT DO UPDATE SET n = n + 1, low = MIN(low, excluded.low), "
-        "high = MAX(high, excluded.high)",
-        f"SELECT {keys}, n, low, high FROM {BUCKETS_TABLE}",
+        (f"CREATE TEMP TABLE {BUCKETS_TABLE} ({keys}, n, low, high, PRIMARY KEY ({keys}))", ()),
+        (
+            f"INSERT INTO {BUCKETS_TABLE} SELECT {keys}, 1, latency, latency FROM {source} "
+            "WHERE true ON CONFLICT DO UPDATE SET n = n + 1, low = MIN(low, excluded.low), "
+            "high = MAX(high, excluded.high)",
+            params,
+        ),
+        (f"SELECT {keys}, n, low, high FROM {BUCKETS_TABLE}", ()),
     ]
 
 
-def _last(run: Run, statements: list[str]) -> list[tuple[Any, ...]]:
-    for sql in statements[:-1]:
-        run(sql, ())
-    return run(statements[-1], ())
+def _last(run: Run, statements: list[Statement]) -> list[tuple[Any, ...]]:
+    for sql, params in statements[:-1]:
+        run(sql, params)
+    return run(*statements[-1])
 
 
-def latencies_query(splits: Sequence[str], buckets: Sequence[int]) -> str:
+def latencies_query(
+    dialect: Dialect, splits: Sequence[str], buckets: Sequence[int], calls: Statement
+) -> Statement:
     """Step 4: rows ``(feature, k1.., lb, latency)`` of the buckets given."""
     listed = ", ".join(str(int(b)) for b in buckets)
-    return f"SELECT feature{_ks(splits)}, lb, latency FROM {TABLE} WHERE lb IN ({listed})"
+    source, params = calls
+    if dialect == "postgres":
+        source = f"({source}) t"
+    return f"SELECT feature{_ks(splits)}, lb, latency FROM {source} WHERE lb IN ({listed})", params
 
 
 def in_sql(
@@ -254,17 +313,29 @@ def in_sql(
     ln: bool = True,
 ) -> Aggregates:
     """The aggregates computed by the database; ``run(sql, params)`` runs a statement on the one
-    connection that holds the temporary table (the caller drops it, or commits it away)."""
+    connection that holds the temporary tables (the caller drops them, or commits them away).
+    SQLite writes the window's calls to a temporary table once and reads it three times;
+    PostgreSQL reads the window three times in parallel scans (a temporary table is written and
+    read by one process only)."""
     check_splits(splits)
     n = len(splits)
-    run(*calls_statement(dialect, feature, since, splits, ln=ln))
-    sums = _sums(_last(run, finest_statements(dialect, splits)), n)
+    if dialect == "sqlite":
+        sql, params = calls_select(dialect, feature, since, splits, ln=ln)
+        run(f"CREATE TEMP TABLE {TABLE} AS {sql}", params)
+        calls: Statement = (TABLE, ())
+    else:
+        segments = None
+        distinct = segments_statement(feature, since, splits)
+        if distinct is not None:
+            segments = run(*distinct)
+        calls = calls_select(dialect, feature, since, splits, ln=ln, segments=segments)
+    sums = _sums(_last(run, finest_statements(dialect, splits, calls)), n)
     counts: dict[Group, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     ranges: dict[str, dict[int, list[float]]] = defaultdict(dict)
-    for row in _last(run, buckets_statements(dialect, splits)):
-        feat, keys, lb, calls, low, high = row[0], row[1 : n + 1], row[n + 1], *row[n + 2 :]
+    for row in _last(run, buckets_statements(dialect, splits, calls)):
+        feat, keys, lb, number, low, high = row[0], row[1 : n + 1], row[n + 1], *row[n + 2 :]
         for group in _groups(feat, keys):
-            counts[group][lb] += calls
+            counts[group][lb] += number
         seen = ranges[feat].get(lb)
         if seen is None:
             ranges[feat][lb] = [low, high]
@@ -298,7 +369,7 @@ def in_sql(
     fetch = sorted({lb for (_, lb) in wanted} | {lb for (_, lb) in straddling})
     values: dict[tuple[Group, int], list[float]] = defaultdict(list)
     for start in range(0, len(fetch), CHUNK):
-        for row in run(latencies_query(splits, fetch[start : start + CHUNK]), ()):
+        for row in run(*latencies_query(dialect, splits, fetch[start : start + CHUNK], calls)):
             feat, keys, lb, latency = row[0], row[1 : n + 1], row[n + 1], row[n + 2]
             if (feat, lb) in straddling:
                 histogram[feat][1][histogram_bucket(latency, highest[feat])] += 1

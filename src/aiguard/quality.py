@@ -390,7 +390,8 @@ class Drift:
 
 
 def _histograms(d: qsql.Db, w: qsql.Window) -> tuple[dict[int, int], dict[str, int]]:
-    return qsql.confidence_histogram(d, w, qm.GRID), qsql.label_counts(d, w)
+    [found] = qsql.distributions(d, [w], qm.GRID)
+    return found
 
 
 def save_baseline(
@@ -452,7 +453,6 @@ def drift(
     d = _store(store)
     end = time.time() if now is None else now
     recent = qsql.Window(feature, end - length, end + 1e-6)
-    rec_hist, rec_labels = _histograms(d, recent)
     ref_span: tuple[float, float] | None = None
     if reference == "baseline":
         saved = qsql.load_baseline(d, feature, baseline)
@@ -465,15 +465,18 @@ def drift(
         ref_hist = {int(k): int(v) for k, v in data["confidence"].items()}
         ref_labels = {str(k): int(v) for k, v in data["labels"].items()}
         label = f"baseline {baseline!r}"
+        rec_hist, rec_labels = _histograms(d, recent)
     else:
         latest = qsql.latest_call(d, feature)
         percent = None if latest is None else latest[1]
         start = qsql.first_call(d, feature, percent)
-        ref_hist, ref_labels = {}, {}
+        windows = [recent]
         if start is not None:
             ref_span = (start, start + STAGE_WEEK)
-            ref = qsql.Window(feature, start, start + STAGE_WEEK, percent=percent)
-            ref_hist, ref_labels = _histograms(d, ref)
+            windows.append(qsql.Window(feature, start, start + STAGE_WEEK, percent=percent))
+        found = qsql.distributions(d, windows, qm.GRID)  # both windows in one read
+        rec_hist, rec_labels = found[0]
+        ref_hist, ref_labels = found[1] if len(found) > 1 else ({}, {})
         label = "the first week of all records" if percent is None else (
             f"the first week at {percent:g}%"
         )  # fmt: skip
