@@ -249,7 +249,8 @@ def test_report_adds_up_cache_writes_in_text_html_and_json(tmp_path: Path) -> No
     [jf] = data["features"]
     assert (jf["cache_write_tokens"], jf["cache_write_1h_tokens"]) == (150, 60)
     assert (jf["cache_read_tokens"], jf["input_tokens"]) == (900, 1350)
-    assert jf["cost"] == "0"  # no price table: money as exact decimal strings
+    # no price table: the cost is unknown (null), not 0; what is known is an exact decimal
+    assert (jf["cost"], jf["cost_per_call"], jf["priced"], jf["known_cost"]) == (None, None, 0, "0")
     assert any(g["cache_write_tokens"] == 150 for g in data["groups"]["cached"])
 
 
