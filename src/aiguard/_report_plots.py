@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 
 W, H, TOP, BOTTOM, RIGHT = 560, 220, 14, 40, 14
-CHAR = 6.2  # the width of a character of the plots' 10px labels, generously (digits are ~5.6)
+CHAR = 7.0  # the width of a character of the 10px labels, generously (DejaVu Sans digits: 6.4)
 
 #: Fixed colours: a source (or arm) is drawn in the same colour in every report.
 COLORS = {

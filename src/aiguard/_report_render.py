@@ -251,9 +251,9 @@ _STYLE = (
     "body{font:14px system-ui,sans-serif;margin:2em;color:#111}"
     "table{border-collapse:collapse;margin:1em 0}td,th{padding:4px 10px;"
     "border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child"
-    "{text-align:left}figure{display:inline-block;margin:1em 1em 1em 0}"
+    "{text-align:left}figure{display:inline-block;vertical-align:top;margin:1em 1em 1em 0}"
     "figcaption{font-weight:600;margin-bottom:4px}"
-    "svg text{font:10px system-ui,sans-serif;fill:#444}"
+    "svg text{font:10px system-ui,sans-serif;fill:#444}svg text.target-label{fill:#dc2626}"
     ".legend{font-size:12px}.key{margin-right:12px}.key i{display:inline-block;width:10px;"
     "height:10px;margin-right:4px}.pass{color:#15803d}.fail{color:#b91c1c}"
 )

@@ -236,6 +236,15 @@ def parse_targets(value: Any, *, where: str = "targets") -> tuple[Target, ...]:
         >>> [t.value for t in parse_targets(["error_rate <= 2 %"])]
         [0.02]
     """
+    try:
+        return _parse_targets(value, where)
+    except ConfigError as exc:
+        if where == "targets" or str(exc).startswith(where):
+            raise
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _parse_targets(value: Any, where: str) -> tuple[Target, ...]:
     if isinstance(value, str | Target):
         return (Target.parse(value),)
     if isinstance(value, Mapping):
