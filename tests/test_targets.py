@@ -200,9 +200,7 @@ def test_report_takes_targets_as_a_list_for_every_feature(tmp_path: Path) -> Non
     """report(targets=[...]) checks the list against every feature (it used to crash)."""
     _seed(tmp_path)
     result = aiguard.report(targets=["acceptance_rate >= 50 %", "calls >= 4"])
-    verdicts = {
-        name: [(str(t), ok) for t, _, ok in rows] for name, rows in result.targets.items()
-    }
+    verdicts = {name: [(str(t), ok) for t, _, ok in rows] for name, rows in result.targets.items()}
     assert verdicts == {
         "reply": [("acceptance_rate >= 50 %", True), ("calls >= 4", True)],
         "triage": [("acceptance_rate >= 50 %", False), ("calls >= 4", True)],
@@ -227,7 +225,7 @@ def test_a_cost_target_in_another_currency_is_refused(tmp_path: Path) -> None:
     """Costs are in the price table's currency; a EUR target against USD costs is an error."""
     _seed(tmp_path)
     aiguard.configure(prices={"currency": "USD", "models": {}})
-    with pytest.raises(aiguard.ConfigError, match="EUR.*USD"):
+    with pytest.raises(aiguard.ConfigError, match=r"EUR.*USD"):
         aiguard.report(targets=["cost_per_call <= 0.01 EUR"])
     assert aiguard.report(targets=["cost_per_call <= 0.01 USD"]).currency == "USD"
 

@@ -165,7 +165,7 @@ class Target:
         >>> try:
         ...     aiguard.Target.parse("acceptance_rate >= 85")
         ... except aiguard.ConfigError as exc:
-        ...     print(str(exc)[:60])
+        ...     print(str(exc)[:58])
         target 'acceptance_rate >= 85': value 85 is not a fraction
     """
 
