@@ -248,3 +248,19 @@ def test_config_file_and_cli_check_targets_the_same_way(
     code = main(["--store", str(path), "report", "--config", str(config)])
     err = capsys.readouterr().err
     assert code == 2 and target in err and value in err
+
+
+def test_a_config_file_takes_targets_as_a_table(tmp_path: Path) -> None:
+    """[features.NAME.targets] as a TOML table of figure = condition, checked the same way."""
+    config = tmp_path / "aiguard.toml"
+    config.write_text(
+        '[features.triage.targets]\nacceptance_rate = ">= 85 %"\np95_latency = "<= 500 ms"\n'
+    )
+    loaded = aiguard.load_config(config)
+    assert loaded.features["triage"].targets == (
+        "acceptance_rate >= 85 %",
+        "p95_latency <= 500 ms",
+    )
+    config.write_text('[features.triage.targets]\nacceptance_rate = ">= 85"\n')
+    with pytest.raises(aiguard.ConfigError, match=r"acceptance_rate >= 85'.*value 85"):
+        aiguard.load_config(config)

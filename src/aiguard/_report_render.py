@@ -90,8 +90,8 @@ def _cost_note(f: FeatureFigures, currency: str) -> str | None:
         return None
     if not f.priced:
         return (
-            f"cost unknown: none of the {f.calls:,} calls has a known cost (a model without a "
-            "price in the price table)"
+            f"cost unknown: none of the {f.calls:,} calls has a known cost (is the model in the "
+            "price table?)"
         )
     return (
         f"cost unknown: {amount(f.known_cost)} {currency} for the {f.priced:,} of {f.calls:,} "
