@@ -264,3 +264,12 @@ def test_a_config_file_takes_targets_as_a_table(tmp_path: Path) -> None:
     config.write_text('[features.triage.targets]\nacceptance_rate = ">= 85"\n')
     with pytest.raises(aiguard.ConfigError, match=r"acceptance_rate >= 85'.*value 85"):
         aiguard.load_config(config)
+
+
+def test_check_reads_targets_in_either_form(tmp_path: Path) -> None:
+    """aiguard.check(features=...) takes a feature's targets as a mapping too, checked."""
+    _seed(tmp_path)
+    result = aiguard.check(features={"reply": {"targets": {"calls": ">= 4"}}})
+    assert [(str(r.target), r.ok) for r in result.results] == [("calls >= 4", True)]
+    with pytest.raises(aiguard.ConfigError, match=r"feature 'reply'.*calls >= -1"):
+        aiguard.check(features={"reply": {"targets": ["calls >= -1"]}})
