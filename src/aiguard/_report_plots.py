@@ -131,8 +131,11 @@ class Frame:
         ]
 
 
-def figure(title: str, body: list[str], legend: Sequence[tuple[str, str]]) -> str:
-    """A plot: its caption, its SVG, and a legend when it has more than one series."""
+def figure(
+    title: str, body: list[str], legend: Sequence[tuple[str, str]], keys: bool = False
+) -> str:
+    """A plot: its caption, its SVG, and a legend when it has more than one series (or
+    ``keys``: a single series whose name says something, such as an arm)."""
     items = "".join(
         f'<span class="key"><i style="background:{c}"></i>{html.escape(n)}</span>'
         for n, c in legend
@@ -143,7 +146,7 @@ def figure(title: str, body: list[str], legend: Sequence[tuple[str, str]]) -> st
         f'aria-label="{html.escape(title)}">'
         + "".join(body)
         + "</svg>"
-        + (f"<div class=legend>{items}</div>" if len(legend) > 1 else "")
+        + (f"<div class=legend>{items}</div>" if len(legend) > 1 or keys else "")
         + "</figure>"
     )
 
@@ -154,6 +157,7 @@ def lines(
     series: dict[str, list[float | None]],
     frame: Frame,
     target: tuple[float, str] | None = None,
+    keys: bool = False,
 ) -> str:
     """One line (dots where a day stands alone) per series."""
     body = frame.axes(days)
@@ -172,7 +176,7 @@ def lines(
             body.append(f'<circle cx="{frame.x(i):.1f}" cy="{frame.y(v):.1f}" r="3" fill="{c}"/>')
     if target is not None:
         body += frame.target(target[0], target[1])
-    return figure(title, body, legend)
+    return figure(title, body, legend, keys)
 
 
 def bars(

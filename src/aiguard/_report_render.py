@@ -202,6 +202,7 @@ def _plots(report: Report, feature: str) -> list[str]:
                 acceptance,
                 Frame(len(days), 1.0, lambda v: f"{v:.0%}"),
                 _target(report, feature, "acceptance_rate"),
+                keys=by_arm,
             )
         )
     hist = s["latency_histogram"]
