@@ -82,16 +82,16 @@ SQLITE_BACKFILL = (
 """SQLite: the figures of the calls recorded before the columns existed."""
 
 
-def _postgres_update(calls: str) -> str:
+def _postgres_update(calls: str, schema: str = "") -> str:
     """PostgreSQL: one grouped pass over the feedback of the calls ``calls`` (a subquery of
-    call ids) that sets their figures."""
+    call ids) that sets their figures; ``schema``: the tables' qualifier (with its dot)."""
 
     def latest(column: str, condition: str) -> str:
         return f"(array_agg(f.{column} ORDER BY f.id DESC) FILTER (WHERE {condition}))[1]"
 
     first = f"f.kind IN {_NOT_UNDOING}"
     return (
-        "UPDATE call_records c SET fb_decision = a.decision, fb_distance = a.distance, "
+        f"UPDATE {schema}call_records c SET fb_decision = a.decision, fb_distance = a.distance, "
         "fb_verdict = a.verdict, fb_score_sum = a.score_sum, fb_score_n = a.score_n, "
         "fb_attributes = a.attributes FROM (SELECT f.call_id, "
         f"{latest('kind', f'f.kind IN {_DECISIONS}')} AS decision, "
@@ -99,21 +99,25 @@ def _postgres_update(calls: str) -> str:
         f"{latest('accepted', _AUDIT)} AS verdict, "
         "SUM(f.score) AS score_sum, COUNT(f.score) AS score_n, "
         f"(array_agg(f.attributes ORDER BY {first}, CASE WHEN {first} THEN f.id ELSE -f.id END)"
-        f")[1] AS attributes FROM feedback f WHERE f.call_id IN ({calls}) GROUP BY f.call_id) a "
+        f")[1] AS attributes FROM {schema}feedback f WHERE f.call_id IN ({calls}) "
+        "GROUP BY f.call_id) a "
         "WHERE c.call_id = a.call_id"
     )
 
 
 def postgres_statements(schema: str) -> list[str]:
     """PostgreSQL: the columns and their triggers, in ``schema`` (an identifier checked by the
-    store)."""
+    store). A trigger's function names the tables in the schema of the table that fired it, so
+    the tables can be moved to another schema and their triggers still work, whatever the
+    session's search path."""
+    here = "%1$I."  # format()'s first argument: the schema of the table that fired
     functions = (
         ("aiguard_feedback_figures", "feedback", "SELECT DISTINCT call_id FROM changed"),
         (
             "aiguard_call_feedback_figures",
             "call_records",
             "SELECT n.call_id FROM changed n WHERE EXISTS "
-            "(SELECT 1 FROM feedback e WHERE e.call_id = n.call_id)",
+            f"(SELECT 1 FROM {here}feedback e WHERE e.call_id = n.call_id)",
         ),
     )
     out = [
@@ -123,8 +127,8 @@ def postgres_statements(schema: str) -> list[str]:
     for function, table, calls in functions:
         out += [
             f"CREATE OR REPLACE FUNCTION {schema}.{function}() RETURNS trigger LANGUAGE plpgsql "
-            f"SET search_path = {schema} AS $body$ BEGIN {_postgres_update(calls)}; "
-            "RETURN NULL; END $body$",
+            f"AS $body$ BEGIN EXECUTE format($sql${_postgres_update(calls, here)}$sql$, "
+            "TG_TABLE_SCHEMA); RETURN NULL; END $body$",
             f"DROP TRIGGER IF EXISTS {function} ON {table}",
             f"CREATE TRIGGER {function} AFTER INSERT ON {table} REFERENCING NEW TABLE AS changed "
             f"FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{function}()",

@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from ._report_plots import Frame, amount, bars, lines, nice_top, vertical_target
+
 if TYPE_CHECKING:
     from .report import FeatureFigures, Report, SegmentGap
-
-_COLORS = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#64748b", "#ec4899"]
 
 
 def _pct(x: float | None) -> str:
@@ -28,8 +28,15 @@ def _secs(x: float | None) -> str:
     return f"{x * 1000:.1f} ms" if x < 1 else f"{x:.2f} s"
 
 
-def _money(x: Any) -> str:
-    return "-" if x is None else f"{x:.6f}".rstrip("0").rstrip(".")
+def _cost_unknown(f: FeatureFigures) -> bool:
+    """Whether some call of ``f`` has no known cost: every cost figure of it is unknown."""
+    return f.priced < f.calls
+
+
+def _money(f: FeatureFigures, x: Decimal | None) -> str:
+    if _cost_unknown(f):
+        return "unknown"
+    return "-" if x is None else amount(x)
 
 
 def _interval(f: FeatureFigures) -> str:
@@ -49,15 +56,16 @@ def _row(f: FeatureFigures) -> list[str]:
         _pct(f.correction_rate),
         _pct(f.fallback_rate),
         _secs(f.p95_latency),
-        _money(f.cost_per_call),
-        _money(f.cost_per_accepted),
+        _money(f, f.cost_per_call),
+        _money(f, f.cost_per_accepted),
     ]
 
 
-HEADER = [
-    "FEATURE / GROUP", "CALLS", "ACCEPT", "95% CI", "EDIT", "CORRECT", "FALLBACK", "P95",
-    "COST/CALL", "COST/ACCEPTED",
-]  # fmt: skip
+def _header(currency: str) -> list[str]:
+    return [
+        "FEATURE / GROUP", "CALLS", "ACCEPT", "95% CI", "EDIT", "CORRECT", "FALLBACK", "P95",
+        f"COST/CALL ({currency})", f"COST/ACCEPTED ({currency})",
+    ]  # fmt: skip
 
 
 def _table(rows: list[list[str]]) -> list[str]:
@@ -76,15 +84,35 @@ def _tokens(f: FeatureFigures) -> str | None:
     )
 
 
-def _target_value(metric: str, value: float | None) -> str:
+def _cost_note(f: FeatureFigures, currency: str) -> str | None:
+    """Why the feature's cost figures are unknown, with what is known; None when all is."""
+    if not _cost_unknown(f):
+        return None
+    if not f.priced:
+        return (
+            f"cost unknown: none of the {f.calls:,} calls has a known cost (is the model in the "
+            "price table?)"
+        )
+    return (
+        f"cost unknown: {amount(f.known_cost)} {currency} for the {f.priced:,} of {f.calls:,} "
+        f"calls with a known cost ({_pct(f.priced / f.calls)}); cost per call and per accepted "
+        "answer unknown"
+    )
+
+
+def _target_value(
+    metric: str, value: float | None, f: FeatureFigures | None = None, currency: str = ""
+) -> str:
+    if metric.startswith("cost"):
+        if f is not None and _cost_unknown(f):
+            return "unknown"
+        return "-" if value is None else f"{amount(value)} {currency}".rstrip()
     if value is None:
         return "-"
     if metric.endswith("_rate"):
         return _pct(value)
     if metric.endswith("_latency"):
         return _secs(value)
-    if metric.startswith("cost"):
-        return _money(value)
     return f"{value:g}"
 
 
@@ -113,15 +141,16 @@ def _calibration_line(cal: Any) -> str:
 def text(report: Report) -> str:
     if not report.features:
         return "No call records in the store for this selection."
-    rows = [HEADER]
+    money = report.currency
+    rows = [_header(money)]
     for f in report.features:
         rows.append(_row(f))
         rows += [["  " + r[0], *r[1:]] for r in (_row(g) for g in report.groups.get(f.feature, []))]
     out = _table(rows)
     for f in report.features:
-        tokens = _tokens(f)
-        if tokens is not None:
-            out.append(f"{f.feature}: {tokens}")
+        for line in (_tokens(f), _cost_note(f, money)):
+            if line is not None:
+                out.append(f"{f.feature}: {line}")
         diff = report.ai_vs_baseline.get(f.feature)
         if diff is not None:
             d, lo, hi = diff
@@ -138,130 +167,12 @@ def text(report: Report) -> str:
             out.append(q.drift.describe())
         for target, actual, ok in report.targets.get(f.feature, []):
             verdict = "n/a" if ok is None else ("PASS" if ok else "FAIL")
-            out.append(
-                f"{f.feature}: target {target}: {_target_value(target.metric, actual)} {verdict}"
-            )
+            shown = _target_value(target.metric, actual, f, money)
+            out.append(f"{f.feature}: target {target}: {shown} {verdict}")
     return "\n".join(out)
 
 
 # -- SVG plots --------------------------------------------------------------------------------
-
-W, H, PAD = 560, 220, 40
-
-
-def _svg(title: str, body: list[str], legend: list[tuple[str, str]]) -> str:
-    items = "".join(
-        f'<span class="key"><i style="background:{c}"></i>{_html.escape(n)}</span>'
-        for n, c in legend
-    )
-    return (
-        f"<figure><figcaption>{_html.escape(title)}</figcaption>"
-        f'<svg class="plot" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
-        f'aria-label="{_html.escape(title)}">'
-        f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - 10}" y2="{H - PAD}" stroke="#999"/>'
-        f'<line x1="{PAD}" y1="10" x2="{PAD}" y2="{H - PAD}" stroke="#999"/>'
-        + "".join(body)
-        + f"</svg><div class=legend>{items}</div></figure>"
-    )
-
-
-def _scale(value: float, top: float) -> float:
-    return H - PAD - (value / top if top else 0) * (H - PAD - 10)
-
-
-def _x(i: int, n: int) -> float:
-    return PAD + (i + 0.5) * (W - PAD - 10) / max(n, 1)
-
-
-def _axis(top: float, fmt: str, labels: list[str]) -> list[str]:
-    out = [
-        f'<text x="{PAD - 4}" y="{_scale(top, top) + 4:.1f}" text-anchor="end">'
-        f"{fmt.format(top)}</text>",
-        f'<text x="{PAD - 4}" y="{H - PAD + 4}" text-anchor="end">0</text>',
-    ]
-    step = max(1, len(labels) // 6)
-    for i, label in enumerate(labels):
-        if i % step == 0:
-            out.append(
-                f'<text x="{_x(i, len(labels)):.1f}" y="{H - PAD + 16}" text-anchor="middle">'
-                f"{_html.escape(label[5:] if len(label) == 10 else label)}</text>"
-            )
-    return out
-
-
-def _target_line(y_value: float, top: float, label: str) -> list[str]:
-    y = _scale(min(y_value, top), top)
-    return [
-        f'<line class="target" x1="{PAD}" y1="{y:.1f}" x2="{W - 10}" y2="{y:.1f}" '
-        f'stroke="#dc2626" stroke-dasharray="6 4"/>',
-        f'<text x="{W - 12}" y="{y - 4:.1f}" text-anchor="end" fill="#dc2626">'
-        f"{_html.escape(label)}</text>",
-    ]
-
-
-def _lines(
-    title: str, days: list[str], series: dict[str, list[float | None]], top: float, fmt: str,
-    target: tuple[float, str] | None = None,
-) -> str:  # fmt: skip
-    body = _axis(top, fmt, days)
-    legend = []
-    for k, (name, values) in enumerate(series.items()):
-        color = _COLORS[k % len(_COLORS)]
-        legend.append((name, color))
-        points = [(i, v) for i, v in enumerate(values) if v is not None]
-        if len(points) > 1:
-            path = " ".join(f"{_x(i, len(days)):.1f},{_scale(v, top):.1f}" for i, v in points)
-            body.append(f'<polyline class="series" points="{path}" fill="none" stroke="{color}" '
-                        'stroke-width="2"/>')  # fmt: skip
-        for i, v in points:
-            body.append(f'<circle cx="{_x(i, len(days)):.1f}" cy="{_scale(v, top):.1f}" r="3" '
-                        f'fill="{color}"/>')  # fmt: skip
-    if target is not None:
-        body += _target_line(target[0], top, target[1])
-    return _svg(title, body, legend)
-
-
-def _bars(
-    title: str, labels: list[str], stacks: dict[str, list[float]], fmt: str,
-    target: tuple[float, str] | None = None,
-) -> str:  # fmt: skip
-    totals = [sum(s[i] for s in stacks.values()) for i in range(len(labels))]
-    top = max([*totals, target[0] if target else 0, 1e-12]) * 1.1
-    body = _axis(top, fmt, labels)
-    width = (W - PAD - 10) / max(len(labels), 1) * 0.7
-    legend = []
-    base = [0.0] * len(labels)
-    for k, (name, values) in enumerate(stacks.items()):
-        color = _COLORS[k % len(_COLORS)]
-        legend.append((name, color))
-        for i, v in enumerate(values):
-            if v <= 0:
-                continue
-            y0, y1 = _scale(base[i], top), _scale(base[i] + v, top)
-            body.append(f'<rect class="bar" x="{_x(i, len(labels)) - width / 2:.1f}" '
-                        f'y="{y1:.1f}" width="{width:.1f}" height="{max(y0 - y1, 0.5):.1f}" '
-                        f'fill="{color}"/>')  # fmt: skip
-            base[i] += v
-    if target is not None:
-        body += _target_line(target[0], top, target[1])
-    return _svg(title, body, legend)
-
-
-def _histogram(hist: dict[str, Any], target: tuple[float, str] | None) -> str:
-    hi, counts = hist["high"], [float(c) for c in hist["counts"]]
-    if not any(counts):
-        return _bars("Latency (whole call)", [], {}, "{:g}")
-    labels = [_secs(hi * (i + 1) / len(counts)) for i in range(len(counts))]
-    chart = _bars("Latency (whole call), calls per bucket", labels, {"calls": counts}, "{:.0f}")
-    if target is None:
-        return chart
-    x = PAD + min(target[0] / hi, 1.0) * (W - PAD - 10) if hi else PAD
-    mark = (
-        f'<line class="target" x1="{x:.1f}" y1="10" x2="{x:.1f}" y2="{H - PAD}" stroke="#dc2626" '
-        f'stroke-dasharray="6 4"/><text x="{x - 4:.1f}" y="20" fill="#dc2626" '
-        f'text-anchor="end">{_html.escape(target[1])}</text>'
-    )
-    return chart.replace("</svg>", mark + "</svg>", 1)
 
 
 def _target(report: Report, feature: str, metric: str) -> tuple[float, str] | None:
@@ -271,34 +182,105 @@ def _target(report: Report, feature: str, metric: str) -> tuple[float, str] | No
     return None
 
 
+def _shows(values: list[float | None]) -> bool:
+    """Whether a series has something to draw: a value above 0."""
+    return any(v is not None and v > 0 for v in values)
+
+
+def _plots(report: Report, feature: str) -> list[str]:
+    """The plots of a feature that have something to show (see docs/report.md)."""
+    s = report.series[feature]
+    days, money = s["days"], report.currency
+    out = []
+    acceptance = {arm: v for arm, v in s["acceptance"].items() if any(x is not None for x in v)}
+    if acceptance:
+        by_arm = set(acceptance) != {"all"}  # calls under a rollout carry their arm
+        out.append(
+            lines(
+                "Acceptance per day, by arm" if by_arm else "Acceptance per day",
+                days,
+                acceptance,
+                Frame(len(days), 1.0, lambda v: f"{v:.0%}"),
+                _target(report, feature, "acceptance_rate"),
+                keys=by_arm,
+            )
+        )
+    hist = s["latency_histogram"]
+    counts = [float(c) for c in hist["counts"]]
+    if any(counts):
+        hi = hist["high"]
+        labels = [_secs(hi * (i + 1) / len(counts)) for i in range(len(counts))]
+        frame = Frame(len(counts), nice_top(max(counts)), lambda v: f"{v:g}")
+        chart = bars("Latency (whole call), calls per bucket", labels, {"calls": counts}, frame)
+        target = _target(report, feature, "p95_latency")
+        if target is not None:
+            mark = vertical_target(frame, target[0] / hi if hi else 0.0, target[1])
+            chart = chart.replace("</svg>", mark + "</svg>", 1)
+        out.append(chart)
+
+    def in_money(v: float) -> str:
+        return f"{amount(v)} {money}"
+
+    if _shows(s["cost"]):
+        top = nice_top(max(v for v in s["cost"] if v is not None))
+        cost = [0.0 if v is None else v for v in s["cost"]]
+        out.append(
+            bars(f"Cost per day ({money})", days, {"cost": cost}, Frame(len(days), top, in_money))
+        )
+    cpc_target = _target(report, feature, "cost_per_call")
+    if _shows(s["cost_per_call"]):
+        known = [v for v in s["cost_per_call"] if v is not None]
+        top = nice_top(max([*known, cpc_target[0] if cpc_target else 0.0]))
+        out.append(
+            lines(
+                f"Cost per call, per day ({money})",
+                days,
+                {"cost per call": s["cost_per_call"]},
+                Frame(len(days), top, in_money),
+                cpc_target,
+            )
+        )
+    sources = {k: [float(x) for x in v] for k, v in s["sources"].items()}
+    totals = [sum(col) for col in zip(*sources.values(), strict=True)] if sources else []
+    if any(totals):
+        frame = Frame(len(days), nice_top(max(totals)), lambda v: f"{v:g}")
+        out.append(bars("Calls per day, by source", days, sources, frame))
+    return out
+
+
+_STYLE = (
+    "body{font:14px system-ui,sans-serif;margin:2em;color:#111}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{padding:4px 10px;"
+    "border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child"
+    "{text-align:left}figure{display:inline-block;vertical-align:top;margin:1em 1em 1em 0}"
+    "figcaption{font-weight:600;margin-bottom:4px}"
+    "svg text{font:10px system-ui,sans-serif;fill:#444}svg text.target-label{fill:#dc2626}"
+    ".legend{font-size:12px}.key{margin-right:12px}.key i{display:inline-block;width:10px;"
+    "height:10px;margin-right:4px}.pass{color:#15803d}.fail{color:#b91c1c}"
+)
+
+
 def html(report: Report) -> str:
     when = datetime.fromtimestamp(report.generated_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    money = report.currency
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
-        "<title>aiguard report</title><style>",
-        "body{font:14px system-ui,sans-serif;margin:2em;color:#111}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{padding:4px 10px;"
-        "border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child"
-        "{text-align:left}figure{display:inline-block;margin:1em 1em 1em 0}"
-        "figcaption{font-weight:600;margin-bottom:4px}svg text{font-size:10px;fill:#444}"
-        ".legend{font-size:12px}.key{margin-right:12px}.key i{display:inline-block;width:10px;"
-        "height:10px;margin-right:4px}.pass{color:#15803d}.fail{color:#b91c1c}",
-        "</style></head><body>",
-        f"<h1>aiguard report</h1><p>Generated {when}.</p>",
+        f"<title>aiguard report</title><style>{_STYLE}</style></head><body>",
+        f"<h1>aiguard report</h1><p>Generated {when}. Amounts in {_html.escape(money)}.</p>",
     ]
     if not report.features:
         parts.append("<p>No call records in the store for this selection.</p>")
     for f in report.features:
         name = _html.escape(f.feature)
         parts.append(f'<section class="feature" id="f-{name}"><h2>{name}</h2><table><tr>')
-        parts += [f"<th>{h}</th>" for h in HEADER]
+        parts += [f"<th>{_html.escape(h)}</th>" for h in _header(money)]
         parts.append("</tr>")
         for row in [_row(f)] + [_row(g) for g in report.groups.get(f.feature, [])]:
             parts.append("<tr>" + "".join(f"<td>{_html.escape(c)}</td>" for c in row) + "</tr>")
         parts.append("</table>")
-        tokens = _tokens(f)
-        if tokens is not None:
-            parts.append(f'<p class="tokens">{_html.escape(tokens[0].upper() + tokens[1:])}.</p>')
+        for line, cls in ((_tokens(f), "tokens"), (_cost_note(f, money), "cost")):
+            if line is not None:
+                parts.append(f'<p class="{cls}">{_html.escape(line[0].upper() + line[1:])}.</p>')
         diff = report.ai_vs_baseline.get(f.feature)
         if diff is not None:
             d, lo, hi = diff
@@ -327,8 +309,8 @@ def html(report: Report) -> str:
             parts.append("</table>")
         q = report.quality.get(f.feature)
         if q is not None:
-            parts.append(f"<p>{_html.escape(_calibration_line(q.calibration)[0].upper())}"
-                         f"{_html.escape(_calibration_line(q.calibration)[1:])}.</p>")  # fmt: skip
+            line = _calibration_line(q.calibration)
+            parts.append(f"<p>{_html.escape(line[0].upper() + line[1:])}.</p>")
             if q.calibration.n:
                 parts.append(q.calibration.svg())
             parts.append(f"<p>{_html.escape(q.drift.describe())}.</p>")
@@ -341,39 +323,11 @@ def html(report: Report) -> str:
                 )
                 parts.append(
                     f"<tr><td>{_html.escape(str(t))}</td><td>"
-                    f"{_html.escape(_target_value(t.metric, actual))}</td>"
+                    f"{_html.escape(_target_value(t.metric, actual, f, money))}</td>"
                     f'<td class="{cls}">{word}</td></tr>'
                 )
             parts.append("</table>")
-        s = report.series[f.feature]
-        days = s["days"]
-        acc_target = _target(report, f.feature, "acceptance_rate")
-        parts.append(
-            _lines("Acceptance per day, by arm", days, s["acceptance"], 1.0, "{:.0%}", acc_target)
-        )
-        parts.append(_histogram(s["latency_histogram"], _target(report, f.feature, "p95_latency")))
-        parts.append(_bars("Cost per day", days, {"cost": s["cost"]}, "{:.4g}"))
-        cpc = [v for v in s["cost_per_call"] if v is not None]
-        cpc_target = _target(report, f.feature, "cost_per_call")
-        cpc_top = max([*cpc, cpc_target[0] if cpc_target else 0, 1e-12]) * 1.1
-        parts.append(
-            _lines(
-                "Cost per call, per day",
-                days,
-                {"cost per call": s["cost_per_call"]},
-                cpc_top,
-                "{:.2g}",
-                cpc_target,
-            )
-        )
-        parts.append(
-            _bars(
-                "Calls per day, by source",
-                days,
-                {k: [float(x) for x in v] for k, v in s["sources"].items()},
-                "{:.0f}",
-            )
-        )
+        parts += _plots(report, f.feature)
         parts.append("</section>")
     parts.append("</body></html>")
     return "".join(parts)
@@ -399,6 +353,7 @@ def as_json(report: Report) -> str:
     figures = dataclasses.asdict
     data = {
         "generated_at": report.generated_at,
+        "currency": report.currency,
         "since": report.since,
         "features": [figures(f) for f in report.features],
         "groups": {name: [figures(g) for g in gs] for name, gs in report.groups.items()},

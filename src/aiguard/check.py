@@ -20,7 +20,7 @@ from ._runtime.state import runtime
 from .events import ControlEvent, EventKind
 from .report import report
 from .store import configured as configured_store
-from .targets import Target
+from .targets import Target, parse_targets
 
 __all__ = ["CheckResult", "TargetResult", "check"]
 
@@ -140,7 +140,7 @@ def check(
     caused: list[ControlEvent] = []
     for name in names:
         cfg = configs.get(name)
-        wanted = [Target.parse(t) for t in _get(cfg, "targets", ())]
+        wanted = list(parse_targets(_get(cfg, "targets", ()), where=f"feature {name!r}: targets"))
         if not wanted:
             continue
         rep = report(name, since=since, by=(), store=store, targets={name: wanted})

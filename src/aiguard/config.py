@@ -38,7 +38,7 @@ from .control import ControlFile, ControlSource, read_sources, start_sources, st
 from .exceptions import ConfigError
 from .pricing import PriceTable
 from .store import Store, open_store
-from .targets import Target
+from .targets import parse_targets
 
 __all__ = ["AiguardConfig", "FeatureConfig", "configure", "load_config"]
 
@@ -101,15 +101,13 @@ class FeatureConfig(BaseModel):
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
 
-    @pydantic.field_validator("targets")
+    @pydantic.field_validator("targets", mode="before")
     @classmethod
-    def _targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for text in value:
-            try:
-                Target.parse(text)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-        return value
+    def _targets(cls, value: Any) -> tuple[str, ...]:
+        try:  # a list of texts, or a mapping {"acceptance_rate": ">= 85 %"}; units checked
+            return tuple(str(t) for t in parse_targets(value))
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class AiguardConfig(BaseModel):

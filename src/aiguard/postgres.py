@@ -6,14 +6,24 @@ interface as the SQLite store and passes the same test suite. Several replicas a
 it at once: a review item is claimed by one reviewer only (``FOR UPDATE SKIP LOCKED``), a claim
 that lapses returns the item to the queue. aiguard creates and migrates its tables (versioned in
 ``aiguard_meta``, under an advisory lock so replicas starting together migrate once); a database
-at a newer schema version than this aiguard is refused. When the server cannot be reached,
-``feedback()`` and review operations raise :class:`aiguard.StoreError` (never pretend), and call
-records wait in their bounded queue to be retried.
+at a newer schema version than this aiguard is refused.
+
+The tables live in a PostgreSQL schema of their own: ``aiguard`` by default, another one with
+``PostgresStore(url, schema=...)`` or the URL's ``?schema=`` parameter (so that
+``configure(store=...)``, ``$AIGUARD_STORE`` and the CLI's ``--store`` can name it). Versions
+before this one put them in ``public``: when the schema is not named, ``aiguard`` holds no
+tables of aiguard and ``public`` does, the store keeps using ``public`` and logs a warning
+naming the tables and the statements that move them (nothing is moved behind your back).
+
+When the server cannot be reached, ``feedback()`` and review operations raise
+:class:`aiguard.StoreError` (never pretend), and call records wait in their bounded queue to be
+retried.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import re
@@ -23,10 +33,12 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from . import _feedback_figures
 from ._checks import seconds
 from ._report_sql import Run
+from ._runtime import errors as _errors
 from ._runtime import serialize as _serialize
 from ._runtime.records import CALL_RECORD_COLUMNS
 from ._runtime.state import track
@@ -47,7 +59,13 @@ from ._sql import (
 )
 from .exceptions import ConfigError, ReviewError, StoreError
 
-__all__ = ["PostgresStore"]
+__all__ = ["DEFAULT_SCHEMA", "PostgresStore", "schema_of"]
+
+logger = logging.getLogger("aiguard")
+
+DEFAULT_SCHEMA = "aiguard"
+"""The PostgreSQL schema of aiguard's tables when none is named."""
+LEGACY_SCHEMA = "public"  # where versions before the default schema put the tables
 
 _SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -99,23 +117,29 @@ _TABLES = [
 class PostgresStore(_SqlReads):
     """A :class:`aiguard.Store` on PostgreSQL (psycopg 3, a small connection pool).
 
-    ``schema`` puts aiguard's tables in their own PostgreSQL schema (created if missing).
+    ``schema``: the PostgreSQL schema of aiguard's tables (created if missing); default: the
+    URL's ``schema`` query parameter (``postgresql://host/db?schema=ops``), else ``aiguard``.
+    With neither, tables an earlier version left in ``public`` (and none in ``aiguard``) keep
+    being used, with a warning saying how to move them. Naming two different schemas, or a
+    schema that is not a plain identifier, is a ConfigError.
     Every operation has a deadline of ``timeout`` seconds (default 5) to get a connection, and
     another to run: connect, statement and transaction timeouts, TCP keepalives, and a watchdog
     that hangs up a connection stuck past it (a partitioned network). Past a deadline the
     operation raises StoreError; it never blocks its caller for longer.
 
     Example:
-        >>> from aiguard.postgres import PostgresStore
-        >>> PostgresStore.__name__
-        'PostgresStore'
+        >>> import aiguard
+        >>> from aiguard.postgres import DEFAULT_SCHEMA
+        >>> DEFAULT_SCHEMA
+        'aiguard'
+        >>> # aiguard.configure(store="postgresql://app@db.internal/app?schema=ops")
     """
 
     def __init__(
         self,
         url: str,
         *,
-        schema: str = "public",
+        schema: str | None = None,
         min_size: int = 1,
         max_size: int = 8,
         timeout: float | timedelta = 5.0,
@@ -128,10 +152,17 @@ class PostgresStore(_SqlReads):
             raise ConfigError(
                 "the PostgreSQL store needs psycopg 3: pip install 'aiguard[postgres]'"
             ) from exc
-        if not _SCHEMA.match(schema):
-            raise ConfigError(f"PostgresStore(schema={schema!r}) is invalid: a plain identifier")
+        conninfo, in_url = schema_of(url)
+        if schema is not None:
+            _check_schema(f"PostgresStore(schema={schema!r})", schema)
+            if in_url is not None and in_url != schema:
+                raise ConfigError(
+                    f"PostgresStore(schema={schema!r}) differs from the URL's schema={in_url!r}: "
+                    "name the schema once"
+                )
+        named = schema if schema is not None else in_url
         self.url = url
-        self.schema = schema
+        self.schema: str = named if named is not None else DEFAULT_SCHEMA
         self._errors: tuple[type[BaseException], ...] = (psycopg.Error,)
         try:
             from psycopg_pool import PoolTimeout
@@ -143,11 +174,11 @@ class PostgresStore(_SqlReads):
 
         def new_pool() -> Any:
             return ConnectionPool(
-                url,
+                conninfo,
                 min_size=min_size,
                 max_size=max_size,
                 timeout=timeout,
-                kwargs=_connection_settings(schema, timeout),
+                kwargs=_connection_settings(self.schema, timeout),
                 open=False,
                 name="aiguard",
             )
@@ -157,6 +188,8 @@ class PostgresStore(_SqlReads):
         self._pool_now: Any = new_pool()
         try:
             self._pool_now.open(wait=True, timeout=timeout)
+            if named is None:
+                self._find_earlier_tables()
             self._migrate()
         except self._errors as exc:
             self._pool_now.close()
@@ -207,6 +240,51 @@ class PostgresStore(_SqlReads):
 
     _mark = "%s"
     _dialect = "postgres"
+
+    def _find_earlier_tables(self) -> None:
+        """With no schema named: keep using the tables an earlier version put in ``public``
+        when ``aiguard`` has none (a warning says how to move them); warn when both have some
+        (those in ``public`` are not read)."""
+        with self._conn() as conn:
+            found = {
+                row[0]: row[1]
+                for row in conn.execute(
+                    "SELECT table_schema, array_agg(table_name::text ORDER BY table_name) "
+                    "FROM information_schema.tables WHERE table_schema IN (%s, %s) "
+                    "AND table_name = ANY(%s) GROUP BY table_schema",
+                    (DEFAULT_SCHEMA, LEGACY_SCHEMA, list(TABLE_NAMES)),
+                ).fetchall()
+            }
+        earlier = found.get(LEGACY_SCHEMA, [])
+        if "aiguard_meta" not in earlier:
+            return
+        names = ", ".join(earlier)
+        moves = " ".join(
+            f"ALTER TABLE {LEGACY_SCHEMA}.{t} SET SCHEMA {DEFAULT_SCHEMA};" for t in earlier
+        )
+        if "aiguard_meta" in found.get(DEFAULT_SCHEMA, []):
+            _errors.warn_once(
+                f"postgres-earlier-tables:{_safe(self.url)}",
+                "aiguard: the PostgreSQL store %s uses its tables in schema %s; schema %s also "
+                "holds aiguard tables from an earlier version (%s), which are not read: move "
+                "their rows into schema %s, or drop them",
+                _safe(self.url), DEFAULT_SCHEMA, LEGACY_SCHEMA, names, DEFAULT_SCHEMA,
+            )  # fmt: skip
+            return
+        _errors.warn_once(
+            f"postgres-earlier-tables:{_safe(self.url)}",
+            "aiguard: the PostgreSQL store %s keeps using the tables an earlier version of "
+            "aiguard created in schema %s (%s); they belong in schema %s now. To move them, "
+            "with every process of the fleet stopped: BEGIN; CREATE SCHEMA IF NOT EXISTS %s; %s "
+            "COMMIT; or keep them where they are, and this warning away, by naming the schema: "
+            "?schema=%s in the store's URL",
+            _safe(self.url), LEGACY_SCHEMA, names, DEFAULT_SCHEMA, DEFAULT_SCHEMA, moves,
+            LEGACY_SCHEMA,
+        )  # fmt: skip
+        self.schema = LEGACY_SCHEMA
+        pool, self._pool_now = self._pool_now, self._new_pool()
+        pool.close()
+        self._pool_now.open(wait=True, timeout=self._timeout)
 
     def __repr__(self) -> str:
         return f"PostgresStore({_safe(self.url)!r}, schema={self.schema!r})"
@@ -261,8 +339,9 @@ class PostgresStore(_SqlReads):
             ms = int(max(MIGRATION_TIMEOUT, self._timeout) * 1000)
             conn.execute(f"SET LOCAL statement_timeout = {ms}")
             conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = {ms}")
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+            # the lock first: replicas creating the schema at once would collide in the catalog
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"aiguard:{self.schema}",))
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS aiguard_meta (key TEXT PRIMARY KEY, value TEXT)"
             )
@@ -492,6 +571,47 @@ def _hang_up(conn: Any) -> None:
             sock.shutdown(socket.SHUT_RDWR)
     except Exception:  # already closed, or never opened: nothing is stuck on it
         return
+
+
+TABLE_NAMES = (
+    "aiguard_meta",
+    *sorted(set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", "\n".join(_TABLES)))),
+)
+"""aiguard's tables in a PostgreSQL schema."""
+
+
+def schema_of(url: str) -> tuple[str, str | None]:
+    """The URL without aiguard's ``schema`` query parameter, and that parameter (None when
+    absent); ConfigError when it is not a plain identifier or given twice.
+
+    Example:
+        >>> from aiguard.postgres import schema_of
+        >>> schema_of("postgresql://app@db/app?schema=ops&connect_timeout=3")
+        ('postgresql://app@db/app?connect_timeout=3', 'ops')
+    """
+    if not isinstance(url, str) or "?" not in url:
+        return url, None
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    given = [v for k, v in query if k == "schema"]
+    if not given:
+        return url, None
+    if len(given) > 1:
+        raise ConfigError(
+            f"store URL {_safe(url)!r}: schema is given {len(given)} times ({given!r}): "
+            "give it once"
+        )
+    _check_schema(f"store URL {_safe(url)!r}: schema={given[0]!r}", given[0])
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    return urlunsplit(parts._replace(query=rest)), given[0]
+
+
+def _check_schema(where: str, schema: Any) -> None:
+    if not isinstance(schema, str) or not _SCHEMA.match(schema):
+        raise ConfigError(
+            f"{where} is invalid: give a plain identifier (a letter or _, then letters, "
+            "digits or _, 63 characters at most), e.g. 'aiguard'"
+        )
 
 
 def _safe(url: str) -> str:

@@ -42,7 +42,7 @@ from ._runtime.state import runtime
 from .exceptions import ConfigError
 from .pricing import to_decimal
 from .store import configured as configured_store
-from .targets import Target
+from .targets import Target, is_condition_mapping, parse_targets
 
 if TYPE_CHECKING:
     from .quality import QualitySummary
@@ -95,6 +95,12 @@ class FeatureFigures:
     ``cache_read_tokens`` and ``cache_write_tokens`` are parts of ``input_tokens``,
     ``cache_write_1h_tokens`` a part of ``cache_write_tokens``.
 
+    Cost: ``cost``, ``cost_per_call`` and ``cost_per_accepted`` are known only when every call
+    of the group has a known cost (a model without a price in the price table has none); else
+    they are ``None``, never a total that leaves calls out. ``priced`` counts the calls with a
+    known cost and ``known_cost`` adds up their costs, so that a partly priced group still
+    shows what is known, with its share.
+
     ``audited``: calls whose model answer has an audit verdict (a reviewer's, on an audit item),
     ``audit_errors`` those judged wrong; ``audited_error_rate`` is their share, with its Wilson
     interval. Audits never change the acceptance figures, which are the users' decisions.
@@ -126,10 +132,12 @@ class FeatureFigures:
     p50_latency: float | None = None
     p95_latency: float | None = None
     p99_latency: float | None = None
-    cost: Decimal = Decimal(0)
+    cost: Decimal | None = None
     cost_per_call: Decimal | None = None
     cost_per_accepted: Decimal | None = None
     by_source: dict[str, int] = dataclasses.field(default_factory=dict)
+    priced: int = 0
+    known_cost: Decimal = Decimal(0)
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
@@ -169,6 +177,7 @@ class Report:
     generated_at: float = 0.0
     segment_flags: dict[str, list[SegmentGap]] = dataclasses.field(default_factory=dict)
     quality: dict[str, QualitySummary] = dataclasses.field(default_factory=dict)
+    currency: str = "USD"
 
     def to_text(self) -> str:
         """The report as a terminal table."""
@@ -320,10 +329,13 @@ def _figures(
         p50_latency=p50,
         p95_latency=p95,
         p99_latency=p99,
-        cost=to_decimal(cost),
-        cost_per_call=to_decimal(cost // priced) if priced else None,
-        cost_per_accepted=to_decimal(cost // accepted) if accepted and priced else None,
+        # every cost figure is unknown while any call's cost is (see FeatureFigures)
+        cost=to_decimal(cost) if n and priced == n else None,
+        cost_per_call=to_decimal(cost // n) if n and priced == n else None,
+        cost_per_accepted=to_decimal(cost // accepted) if accepted and priced == n else None,
         by_source=dict(sorted(by_source.items())),
+        priced=priced,
+        known_cost=to_decimal(cost),
         **{name: t[name] for name in TOKENS},
         audited=audited,
         audit_errors=t["audit_errors"],
@@ -355,13 +367,18 @@ def _series(rows: list[tuple[Any, ...]], histogram: tuple[float, list[int]]) -> 
             arm[0] += accepted
             arm[1] += decided
     order = sorted(days)
+    known = [days[d]["priced"] == days[d]["calls"] for d in order]  # the day's cost is known
     return {
         "days": [_day(d) for d in order],
         "calls": [days[d]["calls"] for d in order],
-        "cost": [float(to_decimal(days[d]["cost"])) for d in order],
+        "priced": [days[d]["priced"] for d in order],
+        "cost": [
+            float(to_decimal(days[d]["cost"])) if ok else None
+            for d, ok in zip(order, known, strict=True)
+        ],
         "cost_per_call": [
-            float(to_decimal(days[d]["cost"] // days[d]["priced"])) if days[d]["priced"] else None
-            for d in order
+            float(to_decimal(days[d]["cost"] // days[d]["calls"])) if ok else None
+            for d, ok in zip(order, known, strict=True)
         ],
         "sources": {
             s: [days[d]["sources"].get(s, 0) for d in order]
@@ -408,8 +425,9 @@ def report(
     since: str | float | None = None,
     by: str | Sequence[str] = ("source", "arm"),
     store: Any = None,
-    targets: Mapping[str, Sequence[str | Target]] | None = None,
+    targets: Mapping[str, Any] | Sequence[str | Target] | str | None = None,
     margin: float | None = None,
+    currency: str | None = None,
 ) -> Report:
     """Compute the report from the store's call records and feedback.
 
@@ -424,9 +442,15 @@ def report(
         by: splits to compute groups for: ``model``, ``source``, ``arm``, ``reason``, a segment
             recorded on the calls, or an attribute given with feedback.
         store: a store to read (default: the configured one).
-        targets: per-feature targets (default: those configured for each feature).
+        targets: targets in place of the configured ones: by feature name
+            (``{"reply": ["acceptance_rate >= 60 %"]}``; a feature left out keeps its
+            configured targets), or one list (or mapping ``{"calls": ">= 100"}``) for every
+            feature of the report. Checked (units included) before the store is read.
         margin: how much worse than the best segment a segment may be before it is flagged
             (default: the feature's ``segment_margin``, else 0.05).
+        currency: the currency of the amounts, for display (default: the configured price
+            table's, else the one a cost target names, else USD). A cost target in another
+            currency is a ConfigError: nothing converts between currencies.
 
     Example:
         >>> import aiguard
@@ -448,6 +472,11 @@ def report(
         raise ConfigError(f"margin={margin!r} is invalid: give a fraction from 0 to 1, e.g. 0.05")
     splits = [by] if isinstance(by, str) else list(by)
     check_splits(splits)
+    by_feature, every = _given_targets(targets)
+    money = _currency(
+        currency,
+        [*(every or ()), *(t for ts in by_feature.values() for t in ts), *_configured_targets()],
+    )
     flush()
     store = configured_store() if store is None else store
     start = parse_since(since)
@@ -495,15 +524,16 @@ def report(
             if ai is not None and base is not None
             else None
         )
-        wanted = (targets or {}).get(name)
+        wanted = by_feature.get(name, every)
         if wanted is None:
             cfg = configured.get(name)
-            wanted = list(cfg.targets) if cfg is not None else []
+            wanted = parse_targets(cfg.targets) if cfg is not None else ()
+        _same_currency(wanted, money)
         summary = _quality(name, since, store)
         if summary is not None:
             quality[name] = summary
         rows: list[tuple[Target, float | None, bool | None]] = []
-        for goal in (Target.parse(x) if not isinstance(x, Target) else x for x in wanted):
+        for goal in wanted:
             if goal.metric in QUALITY_METRICS:
                 value = None if summary is None else summary.figures[goal.metric]
             else:
@@ -511,7 +541,55 @@ def report(
             rows.append((goal, value, goal.check(value)))
         target_rows[name] = rows
         series[name] = _series(daily[name], agg.histogram.get(name, (0.0, [0] * BUCKETS)))
-    return Report(features, groups, diffs, target_rows, series, start, time.time(), flags, quality)
+    return Report(
+        features, groups, diffs, target_rows, series, start, time.time(), flags, quality, money
+    )
+
+
+def _given_targets(
+    targets: Mapping[str, Any] | Sequence[str | Target] | str | None,
+) -> tuple[dict[str, tuple[Target, ...]], tuple[Target, ...] | None]:
+    """``report(targets=...)`` read and checked: (targets by feature, targets for every
+    feature or None). A mapping is by feature unless it maps figures to conditions."""
+    where = "report(targets=...)"
+    if targets is None:
+        return {}, None
+    if isinstance(targets, Mapping) and not is_condition_mapping(targets):
+        by_feature = {}
+        for name, given in targets.items():
+            if not isinstance(name, str):
+                raise ConfigError(f"{where}: feature name {name!r} is not a string")
+            by_feature[name] = parse_targets(given, where=f"{where} for {name!r}")
+        return by_feature, None
+    return {}, parse_targets(targets, where=where)
+
+
+def _configured_targets() -> list[Target]:
+    return [t for cfg in runtime.features.values() for t in parse_targets(cfg.targets)]
+
+
+def _currency(currency: str | None, targets: Sequence[Target]) -> str:
+    """The report's currency: the one given, else the price table's, else a cost target's."""
+    if currency is not None:
+        if not isinstance(currency, str) or not currency.strip() or len(currency) > 16:
+            raise ConfigError(
+                f"currency={currency!r} is invalid: give a currency code such as 'USD'"
+            )
+        return currency.strip()
+    prices = runtime.prices
+    if prices is not None:
+        return str(prices.currency)
+    named = [t.unit for t in targets if t.metric.startswith("cost") and t.unit]
+    return named[0] if named else "USD"
+
+
+def _same_currency(targets: Sequence[Target], currency: str) -> None:
+    for t in targets:
+        if t.metric.startswith("cost") and t.unit is not None and t.unit != currency:
+            raise ConfigError(
+                f"target {str(t)!r}: its currency {t.unit} is not the costs' currency "
+                f"{currency}: write it in {currency} (costs are not converted)"
+            )
 
 
 QUALITY_METRICS = frozenset(_qm.FIGURES)
