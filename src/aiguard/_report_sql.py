@@ -58,24 +58,32 @@ def _literal(text: str, dialect: Dialect) -> str:
     return quoted.replace("%", "%%") if dialect == "postgres" else quoted
 
 
-def _key(split: str, i: int, dialect: Dialect, segment: str | None = None) -> str:
-    """The SQL of a split's value for the call ``w``: its segment, else the attribute of its
-    feedback (in PostgreSQL, ``segment`` is the SQL of its segment's value)."""
+def _key(split: str, i: int, dialect: Dialect, segment: str) -> str:
+    """The SQL of a split's value for the call ``w``: its segment (``segment``: the SQL of its
+    value), else the attribute of its feedback."""
     if split in CALL_SPLITS:
         return f"COALESCE(NULLIF(w.{split}, ''), 'none')"
     if dialect == "postgres":
         attribute = _pg_value("w.fb_attributes::jsonb", "w.fb_attributes", split, null=False)
-        return f"COALESCE({segment or 'NULL::text'}, {attribute}, 'none')"
+        return f"COALESCE({segment}, {attribute}, 'none')"
     path = _literal(f'$."{split}"', dialect)
-    segment = (
-        f"CASE json_type(w.segments, {path}) WHEN 'text' THEN json_extract(w.segments, {path})"
-        f" WHEN 'null' THEN NULL ELSE char(31) || (w.segments -> {path}) END"
-    )
     attribute = (
         f"CASE json_type(w.fb_attributes, {path}) WHEN 'text' THEN "
         f"json_extract(w.fb_attributes, {path}) ELSE char(31) || (w.fb_attributes -> {path}) END"
     )
     return f"COALESCE({segment}, {attribute}, 'none')"
+
+
+def _segment(split: str, column: str, dialect: Dialect) -> str:
+    """The SQL of the value of segment ``split`` in the segments text ``column``: a string as
+    is, else its JSON text after ``MARK``; NULL when missing or JSON null."""
+    if dialect == "postgres":
+        return _pg_value(f"{column}::jsonb", column, split, null=True)
+    path = _literal(f'$."{split}"', dialect)
+    return (
+        f"CASE json_type({column}, {path}) WHEN 'text' THEN json_extract({column}, {path})"
+        f" WHEN 'null' THEN NULL ELSE char(31) || ({column} -> {path}) END"
+    )
 
 
 def _pg_value(parsed: str, text: str, split: str, *, null: bool) -> str:
@@ -132,17 +140,16 @@ Statement = tuple[str, tuple[Any, ...]]
 
 
 def segments_statement(
-    feature: str | None, since: float | None, splits: Sequence[str]
+    dialect: Dialect, feature: str | None, since: float | None, splits: Sequence[str]
 ) -> Statement | None:
-    """PostgreSQL: rows ``(segments, s_i..)`` of the window's distinct segments texts, with the
-    value of each named split ``i`` (None when no split is named)."""
+    """Rows ``(segments, s_i..)`` of the window's distinct segments texts (at most
+    ``SEGMENT_VALUES + 1``), with the value of each named split ``i``; None when no split is
+    named."""
     named = [(i, s) for i, s in enumerate(splits, 1) if s not in CALL_SPLITS]
     if not named:
         return None
-    where, params = _window("postgres", feature, since, "w")
-    values = "".join(
-        f", {_pg_value('u.segments::jsonb', 'u.segments', s, null=True)}" for _, s in named
-    )
+    where, params = _window(dialect, feature, since, "w")
+    values = "".join(f", {_segment(s, 'u.segments', dialect)}" for _, s in named)
     sql = (
         f"SELECT u.segments{values} FROM (SELECT DISTINCT w.segments FROM call_records w "
         f"WHERE {where} AND w.segments IS NOT NULL) u LIMIT {SEGMENT_VALUES + 1}"
@@ -151,25 +158,29 @@ def segments_statement(
 
 
 def _segments_join(
-    splits: Sequence[str], found: list[tuple[Any, ...]] | None
+    dialect: Dialect, splits: Sequence[str], found: list[tuple[Any, ...]] | None
 ) -> tuple[str, dict[int, str]]:
-    """PostgreSQL: the join of the calls to their segments' values (``found``: the rows of
-    ``segments_statement``, None when there were too many), and the SQL of each named split's
-    segment value."""
+    """The join of the calls to their segments' values (``found``: the rows of
+    ``segments_statement``; None: each call's segments are parsed), and the SQL of each named
+    split's segment value. Parsing each distinct text once, rather than each call's, took a
+    second off a report of a million calls in SQLite."""
     named = [(i, s) for i, s in enumerate(splits, 1) if s not in CALL_SPLITS]
     if not named:
         return "", {}
     if found is None or len(found) > SEGMENT_VALUES:
-        return "", {i: _pg_value("w.segments::jsonb", "w.segments", s, null=True) for i, s in named}
+        return "", {i: _segment(s, "w.segments", dialect) for i, s in named}
     if not found:
-        return "", dict.fromkeys((i for i, _ in named), "NULL::text")
+        return "", dict.fromkeys((i for i, _ in named), "NULL")
 
     def text(value: Any) -> str:
-        return "NULL" if value is None else _literal(str(value), "postgres")
+        return "NULL" if value is None else _literal(str(value), dialect)
 
     rows = ", ".join("(" + ", ".join(text(v) for v in row) + ")" for row in found)
-    columns = ", ".join(f"s{i}" for i, _ in named)
-    join = f"LEFT JOIN (VALUES {rows}) AS sk(segments, {columns}) ON sk.segments = w.segments"
+    columns = ", ".join(
+        f"v.column{j} AS {name}"
+        for j, name in enumerate(["segments", *(f"s{i}" for i, _ in named)], 1)
+    )
+    join = f"LEFT JOIN (SELECT {columns} FROM (VALUES {rows}) v) sk ON sk.segments = w.segments"
     return join, {i: f"sk.s{i}" for i, _ in named}
 
 
@@ -182,13 +193,14 @@ def calls_select(
     ln: bool = True,
     segments: list[tuple[Any, ...]] | None = None,
 ) -> Statement:
-    """One row per call of the window (see the module's docstring); in PostgreSQL,
-    ``segments`` are the rows of ``segments_statement``. Each call's feedback figures are
+    """One row per call of the window (see the module's docstring); ``segments``: the rows of
+    ``segments_statement``. Each call's feedback figures are
     columns of its record (:mod:`aiguard._feedback_figures`)."""
     where, params = _window(dialect, feature, since, "w")
-    join, segment_sql = ("", {}) if dialect == "sqlite" else _segments_join(splits, segments)
+    join, segment_sql = _segments_join(dialect, splits, segments)
     keys = "".join(
-        f", {_key(s, i, dialect, segment_sql.get(i))} AS k{i}" for i, s in enumerate(splits, 1)
+        f", {_key(s, i, dialect, segment_sql.get(i, 'NULL'))} AS k{i}"
+        for i, s in enumerate(splits, 1)
     )
     day = (
         f"CAST(w.started_at / {DAY} AS INTEGER) - (w.started_at < 0 AND "
@@ -319,16 +331,14 @@ def in_sql(
     read by one process only)."""
     check_splits(splits)
     n = len(splits)
+    segments = None
+    distinct = segments_statement(dialect, feature, since, splits)
+    if distinct is not None:
+        segments = run(*distinct)
+    calls = calls_select(dialect, feature, since, splits, ln=ln, segments=segments)
     if dialect == "sqlite":
-        sql, params = calls_select(dialect, feature, since, splits, ln=ln)
-        run(f"CREATE TEMP TABLE {TABLE} AS {sql}", params)
-        calls: Statement = (TABLE, ())
-    else:
-        segments = None
-        distinct = segments_statement(feature, since, splits)
-        if distinct is not None:
-            segments = run(*distinct)
-        calls = calls_select(dialect, feature, since, splits, ln=ln, segments=segments)
+        run(f"CREATE TEMP TABLE {TABLE} AS {calls[0]}", calls[1])
+        calls = (TABLE, ())
     sums = _sums(_last(run, finest_statements(dialect, splits, calls)), n)
     counts: dict[Group, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     ranges: dict[str, dict[int, list[float]]] = defaultdict(dict)
