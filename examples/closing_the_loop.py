@@ -116,14 +116,14 @@ def run(folder: Path) -> int:
                     outcome.correct({"label": truth}, by="agent")
         return truth_of
 
-    truth_of = serve(tickets(rng, 6000))
+    truth_of = serve(tickets(rng, 10_000))
 
     # The auditor works through the audit items: the verdict is whether the answer matches.
     queue = aiguard.ReviewQueue()
     audits = [i for i in queue.pending(FEATURE, limit=10_000) if i.reason == "audit"]
     for item in audits:
         queue.resolve(item.id, {"label": truth_of[item.call_id]}, reviewer="qa")
-    print(f"Launch week: 6,000 tickets, {len(audits)} audited.\n")
+    print(f"Launch week: 10,000 tickets, {len(audits)} audited.\n")
 
     # 1. Calibration.
     print(aiguard.calibration(FEATURE).table(), "\n")
