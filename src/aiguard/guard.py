@@ -234,6 +234,12 @@ def guard(
         >>> triage("invoice missing")["label"], triage("hello")["label"]
         ('billing', 'other')
     """
+    if callable(feature) and not isinstance(feature, str):
+        name = getattr(feature, "__qualname__", None) or _checks.shown(feature)
+        raise ConfigError(
+            f'guard needs a feature name and must be called: write @aiguard.guard("name", ...) '
+            f"above {name}, not @aiguard.guard"
+        )
     feature = _checks.check_feature(feature)
     _checks.check_segments(feature, segments)
     spec = Spec(
