@@ -235,7 +235,8 @@ class ControlSource(Protocol):
 class ControlFile:
     """A TOML or JSON control file, re-read when it changes (checked every ``interval`` s).
 
-    A missing file is an empty state; a file that becomes invalid keeps the last good state and
+    A missing file is an empty state (``configure(control=...)`` refuses a file that does not
+    exist unless ``missing_ok=True``); a file that becomes invalid keeps the last good state and
     logs the error once.
 
     Example:
