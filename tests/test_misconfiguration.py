@@ -526,6 +526,19 @@ def test_configure_checks_every_argument_in_every_call(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_config_file_with_an_invalid_feature_name_is_refused(tmp_path: Path) -> None:
+    """``load_config`` of a file with ``[features." triage"]``: a ConfigError naming the file
+    and the name."""
+    path = tmp_path / "aiguard.toml"
+    path.write_text('[features." triage"]\ntimeout = 2.0\n')
+    with pytest.raises(aiguard.ConfigError) as info:
+        aiguard.load_config(path)
+    assert str(info.value) == (
+        f"config file {str(path)!r}: feature ' triage': feature name ' triage' is invalid: "
+        "must be a non-empty name without surrounding spaces"
+    )
+
+
 def test_a_bad_argument_changes_nothing(tmp_path: Path) -> None:
     """A later bad argument leaves the store, features and control as they were."""
     aiguard.configure(features={"keep": {"timeout": 2.0}})
