@@ -207,6 +207,14 @@ class Undeclared:
     pass
 
 
+class Later:
+    label: str
+
+    def __init__(self) -> None:
+        self.label = "x"
+        self.score = 0.5
+
+
 class WithProperty:
     label: str
 
@@ -236,24 +244,20 @@ def test_what_cannot_be_known_is_left_to_the_first_calls(annotation: Any) -> Non
 
 
 def test_properties_and_attributes_set_in_init_are_names_a_result_has() -> None:
-    """A property and an attribute the class's own code sets are readable: accepted."""
+    """A property and an attribute the class's own code sets are readable: accepted (a name
+    set nowhere is not)."""
 
     @aiguard.guard("prop", confidence="score")
     def f() -> WithProperty:
         return WithProperty()
-
-    class Later:
-        label: str
-
-        def __init__(self) -> None:
-            self.label = "x"
-            self.score = 0.5
 
     @aiguard.guard("init", confidence="score")
     def g() -> Later:
         return Later()
 
     assert f().score == 0.9 and g().score == 0.5
+    with pytest.raises(aiguard.ConfigError, match="returns Later"):
+        aiguard.guard("init", confidence="scor")(g.__wrapped__)
 
 
 def test_a_configured_confidence_name_is_checked_against_live_guards() -> None:

@@ -223,7 +223,13 @@ def guard(
     ``confidence``, ``threshold``, ``timeout``, ``segments`` and ``audit`` left out here come
     from the feature's configuration (``aiguard.configure(features=...)`` or
     ``aiguard.load_config(path)``); given here, they win (``None``: none, whatever the
-    configuration says). Invalid values raise :class:`aiguard.ConfigError` at decoration time.
+    configuration says). Invalid values raise :class:`aiguard.ConfigError` at decoration time,
+    and so do settings that would make every call fall back: a ``confidence``, ``validate`` or
+    ``usage`` callable that cannot take the result as its one positional argument, and a
+    ``confidence`` name that the function's return annotation (a dataclass, a pydantic model, a
+    TypedDict, ...) says no result has. What cannot be known then is watched on the first calls:
+    when the first 20 results are all rejected (``invalid_confidence``, ``invalid_output``) and
+    none is served, a ``misconfigured`` control event is logged, once per feature.
 
     Example:
         >>> import aiguard
