@@ -695,6 +695,30 @@ def test_settings_for_a_feature_no_guard_declares_warn_once(
     assert "did you mean 'ticket-triage'?" in warning
 
 
+def test_a_guard_declared_after_a_near_name_warns(caplog: pytest.LogCaptureFixture) -> None:
+    """Configuration loaded before the guards (the usual order): the warning at configure has
+    no declared name to suggest; declaring ``ticket-triage`` then names the misspelt
+    ``ticket-triag`` once. A guard with an unrelated name says nothing."""
+    caplog.set_level(logging.WARNING, logger="aiguard")
+    aiguard.configure(features={"ticket-triag": {"timeout": 1.0}})
+    [at_configure] = _warnings(caplog, "no guard in this process")
+    assert "did you mean" not in at_configure
+
+    @aiguard.guard("summary")
+    def g() -> str:
+        return "x"
+
+    assert _warnings(caplog, "is declared, and") == []
+    for _ in range(2):
+
+        @aiguard.guard("ticket-triage")
+        def f() -> str:
+            return "x"
+
+    [declared] = _warnings(caplog, "is declared, and")
+    assert "'ticket-triag'" in declared and "did you mean 'ticket-triage'?" in declared
+
+
 def test_a_kill_for_a_feature_no_guard_declares_warns(caplog: pytest.LogCaptureFixture) -> None:
     """``aiguard.kill("nope")`` and a control file naming an undeclared feature warn; the kill
     still applies (the guard may be declared later)."""

@@ -428,6 +428,28 @@ def warn_unknown(features: Any, where: str) -> None:
         )
 
 
+def warn_near(feature: str) -> None:
+    """At a guard's declaration: warn (once) about names in the settings or control state that
+    no guard has declared and that look like a misspelling of ``feature`` (configuration is
+    often loaded before the modules that declare the guards)."""
+    with runtime.lock:
+        known = {core.feature for core in runtime.cores}
+        named = {*runtime.features, *runtime.kills, *runtime.rollouts}
+        for snapshot in runtime.controls.values():
+            named.update(snapshot.features)
+    for name in sorted(named - known - {ALL, feature}):
+        if not difflib.get_close_matches(feature, [name], n=1):
+            continue
+        if errors.first_time(f"unknown-feature-near:{name}:{feature}"):
+            logger.warning(
+                "aiguard: feature %r is declared, and the settings or control state name %r, "
+                "which no guard has declared: did you mean %r?",
+                feature,
+                name,
+                feature,
+            )
+
+
 def _killed(snapshot: ControlState | None) -> dict[str, FeatureControl]:
     if snapshot is None:
         return {}

@@ -15,6 +15,7 @@ from ._engine.settings import Spec
 from ._runtime.state import UNSET
 from .breaker import Breaker
 from .budget import Budget, amount
+from .control import warn_near
 from .exceptions import ConfigError
 from .fallbacks import Fallback, as_chain
 from .outcome import Outcome
@@ -108,12 +109,15 @@ class _Decorator:
                 f"feature {self.spec.feature!r}: guard() needs a function, got {fn!r}"
             )
         if inspect.isasyncgenfunction(fn):
-            return wrap_async_gen(fn, Core(fn, self.spec, is_async=True))  # type: ignore[no-any-return]
-        if inspect.isgeneratorfunction(fn):
-            return wrap_sync_gen(fn, Core(fn, self.spec, is_async=False))  # type: ignore[no-any-return]
-        if inspect.iscoroutinefunction(fn):
-            return wrap_async(fn, Core(fn, self.spec, is_async=True))  # type: ignore[no-any-return]
-        return wrap_sync(fn, Core(fn, self.spec, is_async=False))  # type: ignore[no-any-return]
+            wrapped = wrap_async_gen(fn, Core(fn, self.spec, is_async=True))
+        elif inspect.isgeneratorfunction(fn):
+            wrapped = wrap_sync_gen(fn, Core(fn, self.spec, is_async=False))
+        elif inspect.iscoroutinefunction(fn):
+            wrapped = wrap_async(fn, Core(fn, self.spec, is_async=True))
+        else:
+            wrapped = wrap_sync(fn, Core(fn, self.spec, is_async=False))
+        warn_near(self.spec.feature)  # settings loaded before this guard, under a near name
+        return wrapped  # type: ignore[no-any-return]
 
 
 def guard(
