@@ -49,7 +49,7 @@ def test_a_running_guard_follows_the_cli(
     import time
 
     path = tmp_path / "control.toml"
-    aiguard.configure(control=path, control_interval=0.05)
+    aiguard.configure(control=path, control_interval=0.05, missing_ok=True)
 
     @aiguard.guard("live", fallback=aiguard.Default("fb"))
     def f() -> str:

@@ -230,7 +230,9 @@ def test_isolated_hands_back_working_store_recorder_and_sources(tmp_path: Path) 
     from aiguard.testing import isolated
 
     control = tmp_path / "control.toml"
-    aiguard.configure(store=tmp_path / "outer.db", control=control, control_interval=0.05)
+    aiguard.configure(
+        store=tmp_path / "outer.db", control=control, control_interval=0.05, missing_ok=True
+    )
     outer_recorder = state.recorder
     with isolated():
         aiguard.configure(store=tmp_path / "inner.db", control=None)

@@ -37,6 +37,7 @@ def test_every_attribute_of_the_runtime_comes_back(tmp_path: Path) -> None:
             exit_timeout=1.0,
             control=tmp_path / "control.toml",
             control_interval=0.05,
+            missing_ok=True,
         )
         aiguard.kill("iso", reason="inside")
         aiguard.set_rollout("iso", 5)

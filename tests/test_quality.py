@@ -400,7 +400,7 @@ def test_tune_apply_writes_the_threshold_and_a_guard_uses_it(tmp_path: Path) -> 
     """apply=True writes to the configured control file; this process's guard uses it at once."""
     control = tmp_path / "control.toml"
     store = aiguard.SQLiteStore(tmp_path / "s.db")
-    aiguard.configure(store=store, control=str(control))
+    aiguard.configure(store=store, control=str(control), missing_ok=True)
     judged(store, 3000, lambda c: c, low=0.5)
 
     @aiguard.guard("triage", confidence="score", threshold=0.5, fallback=aiguard.Default("no"))

@@ -8,12 +8,15 @@ wording of pydantic's validation errors. Nothing here runs per call.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import threading
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
+
+import pydantic
 
 from ._runtime.state import UNSET
 from .exceptions import ConfigError
@@ -92,12 +95,50 @@ def needs_confidence(feature: str, threshold: Any, confidence: Any) -> None:
 
 
 def check_feature(feature: Any) -> str:
+    """The one feature-name check (guards, configuration, control state, the CLI): a non-empty
+    text without surrounding spaces; ConfigError naming the value otherwise.
+
+    Example:
+        >>> check_feature("ticket-triage")
+        'ticket-triage'
+    """
     if not isinstance(feature, str) or not feature.strip() or feature != feature.strip():
         raise ConfigError(
             f"{named('feature', feature)} is invalid: must be a non-empty name without "
             "surrounding spaces"
         )
     return feature
+
+
+def _feature_key(name: str) -> str:
+    if not name.strip() or name != name.strip():
+        raise ValueError(
+            f"feature name {shown(name)} is invalid: must be a non-empty name without "
+            "surrounding spaces"
+        )
+    return name
+
+
+# a feature name as a key of a configuration or control mapping (pydantic reports it by key)
+FeatureName = Annotated[str, pydantic.AfterValidator(_feature_key)]
+
+
+def takes_result(feature: str, name: str, fn: Any) -> None:
+    """``fn`` is called with the model's result as its one positional argument: a callable
+    that cannot take it (``lambda: 0.9``, ``def check(a, b)``, keyword-only) would fail on every
+    call, so it is a ConfigError at decoration. A callable whose signature cannot be read (some
+    built-ins) is accepted as it is."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise ConfigError(
+            f"feature {feature!r}: {named(name, fn)} is invalid: it is called with the result "
+            f"as its one positional argument, and its signature {signature} cannot take it"
+        ) from None
 
 
 def check_threshold(feature: str, value: Any) -> float | None:
@@ -119,7 +160,10 @@ def check_timeout(feature: str, value: Any, *, name: str = "timeout") -> float |
 
 
 def check_confidence(feature: str, value: Any) -> Any:
-    if value is None or value is UNSET or callable(value):
+    if value is None or value is UNSET:
+        return value
+    if callable(value):
+        takes_result(feature, "confidence", value)
         return value
     if isinstance(value, str) and value:
         return value
@@ -147,6 +191,7 @@ def check_validate(feature: str, value: Any) -> tuple[Validator, ...]:
         if isinstance(v, type) and hasattr(v, "model_validate"):
             out.append(_pydantic_validator(v))
         elif callable(v):
+            takes_result(feature, "validate" if v is value else f"validate[{i}]", v)
             out.append(v)
         else:
             raise ConfigError(
@@ -177,7 +222,10 @@ def check_name(feature: str, name: str, value: Any) -> str | None:
 
 
 def check_usage(feature: str, value: Any) -> Any:
-    if value is None or isinstance(value, bool) or callable(value):
+    if value is None or isinstance(value, bool):
+        return value
+    if callable(value):
+        takes_result(feature, "usage", value)
         return value
     raise ConfigError(
         f"feature {feature!r}: {named('usage', value)} is invalid: give a callable that reads a "
@@ -202,6 +250,10 @@ def explain(exc: Any, source: str, *, group: str = "features", label: str = "fea
         if len(loc) >= 2 and loc[0] == group:
             where.append(f"{label} {loc[1]!r}")
             loc = loc[2:]
+        if loc == ["[key]"]:  # the name itself is invalid: the message names it
+            message = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"{', '.join(where) or 'top level'}: {message}")
+            continue
         if loc:
             where.append(f"field {'.'.join(loc)!r}")
         value = err.get("input", "")

@@ -15,12 +15,15 @@ out of the decorator to let configuration decide it.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
+import re
 import tomllib
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+import urllib.request
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -29,12 +32,19 @@ from typing import Annotated, Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._checks import check_segments, explain, named, seconds
+from ._checks import FeatureName, check_segments, explain, named, seconds
 from ._runtime import lifecycle
 from ._runtime.records import Capture
 from ._runtime.state import UNSET, runtime
 from .budget import amount
-from .control import ControlFile, ControlSource, read_sources, start_sources, stop_sources
+from .control import (
+    ControlFile,
+    ControlSource,
+    read_sources,
+    start_sources,
+    stop_sources,
+    warn_unknown,
+)
 from .exceptions import ConfigError
 from .pricing import PriceTable
 from .store import Store, open_store
@@ -127,7 +137,7 @@ class AiguardConfig(BaseModel):
     store: str | None = None
     timeout_workers: int | None = Field(default=None, ge=1, le=1024, strict=True)
     prices: str | PriceTable | None = None  # a price file's path, or the table inline
-    features: dict[str, FeatureConfig] = Field(default_factory=dict)
+    features: dict[FeatureName, FeatureConfig] = Field(default_factory=dict)
 
 
 def configure(
@@ -136,7 +146,8 @@ def configure(
     features: Mapping[str, FeatureConfig | Mapping[str, Any]] | None = UNSET,
     timeout_workers: int = UNSET,
     control: Any = UNSET,
-    control_interval: float | timedelta = 1.0,
+    control_interval: float | timedelta = UNSET,
+    missing_ok: bool = False,
     prices: PriceTable | str | os.PathLike[str] | Mapping[str, Any] | None = UNSET,
     record_calls: bool = UNSET,
     capture: bool = UNSET,
@@ -156,10 +167,16 @@ def configure(
         features: per-feature settings (replacing those configured before), by feature name.
         timeout_workers: how many threads may run sync model calls that have a ``timeout``.
         control: where control state (kill switches, rollout percentages, thresholds) comes
-            from, polled in the background: a control file path (TOML or JSON), an
+            from, polled in the background: a control file path (TOML or JSON) or ``file://``
+            URL, a ``redis://``, ``rediss://`` or ``unix://`` URL (``aiguard.redis``), an
             :class:`aiguard.ControlSource` (e.g. ``aiguard.openfeature.OpenFeatureControl``),
-            or a list of them; ``None`` stops polling. Each is read once now: a bad one raises.
-        control_interval: how often control files are checked for changes (default 1 s).
+            or a list of them; ``None`` stops polling. Each is read once now: a bad one raises,
+            and so does a control file that does not exist (unless ``missing_ok``) or a URL of
+            another scheme (``http://...`` is never taken for a file name).
+        control_interval: how often control files and Redis are checked for changes (default
+            1 s); applies to the sources given here and in later calls.
+        missing_ok: accept control files that do not exist yet: they count as empty (nothing
+            killed) and are read when they appear.
         prices: the price table for model calls: an :class:`aiguard.PriceTable`, a TOML/JSON
             price file, or a mapping (``{"currency": "USD", "models": {...}}``); ``None``
             removes it (costs of model calls become unknown).
@@ -175,7 +192,8 @@ def configure(
         capture_max_bytes: the most JSON kept per captured value (default 4096); longer values
             are cut and marked ``{"$truncated": ...}``.
         budgets: where budgets' spend is shared between replicas: an
-            ``aiguard.redis.RedisBudgets``, or a ``redis://`` URL for one; ``None``: each
+            ``aiguard.redis.RedisBudgets``, or a ``redis://``, ``rediss://`` or ``unix://`` URL
+            for one (Redis must answer now: ConfigError naming the URL if not); ``None``: each
             process counts alone (the default).
         exit_timeout: the most the process waits at exit (seconds or a timedelta, default 5 s)
             for queued call records to reach the store; what is still queued then is counted
@@ -193,6 +211,11 @@ def configure(
     """
     parsed_features: dict[str, FeatureConfig] | None = None
     if features is not UNSET:
+        if features is not None and not isinstance(features, Mapping):
+            raise ConfigError(
+                f"{named('features', features)} is invalid: give a mapping of feature names to "
+                "their settings, e.g. {'triage': {'confidence': 'score', 'threshold': 0.8}}"
+            )
         parsed_features = _features(features or {}, source="configure(features=...)")
     if timeout_workers is not UNSET and (
         isinstance(timeout_workers, bool)
@@ -202,6 +225,15 @@ def configure(
         raise ConfigError(
             f"timeout_workers={timeout_workers!r} is invalid: must be a whole number in [1, 1024]"
         )
+    interval = runtime.control_interval
+    if control_interval is not UNSET:
+        interval = seconds("control_interval", control_interval)
+    if not isinstance(missing_ok, bool):
+        raise ConfigError(f"{named('missing_ok', missing_ok)} is invalid: must be True or False")
+    if store is not UNSET and store is not None:
+        _check_store_url(store)
+    if budgets is not UNSET:
+        _check_budgets(budgets)
     table: Any = UNSET
     if prices is None:
         table = None
@@ -220,8 +252,10 @@ def configure(
         raise ConfigError(f"record_calls={record_calls!r} is invalid: must be True or False")
     if capture is not UNSET and not isinstance(capture, bool):
         raise ConfigError(f"capture={capture!r} is invalid: must be True or False")
-    if redact is not UNSET and redact is not None and not callable(redact):
-        raise ConfigError(f"redact={redact!r} is invalid: must be a function of one value")
+    if redact is not UNSET and redact is not None:
+        if not callable(redact):
+            raise ConfigError(f"redact={redact!r} is invalid: must be a function of one value")
+        _one_value("redact", redact)
     if capture_max_bytes is not UNSET and (
         isinstance(capture_max_bytes, bool)
         or not isinstance(capture_max_bytes, int)
@@ -247,37 +281,32 @@ def configure(
         with runtime.lock:
             for core in list(runtime.cores):  # check every live guard before opening anything
                 core.compile(parsed_features.get(core.feature))
-    if budgets is not UNSET and not (
-        budgets is None
-        or hasattr(budgets, "attach")
-        or (isinstance(budgets, str) and budgets.startswith(("redis://", "rediss://", "unix://")))
-    ):
-        raise ConfigError(
-            f"budgets={budgets!r} is invalid: give a redis:// URL or aiguard.redis.RedisBudgets"
-        )
     # what opens connections or starts threads comes last, and is undone if a later one fails
     opened = None if store is UNSET or store is None else open_store(store)
+    sources: list[Any] | None = None
+    made: list[Any] = []  # the sources made here from paths and URLs (closed on failure)
     try:
-        sources = None
         first_read: dict[str, Any] = {}
         if control is not UNSET and control is not None:
-            specs = control if isinstance(control, list | tuple) else [control]
-            sources = [as_source(spec, control_interval) for spec in specs]
-            first_read = _read_first(sources, specs, control)
+            sources = []
+            for spec in control if isinstance(control, list | tuple) else [control]:
+                source = as_source(spec, interval)
+                sources.append(source)
+                if source is not spec:
+                    made.append(source)
+            first_read = _read_first(sources, control, missing_ok=missing_ok)
         shared: Any = UNSET
         if budgets is not UNSET:
-            if isinstance(budgets, str):
-                from .redis import RedisBudgets
-
-                shared = RedisBudgets(budgets)
-            else:
-                shared = budgets
+            shared = _redis_budgets(budgets) if isinstance(budgets, str) else budgets
     except BaseException:
         if opened is not None and opened is not store:
             opened.close()
+        _close(made)
         raise
     old_budgets: Any = None
     with runtime.lock:
+        if control_interval is not UNSET:
+            runtime.control_interval = interval
         if store is not UNSET:
             lifecycle.install_store(store, opened, owned=opened is not store)
         if exit_timeout is not UNSET:
@@ -332,27 +361,75 @@ def configure(
         start_sources(sources, first_read)
     elif control is None:
         stop_sources()
+    if parsed_features:
+        warn_unknown(parsed_features, "configure(features=...)")
 
 
-def _read_first(sources: list[Any], specs: Sequence[Any], control: Any) -> dict[str, Any]:
-    """Each control source read once, before configure() changes anything; a source made here
-    from a URL is closed again if one cannot be read."""
+def _read_first(sources: list[Any], control: Any, *, missing_ok: bool) -> dict[str, Any]:
+    """Each control source read once, before configure() changes anything; a control file that
+    does not exist is an error unless ``missing_ok``."""
+    if not missing_ok:
+        for source in sources:
+            if isinstance(source, ControlFile) and not _exists(source.path):
+                raise ConfigError(
+                    f"control file {str(source.path)!r} does not exist: check the path, or pass "
+                    "missing_ok=True to start without it (nothing killed; it is read when it "
+                    "appears)"
+                )
     try:
         return read_sources(sources)
-    except Exception as exc:
-        for source, spec in zip(sources, specs, strict=True):
-            if source is not spec and hasattr(source, "close"):
-                source.close()  # made here from a URL: release its connections
-        if isinstance(exc, ConfigError):
-            raise
-        # a source that cannot be read now (Redis unreachable, ...)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a source that cannot be read now (Redis unreachable, ...)
         raise ConfigError(
             f"{named('control', _redacted(control))} cannot be read: {type(exc).__name__}: {exc}"
         ) from exc
 
 
+def _close(made: list[Any]) -> None:
+    """Close the sources configure() made (their connections), never the caller's own."""
+    for source in made:
+        close = getattr(source, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception as exc:  # pragma: no cover - a client that never connected
+                logger.debug("aiguard: closing %r failed: %r", source, exc)
+
+
+def _exists(path: Path) -> bool:
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True  # there, but unreadable: reading it says why
+    return True
+
+
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def url_scheme(value: Any) -> str | None:
+    """The scheme of ``value`` when it is a URL (``scheme://...``), lower-cased; else None.
+
+    Example:
+        >>> url_scheme("REDIS://cache:6379/0"), url_scheme("ops/control.toml")
+        ('redis', None)
+    """
+    if not isinstance(value, str):
+        return None
+    found = _URL.match(value)
+    return found.group(1).lower() if found else None
+
+
 def as_source(spec: Any, interval: float | timedelta) -> ControlSource:
-    if isinstance(spec, str) and spec.startswith(("redis://", "rediss://", "unix://")):
+    """The control source ``spec`` names: a path or ``file://`` URL (a control file), a
+    ``redis://``/``rediss://``/``unix://`` URL, or a ControlSource as it is; a URL of another
+    scheme is a ConfigError naming it."""
+    scheme = url_scheme(spec)
+    if scheme in REDIS_SCHEMES:
         from .redis import RedisControl
 
         try:
@@ -363,13 +440,101 @@ def as_source(spec: Any, interval: float | timedelta) -> ControlSource:
             raise ConfigError(
                 f"{named('control', _redacted(spec))} is invalid: {type(exc).__name__}: {exc}"
             ) from None
+    if scheme == "file":
+        return ControlFile(_file_path("control", spec), interval=interval)
+    if scheme is not None:
+        raise ConfigError(
+            f"{named('control', _redacted(spec))} is invalid: the URL scheme {scheme!r} is not "
+            "supported: give a control file path (or a file:// URL), a redis://, rediss:// or "
+            "unix:// URL, or a ControlSource (aiguard.openfeature.OpenFeatureControl reads a "
+            "feature-flag service)"
+        )
     if isinstance(spec, str | os.PathLike):
+        if not os.fspath(spec):
+            raise ConfigError(f"{named('control', spec)} is invalid: give a control file path")
         return ControlFile(spec, interval=interval)
     if isinstance(spec, ControlSource):
         return spec
     raise ConfigError(
         f"{named('control', spec)} is invalid: give a control file path or a ControlSource"
     )
+
+
+def _file_path(name: str, url: str) -> str:
+    """The local path of a ``file://`` URL (``file:///etc/x.toml``, ``file://localhost/...``)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.netloc not in ("", "localhost") or not parts.path:
+        raise ConfigError(
+            f"{named(name, url)} is invalid: a file:// URL names a local file "
+            "(file:///path/to/control.toml)"
+        )
+    return urllib.request.url2pathname(parts.path)
+
+
+def _check_store_url(store: Any) -> None:
+    """A store given as a URL must be one a store reads (PostgreSQL, SQLite)."""
+    scheme = url_scheme(store)
+    if scheme is not None and scheme not in ("postgresql", "postgres", "sqlite"):
+        raise ConfigError(
+            f"{named('store', _redacted(store))} is invalid: the URL scheme {scheme!r} is not "
+            "supported: give a SQLite file path (or sqlite:///path), a postgresql:// URL or an "
+            "aiguard.Store"
+        )
+
+
+def _check_budgets(budgets: Any) -> None:
+    if budgets is None or hasattr(budgets, "attach"):
+        return
+    scheme = url_scheme(budgets)
+    if scheme in REDIS_SCHEMES:
+        return
+    why = (
+        f"the URL scheme {scheme!r} is not supported: "
+        if scheme is not None
+        else "budgets are shared through Redis: "
+    )
+    raise ConfigError(
+        f"{named('budgets', _redacted(budgets))} is invalid: {why}give a redis://, rediss:// or "
+        "unix:// URL, or an aiguard.redis.RedisBudgets"
+    )
+
+
+def _redis_budgets(url: str) -> Any:
+    """A RedisBudgets for ``url``, once Redis answered (ConfigError naming the URL if not)."""
+    from .redis import RedisBudgets, _client
+
+    shown_url = _redacted(url)
+    try:
+        client = _client(url, 2.0)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a URL redis-py cannot use: a bad port, database, option
+        raise ConfigError(
+            f"{named('budgets', shown_url)} is invalid: {type(exc).__name__}: {exc}"
+        ) from None
+    try:
+        client.ping()
+    except Exception as exc:
+        raise ConfigError(
+            f"{named('budgets', shown_url)} cannot be reached: {type(exc).__name__}: {exc}"
+        ) from None
+    finally:
+        client.close()
+    return RedisBudgets(url)
+
+
+def _one_value(name: str, fn: Any) -> None:
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise ConfigError(
+            f"{named(name, fn)} is invalid: it is called with one value, and its signature "
+            f"{signature} cannot take it"
+        ) from None
 
 
 def _redacted(control: Any) -> Any:

@@ -29,7 +29,9 @@ A control file::
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 import os
 import tempfile
 import tomllib
@@ -41,7 +43,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import events
-from ._checks import check_feature, explain, seconds
+from ._checks import FeatureName, check_feature, explain, seconds
 from ._engine.settings import ALL, Kill, effective
 from ._runtime import errors, lifecycle
 from ._runtime.state import runtime
@@ -64,6 +66,8 @@ __all__ = [
 ]
 
 CONTROL_ENV = "AIGUARD_CONTROL"
+
+logger = logging.getLogger("aiguard")
 
 
 class FeatureControl(BaseModel):
@@ -97,7 +101,7 @@ class ControlState(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     all: FeatureControl = Field(default_factory=FeatureControl)
-    features: dict[str, FeatureControl] = Field(default_factory=dict)
+    features: dict[FeatureName, FeatureControl] = Field(default_factory=dict)
 
 
 def _check_feature(feature: Any) -> str:
@@ -124,6 +128,7 @@ def kill(feature: str, *, reason: str, by: str | None = None) -> None:
         runtime.kills[feature] = Kill(reason, by, "process")
         runtime.bump()
     events.emit(ControlEvent(EventKind.KILL, feature, reason, by))
+    warn_unknown([feature], f"kill({feature!r})")
 
 
 def revive(feature: str, *, by: str | None = None) -> None:
@@ -195,6 +200,8 @@ def set_rollout(feature: str, percent: float | None) -> None:
             runtime.rollouts[feature] = percent
         runtime.rollbacks.pop(feature, None)
         runtime.bump()
+    if percent is not None:
+        warn_unknown([feature], f"set_rollout({feature!r}, {percent:g})")
 
 
 # -- sources ---------------------------------------------------------------------------------------
@@ -228,7 +235,8 @@ class ControlSource(Protocol):
 class ControlFile:
     """A TOML or JSON control file, re-read when it changes (checked every ``interval`` s).
 
-    A missing file is an empty state; a file that becomes invalid keeps the last good state and
+    A missing file is an empty state (``configure(control=...)`` refuses a file that does not
+    exist unless ``missing_ok=True``); a file that becomes invalid keeps the last good state and
     logs the error once.
 
     Example:
@@ -389,6 +397,7 @@ def apply(source: str, snapshot: ControlState, poller: _Poller | None = None) ->
         old = runtime.controls.get(source)
         runtime.controls[source] = snapshot
         runtime.bump()
+    warn_unknown(snapshot.features, source)
     before = _killed(old)
     after = _killed(snapshot)
     for feature in sorted(after.keys() - before.keys()):
@@ -396,6 +405,49 @@ def apply(source: str, snapshot: ControlState, poller: _Poller | None = None) ->
         events.emit(ControlEvent(EventKind.KILL, feature, fc.reason or source, fc.by))
     for feature in sorted(before.keys() - after.keys()):
         events.emit(ControlEvent(EventKind.REVIVE, feature, f"lifted in {source}"))
+
+
+def warn_unknown(features: Any, where: str) -> None:
+    """Warn (once per name in the process) about settings or control state for features no
+    guard in this process has declared: a misspelt name would do nothing, silently. Not an
+    error: the guard may be declared later (a module imported after configuration)."""
+    with runtime.lock:
+        known = {core.feature for core in runtime.cores}
+    unknown = [name for name in features if name != ALL and name not in known]
+    for name in unknown:
+        if not errors.first_time(f"unknown-feature:{name}"):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        logger.warning(
+            "aiguard: %s names feature %r, which no guard in this process has declared "
+            "(yet)%s: it takes effect only if a guard for it is declared",
+            where,
+            name,
+            hint,
+        )
+
+
+def warn_near(feature: str) -> None:
+    """At a guard's declaration: warn (once) about names in the settings or control state that
+    no guard has declared and that look like a misspelling of ``feature`` (configuration is
+    often loaded before the modules that declare the guards)."""
+    with runtime.lock:
+        known = {core.feature for core in runtime.cores}
+        named = {*runtime.features, *runtime.kills, *runtime.rollouts}
+        for snapshot in runtime.controls.values():
+            named.update(snapshot.features)
+    for name in sorted(named - known - {ALL, feature}):
+        if not difflib.get_close_matches(feature, [name], n=1):
+            continue
+        if errors.first_time(f"unknown-feature-near:{name}:{feature}"):
+            logger.warning(
+                "aiguard: feature %r is declared, and the settings or control state name %r, "
+                "which no guard has declared: did you mean %r?",
+                feature,
+                name,
+                feature,
+            )
 
 
 def _killed(snapshot: ControlState | None) -> dict[str, FeatureControl]:

@@ -1,4 +1,5 @@
-"""Control events: kills, revivals, automatic trips, probes, recoveries, rollbacks and drift.
+"""Control events: kills, revivals, automatic trips, probes, recoveries, rollbacks, drift, and
+settings found to reject every result (``misconfigured``).
 
 Every event is logged (logger ``aiguard``), kept in a short per-process history in the runtime
 (:func:`recent_events`), and emitted as telemetry (a span event and a counter).
@@ -37,6 +38,7 @@ class EventKind(enum.StrEnum):
     ROLLBACK = "rollback"
     CONTROL_ERROR = "control_error"
     DRIFT = "drift"
+    MISCONFIGURED = "misconfigured"  # every one of a guard's first results rejected
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from ._engine.settings import Spec
 from ._runtime.state import UNSET
 from .breaker import Breaker
 from .budget import Budget, amount
+from .control import warn_near
 from .exceptions import ConfigError
 from .fallbacks import Fallback, as_chain
 from .outcome import Outcome
@@ -108,12 +109,15 @@ class _Decorator:
                 f"feature {self.spec.feature!r}: guard() needs a function, got {fn!r}"
             )
         if inspect.isasyncgenfunction(fn):
-            return wrap_async_gen(fn, Core(fn, self.spec, is_async=True))  # type: ignore[no-any-return]
-        if inspect.isgeneratorfunction(fn):
-            return wrap_sync_gen(fn, Core(fn, self.spec, is_async=False))  # type: ignore[no-any-return]
-        if inspect.iscoroutinefunction(fn):
-            return wrap_async(fn, Core(fn, self.spec, is_async=True))  # type: ignore[no-any-return]
-        return wrap_sync(fn, Core(fn, self.spec, is_async=False))  # type: ignore[no-any-return]
+            wrapped = wrap_async_gen(fn, Core(fn, self.spec, is_async=True))
+        elif inspect.isgeneratorfunction(fn):
+            wrapped = wrap_sync_gen(fn, Core(fn, self.spec, is_async=False))
+        elif inspect.iscoroutinefunction(fn):
+            wrapped = wrap_async(fn, Core(fn, self.spec, is_async=True))
+        else:
+            wrapped = wrap_sync(fn, Core(fn, self.spec, is_async=False))
+        warn_near(self.spec.feature)  # settings loaded before this guard, under a near name
+        return wrapped  # type: ignore[no-any-return]
 
 
 def guard(
@@ -223,7 +227,13 @@ def guard(
     ``confidence``, ``threshold``, ``timeout``, ``segments`` and ``audit`` left out here come
     from the feature's configuration (``aiguard.configure(features=...)`` or
     ``aiguard.load_config(path)``); given here, they win (``None``: none, whatever the
-    configuration says). Invalid values raise :class:`aiguard.ConfigError` at decoration time.
+    configuration says). Invalid values raise :class:`aiguard.ConfigError` at decoration time,
+    and so do settings that would make every call fall back: a ``confidence``, ``validate`` or
+    ``usage`` callable that cannot take the result as its one positional argument, and a
+    ``confidence`` name that the function's return annotation (a dataclass, a pydantic model, a
+    TypedDict, ...) says no result has. What cannot be known then is watched on the first calls:
+    when the first 20 results are all rejected (``invalid_confidence``, ``invalid_output``) and
+    none is served, a ``misconfigured`` control event is logged, once per feature.
 
     Example:
         >>> import aiguard
@@ -234,6 +244,12 @@ def guard(
         >>> triage("invoice missing")["label"], triage("hello")["label"]
         ('billing', 'other')
     """
+    if callable(feature) and not isinstance(feature, str):
+        name = getattr(feature, "__qualname__", None) or _checks.shown(feature)
+        raise ConfigError(
+            f'guard needs a feature name and must be called: write @aiguard.guard("name", ...) '
+            f"above {name}, not @aiguard.guard"
+        )
     feature = _checks.check_feature(feature)
     _checks.check_segments(feature, segments)
     spec = Spec(

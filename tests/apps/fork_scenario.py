@@ -256,7 +256,9 @@ class Parent:
             )
         else:
             control = args.control
-        aiguard.configure(store=args.store, control=control, control_interval=args.interval)
+        aiguard.configure(
+            store=args.store, control=control, control_interval=args.interval, missing_ok=True
+        )
         fallback = aiguard.Default("fallback")
         self.work = aiguard.guard("fork-work", fallback=fallback)(lambda k: k)
         self.probes = {

@@ -26,6 +26,7 @@ aiguard.configure(
     store=os.environ["AIGUARD_TEST_STORE"],
     control=os.environ["AIGUARD_TEST_CONTROL"],
     control_interval=CONTROL_INTERVAL,
+    missing_ok=True,  # the test writes it when it kills the feature
 )
 
 

@@ -14,6 +14,7 @@ from time import perf_counter
 from typing import Any
 
 from .._checks import check_audit, check_segments, needs_confidence
+from .._returns import Declared, check_declared, declared
 from .._runtime import errors, ids, lifecycle
 from .._runtime.state import runtime
 from ..breaker import BreakerRun
@@ -27,6 +28,7 @@ from .pre import compile_pre, monitor
 from .reserve import budget_check
 from .settings import Settings, Spec, by_name, effective, pick, pick_tags
 from .tagging import Tags, compile_tags
+from .watch import FirstCalls, watching
 
 
 class Core:
@@ -45,12 +47,14 @@ class Core:
         "is_async",
         "monitor",
         "position",
+        "results",
         "retry",
         "settings",
         "signature",
         "spec",
         "tags",
         "validators",
+        "watch",
     )
 
     def __init__(self, fn: Callable[..., Any], spec: Spec, *, is_async: bool) -> None:
@@ -67,6 +71,10 @@ class Core:
             self.signature: inspect.Signature | None = inspect.signature(fn)
         except (TypeError, ValueError):
             self.signature = None
+        try:  # what the return annotation says a result holds (confidence names are checked)
+            self.results: tuple[Declared, ...] | None = declared(fn)
+        except Exception:  # an annotation that cannot be read: the first calls tell instead
+            self.results = None
         for handler in self.chain:
             handler.bind(fn, is_async=is_async, feature=spec.feature)
         self.breaker = None if spec.breaker is None else BreakerRun(spec.breaker, spec.feature)
@@ -90,6 +98,8 @@ class Core:
             latency_slo=spec.latency_slo,
         )
         self.settings = self.refresh(initial=True)
+        # the first results, watched for a setting that rejects them all (off the served path)
+        self.watch: FirstCalls | None = watching(self)
         runtime.cores.add(self)
 
     def refresh(self, *, initial: bool = False) -> Settings:
@@ -165,6 +175,7 @@ class Core:
         """
         confidence, threshold, timeout = pick(self.spec, cfg)
         needs_confidence(self.feature, threshold, confidence)
+        check_declared(self.feature, confidence, self.results)
         self.compile_tags(cfg)
         return confidence, threshold, timeout
 

@@ -321,6 +321,9 @@ def publish(
         tries=ctx.model_attempts if ctx is not None else result.attempts,
         first_chunk=result.time_to_first_chunk,
     )
+    watch = core.watch  # the first calls' watch: None once its window is over
+    if watch is not None:
+        watch(result)
     if span is not None:
         model = getattr(span, "kind", None) is telemetry.CLIENT  # the model call's own span
         telemetry.describe(span, *acct.span_attributes(result, model=model))

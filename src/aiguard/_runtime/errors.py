@@ -40,14 +40,20 @@ def count(where: str) -> None:
         runtime.error_counts[where] += 1
 
 
-def warn_once(key: str, message: str, *args: object) -> None:
-    """Log ``message`` at WARNING the first time ``key`` is seen in this process."""
+def first_time(key: str) -> bool:
+    """True the first time ``key`` is seen in this process (then False)."""
     rt = runtime
     with rt.lock:
         if key in rt.error_seen:
-            return
+            return False
         rt.error_seen.add(key)
-    logger.warning(message, *args)
+    return True
+
+
+def warn_once(key: str, message: str, *args: object) -> None:
+    """Log ``message`` at WARNING the first time ``key`` is seen in this process."""
+    if first_time(key):
+        logger.warning(message, *args)
 
 
 def counts() -> dict[str, int]:

@@ -394,7 +394,9 @@ def snapshot() -> dict[str, Any]:
     with runtime.lock:
         saved = dict(vars(runtime))
         for name, value in saved.items():
-            if isinstance(value, _CONTAINERS):
+            if isinstance(value, weakref.WeakSet):  # copy.copy would share its members
+                setattr(runtime, name, weakref.WeakSet(value))
+            elif isinstance(value, _CONTAINERS):
                 setattr(runtime, name, copy.copy(value))
         runtime.protected = runtime.protected | _held(saved.values())
         return saved

@@ -129,6 +129,7 @@ class Runtime:
         self.rollouts: dict[str, float] = {}
         self.rollbacks: dict[str, tuple[float, float]] = {}
         self.controls: dict[str, Any] = {}
+        self.control_interval = 1.0  # seconds between polls of sources made from paths, URLs
         # call records: on whenever a store is configured, unless turned off
         self.record_calls = True
         self.capture: Any = None  # a records.Capture when inputs and outputs are kept

@@ -240,7 +240,8 @@ class Meters:
         self.control_events = meter.create_counter(
             "aiguard.control.events",
             unit="{event}",
-            description="Kills, revivals, trips, probes, recoveries and rollbacks.",
+            description="Control events: kills, revivals, trips, probes, recoveries, rollbacks, "
+            "drift, and settings that reject every result (misconfigured).",
         )
 
     @staticmethod
