@@ -60,6 +60,7 @@ from .quality import (
     save_baseline,
 )
 from .records import flush
+from .canvas import AdoptionWeek, Canvas
 from .report import FeatureFigures, Report, SegmentGap, parse_since, report, wilson
 from .retry import Retry
 from .review import ReviewQueue
@@ -71,6 +72,7 @@ from .tuning import ThresholdRow, Tuning, tune
 from .usage import Usage, read_usage
 
 __all__ = [
+    "AdoptionWeek",
     "AiguardConfig",
     "AiguardError",
     "AsyncGuarded",
@@ -83,6 +85,7 @@ __all__ = [
     "Budget",
     "BudgetFigures",
     "Calibration",
+    "Canvas",
     "CheckResult",
     "ConfigError",
     "ControlEvent",
