@@ -17,6 +17,8 @@ from ._engine.finish import last_outcome
 from ._version import __version__
 from .breaker import Breaker, BreakerState
 from .budget import Budget, BudgetFigures, budget_figures
+from .canvas import AdoptionWeek, Canvas
+from .card import SystemCard, card
 from .check import CheckResult, TargetResult, check
 from .config import AiguardConfig, FeatureConfig, configure, load_config
 from .control import (
@@ -60,7 +62,6 @@ from .quality import (
     save_baseline,
 )
 from .records import flush
-from .canvas import AdoptionWeek, Canvas
 from .report import FeatureFigures, Report, SegmentGap, parse_since, report, wilson
 from .retry import Retry
 from .review import ReviewQueue
@@ -127,6 +128,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StreamInterrupted",
+    "SystemCard",
     "Target",
     "TargetResult",
     "ThresholdRow",
@@ -138,6 +140,7 @@ __all__ = [
     "audit_figures",
     "budget_figures",
     "calibration",
+    "card",
     "check",
     "configure",
     "drift",

@@ -33,9 +33,7 @@ def _week(postgres: bool) -> str:
     return f"(CAST({x} AS INTEGER) - ({x} < 0 AND {x} <> CAST({x} AS INTEGER)))"
 
 
-def statements(
-    mark: str, feature: str, since: float | None
-) -> tuple[str, str, tuple[Any, ...]]:
+def statements(mark: str, feature: str, since: float | None) -> tuple[str, str, tuple[Any, ...]]:
     """(the window's counts, the counts per week, their parameters)."""
     postgres = mark == "%s"
     where = f"feature = {mark} AND unit IS NOT NULL"
@@ -49,8 +47,7 @@ def statements(
     total = f"SELECT {counts} FROM call_records WHERE {where}"
     week = _week(postgres)
     weekly = (
-        f"SELECT {week} AS wk, {counts} FROM call_records WHERE {where} GROUP BY {week} "
-        "ORDER BY wk"
+        f"SELECT {week} AS wk, {counts} FROM call_records WHERE {where} GROUP BY {week} ORDER BY wk"
     )
     return total, weekly, tuple(params)
 
@@ -78,9 +75,7 @@ def in_python(calls: Iterable[dict[str, Any]]) -> Counts:
         if c.get("arm") == "ai" and source is not None and source not in NON_AI:
             ai.add(unit)
             weeks[week][1].add(unit)
-    return (len(eligible), len(ai)), [
-        (w, len(e), len(a)) for w, (e, a) in sorted(weeks.items())
-    ]
+    return (len(eligible), len(ai)), [(w, len(e), len(a)) for w, (e, a) in sorted(weeks.items())]
 
 
 def adoption_counts(store: Any, feature: str, since: float | None) -> Counts:

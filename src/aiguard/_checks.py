@@ -396,8 +396,10 @@ def check_money(name: str, value: Any) -> tuple[Decimal, str | None]:
     if not amount.is_finite() or amount < 0 or amount > 10**18:
         raise ConfigError(f"{what}: must be an amount from 0 to 10^18 (not negative)")
     exponent = amount.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -12 and amount != amount.quantize(
-        Decimal("1e-12"), context=Context(prec=60)
+    if (
+        isinstance(exponent, int)
+        and exponent < -12
+        and amount != amount.quantize(Decimal("1e-12"), context=Context(prec=60))
     ):
         raise ConfigError(f"{what}: finer than 10^-12 of the currency")
     return amount, currency

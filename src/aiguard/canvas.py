@@ -185,7 +185,9 @@ def build(
     )
 
 
-def check_currency(canvases: Sequence[Canvas], configured: Mapping[str, Any], currency: str) -> None:
+def check_currency(
+    canvases: Sequence[Canvas], configured: Mapping[str, Any], currency: str
+) -> None:
     """A canvas in another currency than the report's cannot be set against its costs."""
     for c in canvases:
         named = getattr(configured.get(c.feature), "currency", None)

@@ -550,7 +550,16 @@ def report(
         )  # fmt: skip
     _canvas.check_currency(list(canvases.values()), configured, money)
     return Report(
-        features, groups, diffs, target_rows, series, start, time.time(), flags, quality, money,
+        features,
+        groups,
+        diffs,
+        target_rows,
+        series,
+        start,
+        time.time(),
+        flags,
+        quality,
+        money,
         canvases,
     )
 
