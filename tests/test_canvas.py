@@ -160,7 +160,7 @@ def test_value_roi_and_savings_from_the_accepted_ai_answers(tmp_path: Path) -> N
     assert f"accepted AI answers {kept}" in text and "owner support-ai@acme.example" in text
     data = json.loads(result.to_json())["canvas"]["triage"]
     assert Decimal(data["value"]) == c.value and Decimal(data["savings"]) == c.savings
-    assert "<table class=\"canvas\">" in result.to_html()
+    assert '<table class="canvas">' in result.to_html()
 
 
 def test_roi_is_unknown_while_a_cost_is_unknown(tmp_path: Path) -> None:
@@ -263,9 +263,7 @@ def test_adoption_in_sql_equals_the_python_reference(
         if rows:
             store.add_call_records(rows)
         found = _canvas_sql.adoption_counts(store, "f", since)
-        expected = _canvas_sql.in_python(
-            r for r in store.call_records(feature="f", since=since)
-        )
+        expected = _canvas_sql.in_python(r for r in store.call_records(feature="f", since=since))
     assert found == expected
     for week, _, _ in found[1]:  # each week starts on a Monday, and is named as ISO 8601 does
         name, starts = iso_week(7 * week - 3)
