@@ -10,6 +10,20 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .card import SystemCard
 
+SECTIONS = (
+    ("period", "Period"),
+    ("purpose", "Owner, intended use and limits"),
+    ("models", "Models"),
+    ("fallbacks", "Fallbacks"),
+    ("rollout", "Rollout"),
+    ("targets", "Targets"),
+    ("quality", "Quality"),
+    ("segments", "Segments"),
+    ("drift", "Drift"),
+    ("cost", "Cost and ROI"),
+)
+"""The card's sections, in order: (id, title)."""
+
 _STYLE = (
     "body{font:14px system-ui,sans-serif;margin:2em auto;max-width:60em;padding:0 1em;"
     "color:#111}h1{font-size:1.6em}h2{font-size:1.15em;margin:1.4em 0 .4em}"
@@ -30,8 +44,6 @@ def _cell(value: str) -> str:
 
 
 def html(card: SystemCard) -> str:
-    from .card import SECTIONS
-
     when = datetime.fromtimestamp(card.generated_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
     name = _html.escape(card.feature)
     parts = [

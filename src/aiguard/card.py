@@ -15,6 +15,7 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from ._card_render import SECTIONS
 from ._checks import check_feature
 from ._runtime.state import runtime
 from .report import FeatureFigures, Report, SegmentGap, report
@@ -24,20 +25,6 @@ if TYPE_CHECKING:
     from .control import ControlState
 
 __all__ = ["SystemCard", "card"]
-
-SECTIONS = (
-    ("period", "Period"),
-    ("purpose", "Owner, intended use and limits"),
-    ("models", "Models"),
-    ("fallbacks", "Fallbacks"),
-    ("rollout", "Rollout"),
-    ("targets", "Targets"),
-    ("quality", "Quality"),
-    ("segments", "Segments"),
-    ("drift", "Drift"),
-    ("cost", "Cost and ROI"),
-)
-"""The card's sections, in order: (id, title)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -188,7 +175,8 @@ def _period(found: Report, feature: str, f: FeatureFigures | None) -> list[tuple
     start = "every recorded call" if found.since is None else _day(found.since)
     rows = [("from", start), ("to", _day(found.generated_at))]
     if days:
-        rows.append(("days with calls", f"{days[0]} to {days[-1]} ({len(days)} days)"))
+        plural = "s" if len(days) > 1 else ""
+        rows.append(("days with calls", f"{days[0]} to {days[-1]} ({len(days)} day{plural})"))
     rows.append(("calls", f"{f.calls:,}" if f is not None else "0"))
     return rows
 
