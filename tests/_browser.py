@@ -70,3 +70,26 @@ def plots(page: str, tmp_path: Path, name: str = "page") -> list[dict[str, Any]]
     assert m, result.stdout[:500]
     found: list[dict[str, Any]] = json.loads(html.unescape(m.group(1)))
     return found
+
+
+def probe(page: str, tmp_path: Path, script: str, name: str = "page") -> Any:
+    """Open ``page`` in headless Chromium, run ``script`` (JavaScript that sets
+    ``document.body.dataset.probe`` to a JSON text) once it is laid out, and return that JSON."""
+    browser = chromium()
+    probed = tmp_path / f"{name}.html"
+    probed.write_text(
+        page.replace("</body>", f"<script>{script}</script></body>"), encoding="utf-8"
+    )
+    result = subprocess.run(
+        [
+            browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", f"--user-data-dir={tmp_path / ('profile-' + name)}",
+            "--window-size=1000,2000", "--dump-dom", probed.as_uri(),
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    m = re.search(r'data-probe="([^"]*)"', result.stdout)
+    assert m, result.stdout[:500]
+    return json.loads(html.unescape(m.group(1)))

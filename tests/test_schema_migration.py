@@ -151,6 +151,13 @@ def v4_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         drop_schema(schema)
 
 
+def _in_table_order(figures: tuple[str, ...]) -> tuple[str, ...]:
+    """The call_records columns in the table's order: the feedback figures (version 7) come
+    after the columns of version 6, and the unit (version 8) after them."""
+    own = CALL_RECORD_COLUMNS.index("unit")
+    return CALL_RECORD_COLUMNS[:own] + figures + CALL_RECORD_COLUMNS[own:]
+
+
 def _columns(store: Any) -> list[str]:
     if isinstance(store, aiguard.SQLiteStore):
         return [r[1] for r in store._run("PRAGMA table_info(call_records)")]
@@ -169,7 +176,7 @@ def test_migration_keeps_every_row_and_adds_the_columns(v4_store: Any) -> None:
     [(version,)] = store._run("SELECT value FROM aiguard_meta WHERE key = 'schema_version'")
     assert version == str(SCHEMA_VERSION)
     figures = tuple(name for name, _, _ in FEEDBACK_FIGURES)
-    assert tuple(_columns(store)) == CALL_RECORD_COLUMNS + figures
+    assert tuple(_columns(store)) == _in_table_order(figures)
     found = store._run(
         "SELECT call_id, fb_decision, fb_verdict, fb_score_n FROM call_records ORDER BY call_id"
     )
@@ -180,7 +187,7 @@ def test_migration_keeps_every_row_and_adds_the_columns(v4_store: Any) -> None:
     for old, row in zip(OLD_CALLS, rows, strict=True):
         assert tuple(row[c] for c in CALL_RECORD_COLUMNS[:21]) == old
         assert (row["cache_write_tokens"], row["cache_write_1h_tokens"]) == (None, None)
-        assert (row["segments"], row["label"]) == (None, None)
+        assert (row["segments"], row["label"], row["unit"]) == (None, None, None)
     assert store.get_call("ag_old_1")["cost_pico"] == 877_500_000
     [item] = store.list_reviews(feature="reply", status="pending", limit=10)
     assert (item.id, item.call_id, item.arguments) == ("rv_1", "ag_old_2", {"text": "hi"})
@@ -228,6 +235,6 @@ def test_opening_twice_migrates_once(tmp_path: Path) -> None:
     store = aiguard.SQLiteStore(path)
     try:
         figures = tuple(name for name, _, _ in FEEDBACK_FIGURES)
-        assert tuple(_columns(store)) == CALL_RECORD_COLUMNS + figures
+        assert tuple(_columns(store)) == _in_table_order(figures)
     finally:
         store.close()

@@ -17,6 +17,8 @@ from ._engine.finish import last_outcome
 from ._version import __version__
 from .breaker import Breaker, BreakerState
 from .budget import Budget, BudgetFigures, budget_figures
+from .canvas import AdoptionWeek, Canvas
+from .card import SystemCard, card
 from .check import CheckResult, TargetResult, check
 from .config import AiguardConfig, FeatureConfig, configure, load_config
 from .control import (
@@ -71,6 +73,7 @@ from .tuning import ThresholdRow, Tuning, tune
 from .usage import Usage, read_usage
 
 __all__ = [
+    "AdoptionWeek",
     "AiguardConfig",
     "AiguardError",
     "AsyncGuarded",
@@ -83,6 +86,7 @@ __all__ = [
     "Budget",
     "BudgetFigures",
     "Calibration",
+    "Canvas",
     "CheckResult",
     "ConfigError",
     "ControlEvent",
@@ -124,6 +128,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StreamInterrupted",
+    "SystemCard",
     "Target",
     "TargetResult",
     "ThresholdRow",
@@ -135,6 +140,7 @@ __all__ = [
     "audit_figures",
     "budget_figures",
     "calibration",
+    "card",
     "check",
     "configure",
     "drift",

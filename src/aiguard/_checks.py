@@ -11,9 +11,11 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import re
 import threading
 from collections.abc import Callable, Mapping
 from datetime import timedelta
+from decimal import Context, Decimal
 from typing import Annotated, Any
 
 import pydantic
@@ -362,3 +364,72 @@ def check_segments(feature: str, value: Any) -> Segments | None:
             raise ConfigError(f"{what}: the segment name {name!r} is given twice")
         seen.add(name)
     return tuple(pairs)
+
+
+# -- the product canvas ---------------------------------------------------------------------------
+
+_MONEY = re.compile(r"^\s*(?:([A-Za-z]{3})\s+)?([^\sA-Za-z]+)(?:\s+([A-Za-z]{3}))?\s*$")
+CANVAS_TEXT_CHARS = 2000  # the most characters of an owner, intended use or limit
+
+
+def check_money(name: str, value: Any) -> tuple[Decimal, str | None]:
+    """A canvas amount (``value_per_accepted``, ``baseline_cost``): a Decimal, an int, a float
+    (read as the decimal it prints as) or a text, optionally with a currency code before or
+    after it (``"4.50 USD"``); from 0 to 10^18, at most 12 decimals. Returns (amount, currency
+    or None); ConfigError naming ``name`` and the value otherwise."""
+    what = f"{named(name, value)} is invalid"
+    currency: str | None = None
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | float | str):
+        raise ConfigError(f"{what}: give an amount of money, e.g. '4.50' or '4.50 USD'")
+    text = str(value)
+    if isinstance(value, str):
+        found = _MONEY.match(value)
+        if found is None or (found.group(1) and found.group(3)):
+            raise ConfigError(f"{what}: give an amount of money, e.g. '4.50' or '4.50 USD'")
+        text = found.group(2)
+        code = found.group(1) or found.group(3)
+        currency = None if code is None else code.upper()
+    try:
+        amount = Decimal(text)
+    except ArithmeticError:
+        raise ConfigError(f"{what}: give an amount of money, e.g. '4.50' or '4.50 USD'") from None
+    if not amount.is_finite() or amount < 0 or amount > 10**18:
+        raise ConfigError(f"{what}: must be an amount from 0 to 10^18 (not negative)")
+    exponent = amount.as_tuple().exponent
+    if (
+        isinstance(exponent, int)
+        and exponent < -12
+        and amount != amount.quantize(Decimal("1e-12"), context=Context(prec=60))
+    ):
+        raise ConfigError(f"{what}: finer than 10^-12 of the currency")
+    return amount, currency
+
+
+def check_text(name: str, value: Any) -> str:
+    """A canvas text (``owner``, ``intended_use``, a limit): non-empty once stripped, at most
+    ``CANVAS_TEXT_CHARS`` characters; returned stripped."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{named(name, value)} is invalid: must be a non-empty text")
+    if len(value) > CANVAS_TEXT_CHARS:
+        raise ConfigError(
+            f"{named(name, value)} is invalid: longer than {CANVAS_TEXT_CHARS} characters"
+        )
+    return value.strip()
+
+
+def check_limits(value: Any) -> str | tuple[str, ...]:
+    """``limits``: one text, or a list of texts (each non-empty)."""
+    if isinstance(value, str):
+        return check_text("limits", value)
+    if isinstance(value, list | tuple) and value:
+        return tuple(check_text(f"limits[{i}]", v) for i, v in enumerate(value))
+    raise ConfigError(
+        f"{named('limits', value)} is invalid: give a text, or a non-empty list of texts"
+    )
+
+
+def check_currency(name: str, value: Any) -> str:
+    """A currency code: three letters, returned in capitals."""
+    if not isinstance(value, str) or not re.fullmatch(r"\s*[A-Za-z]{3}\s*", value):
+        raise ConfigError(f"{named(name, value)} is invalid: give a currency code such as 'USD'")
+    return value.strip().upper()

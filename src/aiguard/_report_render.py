@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from . import _canvas_render
 from ._report_plots import Frame, amount, bars, lines, nice_top, vertical_target
 
 if TYPE_CHECKING:
@@ -165,6 +166,9 @@ def text(report: Report) -> str:
         if q is not None:
             out.append(f"{f.feature}: {_calibration_line(q.calibration)}")
             out.append(q.drift.describe())
+        canvas = report.canvas.get(f.feature)
+        if canvas is not None:
+            out += _canvas_render.text_lines(canvas)
         for target, actual, ok in report.targets.get(f.feature, []):
             verdict = "n/a" if ok is None else ("PASS" if ok else "FAIL")
             shown = _target_value(target.metric, actual, f, money)
@@ -314,6 +318,9 @@ def html(report: Report) -> str:
             if q.calibration.n:
                 parts.append(q.calibration.svg())
             parts.append(f"<p>{_html.escape(q.drift.describe())}.</p>")
+        canvas = report.canvas.get(f.feature)
+        if canvas is not None:
+            parts.append(_canvas_render.html_table(canvas))
         rows = report.targets.get(f.feature, [])
         if rows:
             parts.append("<table class=targets><tr><th>target</th><th>figure</th><th></th></tr>")
@@ -381,5 +388,6 @@ def as_json(report: Report) -> str:
             }
             for name, q in report.quality.items()
         },
+        "canvas": {name: _canvas_render.as_dict(c) for name, c in report.canvas.items()},
     }
     return json.dumps(_plain(data), ensure_ascii=False, allow_nan=False)

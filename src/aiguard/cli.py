@@ -13,6 +13,7 @@
     aiguard export --feature F --format jsonl [--output data.jsonl] [--since 30d]
     aiguard tune FEATURE --target "precision >= 0.95" [--since 30d] [--model M] [--apply]
     aiguard check [FEATURE] [--since 7d] [--verbose]   # exit 1 when a target fails
+    aiguard card FEATURE [--html] [--json] [--since 30d] [--output card.html]
     aiguard report --check ...                         # the report, then the check
     aiguard --version
 
@@ -159,6 +160,12 @@ def _parser() -> argparse.ArgumentParser:
     ck.add_argument("feature", nargs="?")
     ck.add_argument("--since", help="e.g. 7d, or an ISO date")
     ck.add_argument("--verbose", action="store_true", help="passing targets too")
+    cd = command("card", help="the feature's system card, from configuration and figures")
+    cd.add_argument("feature")
+    cd.add_argument("--html", action="store_true", help="an HTML page rather than text")
+    cd.add_argument("--json", action="store_true", help="JSON rather than text")
+    cd.add_argument("--since", help="figures from then on, e.g. 30d or an ISO date")
+    cd.add_argument("--output", help="file to write (default: standard output)")
     ex = command("export", help="a retraining / evaluation dataset")
     ex.add_argument("--feature", required=True)
     ex.add_argument("--format", default="jsonl", choices=["jsonl"])
@@ -245,6 +252,8 @@ def _run(args: argparse.Namespace) -> int:
         return _report(args, path)
     if args.command == "export":
         return _export(args)
+    if args.command == "card":
+        return _card(args, path, prefix)
     if args.command == "tune":
         return _tune(args, path, prefix)
     if args.command == "check":
@@ -528,6 +537,24 @@ def _tune(args: argparse.Namespace, path: Path, prefix: str) -> int:
         args.reason = f"tune: {result.target}"
     _edit(args, path, prefix, feature, threshold=result.threshold)
     print(f"{feature}: threshold {result.threshold:.2f} ({_label(path)})")
+    return 0
+
+
+def _card(args: argparse.Namespace, path: Path, prefix: str) -> int:
+    from .card import card
+
+    feature = _feature(args.feature)
+    if args.html and args.json:
+        raise _Fail("card: give --html or --json, not both")
+    store = _needed_store(args, "card")
+    _features(args)  # the config file's canvas and targets (owner, value, limits, ...)
+    result = card(feature, since=args.since, store=store, control=_load(path, prefix))
+    text = result.to_html() if args.html else result.to_json() if args.json else result.to_text()
+    if args.output:
+        Path(args.output).write_text(text + ("" if args.html else "\n"), encoding="utf-8")
+        print(f"system card of {feature} written to {args.output}", file=sys.stderr)
+    else:
+        print(text)
     return 0
 
 

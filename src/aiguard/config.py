@@ -32,7 +32,17 @@ from typing import Annotated, Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._checks import FeatureName, check_segments, explain, named, seconds
+from ._checks import (
+    FeatureName,
+    check_currency,
+    check_limits,
+    check_money,
+    check_segments,
+    check_text,
+    explain,
+    named,
+    seconds,
+)
 from ._runtime import lifecycle
 from ._runtime.records import Capture
 from ._runtime.state import UNSET, runtime
@@ -52,6 +62,8 @@ from .targets import parse_targets
 
 __all__ = ["AiguardConfig", "FeatureConfig", "configure", "load_config"]
 
+CANVAS_AMOUNTS = ("value_per_accepted", "baseline_cost")
+
 logger = logging.getLogger("aiguard")
 
 _Number = Annotated[float, Field(strict=True)]
@@ -64,6 +76,9 @@ class FeatureConfig(BaseModel):
         >>> import aiguard
         >>> aiguard.FeatureConfig(confidence="score", threshold=0.8).threshold
         0.8
+        >>> aiguard.FeatureConfig(owner="support-ai@acme.example", value_per_accepted="4.50 USD",
+        ...                       baseline_cost=6).currency
+        'USD'
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -81,6 +96,86 @@ class FeatureConfig(BaseModel):
     drift_rollback: bool = False  # a failing drift target found by aiguard.check() rolls back
     # how much worse than the best segment a segment may be before the report flags it
     segment_margin: _Number | None = Field(default=None, ge=0.0, lt=1.0)
+    # the product canvas (docs/canvas.md): who owns the feature, what it is worth, what for
+    owner: str | None = None
+    value_per_accepted: Decimal | None = None  # money a correct accepted answer is worth
+    baseline_cost: Decimal | None = None  # the cost of one task done without AI
+    currency: str | None = None  # of the two amounts (default: the price table's)
+    intended_use: str | None = None
+    limits: str | tuple[str, ...] | None = None  # what the feature must not be used for
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _amounts_currency(cls, data: Any) -> Any:
+        """The currency an amount names (``"4.50 USD"``) is the canvas's ``currency``; the
+        amounts and ``currency`` must agree."""
+        if not isinstance(data, Mapping):
+            return data
+        named_by: dict[str, str] = {}
+        if isinstance(data.get("currency"), str):
+            try:
+                named_by["currency"] = check_currency("currency", data["currency"])
+            except ConfigError:
+                return data  # the field's own check says why
+        for field in CANVAS_AMOUNTS:
+            value = data.get(field)
+            if value is None:
+                continue
+            try:
+                _, code = check_money(field, value)
+            except ConfigError:
+                return data  # the field's own check says why
+            if code is not None:
+                named_by[field] = code
+        if len(set(named_by.values())) > 1:
+            given = ", ".join(f"{named(k, data[k])}" for k in named_by)
+            raise ValueError(
+                f"{given}: the canvas amounts name different currencies; give them in one "
+                "currency (nothing converts between currencies)"
+            )
+        if named_by and data.get("currency") is None:
+            return {**data, "currency": next(iter(named_by.values()))}
+        return data
+
+    @pydantic.field_validator("value_per_accepted", "baseline_cost", mode="before")
+    @classmethod
+    def _money(cls, value: Any, info: pydantic.ValidationInfo) -> Decimal | None:
+        if value is None:
+            return None
+        try:
+            return check_money(str(info.field_name), value)[0]
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @pydantic.field_validator("owner", "intended_use", mode="before")
+    @classmethod
+    def _text(cls, value: Any, info: pydantic.ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        try:
+            return check_text(str(info.field_name), value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @pydantic.field_validator("limits", mode="before")
+    @classmethod
+    def _limits(cls, value: Any) -> str | tuple[str, ...] | None:
+        if value is None:
+            return None
+        try:
+            return check_limits(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @pydantic.field_validator("currency", mode="before")
+    @classmethod
+    def _currency(cls, value: Any) -> str | None:
+        if value is None:
+            return None
+        try:
+            return check_currency("currency", value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
     @pydantic.field_validator("segments", mode="before")
     @classmethod
@@ -277,6 +372,11 @@ def configure(
     wait_at_exit: float = runtime.exit_timeout
     if exit_timeout is not UNSET:
         wait_at_exit = _exit_timeout(exit_timeout)
+    if parsed_features is not None or table is not UNSET:
+        _canvas_currency(
+            runtime.features if parsed_features is None else parsed_features,
+            runtime.prices if table is UNSET else table,
+        )
     if parsed_features is not None:
         with runtime.lock:
             for core in list(runtime.cores):  # check every live guard before opening anything
@@ -363,6 +463,26 @@ def configure(
         stop_sources()
     if parsed_features:
         warn_unknown(parsed_features, "configure(features=...)")
+
+
+def _canvas_currency(features: Mapping[str, FeatureConfig], prices: PriceTable | None) -> None:
+    """A feature's canvas amounts are in the price table's currency (costs and value are
+    compared, never converted): ConfigError naming the feature and both currencies if not."""
+    if prices is None:
+        return
+    for name, cfg in features.items():
+        if cfg.currency is not None and cfg.currency.upper() != str(prices.currency).upper():
+            amounts = ", ".join(
+                named(field, getattr(cfg, field))
+                for field in CANVAS_AMOUNTS
+                if getattr(cfg, field) is not None
+            )
+            raise ConfigError(
+                f"feature {name!r}: currency {cfg.currency!r}"
+                + (f" (of {amounts})" if amounts else "")
+                + f" is not the price table's currency {prices.currency!r}: give the amounts "
+                f"in {prices.currency} (nothing converts between currencies)"
+            )
 
 
 def _read_first(sources: list[Any], control: Any, *, missing_ok: bool) -> dict[str, Any]:

@@ -363,6 +363,8 @@ class PostgresStore(_SqlReads):
                     conn.execute(statement)
                 if version < 7:
                     conn.execute(_feedback_figures.POSTGRES_BACKFILL)
+                # version 8: the rollout unit's hash, after the feedback figures (as in SQLite)
+                conn.execute("ALTER TABLE call_records ADD COLUMN IF NOT EXISTS unit TEXT")
                 conn.execute(
                     "INSERT INTO aiguard_meta VALUES ('schema_version', %s) "
                     "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _quality_math as _qm
 from . import _since
+from . import canvas as _canvas
 from ._report_data import (
     BUCKETS,
     CALL_SPLITS,
@@ -178,6 +179,7 @@ class Report:
     segment_flags: dict[str, list[SegmentGap]] = dataclasses.field(default_factory=dict)
     quality: dict[str, QualitySummary] = dataclasses.field(default_factory=dict)
     currency: str = "USD"
+    canvas: dict[str, _canvas.Canvas] = dataclasses.field(default_factory=dict)
 
     def to_text(self) -> str:
         """The report as a terminal table."""
@@ -497,6 +499,7 @@ def report(
     none = (None,) * len(QUANTILES)
     features, groups, diffs, target_rows, series, flags = [], {}, {}, {}, {}, {}
     quality: dict[str, QualitySummary] = {}
+    canvases: dict[str, _canvas.Canvas] = {}
     configured = runtime.features
     for name in sorted({k[1] for k in totals if k[0] == 0}):
         k0 = (0, name, None)
@@ -541,8 +544,23 @@ def report(
             rows.append((goal, value, goal.check(value)))
         target_rows[name] = rows
         series[name] = _series(daily[name], agg.histogram.get(name, (0.0, [0] * BUCKETS)))
+        canvases[name] = _canvas.build(
+            name, configured.get(name), money, _canvas.accepted_ai(agg.sums, name), figures.cost,
+            store, start,
+        )  # fmt: skip
+    _canvas.check_currency(list(canvases.values()), configured, money)
     return Report(
-        features, groups, diffs, target_rows, series, start, time.time(), flags, quality, money
+        features,
+        groups,
+        diffs,
+        target_rows,
+        series,
+        start,
+        time.time(),
+        flags,
+        quality,
+        money,
+        canvases,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import inspect
 import itertools
 import math
@@ -281,10 +282,67 @@ def _unbucketable(what: str, exc: Exception) -> tuple[Reason, str, str]:
     return Reason.MISSING_ROLLOUT_KEY, "baseline", f"{what}: {why}"
 
 
+class UnitArm(str):
+    """A rollout arm (``"ai"`` or ``"baseline"``, equal to that text) that carries a hash of
+    the call's unit (``unit``): the call record keeps the hash, never the key, so that the
+    report can count distinct units (adoption) without holding user ids.
+
+    Example:
+        >>> from aiguard.rollout import UnitArm, unit_hash
+        >>> arm = UnitArm.of("ai", unit_hash("reply", "user-42"))
+        >>> arm == "ai", arm.unit == unit_hash("reply", "user-42"), len(arm.unit)
+        (True, True, 16)
+    """
+
+    __slots__ = ("unit",)
+    unit: str
+
+    @classmethod
+    def of(cls, arm: str, unit: str) -> UnitArm:
+        made = cls(arm)
+        made.unit = unit
+        return made
+
+
+def unit_hash(feature: str, key: str) -> str:
+    """The stable hash of a rollout unit recorded with a call: 16 hex digits of the BLAKE2b
+    digest of the feature and the key (person ``aiguard-unit``). The same on every replica and
+    every day, different per feature (units cannot be linked across features); it is a
+    pseudonym, not an anonymisation: whoever can list the keys can hash them.
+
+    Example:
+        >>> from aiguard.rollout import unit_hash
+        >>> unit_hash("reply", "user-42") == unit_hash("reply", "user-42")
+        True
+    """
+    data = f"{feature}\x00{key}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=8, person=b"aiguard-unit").hexdigest()
+
+
+UNITS_CACHED = 16384  # units whose arms are kept per feature (about 300 bytes each)
+
+
+@functools.lru_cache(maxsize=256)
+def cached_units(
+    feature: str,
+) -> Callable[[str], tuple[tuple[Reason | None, str | None, str | None], UnitArm]]:
+    """For a feature: key -> (the in-rollout verdict with its unit's arm, the baseline arm with
+    its unit), with an LRU cache of ``UNITS_CACHED`` keys (the hash is paid once per unit)."""
+
+    @functools.lru_cache(maxsize=UNITS_CACHED)
+    def units(key: str) -> tuple[tuple[Reason | None, str | None, str | None], UnitArm]:
+        unit = unit_hash(feature, key)
+        return (None, UnitArm.of("ai", unit), None), UnitArm.of("baseline", unit)
+
+    return units
+
+
 class Plan:
     """A rollout compiled for one guard at one percentage: ``check`` runs per call."""
 
-    __slots__ = ("check", "exclude", "include", "key", "limit", "percent", "position")
+    __slots__ = (
+        "check", "exclude", "include", "key", "limit", "percent", "position", "unit_key", "units",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -296,9 +354,14 @@ class Plan:
     ) -> None:
         key = rollout.key
         if isinstance(key, str):
-            self.key = _getter(key, sig, feature)
+            self.key = self.unit_key = _getter(key, sig, feature)
         else:
             fn = key
+
+            def quietly(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+                return fn(*args, **kwargs)  # for the unit only: a failure leaves it unknown
+
+            self.unit_key = quietly
 
             def by_callable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
                 try:
@@ -322,7 +385,7 @@ class Plan:
         self.percent = percent
         self.limit = percent / 100
         self.position = position
-
+        self.units = cached_units(feature)
         self.check = self._compile()
 
     def _compile(
@@ -330,9 +393,13 @@ class Plan:
     ) -> Callable[[tuple[Any, ...], dict[str, Any]], tuple[Reason | None, str | None, str | None]]:
         """``check(args, kwargs)``: ``(None, "ai", None)`` when the call is in the rollout, else
         ``(reason, "baseline", why)``. Compiled once per percentage, with what it needs in
-        locals (it is the guard's whole pre-call check when no breaker or budget is set)."""
+        locals (it is the guard's whole pre-call check when no breaker or budget is set).
+
+        The arm of a call whose key was read is a :class:`UnitArm` carrying its unit's hash
+        (for adoption); an excluded call, or one without a key, has none."""
         exclude, include, get_key = self.exclude, self.include, self.key
         limit, position, percent = self.limit, self.position, self.percent
+        units, unit_key = self.units, self.unit_key
         Out = tuple[Reason | None, str | None, str | None]
         inside: Out = (None, "ai", None)
         excluded: Out = (Reason.NOT_IN_ROLLOUT, "baseline", "excluded by segment")
@@ -341,15 +408,26 @@ class Plan:
             "baseline",
             "the rollout key is missing or empty",
         )
-        outside: Out = (Reason.NOT_IN_ROLLOUT, "baseline", f"outside the {percent:g}% rollout")
+        not_in, why_not = Reason.NOT_IN_ROLLOUT, f"outside the {percent:g}% rollout"
+
+        def entered(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Out:
+            """In without bucketing (included, or 100 %): the unit is read for adoption only,
+            and a key that is missing or cannot be read changes nothing."""
+            try:
+                key = unit_key(args, kwargs)
+                if key is None or key == "":
+                    return inside
+                return units(key if key.__class__ is str else str(key))[0]
+            except Exception:
+                return inside
 
         def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Out:
             if exclude is not None and exclude(args, kwargs):
                 return excluded
             if include is not None and include(args, kwargs):
-                return inside
+                return entered(args, kwargs)
             if limit >= 1.0:
-                return inside
+                return entered(args, kwargs)
             try:  # free on the common path; a key that cannot be bucketed is a missing key
                 key = get_key(args, kwargs)
             except Exception as exc:  # e.g. an attribute on the key's path that raises
@@ -359,7 +437,9 @@ class Plan:
                     return missing
                 if key.__class__ is not str:
                     key = str(key)
-                return inside if position(key) < limit else outside
+                if position(key) < limit:
+                    return units(key)[0]
+                return (not_in, units(key)[1], why_not)
             except Exception as exc:
                 what = f"the rollout key (a {type(key).__name__}) cannot be bucketed"
                 return _unbucketable(what, exc)

@@ -338,6 +338,8 @@ class SQLiteStore(_SqlReads):
                             process TEXT PRIMARY KEY, issued INTEGER NOT NULL,
                             updated_at REAL NOT NULL)"""
                     )
+                if version < 8:  # the rollout unit's hash (rows written before keep NULL)
+                    db.execute("ALTER TABLE call_records ADD COLUMN unit TEXT")
                 if version < SCHEMA_VERSION:
                     db.execute(
                         "INSERT OR REPLACE INTO aiguard_meta VALUES ('schema_version', ?)",

@@ -37,7 +37,7 @@ def compile_pre(
             verdict = check(args, kwargs)
             if verdict[0] is not None:
                 return verdict
-            arm = "ai"
+            arm = verdict[1]  # "ai", perhaps carrying its unit (rollout.UnitArm)
         if budget is not None:  # before the breaker: no half-open probe is spent on it
             why = budget(args, kwargs)
             if why is not None:
@@ -48,7 +48,9 @@ def compile_pre(
                 if budget is not None:
                     release()
                 return Reason.AUTO_KILLED, arm, why
-        return ai if arm else (None, None, None)
+        if arm is None:
+            return (None, None, None)
+        return ai if arm.__class__ is str else (None, arm, None)
 
     return pre
 

@@ -47,7 +47,7 @@ CALL_RECORD_COLUMNS = (
     "call_id", "feature", "started_at", "source", "reason", "confidence", "threshold", "arm",
     "rollout_percent", "model", "input_tokens", "output_tokens", "cache_read_tokens",
     "cost_pico", "latency", "model_latency", "trace_id", "span_id", "inputs", "output", "detail",
-    "cache_write_tokens", "cache_write_1h_tokens", "segments", "label",
+    "cache_write_tokens", "cache_write_1h_tokens", "segments", "label", "unit",
 )  # fmt: skip
 """The columns of a call record, in the order of its row. Columns added by a later schema come
 last (where ``ALTER TABLE ... ADD COLUMN`` puts them), so the order of an old row stays a prefix
@@ -738,6 +738,10 @@ class Recorder:
             started, latency, model_latency = o.started_at, o.latency, o.model_latency
             cost = None if o.cost is None else pico_of(o.cost)
             label = label_of(o.model_result)
+        unit = None
+        if arm is not None and arm.__class__ is not str:  # a rollout arm that knows its unit
+            unit = getattr(arm, "unit", None)
+            arm = str(arm)
         capture = self.capture
         in_text = out_text = None
         if capture is not None:
@@ -775,6 +779,7 @@ class Recorder:
             None if usage is None else usage.cache_write_1h_tokens,
             None if segments is None else segments_json(*segments),
             text_of(label),  # the model's answer's label (served or not), for drift
+            unit,  # a hash of the rollout unit (never the key itself), for adoption
         )
 
     # -- what feedback asks ------------------------------------------------------------------
