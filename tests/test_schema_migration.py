@@ -169,7 +169,8 @@ def test_migration_keeps_every_row_and_adds_the_columns(v4_store: Any) -> None:
     [(version,)] = store._run("SELECT value FROM aiguard_meta WHERE key = 'schema_version'")
     assert version == str(SCHEMA_VERSION)
     figures = tuple(name for name, _, _ in FEEDBACK_FIGURES)
-    assert tuple(_columns(store)) == CALL_RECORD_COLUMNS + figures
+    v8 = ("escalated", "saved_pico")  # added after the feedback figures of version 7
+    assert tuple(_columns(store)) == CALL_RECORD_COLUMNS[: -len(v8)] + figures + v8
     found = store._run(
         "SELECT call_id, fb_decision, fb_verdict, fb_score_n FROM call_records ORDER BY call_id"
     )
@@ -181,6 +182,7 @@ def test_migration_keeps_every_row_and_adds_the_columns(v4_store: Any) -> None:
         assert tuple(row[c] for c in CALL_RECORD_COLUMNS[:21]) == old
         assert (row["cache_write_tokens"], row["cache_write_1h_tokens"]) == (None, None)
         assert (row["segments"], row["label"]) == (None, None)
+        assert (row["escalated"], row["saved_pico"]) == (None, None)
     assert store.get_call("ag_old_1")["cost_pico"] == 877_500_000
     [item] = store.list_reviews(feature="reply", status="pending", limit=10)
     assert (item.id, item.call_id, item.arguments) == ("rv_1", "ag_old_2", {"text": "hi"})
@@ -228,6 +230,7 @@ def test_opening_twice_migrates_once(tmp_path: Path) -> None:
     store = aiguard.SQLiteStore(path)
     try:
         figures = tuple(name for name, _, _ in FEEDBACK_FIGURES)
-        assert tuple(_columns(store)) == CALL_RECORD_COLUMNS + figures
+        v8 = ("escalated", "saved_pico")  # added after the feedback figures of version 7
+        assert tuple(_columns(store)) == CALL_RECORD_COLUMNS[: -len(v8)] + figures + v8
     finally:
         store.close()

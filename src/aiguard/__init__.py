@@ -34,6 +34,7 @@ from .events import ControlEvent, EventKind, recent_events
 from .exceptions import (
     AiguardError,
     ConfigError,
+    EscalationRejected,
     ModelTimeout,
     NotServed,
     ReviewError,
@@ -42,7 +43,7 @@ from .exceptions import (
     StreamInterrupted,
     UnknownCall,
 )
-from .fallbacks import Default, Fallback, FallbackContext, HumanReview, Rules
+from .fallbacks import Default, Escalate, Fallback, FallbackContext, HumanReview, Rules
 from .feedback import Feedback, FeedbackKind, afeedback, edit_distance, feedback
 from .guard import AsyncGuarded, Guarded, guard
 from .limits import Limits
@@ -91,6 +92,8 @@ __all__ = [
     "ControlState",
     "Default",
     "Drift",
+    "Escalate",
+    "EscalationRejected",
     "EventKind",
     "Fallback",
     "FallbackContext",
