@@ -17,6 +17,7 @@ from ._engine.finish import last_outcome
 from ._version import __version__
 from .breaker import Breaker, BreakerState
 from .budget import Budget, BudgetFigures, budget_figures
+from .cache import Cache
 from .check import CheckResult, TargetResult, check
 from .config import AiguardConfig, FeatureConfig, configure, load_config
 from .control import (
@@ -83,6 +84,7 @@ __all__ = [
     "Bucketing",
     "Budget",
     "BudgetFigures",
+    "Cache",
     "Calibration",
     "CheckResult",
     "ConfigError",

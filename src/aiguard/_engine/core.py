@@ -23,6 +23,7 @@ from ..outcome import Reason
 from ..rollout import Plan, cached_positioner
 from . import decide, finish
 from .accounting import Accounting
+from .caching import CacheRun
 from .escalation import Escalation
 from .gates import GateRun
 from .pre import compile_pre, monitor
@@ -40,6 +41,7 @@ class Core:
         "acct",
         "blocked",
         "breaker",
+        "cache",
         "catch",
         "chain",
         "escalations",
@@ -80,6 +82,7 @@ class Core:
         for handler in self.chain:
             handler.bind(fn, is_async=is_async, feature=spec.feature)
         # each Escalate handler, compiled for this guard (by the handler's id: the chain holds it)
+        self.cache = None if spec.cache is None else CacheRun(spec.cache, spec.feature, self.signature)
         self.escalations = {
             id(h): Escalation(h, spec) for h in self.chain if isinstance(h, Escalate)
         }
