@@ -223,9 +223,7 @@ def test_redis_down_is_a_miss_within_its_deadline() -> None:
     deadline once, and nothing is raised."""
     calls: list[str] = []
 
-    @aiguard.guard(
-        "down", cache=aiguard.Cache(redis="redis://10.255.255.1:6390/0", timeout=0.2)
-    )
+    @aiguard.guard("down", cache=aiguard.Cache(redis="redis://10.255.255.1:6390/0", timeout=0.2))
     def model(text: str) -> str:
         calls.append(text)
         return text

@@ -53,7 +53,8 @@ def counts(store: Any, feature: str | None, since: float | None) -> dict[str, tu
     mark = getattr(store, "_mark", None)
     if run is None or mark not in ("?", "%s"):
         return in_python(store.call_records(feature=feature, since=since))
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[Any] = []
     if feature is not None:
         clauses.append(f"feature = {mark}")
         params.append(feature)
@@ -132,8 +133,7 @@ def lines(f: Any, currency: str) -> list[str]:
         saved = (
             f"saved {amount(f.saved_cost)} {currency}"
             if f.saved_cost is not None
-            else f"saved at least {amount(f.known_saved_cost)} {currency} (some hits' cost "
-            "unknown)"
+            else f"saved at least {amount(f.known_saved_cost)} {currency} (some hits' cost unknown)"
         )
         out.append(
             f"cache: {f.cache_hits:,} of {f.calls:,} calls answered from the cache "

@@ -305,4 +305,3 @@ def _shape(value: Any) -> Any:
     if isinstance(value, list):
         return ("l", tuple(_shape(v) for v in value))
     return type(value)
-

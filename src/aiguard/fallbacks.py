@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from . import _checks
 from ._runtime import errors
@@ -424,9 +424,11 @@ class _as_escalate:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> Literal[False]:
         if isinstance(exc, ConfigError):
-            raise ConfigError(str(exc).replace(f"feature {_LABEL!r}: ", "Escalate(...): ")) from None
+            raise ConfigError(
+                str(exc).replace(f"feature {_LABEL!r}: ", "Escalate(...): ")
+            ) from None
         return False
 
 

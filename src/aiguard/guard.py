@@ -14,8 +14,8 @@ from ._engine.drivers import wrap_async, wrap_async_gen, wrap_sync, wrap_sync_ge
 from ._engine.settings import Spec
 from ._runtime.state import UNSET
 from .breaker import Breaker
-from .cache import Cache
 from .budget import Budget, amount
+from .cache import Cache
 from .control import warn_near
 from .exceptions import ConfigError
 from .fallbacks import Fallback, as_chain

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import inspect
 import json
-from typing import Any
-
 from time import perf_counter
+from typing import Any
 
 from .._runtime import errors, ids, serialize
 from .._runtime.money import to_decimal
@@ -53,9 +52,7 @@ class CacheRun:
                 )
                 return MISS
             try:  # unhashable arguments (a dict, a list): keyed by their JSON text
-                text = json.dumps(
-                    serialize.jsonable(self._arguments(args, kwargs)), sort_keys=True
-                )
+                text = json.dumps(serialize.jsonable(self._arguments(args, kwargs)), sort_keys=True)
             except Exception:
                 return MISS
             return ("$json", text)

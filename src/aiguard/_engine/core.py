@@ -82,7 +82,9 @@ class Core:
         for handler in self.chain:
             handler.bind(fn, is_async=is_async, feature=spec.feature)
         # each Escalate handler, compiled for this guard (by the handler's id: the chain holds it)
-        self.cache = None if spec.cache is None else CacheRun(spec.cache, spec.feature, self.signature)
+        self.cache = (
+            None if spec.cache is None else CacheRun(spec.cache, spec.feature, self.signature)
+        )
         self.escalations = {
             id(h): Escalation(h, spec) for h in self.chain if isinstance(h, Escalate)
         }

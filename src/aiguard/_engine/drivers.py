@@ -18,8 +18,8 @@ from typing import Any, ParamSpec, TypeVar
 from .._runtime import deadlines, ids, telemetry
 from .._runtime.records import Served
 from .._runtime.state import runtime
-from ..outcome import Outcome
 from ..cache import MISS
+from ..outcome import Outcome
 from . import caching, finish, retrying, streams
 from .chain import drive_async, drive_sync
 from .core import Core
@@ -197,9 +197,7 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
                 return await drive_async(core, ctx, t0, None)
             ctx = core.caught(s, n, args, kwargs, exc, t0, arm, span)
             if core.retry is not None:
-                again = await retrying.again_async(
-                    core, s, n, args, kwargs, exc, t0, t0, arm, span
-                )
+                again = await retrying.again_async(core, s, n, args, kwargs, exc, t0, t0, arm, span)
                 if cache is not None:
                     await _keep(cache, shared, key, again)
                 return again

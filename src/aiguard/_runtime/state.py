@@ -172,10 +172,7 @@ class Runtime:
         with self.lock:
             self.generation += 1
         for hook in self.on_change:
-            try:
-                hook()
-            except Exception:  # pragma: no cover - hooks catch their own failures
-                pass
+            hook()  # each catches its own failures
 
 
 runtime = Runtime()
