@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import json
 import platform
 import statistics
@@ -152,6 +153,14 @@ ROLLOUT = aiguard.Rollout(percent=50, key="ticket")
 BREAKER = aiguard.Breaker(max_error_rate=0.5, min_calls=20)
 assert aiguard.guard("bench", rollout=ROLLOUT)(bare).outcome(TICKET).arm == "ai"
 
+_keys = itertools.count()
+
+
+def _unique(ticket: str) -> int:
+    """A new key per call: every call is a miss (and its answer is kept)."""
+    return next(_keys)
+
+
 SYNC_CASES: dict[str, Callable[[str], Any]] = {
     "bare function": bare,
     "guarded, served by the model": guarded(bare),
@@ -160,6 +169,8 @@ SYNC_CASES: dict[str, Callable[[str], Any]] = {
     "+ timeout=30": guarded(bare, timeout=30.0),
     "+ segments (2) + audit": tagged(bare2),
     "guarded, routed to Rules": guarded(bare_low),
+    "+ cache, hit": guarded(bare, cache=aiguard.Cache(ttl=3600)),
+    "+ cache, miss (kept)": guarded(bare, cache=aiguard.Cache(ttl=3600, key=_unique)),
     "served str, no prices": aiguard.guard("bench-str")(text),
     "served ChatCompletion with prices": aiguard.guard("bench-chat")(chat),
     "served Message with prices": aiguard.guard("bench-message")(message),
@@ -172,6 +183,8 @@ ASYNC_CASES: dict[str, Callable[[str], Any]] = {
     "+ timeout=30": guarded(abare, timeout=30.0),
     "+ segments (2) + audit": tagged(abare2),
     "guarded, routed to Rules": guarded(abare_low),
+    "+ cache, hit": guarded(abare, cache=aiguard.Cache(ttl=3600)),
+    "+ cache, miss (kept)": guarded(abare, cache=aiguard.Cache(ttl=3600, key=_unique)),
     "served str, no prices": aiguard.guard("bench-str")(atext),
     "served ChatCompletion with prices": aiguard.guard("bench-chat")(achat),
     "served Message with prices": aiguard.guard("bench-message")(amessage),

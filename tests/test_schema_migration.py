@@ -188,6 +188,7 @@ def test_migration_keeps_every_row_and_adds_the_columns(v4_store: Any) -> None:
         assert tuple(row[c] for c in CALL_RECORD_COLUMNS[:21]) == old
         assert (row["cache_write_tokens"], row["cache_write_1h_tokens"]) == (None, None)
         assert (row["segments"], row["label"], row["unit"]) == (None, None, None)
+        assert (row["escalated"], row["saved_pico"]) == (None, None)
     assert store.get_call("ag_old_1")["cost_pico"] == 877_500_000
     [item] = store.list_reviews(feature="reply", status="pending", limit=10)
     assert (item.id, item.call_id, item.arguments) == ("rv_1", "ag_old_2", {"text": "hi"})

@@ -17,6 +17,7 @@ from ._engine.finish import last_outcome
 from ._version import __version__
 from .breaker import Breaker, BreakerState
 from .budget import Budget, BudgetFigures, budget_figures
+from .cache import Cache
 from .canvas import AdoptionWeek, Canvas
 from .card import SystemCard, card
 from .check import CheckResult, TargetResult, check
@@ -36,6 +37,7 @@ from .events import ControlEvent, EventKind, recent_events
 from .exceptions import (
     AiguardError,
     ConfigError,
+    EscalationRejected,
     ModelTimeout,
     NotServed,
     ReviewError,
@@ -44,7 +46,7 @@ from .exceptions import (
     StreamInterrupted,
     UnknownCall,
 )
-from .fallbacks import Default, Fallback, FallbackContext, HumanReview, Rules
+from .fallbacks import Default, Escalate, Fallback, FallbackContext, HumanReview, Rules
 from .feedback import Feedback, FeedbackKind, afeedback, edit_distance, feedback
 from .guard import AsyncGuarded, Guarded, guard
 from .limits import Limits
@@ -85,6 +87,7 @@ __all__ = [
     "Bucketing",
     "Budget",
     "BudgetFigures",
+    "Cache",
     "Calibration",
     "Canvas",
     "CheckResult",
@@ -95,6 +98,8 @@ __all__ = [
     "ControlState",
     "Default",
     "Drift",
+    "Escalate",
+    "EscalationRejected",
     "EventKind",
     "Fallback",
     "FallbackContext",

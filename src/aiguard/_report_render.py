@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from . import _canvas_render
+from . import _canvas_render, _report_cascade
 from ._report_plots import Frame, amount, bars, lines, nice_top, vertical_target
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ def text(report: Report) -> str:
         rows += [["  " + r[0], *r[1:]] for r in (_row(g) for g in report.groups.get(f.feature, []))]
     out = _table(rows)
     for f in report.features:
-        for line in (_tokens(f), _cost_note(f, money)):
+        for line in (_tokens(f), _cost_note(f, money), *_report_cascade.lines(f, money)):
             if line is not None:
                 out.append(f"{f.feature}: {line}")
         diff = report.ai_vs_baseline.get(f.feature)
@@ -282,7 +282,11 @@ def html(report: Report) -> str:
         for row in [_row(f)] + [_row(g) for g in report.groups.get(f.feature, [])]:
             parts.append("<tr>" + "".join(f"<td>{_html.escape(c)}</td>" for c in row) + "</tr>")
         parts.append("</table>")
-        for line, cls in ((_tokens(f), "tokens"), (_cost_note(f, money), "cost")):
+        for line, cls in (
+            (_tokens(f), "tokens"),
+            (_cost_note(f, money), "cost"),
+            *((x, "cascade") for x in _report_cascade.lines(f, money)),
+        ):
             if line is not None:
                 parts.append(f'<p class="{cls}">{_html.escape(line[0].upper() + line[1:])}.</p>')
         diff = report.ai_vs_baseline.get(f.feature)

@@ -9,6 +9,9 @@ fails) is logged once and counted, never raised. The hierarchy::
     ├── ReviewError (also LookupError)  unknown review id, or an item already resolved
     ├── UnknownCall (also LookupError)  feedback for a call id no record has
     ├── ReviewPending                   a HumanReview fallback queued the call: answer pending
+    ├── EscalationRejected              (never raised into your code: the error of an
+    │                                   Escalate attempt whose bigger model's answer failed
+    │                                   its checks, in Outcome.attempts)
     └── NotServed                       nothing servable: the result was rejected and no
         │                               fallback was left (low or invalid confidence,
         │                               invalid output)
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AiguardError",
     "ConfigError",
+    "EscalationRejected",
     "ModelTimeout",
     "NotServed",
     "ReviewError",
@@ -145,6 +149,28 @@ class NotServed(AiguardError):
             )
         )
         self.outcome = outcome
+
+
+class EscalationRejected(AiguardError):
+    """An :class:`aiguard.Escalate` handler's bigger model answered, but its answer failed the
+    handler's checks (``reason``: ``low_confidence``, ``invalid_confidence`` or
+    ``invalid_output``), so the call went on to the next handler. Never raised into your code:
+    it is the ``error`` of that handler's :class:`aiguard.Attempt` in ``Outcome.attempts``.
+
+    Example:
+        >>> import aiguard
+        >>> e = aiguard.EscalationRejected(aiguard.Reason.LOW_CONFIDENCE, "confidence 0.4 < "
+        ...                                "threshold 0.7", {"label": "bug"}, 0.4)
+        >>> e.reason, e.confidence
+        (<Reason.LOW_CONFIDENCE: 'low_confidence'>, 0.4)
+    """
+
+    def __init__(self, reason: Any, detail: str | None, result: Any, confidence: float | None):
+        super().__init__(f"the bigger model's answer was not served ({reason}: {detail})")
+        self.reason = reason
+        self.detail = detail
+        self.result = result
+        self.confidence = confidence
 
 
 class ModelTimeout(NotServed, TimeoutError):

@@ -11,12 +11,15 @@ import asyncio
 import dataclasses
 import inspect
 from collections.abc import Callable
+from datetime import timedelta
 from decimal import Decimal
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
+from . import _checks
 from ._runtime import errors
 from ._runtime.money import to_decimal
 from ._runtime.records import bound_arguments
+from ._runtime.state import UNSET
 from .exceptions import ConfigError
 from .outcome import Attempt, Reason, Source
 from .pricing import to_pico
@@ -24,7 +27,7 @@ from .review import ReviewQueue
 from .store import ReviewItem
 from .usage import Usage
 
-__all__ = ["Default", "Fallback", "FallbackContext", "HumanReview", "Rules"]
+__all__ = ["Default", "Escalate", "Fallback", "FallbackContext", "HumanReview", "Rules"]
 
 T = TypeVar("T")
 
@@ -159,24 +162,31 @@ class Rules(Fallback, Generic[T]):
                 f"feature {feature!r}: fallback {self.name} is async but the guarded function "
                 f"{fn.__qualname__} is not: use a plain function, or guard an async def"
             )
-        try:
-            model_sig, rules_sig = inspect.signature(fn), inspect.signature(self.fn)
-        except (TypeError, ValueError):
-            return  # builtins without a signature: nothing to check
-        try:
-            for args, kwargs in _placeholders(model_sig):
-                rules_sig.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise ConfigError(
-                f"feature {feature!r}: fallback {self.name}{rules_sig} must accept the "
-                f"parameters of {fn.__qualname__}{model_sig}: {exc}"
-            ) from None
+        _takes_parameters(self.name, self.fn, fn, feature)
 
     def handle(self, ctx: FallbackContext) -> T:
         return self.fn(*ctx.args, **ctx.kwargs)
 
     def __repr__(self) -> str:
         return f"Rules({getattr(self.fn, '__qualname__', self.fn)!s})"
+
+
+def _takes_parameters(
+    name: str, handler_fn: Callable[..., Any], fn: Callable[..., Any], feature: str
+) -> None:
+    """ConfigError unless ``handler_fn`` accepts every way of passing ``fn``'s parameters."""
+    try:
+        model_sig, own_sig = inspect.signature(fn), inspect.signature(handler_fn)
+    except (TypeError, ValueError):
+        return  # builtins without a signature: nothing to check
+    try:
+        for args, kwargs in _placeholders(model_sig):
+            own_sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(
+            f"feature {feature!r}: fallback {name}{own_sig} must accept the "
+            f"parameters of {fn.__qualname__}{model_sig}: {exc}"
+        ) from None
 
 
 def _placeholders(sig: inspect.Signature) -> list[tuple[list[None], dict[str, None]]]:
@@ -303,6 +313,123 @@ class HumanReview(Fallback):
 
     def __repr__(self) -> str:
         return f"HumanReview(queue={self.queue!r})"
+
+
+class Escalate(Fallback):
+    """Escalate to a bigger model: when the first model's answer is not served (reason
+    ``low_confidence``, ``invalid_confidence``, ``invalid_output``, ``error`` or ``timeout``),
+    call ``fn`` with the same arguments and serve its answer if it passes this handler's own
+    checks; otherwise the call goes on to the next handler.
+
+    The bigger model's answer is checked like the first model's: ``validate=`` (default: the
+    guard's own validators; ``()`` for none), then ``confidence=`` and ``threshold=`` (default:
+    no confidence read, so any answer that passes validation is served). ``timeout=`` bounds its
+    call (seconds or a timedelta; ``None``: no deadline). Its latency and cost are in the call's
+    ``Outcome.attempts`` (handler ``escalate:<fn>``); its cost (read from its usage with
+    ``usage=``, priced as ``model=`` when the answer names no model, plus ``cost=``) is added to
+    the call's cost and charged to the feature's budget. An answer served by it has source
+    ``escalate``; the call's reason stays the first model's (why it was escalated).
+
+    A killed feature, a unit outside the rollout and a call over budget are not escalated (the
+    handler is skipped): escalation is a second model call, which these exist to prevent. Under
+    a sync guard ``fn`` must be sync; under an async guard it may be either (a sync one runs in
+    a worker thread). Streamed answers are not escalated: a generator function (guarded or
+    given) is a ConfigError.
+
+    Example:
+        >>> import aiguard
+        >>> def big_model(ticket: str) -> dict[str, object]:
+        ...     return {"label": "billing", "score": 0.97}
+        >>> @aiguard.guard("triage", confidence="score", threshold=0.8,
+        ...                fallback=[aiguard.Escalate(big_model, confidence="score",
+        ...                                           threshold=0.8),
+        ...                          aiguard.Default({"label": "other", "score": 1.0})])
+        ... def small_model(ticket: str) -> dict[str, object]:
+        ...     return {"label": "bug", "score": 0.4}
+        >>> o = small_model.outcome("where is my invoice?")
+        >>> o.value["label"], o.source, o.reason, o.escalated
+        ('billing', <Source.ESCALATE: 'escalate'>, <Reason.LOW_CONFIDENCE: 'low_confidence'>, True)
+    """
+
+    source = Source.ESCALATE
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        confidence: str | Callable[[Any], Any] | None = None,
+        threshold: float | None = None,
+        validate: Callable[[Any], Any] | type | Any = UNSET,
+        timeout: float | timedelta | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+        usage: Callable[[Any], Any] | bool | None = None,
+        cost: Decimal | str | int = 0,
+    ) -> None:
+        if not callable(fn):
+            raise ConfigError(f"Escalate(fn): fn={fn!r} is invalid: must be callable")
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise ConfigError(
+                f"Escalate(fn): fn={getattr(fn, '__qualname__', fn)} is a generator function: "
+                "streamed answers are not escalated, give a function that returns the answer"
+            )
+        self.fn = fn
+        with _as_escalate():
+            self.confidence = _checks.check_confidence(_LABEL, confidence)
+            self.threshold: float | None = _checks.check_threshold(_LABEL, threshold)
+            _checks.needs_confidence(_LABEL, self.threshold, self.confidence)
+            self.validators: tuple[Callable[[Any], Any], ...] | None = (
+                None if validate is UNSET else _checks.check_validate(_LABEL, validate)
+            )
+            self.timeout: float | None = _checks.check_timeout(_LABEL, timeout)
+            self.model = _checks.check_name(_LABEL, "model", model)
+            self.provider = _checks.check_name(_LABEL, "provider", provider)
+            self.usage = _checks.check_usage(_LABEL, usage)
+        self._set_cost(cost)
+
+    @property
+    def name(self) -> str:
+        return "escalate:" + getattr(self.fn, "__qualname__", type(self.fn).__name__)
+
+    def bind(self, fn: Callable[..., Any], *, is_async: bool, feature: str) -> None:
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise ConfigError(
+                f"feature {feature!r}: fallback {self.name} cannot serve the generator function "
+                f"{fn.__qualname__}: streamed answers are not escalated"
+            )
+        if not is_async and inspect.iscoroutinefunction(self.fn):
+            raise ConfigError(
+                f"feature {feature!r}: fallback {self.name} is async but the guarded function "
+                f"{fn.__qualname__} is not: use a plain function, or guard an async def"
+            )
+        _takes_parameters(self.name, self.fn, fn, feature)
+
+    def handle(self, ctx: FallbackContext) -> Any:
+        """Escalate runs inside a guard's fallback chain, which times and prices the call."""
+        raise TypeError("Escalate runs only in a guard's fallback chain")
+
+    async def handle_async(self, ctx: FallbackContext) -> Any:
+        raise TypeError("Escalate runs only in a guard's fallback chain")
+
+    def __repr__(self) -> str:
+        return f"Escalate({getattr(self.fn, '__qualname__', self.fn)!s})"
+
+
+_LABEL = "\x00escalate"  # the "feature" of the checks' messages, replaced by "Escalate(...)"
+
+
+class _as_escalate:
+    """ConfigErrors of Escalate's arguments, said of Escalate rather than of a feature."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> Literal[False]:
+        if isinstance(exc, ConfigError):
+            raise ConfigError(
+                str(exc).replace(f"feature {_LABEL!r}: ", "Escalate(...): ")
+            ) from None
+        return False
 
 
 def as_chain(feature: str, value: Any) -> tuple[Fallback, ...]:

@@ -15,6 +15,7 @@ from ._engine.settings import Spec
 from ._runtime.state import UNSET
 from .breaker import Breaker
 from .budget import Budget, amount
+from .cache import Cache
 from .control import warn_near
 from .exceptions import ConfigError
 from .fallbacks import Fallback, as_chain
@@ -108,6 +109,13 @@ class _Decorator:
             raise ConfigError(
                 f"feature {self.spec.feature!r}: guard() needs a function, got {fn!r}"
             )
+        if self.spec.cache is not None and (
+            inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn)
+        ):
+            raise ConfigError(
+                f"feature {self.spec.feature!r}: cache= does not cache streams, and "
+                f"{fn.__qualname__} is a generator function"
+            )
         if inspect.isasyncgenfunction(fn):
             wrapped = wrap_async_gen(fn, Core(fn, self.spec, is_async=True))
         elif inspect.isgeneratorfunction(fn):
@@ -146,6 +154,7 @@ def guard(
     | Mapping[str, str | Callable[..., Any]]
     | None = UNSET,
     audit: float | None = UNSET,
+    cache: Cache | None = None,
 ) -> _Decorator:
     """Guard the function that calls a model: serve its result only when it is good enough.
 
@@ -220,6 +229,11 @@ def guard(
             the answer is served as usual, unchanged, and the item is written with the call's
             record, off the call's path. Needs call recording (a store); the items keep the
             call's arguments, as :class:`HumanReview` items do.
+        cache: a :class:`Cache`: a call whose key was answered by the model before is served
+            from the cache (source ``cache``, no cost, ``Outcome.saved_cost`` what the answer
+            cost), after the kill switch, rollout and budget checks. Only answers the model
+            served are kept; a kill clears the feature's. Not for streams (a generator
+            function with ``cache=`` is a ConfigError).
 
     Kill switches (:func:`aiguard.kill`, control files, OpenFeature) are checked before the
     model is called: a killed feature's fallback chain serves with reason ``killed``.
@@ -279,6 +293,7 @@ def guard(
         estimate=None if estimate is None else amount(f"feature {feature!r}: estimate", estimate),
         segments=segments,  # checked above; resolved against the function by Core
         audit=_checks.check_audit(feature, audit),
+        cache=_checks.check_policy(feature, "cache", cache, Cache),
     )
     # both from the decorator here; Core.compile checks them merged with the configuration
     _checks.needs_confidence(feature, spec.threshold, spec.confidence)

@@ -22,7 +22,9 @@ class Source(enum.StrEnum):
     """Who produced the value that was served.
 
     ``baseline`` is the fallback chain serving a unit outside a staged rollout, so AI and
-    baseline can be compared.
+    baseline can be compared; ``escalate`` a bigger model's answer (:class:`aiguard.Escalate`)
+    served after the first model's was not; ``cache`` an answer the model gave to an earlier
+    call with the same key (:class:`aiguard.Cache`).
 
     Example:
         >>> import aiguard
@@ -35,6 +37,8 @@ class Source(enum.StrEnum):
     DEFAULT = "default"
     HUMAN = "human"
     BASELINE = "baseline"
+    ESCALATE = "escalate"
+    CACHE = "cache"
 
 
 class Reason(enum.StrEnum):
@@ -135,6 +139,8 @@ class Outcome(Generic[T]):
             own), or ``None`` when unknown (no price for the model).
         time_to_first_chunk: for a stream, seconds from the call to its first chunk (``latency``
             runs to its last); ``None`` for other calls.
+        saved_cost: for an answer served from the cache (source ``cache``), what the model call
+            that produced it cost (``None`` when unknown, and for every other call).
 
     Example:
         >>> import aiguard
@@ -166,6 +172,7 @@ class Outcome(Generic[T]):
     usage: Usage | None = None
     cost: Decimal | None = None
     time_to_first_chunk: float | None = None
+    saved_cost: Decimal | None = None
 
     @property
     def served(self) -> bool:
@@ -176,6 +183,12 @@ class Outcome(Generic[T]):
     def fallback(self) -> bool:
         """True when a fallback handler produced the value."""
         return self.source is not None and self.source is not Source.MODEL
+
+    @property
+    def escalated(self) -> bool:
+        """True when an :class:`aiguard.Escalate` handler ran its bigger model on this call
+        (whether or not its answer was served: see ``attempts``)."""
+        return any(a.source is Source.ESCALATE for a in self.attempts)
 
     # -- feedback (see aiguard.feedback) ---------------------------------------------------------
     # Each method says which feedback it is (``_accepting`` and the like); ``feedback()``

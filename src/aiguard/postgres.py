@@ -113,6 +113,14 @@ _TABLES = [
         process TEXT PRIMARY KEY, issued BIGINT NOT NULL, updated_at DOUBLE PRECISION NOT NULL)""",
 ]
 
+_VERSION_8 = [
+    # the rollout unit's hash, escalated calls, and what a cache hit saved (rows written before
+    # keep NULL); after the feedback figures of version 7, as in SQLite
+    "ALTER TABLE call_records ADD COLUMN IF NOT EXISTS unit TEXT",
+    "ALTER TABLE call_records ADD COLUMN IF NOT EXISTS escalated INTEGER",
+    "ALTER TABLE call_records ADD COLUMN IF NOT EXISTS saved_pico BIGINT",
+]
+
 
 class PostgresStore(_SqlReads):
     """A :class:`aiguard.Store` on PostgreSQL (psycopg 3, a small connection pool).
@@ -363,8 +371,8 @@ class PostgresStore(_SqlReads):
                     conn.execute(statement)
                 if version < 7:
                     conn.execute(_feedback_figures.POSTGRES_BACKFILL)
-                # version 8: the rollout unit's hash, after the feedback figures (as in SQLite)
-                conn.execute("ALTER TABLE call_records ADD COLUMN IF NOT EXISTS unit TEXT")
+                for statement in _VERSION_8:
+                    conn.execute(statement)
                 conn.execute(
                     "INSERT INTO aiguard_meta VALUES ('schema_version', %s) "
                     "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",

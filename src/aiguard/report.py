@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from . import _quality_math as _qm
-from . import _since
+from . import _report_cascade, _since
 from . import canvas as _canvas
 from ._report_data import (
     BUCKETS,
@@ -148,6 +148,17 @@ class FeatureFigures:
     audit_errors: int = 0
     audited_error_rate: float | None = None
     audited_error_interval: tuple[float, float] | None = None
+    # cascades (aiguard.Escalate) and the result cache (aiguard.Cache), per feature (not split)
+    escalated: int = 0
+    escalate_served: int = 0
+    escalation_rate: float | None = None
+    escalation_interval: tuple[float, float] | None = None
+    cost_per_escalated_call: Decimal | None = None
+    cost_per_unescalated_call: Decimal | None = None
+    cache_hits: int = 0
+    cache_hit_rate: float | None = None
+    saved_cost: Decimal | None = None
+    known_saved_cost: Decimal = Decimal(0)
 
     def figure(self, metric: str) -> float | None:
         value = getattr(self, metric, None)
@@ -483,6 +494,7 @@ def report(
     store = configured_store() if store is None else store
     start = parse_since(since)
     agg = _aggregates(store, feature, start, splits)
+    cascade = _report_cascade.counts(store, feature, start)
     at = {name: 6 + j for j, name in enumerate(SUMS)}
     totals: dict[tuple[int, str, Any], dict[str, Any]] = {}
     sources: dict[tuple[int, str, Any], dict[str, int]] = {}
@@ -504,6 +516,7 @@ def report(
     for name in sorted({k[1] for k in totals if k[0] == 0}):
         k0 = (0, name, None)
         figures = _figures(name, None, totals[k0], sources[k0], agg.percentiles.get(k0, none))
+        figures = dataclasses.replace(figures, **_report_cascade.fields(cascade.get(name)))
         features.append(figures)
         grouped: list[FeatureFigures] = []
         gaps: list[SegmentGap] = []

@@ -338,8 +338,10 @@ class SQLiteStore(_SqlReads):
                             process TEXT PRIMARY KEY, issued INTEGER NOT NULL,
                             updated_at REAL NOT NULL)"""
                     )
-                if version < 8:  # the rollout unit's hash (rows written before keep NULL)
+                if version < 8:  # the rollout unit's hash, escalated calls, what a cache hit saved
                     db.execute("ALTER TABLE call_records ADD COLUMN unit TEXT")
+                    db.execute("ALTER TABLE call_records ADD COLUMN escalated INTEGER")
+                    db.execute("ALTER TABLE call_records ADD COLUMN saved_pico INTEGER")
                 if version < SCHEMA_VERSION:
                     db.execute(
                         "INSERT OR REPLACE INTO aiguard_meta VALUES ('schema_version', ?)",

@@ -43,6 +43,7 @@ METRICS = {
     "confidence_psi": "population stability index of the confidence, recent vs reference",
     "confidence_ks": "Kolmogorov-Smirnov statistic of the confidence, recent vs reference",
     "label_psi": "population stability index of the served labels, recent vs reference",
+    "escalation_rate": "calls escalated to a bigger model (aiguard.Escalate) / calls",
 }
 
 #: The kind of each figure, which decides the units and values its targets may take:
@@ -69,6 +70,7 @@ KINDS = {
     "confidence_psi": "index",
     "confidence_ks": "fraction",
     "label_psi": "index",
+    "escalation_rate": "fraction",
 }
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,

@@ -11,9 +11,9 @@ from types import EllipsisType
 from typing import Any
 
 from .._runtime import telemetry
-from ..fallbacks import Fallback
+from ..fallbacks import Escalate, Fallback
 from ..outcome import Outcome, Reason
-from . import decide, finish
+from . import decide, escalation, finish
 from .core import Core
 
 
@@ -28,17 +28,20 @@ def drive_sync(
     ``tried_at``: when the model try ``ctx`` describes started (see ``finish.model_seconds``)."""
     ended = perf_counter()
     ctx, made, token = split(core, ctx)
-    flow = decide.flow(core.chain)
+    flow = decide.flow(core.chain, ctx.reason)
     try:
         handler = next(flow)
         while True:
             try:
                 with _handler_span(ctx, handler):
-                    value = handler.handle(ctx)
+                    if isinstance(handler, Escalate):  # timed and priced: never raises
+                        ran = escalation.run_sync(core.escalations[id(handler)], ctx)
+                        sent: tuple[bool, Any] = (ran.error is None, ran)
+                    else:
+                        sent = (True, handler.handle(ctx))
             except Exception as exc:
-                handler = flow.send((False, exc))
-            else:
-                handler = flow.send((True, value))
+                sent = (False, exc)
+            handler = flow.send(sent)
     except StopIteration as stop:
         model = finish.model_seconds(ctx, t0, t1, tried_at, ended)
         return finish.conclude(core, ctx, t0, t1, stop.value, model)
@@ -102,17 +105,20 @@ async def drive_async(
     """The same as ``drive_sync``, awaiting each handler."""
     ended = perf_counter()
     ctx, made, token = split(core, ctx)
-    flow = decide.flow(core.chain)
+    flow = decide.flow(core.chain, ctx.reason)
     try:
         handler = next(flow)
         while True:
             try:
                 with _handler_span(ctx, handler):
-                    value = await handler.handle_async(ctx)
+                    if isinstance(handler, Escalate):  # timed and priced: never raises
+                        ran = await escalation.run_async(core.escalations[id(handler)], ctx)
+                        sent: tuple[bool, Any] = (ran.error is None, ran)
+                    else:
+                        sent = (True, await handler.handle_async(ctx))
             except Exception as exc:
-                handler = flow.send((False, exc))
-            else:
-                handler = flow.send((True, value))
+                sent = (False, exc)
+            handler = flow.send(sent)
     except StopIteration as stop:
         model = finish.model_seconds(ctx, t0, t1, tried_at, ended)
         return finish.conclude(core, ctx, t0, t1, stop.value, model)

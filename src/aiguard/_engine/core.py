@@ -18,11 +18,13 @@ from .._returns import Declared, check_declared, declared
 from .._runtime import errors, ids, lifecycle
 from .._runtime.state import runtime
 from ..breaker import BreakerRun
-from ..fallbacks import FallbackContext
+from ..fallbacks import Escalate, FallbackContext
 from ..outcome import Reason
 from ..rollout import Plan, cached_positioner
 from . import decide, finish
 from .accounting import Accounting
+from .caching import CacheRun
+from .escalation import Escalation
 from .gates import GateRun
 from .pre import compile_pre, monitor
 from .reserve import budget_check
@@ -39,8 +41,10 @@ class Core:
         "acct",
         "blocked",
         "breaker",
+        "cache",
         "catch",
         "chain",
+        "escalations",
         "feature",
         "fn",
         "gate",
@@ -77,6 +81,13 @@ class Core:
             self.results = None
         for handler in self.chain:
             handler.bind(fn, is_async=is_async, feature=spec.feature)
+        # each Escalate handler, compiled for this guard (by the handler's id: the chain holds it)
+        self.cache = (
+            None if spec.cache is None else CacheRun(spec.cache, spec.feature, self.signature)
+        )
+        self.escalations = {
+            id(h): Escalation(h, spec) for h in self.chain if isinstance(h, Escalate)
+        }
         self.breaker = None if spec.breaker is None else BreakerRun(spec.breaker, spec.feature)
         rollout = spec.rollout
         self.gate = None

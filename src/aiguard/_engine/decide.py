@@ -11,19 +11,43 @@ import functools
 import inspect
 import numbers
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
+from .._runtime.money import to_decimal
 from ..exceptions import ConfigError, StoreError
-from ..fallbacks import Fallback, _Queued
+from ..fallbacks import Escalate, Fallback, _Queued
 from ..outcome import Attempt, Reason
-from .settings import _MISSING, Settings
+from .settings import _MISSING, Extract
 
 SERVED = Reason.SERVED
 BASELINE_REASONS = frozenset({Reason.NOT_IN_ROLLOUT, Reason.MISSING_ROLLOUT_KEY})
+# the reasons an Escalate handler runs for: the first model answered badly, failed or timed out
+ESCALATES = frozenset(
+    {
+        Reason.LOW_CONFIDENCE,
+        Reason.INVALID_CONFIDENCE,
+        Reason.INVALID_OUTPUT,
+        Reason.ERROR,
+        Reason.TIMEOUT,
+    }
+)
+
+
+class Checks(Protocol):
+    """What ``judge`` reads: a call's settings, or an Escalate handler's own checks."""
+
+    @property
+    def extract(self) -> Extract | None: ...
+
+    @property
+    def confidence_name(self) -> str | None: ...
+
+    @property
+    def threshold(self) -> float | None: ...
 
 
 def judge(
-    validators: Sequence[Callable[[Any], Any]], result: Any, s: Settings
+    validators: Sequence[Callable[[Any], Any]], result: Any, s: Checks
 ) -> tuple[Reason, float | None, str | None]:
     """May ``result`` be served? ``(reason, confidence, detail)``; reason ``served`` if so."""
     for check in validators:
@@ -148,8 +172,9 @@ def misuse(
 
 class Verdict(NamedTuple):
     """How the fallback chain ended: who answered (None: nobody), with what, after which
-    attempts, at what cost of the handlers, the review item when one was queued, and the store
-    failures among the attempts (internal failures to report)."""
+    attempts, at what cost of the handlers, the review item when one was queued, the store
+    failures among the attempts (internal failures to report), and whether a handler's cost is
+    unknown (an escalated model call without a price: then so is the call's)."""
 
     handler: Fallback | None
     value: Any
@@ -157,19 +182,57 @@ class Verdict(NamedTuple):
     spent: int
     queued: _Queued | None
     store_failures: tuple[Attempt, ...]
+    unknown: bool
+
+
+class Ran(NamedTuple):
+    """What an Escalate handler's model call did: the answer (when served), the error (None:
+    served; an EscalationRejected, the call's exception, or a TimeoutError), how long it took
+    and what it cost in pico-units (None: unknown)."""
+
+    value: Any
+    error: BaseException | None
+    latency: float
+    cost: int | None
 
 
 _verdict = functools.partial(tuple.__new__, Verdict)  # C-level: the fallback path is hot too
 
 
-def flow(chain: Sequence[Fallback]) -> Generator[Fallback, tuple[bool, Any], Verdict]:
-    """Walk the fallback chain: yields each handler, is sent ``(ok, value_or_exception)``."""
+def flow(
+    chain: Sequence[Fallback], reason: Reason | None = None
+) -> Generator[Fallback, tuple[bool, Any], Verdict]:
+    """Walk the fallback chain: yields each handler, is sent ``(ok, value_or_exception)``, or
+    for an Escalate handler ``(ok, Ran)``. Escalate handlers are skipped unless the call's
+    ``reason`` is one they run for (``ESCALATES``)."""
     attempts: list[Attempt] = []
     store_failures: tuple[Attempt, ...] = ()
     spent = 0  # what the handlers that ran cost
+    unknown = False
     for handler in chain:
+        if isinstance(handler, Escalate) and reason not in ESCALATES:
+            continue
         ok, value = yield handler
         spent += handler.cost_pico
+        if value.__class__ is Ran:  # an escalation: timed and priced
+            cost = value.cost
+            if cost is None:
+                unknown = True
+            else:
+                spent += cost
+            tried = Attempt(
+                handler.name,
+                handler.source,
+                value.error,
+                value.latency,
+                None if cost is None else to_decimal(cost + handler.cost_pico),
+            )
+            attempts.append(tried)
+            if value.error is not None:
+                continue
+            return _verdict(
+                (handler, value.value, tuple(attempts), spent, None, store_failures, unknown)
+            )
         if not ok:
             if isinstance(value, ConfigError):
                 raise value  # a configuration bug is surfaced, not passed on
@@ -181,8 +244,8 @@ def flow(chain: Sequence[Fallback]) -> Generator[Fallback, tuple[bool, Any], Ver
         attempts.append(Attempt(handler.name, handler.source))
         queued = value if isinstance(value, _Queued) else None
         answer = value.placeholder if queued is not None else value
-        return _verdict((handler, answer, tuple(attempts), spent, queued, store_failures))
-    return _verdict((None, None, tuple(attempts), spent, None, store_failures))
+        return _verdict((handler, answer, tuple(attempts), spent, queued, store_failures, unknown))
+    return _verdict((None, None, tuple(attempts), spent, None, store_failures, unknown))
 
 
 def _name(check: Callable[..., Any]) -> str:

@@ -18,8 +18,9 @@ from typing import Any, ParamSpec, TypeVar
 from .._runtime import deadlines, ids, telemetry
 from .._runtime.records import Served
 from .._runtime.state import runtime
+from ..cache import MISS
 from ..outcome import Outcome
-from . import finish, retrying, streams
+from . import caching, finish, retrying, streams
 from .chain import drive_async, drive_sync
 from .core import Core
 from .streams import StreamRecord
@@ -37,6 +38,7 @@ def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
     kind = streams.kind
     streamy = core.spec.stream is not False
     declared = core.spec.stream in ("pass", "buffer")
+    cache = core.cache
 
     def run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if api._TRACER_PROVIDER is None:
@@ -73,6 +75,12 @@ def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
             if blocked is not None:
                 ctx = core.context(s, n, args, kwargs, blocked, detail=detail, arm=arm, span=span)
                 return drive_sync(core, ctx, t0, None)
+        key = MISS
+        if cache is not None:
+            key = cache.key(args, kwargs)
+            entry = cache.lookup(key)
+            if entry is not MISS:
+                return caching.hit(core, s, n, args, kwargs, entry, t0, arm, span)
         try:
             if timeout is None:
                 result = fn(*args, **kwargs)
@@ -83,7 +91,10 @@ def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
         except core.catch as exc:
             ctx = core.caught(s, n, args, kwargs, exc, t0, arm, span)
             if core.retry is not None:
-                return retrying.again_sync(core, s, n, args, kwargs, exc, t0, t0, arm, span)
+                again = retrying.again_sync(core, s, n, args, kwargs, exc, t0, t0, arm, span)
+                if cache is not None:
+                    cache.keep(key, again)
+                return again
             return drive_sync(core, ctx, t0, perf_counter())
         except Exception as exc:
             core.unhandled(s, n, args, kwargs, exc, t0, span=span, arm=arm)
@@ -92,7 +103,11 @@ def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
         if streamy and kind(result) == 1:
             return StreamRecord(streams.start_sync(core, s, n, args, kwargs, result, t0, arm, span))
         out = settle(s, n, args, kwargs, result, t0, t1, arm, span)
-        return out if out.__class__ is Served else drive_sync(core, out, t0, t1)
+        if out.__class__ is Served:
+            if cache is not None:
+                cache.keep(key, out)
+            return out
+        return drive_sync(core, out, t0, t1)
 
     @functools.wraps(fn)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -120,6 +135,8 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
     kind = streams.kind
     streamy = core.spec.stream is not False
     declared = core.spec.stream in ("pass", "buffer")
+    cache = core.cache
+    shared = cache is not None and cache.shared  # Redis: its I/O off the event loop
 
     async def run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if api._TRACER_PROVIDER is None:
@@ -159,6 +176,15 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
             if blocked is not None:
                 ctx = core.context(s, n, args, kwargs, blocked, detail=detail, arm=arm, span=span)
                 return await drive_async(core, ctx, t0, None)
+        key = MISS
+        if cache is not None:
+            key = cache.key(args, kwargs)
+            if shared:
+                entry = await asyncio.to_thread(cache.lookup, key)
+            else:
+                entry = cache.lookup(key)
+            if entry is not MISS:
+                return caching.hit(core, s, n, args, kwargs, entry, t0, arm, span)
         try:
             if timeout is None:
                 result = await fn(*args, **kwargs)
@@ -171,7 +197,10 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
                 return await drive_async(core, ctx, t0, None)
             ctx = core.caught(s, n, args, kwargs, exc, t0, arm, span)
             if core.retry is not None:
-                return await retrying.again_async(core, s, n, args, kwargs, exc, t0, t0, arm, span)
+                again = await retrying.again_async(core, s, n, args, kwargs, exc, t0, t0, arm, span)
+                if cache is not None:
+                    await _keep(cache, shared, key, again)
+                return again
             return await drive_async(core, ctx, t0, perf_counter())
         except Exception as exc:
             if limit is not None and limit.expired():
@@ -184,7 +213,11 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
             proxy = await streams.start_async(core, s, n, args, kwargs, result, t0, arm, span)
             return StreamRecord(proxy)
         out = settle(s, n, args, kwargs, result, t0, t1, arm, span)
-        return out if out.__class__ is Served else await drive_async(core, out, t0, t1)
+        if out.__class__ is Served:
+            if cache is not None:
+                await _keep(cache, shared, key, out)
+            return out
+        return await drive_async(core, out, t0, t1)
 
     @functools.wraps(fn)
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -204,6 +237,14 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
         return record  # type: ignore[no-any-return]
 
     return _attach(call, outcome, core)
+
+
+async def _keep(cache: Any, shared: bool, key: Any, record: Any) -> None:
+    """Keep a served answer in the cache (Redis I/O in a worker thread)."""
+    if shared:
+        await asyncio.to_thread(cache.keep, key, record)
+    else:
+        cache.keep(key, record)
 
 
 def _prologue(core: Core, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

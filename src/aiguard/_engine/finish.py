@@ -173,8 +173,10 @@ def outcome(
     attempts: tuple[Any, ...],
     spent: int = 0,
     review_id: str | None = None,
+    unknown: bool = False,
 ) -> Outcome[Any]:
-    """The Outcome of a call that was not served by the model."""
+    """The Outcome of a call that was not served by the model (``unknown``: a fallback
+    handler's cost is unknown, so the call's is)."""
     if source is not None and ctx.reason in BASELINE_REASONS:
         source = Source.BASELINE
     acct = core.acct
@@ -191,6 +193,8 @@ def outcome(
         else:
             cost = None if cost is None or extra is None else cost + extra
         attempts = (*prior, *attempts)
+    if unknown:
+        cost = None
     return Outcome(
         value=value,
         call_id=ctx.call_id,
@@ -268,6 +272,7 @@ def conclude(
         verdict.attempts,
         verdict.spent,
         None if queued is None else queued.item.id,
+        verdict.unknown,
     )
     publish(core, result, ctx.span, ctx=ctx, spent=verdict.spent, model=model)
     if handler is not None:

@@ -51,6 +51,7 @@ class Spec:
     estimate: Decimal | None = None  # one call's worst-case cost, for the budget
     segments: Any = UNSET  # ((name, path or callable), ...), or None
     audit: Any = UNSET  # the share of served answers audited, or None
+    cache: Any = None  # an aiguard.Cache, or None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -47,7 +47,8 @@ CALL_RECORD_COLUMNS = (
     "call_id", "feature", "started_at", "source", "reason", "confidence", "threshold", "arm",
     "rollout_percent", "model", "input_tokens", "output_tokens", "cache_read_tokens",
     "cost_pico", "latency", "model_latency", "trace_id", "span_id", "inputs", "output", "detail",
-    "cache_write_tokens", "cache_write_1h_tokens", "segments", "label", "unit",
+    "cache_write_tokens", "cache_write_1h_tokens", "segments", "label", "unit", "escalated",
+    "saved_pico",
 )  # fmt: skip
 """The columns of a call record, in the order of its row. Columns added by a later schema come
 last (where ``ALTER TABLE ... ADD COLUMN`` puts them), so the order of an old row stays a prefix
@@ -97,8 +98,9 @@ def compact(record: Served) -> tuple[Any, ...]:
 class Brief(tuple):  # type: ignore[type-arg]
     """An Outcome's figures without its values (the queue's form of a call that was not
     served, when no output is captured): call id, feature, source, reason, confidence,
-    threshold, arm, rollout percent, detail, start, latency, model latency, usage, cost, and the
-    label of the model's answer (:func:`label_of`, not yet text)."""
+    threshold, arm, rollout percent, detail, start, latency, model latency, usage, cost, the
+    label of the model's answer (:func:`label_of`, not yet text), whether it was escalated (1 or
+    0) and what a cache hit saved (pico-units, or None)."""
 
     __slots__ = ()
 
@@ -127,6 +129,8 @@ def brief(o: Any) -> Brief:
             o.usage,
             None if o.cost is None else pico_of(o.cost),
             label_of(o.model_result),
+            int(o.escalated),
+            None if o.saved_cost is None else pico_of(o.saved_cost),
         ),
     )
 
@@ -725,10 +729,12 @@ class Recorder:
             started, latency, model_latency = ids.wall_time(t0), t2 - t0, t1 - t0
             threshold, percent, detail = s.threshold, s.percent, None
             model = model or core.acct.model
+            escalated, saved = 0, None
         elif cls is Brief:
             value = None
             (call_id, feature, source, reason, confidence, threshold, arm, percent, detail,
-             started, latency, model_latency, usage, cost, label) = record  # fmt: skip
+             started, latency, model_latency, usage, cost, label, escalated,
+             saved) = record  # fmt: skip
         else:  # an Outcome
             o = record
             call_id, feature, value, usage = o.call_id, o.feature, o.value, o.usage
@@ -738,6 +744,8 @@ class Recorder:
             started, latency, model_latency = o.started_at, o.latency, o.model_latency
             cost = None if o.cost is None else pico_of(o.cost)
             label = label_of(o.model_result)
+            escalated = int(o.escalated)
+            saved = None if o.saved_cost is None else pico_of(o.saved_cost)
         unit = None
         if arm is not None and arm.__class__ is not str:  # a rollout arm that knows its unit
             unit = getattr(arm, "unit", None)
@@ -780,6 +788,8 @@ class Recorder:
             None if segments is None else segments_json(*segments),
             text_of(label),  # the model's answer's label (served or not), for drift
             unit,  # a hash of the rollout unit (never the key itself), for adoption
+            escalated,  # 1: an Escalate handler ran its bigger model
+            saved,  # a cache hit: what the model call that produced the answer cost
         )
 
     # -- what feedback asks ------------------------------------------------------------------

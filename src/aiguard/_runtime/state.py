@@ -159,6 +159,7 @@ class Runtime:
         # what an enclosing testing.isolated() block will restore: never closed inside it
         self.protected: frozenset[int] = frozenset()
         self.strict = False  # re-raise internal failures (aiguard.testing.strict())
+        self.on_change: list[Any] = []  # called after each bump() (the result cache's kill)
         track(self)
 
     def closable(self, obj: Any) -> bool:
@@ -166,8 +167,12 @@ class Runtime:
         return obj is not None and id(obj) not in self.protected
 
     def bump(self) -> None:
+        """The configuration or the control state changed: every guard recompiles on its next
+        call, and the ``on_change`` hooks run now (a hook never raises)."""
         with self.lock:
             self.generation += 1
+        for hook in self.on_change:
+            hook()  # each catches its own failures
 
 
 runtime = Runtime()
