@@ -18,7 +18,7 @@ from ._runtime.records import CALL_RECORD_COLUMNS
 from .exceptions import ReviewError
 from .limits import Limits, StageFigures
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 ATTACH_FEEDBACK = (
     "UPDATE feedback SET feature = (SELECT c.feature FROM call_records c "

@@ -51,6 +51,13 @@ class Spec:
     estimate: Decimal | None = None  # one call's worst-case cost, for the budget
     segments: Any = UNSET  # ((name, path or callable), ...), or None
     audit: Any = UNSET  # the share of served answers audited, or None
+    # a shadow candidate: (function, share, agree, timeout, model, charged to the budget)
+    shadow: Any = None
+    shadow_share: Any = None
+    agree: Any = None
+    shadow_timeout: Any = None
+    shadow_model: Any = None
+    shadow_budget: Any = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
