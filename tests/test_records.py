@@ -184,22 +184,25 @@ def test_records_are_flushed_at_exit(tmp_path: Path) -> None:
 
 
 def test_schema_is_versioned(tmp_path: Path) -> None:
-    """The store is at schema version 7 and has the documented tables and columns (the
-    feedback figures after the call record's own)."""
+    """The store is at schema version 8 and has the documented tables and columns (the
+    feedback figures after the call record's own; shadow calls in their own table)."""
     import sqlite3
 
     from aiguard._feedback_figures import COLUMNS as FEEDBACK_FIGURES
+    from aiguard._runtime.records import SHADOW_COLUMNS
     from aiguard.store import CALL_RECORD_COLUMNS
 
     aiguard.SQLiteStore(tmp_path / "v.db").close()
     db = sqlite3.connect(tmp_path / "v.db")
-    assert db.execute("SELECT value FROM aiguard_meta").fetchall() == [("7",)]
+    assert db.execute("SELECT value FROM aiguard_meta").fetchall() == [("8",)]
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     expected = {"review_items", "stage_figures", "call_records", "feedback", "baselines"}
-    assert expected | {"call_issuers"} <= tables
+    assert expected | {"call_issuers", "shadow_calls"} <= tables
     columns = [r[1] for r in db.execute("PRAGMA table_info(call_records)")]
     assert tuple(columns[: len(CALL_RECORD_COLUMNS)]) == CALL_RECORD_COLUMNS
     assert columns[len(CALL_RECORD_COLUMNS) :] == [c for c, _, _ in FEEDBACK_FIGURES]
+    shadow = tuple(r[1] for r in db.execute("PRAGMA table_info(shadow_calls)"))
+    assert shadow == SHADOW_COLUMNS
 
 
 def test_one_bad_row_does_not_block_the_others(tmp_path: Path) -> None:

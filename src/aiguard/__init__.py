@@ -63,6 +63,7 @@ from .records import flush
 from .report import FeatureFigures, Report, SegmentGap, parse_since, report, wilson
 from .retry import Retry
 from .review import ReviewQueue
+from .shadow import ShadowFigures
 from .rollout import Rollout
 from .stats import Stats, stats
 from .store import ReviewItem, SQLiteStore, Store, open_store
@@ -119,6 +120,7 @@ __all__ = [
     "Rules",
     "SQLiteStore",
     "SegmentGap",
+    "ShadowFigures",
     "Source",
     "Stats",
     "Store",

@@ -40,7 +40,9 @@ from ._report_data import (
 )
 from ._runtime.state import runtime
 from .exceptions import ConfigError
+from ._report_shadow import shadow_figures
 from .pricing import to_decimal
+from .shadow import ShadowFigures
 from .store import configured as configured_store
 from .targets import Target, is_condition_mapping, parse_targets
 
@@ -159,7 +161,8 @@ class Report:
     feature the gaps of its segments to the best one (``segment_flags``, see
     :class:`SegmentGap`), and its calibration and drift (``quality``, see
     :class:`aiguard.quality.QualitySummary`; empty for a store of your own, which cannot
-    compute them).
+    compute them), and its shadow candidates against its current model (``shadows``, a list
+    per feature, one :class:`aiguard.shadow.ShadowFigures` per candidate).
 
     Example:
         >>> import aiguard
@@ -178,6 +181,7 @@ class Report:
     segment_flags: dict[str, list[SegmentGap]] = dataclasses.field(default_factory=dict)
     quality: dict[str, QualitySummary] = dataclasses.field(default_factory=dict)
     currency: str = "USD"
+    shadows: dict[str, list[ShadowFigures]] = dataclasses.field(default_factory=dict)
 
     def to_text(self) -> str:
         """The report as a terminal table."""
@@ -542,8 +546,9 @@ def report(
         target_rows[name] = rows
         series[name] = _series(daily[name], agg.histogram.get(name, (0.0, [0] * BUCKETS)))
     return Report(
-        features, groups, diffs, target_rows, series, start, time.time(), flags, quality, money
-    )
+        features, groups, diffs, target_rows, series, start, time.time(), flags, quality, money,
+        shadows=shadow_figures(store, feature, start),
+    )  # fmt: skip
 
 
 def _given_targets(

@@ -73,6 +73,7 @@ class ShadowPool:
         self.submitted = 0  # candidates handed over (threads and tasks)
         self.done = 0  # of those, finished (whatever became of them)
         self.counted: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+        self.previous: ShadowPool | None = None  # the pool this one replaced, while it runs
         track(self)
 
     # -- the call's side -----------------------------------------------------------------------
@@ -175,12 +176,15 @@ class ShadowPool:
     def figures(self) -> dict[str, int]:
         with self.lock:
             out = dict(self.counted)
-            out["pending"] = self.submitted - self.done
+        out["pending"] = self.pending()
         return out
 
     def pending(self) -> int:
-        """Candidates handed over and not finished yet."""
-        return self.submitted - self.done
+        """Candidates handed over and not finished yet (to a pool this one replaced, too)."""
+        previous = self.previous
+        if previous is not None and previous.pending() == 0:
+            self.previous = previous = None
+        return self.submitted - self.done + (0 if previous is None else previous.pending())
 
     def wait(self, timeout: float) -> bool:
         """Wait at most ``timeout`` s for every candidate handed over so far to finish; True if
@@ -207,6 +211,7 @@ class ShadowPool:
         self.tasks = set()
         self.submitted = self.done = 0
         self.counted = dict.fromkeys(OUTCOMES, 0)
+        self.previous = None
 
 
 def pool() -> ShadowPool:
