@@ -63,8 +63,8 @@ from .records import flush
 from .report import FeatureFigures, Report, SegmentGap, parse_since, report, wilson
 from .retry import Retry
 from .review import ReviewQueue
-from .shadow import ShadowFigures
 from .rollout import Rollout
+from .shadow import ShadowFigures
 from .stats import Stats, stats
 from .store import ReviewItem, SQLiteStore, Store, open_store
 from .targets import Target

@@ -25,7 +25,8 @@ _ACCEPTED = "('accepted', 'edited')"
 
 
 def _window(mark: str, feature: str | None, since: float | None) -> tuple[str, list[Any]]:
-    where, params = ["1 = 1"], []
+    where: list[str] = ["1 = 1"]
+    params: list[Any] = []
     if feature is not None:
         where.append(f"s.feature = {mark}")
         params.append(feature)

@@ -38,9 +38,9 @@ from ._report_data import (
     in_python,
     key_text,
 )
+from ._report_shadow import shadow_figures
 from ._runtime.state import runtime
 from .exceptions import ConfigError
-from ._report_shadow import shadow_figures
 from .pricing import to_decimal
 from .shadow import ShadowFigures
 from .store import configured as configured_store

@@ -158,7 +158,8 @@ class Shadow:
     ) -> None:
         started = time.time()
         t0 = perf_counter()
-        value = failure = None
+        value = None
+        failure: BaseException | None = None
         try:
             value = deadlines.call(self.fn, args, kwargs, self.limit(), self.stuck)
         except deadlines.Expired:
@@ -178,7 +179,8 @@ class Shadow:
     ) -> None:
         started = time.time()
         t0 = perf_counter()
-        value = failure = None
+        value = None
+        failure: BaseException | None = None
         limit = self.limit()
         try:
             async with asyncio.timeout(limit):
@@ -339,7 +341,13 @@ def compile_shadow(
             f"feature {feature!r}: shadow_budget=True, but the guard has no budget= to charge"
         )
     return Shadow(
-        core, shadow, float(share), agree, None if timeout is None else float(timeout), model, budget
+        core,
+        shadow,
+        float(share),
+        agree,
+        None if timeout is None else float(timeout),
+        model,
+        budget,
     )
 
 
@@ -352,4 +360,3 @@ def _takes_two(feature: str, agree: Callable[..., Any]) -> None:
         ) from None
     except ValueError:
         pass  # no signature to read (a builtin): the first calls tell
-

@@ -110,7 +110,9 @@ class ShadowPool:
 
     # -- the workers' side -------------------------------------------------------------------
 
-    async def _task(self, coro: Callable[..., Coroutine[Any, Any, Any]], a: tuple[Any, ...]) -> None:
+    async def _task(
+        self, coro: Callable[..., Coroutine[Any, Any, Any]], a: tuple[Any, ...]
+    ) -> None:
         try:
             await coro(*a)
         except Exception as exc:
