@@ -261,7 +261,7 @@ def test_candidate_that_raises_or_hangs_never_reaches_the_caller(tmp_path: Path)
     def boom(i: int) -> dict[str, Any]:
         if i % 2:
             raise RuntimeError("candidate down")
-        time.sleep(5)  # blocked in C past its timeout
+        time.sleep(1)  # blocked in C past its timeout
         return candidate(i)
 
     @aiguard.guard("boom", shadow=boom, shadow_share=1.0, shadow_timeout=0.2)
