@@ -185,10 +185,12 @@ def test_records_are_flushed_at_exit(tmp_path: Path) -> None:
 
 def test_schema_is_versioned(tmp_path: Path) -> None:
     """The store is at schema version 8 and has the documented tables and columns (the
-    feedback figures after the call record's own of version 6, then the unit of version 8)."""
+    feedback figures after the call record's own of version 6, then the columns of version 8;
+    shadow calls in their own table)."""
     import sqlite3
 
     from aiguard._feedback_figures import COLUMNS as FEEDBACK_FIGURES
+    from aiguard._runtime.records import SHADOW_COLUMNS
     from aiguard.store import CALL_RECORD_COLUMNS
 
     aiguard.SQLiteStore(tmp_path / "v.db").close()
@@ -196,12 +198,14 @@ def test_schema_is_versioned(tmp_path: Path) -> None:
     assert db.execute("SELECT value FROM aiguard_meta").fetchall() == [("8",)]
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     expected = {"review_items", "stage_figures", "call_records", "feedback", "baselines"}
-    assert expected | {"call_issuers"} <= tables
+    assert expected | {"call_issuers", "shadow_calls"} <= tables
     columns = [r[1] for r in db.execute("PRAGMA table_info(call_records)")]
     own = CALL_RECORD_COLUMNS.index("unit")
     assert tuple(columns[:own]) == CALL_RECORD_COLUMNS[:own]
     figures = [c for c, _, _ in FEEDBACK_FIGURES]
     assert columns[own:] == [*figures, *CALL_RECORD_COLUMNS[own:]]
+    shadow = tuple(r[1] for r in db.execute("PRAGMA table_info(shadow_calls)"))
+    assert shadow == SHADOW_COLUMNS
 
 
 def test_one_bad_row_does_not_block_the_others(tmp_path: Path) -> None:

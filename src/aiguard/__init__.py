@@ -68,6 +68,7 @@ from .report import FeatureFigures, Report, SegmentGap, parse_since, report, wil
 from .retry import Retry
 from .review import ReviewQueue
 from .rollout import Rollout
+from .shadow import ShadowFigures
 from .stats import Stats, stats
 from .store import ReviewItem, SQLiteStore, Store, open_store
 from .targets import Target
@@ -128,6 +129,7 @@ __all__ = [
     "Rules",
     "SQLiteStore",
     "SegmentGap",
+    "ShadowFigures",
     "Source",
     "Stats",
     "Store",

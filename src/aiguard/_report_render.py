@@ -139,6 +139,45 @@ def _calibration_line(cal: Any) -> str:
     )
 
 
+def _ci(interval: tuple[float, float] | None) -> str:
+    return "" if interval is None else f" (95% CI {_pct(interval[0])} to {_pct(interval[1])})"
+
+
+def _shadow_lines(report: Report, feature: str) -> list[str]:
+    """One sentence per shadow candidate of ``feature``: agreement, latency, cost, and the
+    served answer's acceptance when the candidate disagreed vs agreed."""
+    money = report.currency
+    out = []
+    for s in report.shadows.get(feature, []):
+        parts = [f"shadow {s.candidate}: {s.calls} calls, {s.errors} failed"]
+        if s.compared:
+            parts.append(
+                f"agreement {_pct(s.agreement_rate)}{_ci(s.agreement_interval)} "
+                f"over {s.compared} compared"
+            )
+        parts.append(
+            f"latency p50 {_secs(s.candidate_p50_latency)} / p95 {_secs(s.candidate_p95_latency)}"
+            f" vs current model {_secs(s.model_p50_latency)} / {_secs(s.model_p95_latency)}"
+        )
+        if s.cost_pairs:
+            ratio = "" if s.cost_ratio is None else f" (x{s.cost_ratio:.2f})"
+            parts.append(
+                f"cost per call {s.candidate_cost_per_call} {money} vs "
+                f"{s.model_cost_per_call} {money}{ratio} over {s.cost_pairs} priced calls"
+            )
+        else:
+            parts.append("cost unknown")
+        if s.disagreed_decided or s.agreed_decided:
+            parts.append(
+                f"served answer accepted {_pct(s.acceptance_when_disagreed)}"
+                f"{_ci(s.acceptance_when_disagreed_interval)} of {s.disagreed_decided} decided "
+                f"when the candidate disagreed, {_pct(s.acceptance_when_agreed)}"
+                f"{_ci(s.acceptance_when_agreed_interval)} of {s.agreed_decided} when it agreed"
+            )
+        out.append("; ".join(parts))
+    return out
+
+
 def text(report: Report) -> str:
     if not report.features:
         return "No call records in the store for this selection."
@@ -162,6 +201,7 @@ def text(report: Report) -> str:
         for gap in report.segment_flags.get(f.feature, []):
             if gap.flagged:
                 out.append(f"{f.feature}: {_gap(gap)}")
+        out += [f"{f.feature}: {line}" for line in _shadow_lines(report, f.feature)]
         q = report.quality.get(f.feature)
         if q is not None:
             out.append(f"{f.feature}: {_calibration_line(q.calibration)}")
@@ -315,6 +355,7 @@ def html(report: Report) -> str:
                     + ('<td class="fail">FLAGGED</td>' if g.flagged else "<td></td>") + "</tr>"
                 )  # fmt: skip
             parts.append("</table>")
+        parts += _shadow_html(report, f.feature)
         q = report.quality.get(f.feature)
         if q is not None:
             line = _calibration_line(q.calibration)
@@ -342,6 +383,36 @@ def html(report: Report) -> str:
         parts.append("</section>")
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def _shadow_html(report: Report, feature: str) -> list[str]:
+    """The shadow candidates of ``feature`` as a table: one row per candidate."""
+    found = report.shadows.get(feature, [])
+    if not found:
+        return []
+    money = _html.escape(report.currency)
+    head = [
+        "candidate", "calls", "failed", "agreement", "95% CI", "p50 / p95",
+        "current p50 / p95", f"cost per call ({money})", "current cost per call", "cost ratio",
+        "accepted when disagreed", "accepted when agreed",
+    ]  # fmt: skip
+    parts = ["<table class=shadow><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    for s in found:
+        cells = [
+            str(s.candidate), str(s.calls), str(s.errors), _pct(s.agreement_rate),
+            "-" if s.agreement_interval is None
+            else f"{_pct(s.agreement_interval[0])} to {_pct(s.agreement_interval[1])}",
+            f"{_secs(s.candidate_p50_latency)} / {_secs(s.candidate_p95_latency)}",
+            f"{_secs(s.model_p50_latency)} / {_secs(s.model_p95_latency)}",
+            "-" if s.candidate_cost_per_call is None else str(s.candidate_cost_per_call),
+            "-" if s.model_cost_per_call is None else str(s.model_cost_per_call),
+            "-" if s.cost_ratio is None else f"{s.cost_ratio:.2f}",
+            f"{_pct(s.acceptance_when_disagreed)} of {s.disagreed_decided}",
+            f"{_pct(s.acceptance_when_agreed)} of {s.agreed_decided}",
+        ]  # fmt: skip
+        parts.append("<tr>" + "".join(f"<td>{_html.escape(c)}</td>" for c in cells) + "</tr>")
+    parts.append("</table>")
+    return parts
 
 
 # -- JSON ------------------------------------------------------------------------------------
@@ -393,5 +464,6 @@ def as_json(report: Report) -> str:
             for name, q in report.quality.items()
         },
         "canvas": {name: _canvas_render.as_dict(c) for name, c in report.canvas.items()},
+        "shadows": {name: [figures(s) for s in found] for name, found in report.shadows.items()},
     }
     return json.dumps(_plain(data), ensure_ascii=False, allow_nan=False)

@@ -155,6 +155,12 @@ def guard(
     | None = UNSET,
     audit: float | None = UNSET,
     cache: Cache | None = None,
+    shadow: Callable[..., Any] | None = None,
+    shadow_share: float | None = None,
+    agree: Callable[[Any, Any], Any] | None = None,
+    shadow_timeout: float | timedelta | None = None,
+    shadow_model: str | None = None,
+    shadow_budget: bool = False,
 ) -> _Decorator:
     """Guard the function that calls a model: serve its result only when it is good enough.
 
@@ -234,6 +240,24 @@ def guard(
             cost), after the kill switch, rollout and budget checks. Only answers the model
             served are kept; a kill clears the feature's. Not for streams (a generator
             function with ``cache=`` is a ConfigError).
+        shadow: a candidate function (another model, prompt or threshold) run on
+            ``shadow_share`` of the calls with the same arguments, off the call's path, and never
+            served: each run is recorded (latency, tokens, cost, confidence, agreement with the
+            served answer) for the report. A sync guard takes a sync candidate (run in aiguard's
+            shadow threads); an async guard, either (an async one runs as a task on the caller's
+            loop). When the shadow pool is full the run is skipped and counted
+            (:func:`aiguard.shadow.counts`). See the shadow guide.
+        shadow_share: the share of calls shadowed, from 0 to 1 (default 0.1), chosen by a hash
+            of the call id (every replica chooses the same calls).
+        agree: ``agree(served_value, candidate_value) -> bool``; default: their labels are equal
+            when both have one (a ``"label"`` key or attribute, an Enum, a bool), else the values
+            are. Compared only when the model's answer was served (else agreement is unknown).
+        shadow_timeout: seconds (or a timedelta) the candidate may take; default: ``timeout``,
+            else 30 s.
+        shadow_model: the candidate's model name, for its price when its result does not name
+            its model.
+        shadow_budget: ``True`` charges the candidate's cost to the guard's ``budget``; by
+            default it is kept apart (the report shows it beside the feature's own cost).
 
     Kill switches (:func:`aiguard.kill`, control files, OpenFeature) are checked before the
     model is called: a killed feature's fallback chain serves with reason ``killed``.
@@ -294,6 +318,12 @@ def guard(
         segments=segments,  # checked above; resolved against the function by Core
         audit=_checks.check_audit(feature, audit),
         cache=_checks.check_policy(feature, "cache", cache, Cache),
+        shadow=shadow,  # checked by Core, which knows the function
+        shadow_share=shadow_share,
+        agree=agree,
+        shadow_timeout=shadow_timeout,
+        shadow_model=shadow_model,
+        shadow_budget=shadow_budget,
     )
     # both from the decorator here; Core.compile checks them merged with the configuration
     _checks.needs_confidence(feature, spec.threshold, spec.confidence)

@@ -40,7 +40,7 @@ from ._checks import seconds
 from ._report_sql import Run
 from ._runtime import errors as _errors
 from ._runtime import serialize as _serialize
-from ._runtime.records import CALL_RECORD_COLUMNS
+from ._runtime.records import CALL_RECORD_COLUMNS, SHADOW_COLUMNS
 from ._runtime.state import track
 from ._sql import (
     _REVIEW_COLUMNS,
@@ -111,6 +111,14 @@ _TABLES = [
     # version 7: who issued which call ids (feedback from other processes)
     """CREATE TABLE IF NOT EXISTS call_issuers (
         process TEXT PRIMARY KEY, issued BIGINT NOT NULL, updated_at DOUBLE PRECISION NOT NULL)""",
+    # version 8: shadow candidates' calls
+    """CREATE TABLE IF NOT EXISTS shadow_calls (
+        call_id TEXT NOT NULL, feature TEXT NOT NULL, candidate TEXT NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL, latency DOUBLE PRECISION NOT NULL, model TEXT,
+        input_tokens BIGINT, output_tokens BIGINT, cost_pico BIGINT,
+        confidence DOUBLE PRECISION, agreed INTEGER, error TEXT,
+        PRIMARY KEY (call_id, candidate))""",
+    "CREATE INDEX IF NOT EXISTS shadow_calls_by_feature ON shadow_calls (feature, started_at)",
 ]
 
 _VERSION_8 = [
@@ -497,6 +505,22 @@ class PostgresStore(_SqlReads):
             rows,
         )
         cur.execute(ATTACH_FEEDBACK)
+
+    def add_shadow_calls(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert shadow calls' rows (tuples in ``SHADOW_COLUMNS`` order) in one transaction;
+        a row whose call and candidate are stored already is left as it is."""
+        if not rows:
+            return
+        marks = ",".join(["%s"] * len(SHADOW_COLUMNS))
+        try:
+            with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+                cur.executemany(
+                    f"INSERT INTO shadow_calls ({', '.join(SHADOW_COLUMNS)}) VALUES ({marks}) "
+                    "ON CONFLICT (call_id, candidate) DO NOTHING",
+                    rows,
+                )
+        except self._errors as exc:
+            raise self._fail(exc) from exc
 
     def add_audited_records(
         self,

@@ -39,9 +39,11 @@ from ._report_data import (
     in_python,
     key_text,
 )
+from ._report_shadow import shadow_figures
 from ._runtime.state import runtime
 from .exceptions import ConfigError
 from .pricing import to_decimal
+from .shadow import ShadowFigures
 from .store import configured as configured_store
 from .targets import Target, is_condition_mapping, parse_targets
 
@@ -171,7 +173,8 @@ class Report:
     feature the gaps of its segments to the best one (``segment_flags``, see
     :class:`SegmentGap`), and its calibration and drift (``quality``, see
     :class:`aiguard.quality.QualitySummary`; empty for a store of your own, which cannot
-    compute them).
+    compute them), and its shadow candidates against its current model (``shadows``, a list
+    per feature, one :class:`aiguard.shadow.ShadowFigures` per candidate).
 
     Example:
         >>> import aiguard
@@ -191,6 +194,7 @@ class Report:
     quality: dict[str, QualitySummary] = dataclasses.field(default_factory=dict)
     currency: str = "USD"
     canvas: dict[str, _canvas.Canvas] = dataclasses.field(default_factory=dict)
+    shadows: dict[str, list[ShadowFigures]] = dataclasses.field(default_factory=dict)
 
     def to_text(self) -> str:
         """The report as a terminal table."""
@@ -563,18 +567,9 @@ def report(
         )  # fmt: skip
     _canvas.check_currency(list(canvases.values()), configured, money)
     return Report(
-        features,
-        groups,
-        diffs,
-        target_rows,
-        series,
-        start,
-        time.time(),
-        flags,
-        quality,
-        money,
-        canvases,
-    )
+        features, groups, diffs, target_rows, series, start, time.time(), flags, quality, money,
+        canvases, shadows=shadow_figures(store, feature, start),
+    )  # fmt: skip
 
 
 def _given_targets(

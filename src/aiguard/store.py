@@ -63,7 +63,12 @@ from ._report_data import Aggregates
 from ._report_sql import TEMP_TABLES, Run
 from ._runtime import errors, lifecycle
 from ._runtime import serialize as _serialize
-from ._runtime.records import CALL_RECORD_COLUMNS, issued_argument, set_audit_writer
+from ._runtime.records import (
+    CALL_RECORD_COLUMNS,
+    SHADOW_COLUMNS,
+    issued_argument,
+    set_audit_writer,
+)
 from ._runtime.state import STORE_ENV, track
 from ._sql import (
     ATTACH_FEEDBACK,
@@ -342,6 +347,19 @@ class SQLiteStore(_SqlReads):
                     db.execute("ALTER TABLE call_records ADD COLUMN unit TEXT")
                     db.execute("ALTER TABLE call_records ADD COLUMN escalated INTEGER")
                     db.execute("ALTER TABLE call_records ADD COLUMN saved_pico INTEGER")
+                if version < 8:  # shadow candidates' calls
+                    db.execute(
+                        """CREATE TABLE IF NOT EXISTS shadow_calls (
+                            call_id TEXT NOT NULL, feature TEXT NOT NULL,
+                            candidate TEXT NOT NULL, started_at REAL NOT NULL,
+                            latency REAL NOT NULL, model TEXT, input_tokens INTEGER,
+                            output_tokens INTEGER, cost_pico INTEGER, confidence REAL,
+                            agreed INTEGER, error TEXT, PRIMARY KEY (call_id, candidate))"""
+                    )
+                    db.execute(
+                        "CREATE INDEX IF NOT EXISTS shadow_calls_by_feature "
+                        "ON shadow_calls (feature, started_at)"
+                    )
                 if version < SCHEMA_VERSION:
                     db.execute(
                         "INSERT OR REPLACE INTO aiguard_meta VALUES ('schema_version', ?)",
@@ -469,6 +487,19 @@ class SQLiteStore(_SqlReads):
             return
         with self._transaction() as db:
             self._insert_rows(db, rows, issued)
+
+    def add_shadow_calls(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert shadow calls' rows (tuples in ``SHADOW_COLUMNS`` order) in one transaction;
+        a row whose call and candidate are stored already is left as it is."""
+        if not rows:
+            return
+        marks = ",".join("?" * len(SHADOW_COLUMNS))
+        with self._transaction() as db:
+            db.executemany(
+                f"INSERT OR IGNORE INTO shadow_calls ({', '.join(SHADOW_COLUMNS)}) "
+                f"VALUES ({marks})",
+                rows,
+            )
 
     def add_audited_records(
         self,

@@ -29,6 +29,7 @@ from .gates import GateRun
 from .pre import compile_pre, monitor
 from .reserve import budget_check
 from .settings import Settings, Spec, by_name, effective, pick, pick_tags
+from .shadow import Shadow, compile_shadow
 from .tagging import Tags, compile_tags
 from .watch import FirstCalls, watching
 
@@ -54,6 +55,7 @@ class Core:
         "results",
         "retry",
         "settings",
+        "shadow",
         "signature",
         "spec",
         "tags",
@@ -107,6 +109,15 @@ class Core:
             usage=spec.usage,
             budget=spec.budget,
             latency_slo=spec.latency_slo,
+        )
+        self.shadow: Shadow | None = compile_shadow(
+            self,
+            spec.shadow,
+            spec.shadow_share,
+            spec.agree,
+            spec.shadow_timeout,
+            spec.shadow_model,
+            spec.shadow_budget,
         )
         self.settings = self.refresh(initial=True)
         # the first results, watched for a setting that rejects them all (off the served path)

@@ -39,6 +39,7 @@ def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
     streamy = core.spec.stream is not False
     declared = core.spec.stream in ("pass", "buffer")
     cache = core.cache
+    shade = None if core.shadow is None else core.shadow.after_sync  # a shadow candidate
 
     def run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if api._TRACER_PROVIDER is None:
@@ -112,12 +113,16 @@ def wrap_sync(fn: Callable[P, R], core: Core) -> Any:
     @functools.wraps(fn)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
         record = body(args, kwargs, None) if api._TRACER_PROVIDER is None else run(args, kwargs)
+        if shade is not None:
+            shade(record, args, kwargs)
         if declared and record.__class__ is not StreamRecord:  # a fallback's answer, as a stream
             return streams.Replay(record.value, record)  # type: ignore[return-value]
         return record.value  # type: ignore[no-any-return]
 
     def outcome(*args: P.args, **kwargs: P.kwargs) -> Outcome[R]:
         record = body(args, kwargs, None) if api._TRACER_PROVIDER is None else run(args, kwargs)
+        if shade is not None:
+            shade(record, args, kwargs)
         if record.__class__ is Served:
             return finish.served_outcome(record)
         if record.__class__ is StreamRecord:
@@ -137,6 +142,7 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
     declared = core.spec.stream in ("pass", "buffer")
     cache = core.cache
     shared = cache is not None and cache.shared  # Redis: its I/O off the event loop
+    shade = None if core.shadow is None else core.shadow.after_async  # a shadow candidate
 
     async def run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if api._TRACER_PROVIDER is None:
@@ -223,6 +229,8 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:
         traced = api._TRACER_PROVIDER is not None
         record = await (run(args, kwargs) if traced else body(args, kwargs, None))
+        if shade is not None:
+            shade(record, args, kwargs)
         if declared and record.__class__ is not StreamRecord:  # a fallback's answer, as a stream
             return streams.AsyncReplay(record.value, record)  # type: ignore[return-value]
         return record.value  # type: ignore[no-any-return]
@@ -230,6 +238,8 @@ def wrap_async(fn: Callable[P, Awaitable[R]], core: Core) -> Any:
     async def outcome(*args: P.args, **kwargs: P.kwargs) -> Outcome[R]:
         traced = api._TRACER_PROVIDER is not None
         record = await (run(args, kwargs) if traced else body(args, kwargs, None))
+        if shade is not None:
+            shade(record, args, kwargs)
         if record.__class__ is Served:
             return finish.served_outcome(record)
         if record.__class__ is StreamRecord:

@@ -52,6 +52,13 @@ class Spec:
     segments: Any = UNSET  # ((name, path or callable), ...), or None
     audit: Any = UNSET  # the share of served answers audited, or None
     cache: Any = None  # an aiguard.Cache, or None
+    # a shadow candidate: (function, share, agree, timeout, model, charged to the budget)
+    shadow: Any = None
+    shadow_share: Any = None
+    agree: Any = None
+    shadow_timeout: Any = None
+    shadow_model: Any = None
+    shadow_budget: Any = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

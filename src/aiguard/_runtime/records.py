@@ -54,6 +54,12 @@ CALL_RECORD_COLUMNS = (
 last (where ``ALTER TABLE ... ADD COLUMN`` puts them), so the order of an old row stays a prefix
 of this one. Code that reads a row by position uses the indices below, never a number."""
 
+SHADOW_COLUMNS = (
+    "call_id", "feature", "candidate", "started_at", "latency", "model", "input_tokens",
+    "output_tokens", "cost_pico", "confidence", "agreed", "error",
+)  # fmt: skip
+"""The columns of a shadow call's row (table ``shadow_calls``), in the order of its row."""
+
 COLUMN = {name: i for i, name in enumerate(CALL_RECORD_COLUMNS)}
 CALL_ID, FEATURE, OUTPUT = COLUMN["call_id"], COLUMN["feature"], COLUMN["output"]
 TRACE_ID, SPAN_ID = COLUMN["trace_id"], COLUMN["span_id"]
@@ -469,6 +475,9 @@ class Recorder:
         self._recent_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._takes_issued: bool | None = None  # add_call_records(issued=...) is known
+        # shadow calls' rows (SHADOW_COLUMNS), written after the call records of each pass
+        self.shadows: collections.deque[tuple[Any, ...]] = collections.deque()
+        self.shadow_counts = {"written": 0, "dropped": 0, "refused": 0}
         self.worker = Worker("aiguard-records", self.drain, INTERVAL)
         self.put: Callable[[Any], None] = self._put_first
         track(self)
@@ -505,6 +514,19 @@ class Recorder:
         queue.append(item)
         if len(queue) >= BATCH:
             self.worker.wake()
+
+    def put_shadow(self, row: tuple[Any, ...]) -> bool:
+        """Queue one shadow call's row; False (dropped, counted) when the queue is full."""
+        if self.retired:
+            target = runtime.recorder
+            if target is not None and target is not self:
+                return bool(target.put_shadow(row))
+        if len(self.shadows) >= self.queue_max:
+            self.shadow_counts["dropped"] += 1
+            return False
+        self.shadows.append(row)
+        self.worker.ensure()
+        return True
 
     # -- the writer's side ---------------------------------------------------------------------
 
@@ -547,9 +569,48 @@ class Recorder:
                     # as the last one took: a backlog written back to back would starve them
                     # (SQLite's busy wait polls, it does not queue)
                     time.sleep(min(MAX_PAUSE, max(MIN_PAUSE, time.monotonic() - began)))
+            if self.shadows and time.monotonic() >= self.retry_at:
+                self._write_shadows(deadline)
         finally:
             self._write_lock.release()
         return written
+
+    def _write_shadows(self, deadline: float | None) -> None:
+        """Write the queued shadow rows in batches. A store without ``add_shadow_calls`` (one
+        of your own) drops them, counted and logged once; a batch the store refuses goes back
+        to the front and the writer backs off, and is dropped (counted) when refused a third
+        time in a row."""
+        add = getattr(self.store, "add_shadow_calls", None)
+        shadows = self.shadows
+        if add is None:
+            n = len(shadows)
+            shadows.clear()
+            self.shadow_counts["dropped"] += n
+            errors.warn_once(
+                "shadow-unstored",
+                "aiguard: the store %r cannot keep shadow calls (no add_shadow_calls): their "
+                "rows are dropped and counted",
+                type(self.store).__name__,
+            )
+            return
+        while shadows:
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            batch = [shadows.popleft() for _ in range(min(BATCH, len(shadows)))]
+            try:
+                add(batch)
+            except Exception as exc:
+                errors.report("shadow calls write", exc)
+                self.shadow_counts["refused"] += 1
+                if self.shadow_counts["refused"] >= 3:
+                    self.shadow_counts["refused"] = 0
+                    self.shadow_counts["dropped"] += len(batch)
+                else:
+                    shadows.extendleft(reversed(batch))
+                    self._store_down()
+                return
+            self.shadow_counts["refused"] = 0
+            self.shadow_counts["written"] += len(batch)
 
     def _write(self, batch: list[Any]) -> tuple[int, bool]:
         """Write one batch: (rows written, whether the store looks down).
@@ -857,6 +918,10 @@ class Recorder:
         if left:
             self.queue.clear()
             self._drop(left, reason)
+        shadows = len(self.shadows)
+        if shadows:
+            self.shadows.clear()
+            self.shadow_counts["dropped"] += shadows
 
     def counts(self) -> dict[str, int]:
         """recorded, written, dropped (and each ``dropped: reason``), queued (in flight too)."""
@@ -869,11 +934,14 @@ class Recorder:
         out.update({f"dropped: {why}": n for why, n in self.drop_reasons.items()})
         out["audits written"] = self.audits_written
         out["audits dropped"] = self.audits_dropped
+        out["shadow rows written"] = self.shadow_counts["written"]
+        out["shadow rows dropped"] = self.shadow_counts["dropped"]
+        out["shadow rows queued"] = len(self.shadows)
         return out
 
     def unwritten(self) -> int:
         """Records not written yet: queued, and in a batch being written now."""
-        return len(self.queue) + self.inflight
+        return len(self.queue) + self.inflight + len(self.shadows)
 
     def _after_fork(self) -> None:
         self.queue.clear()  # the parent's records: the parent writes and counts them
@@ -881,4 +949,6 @@ class Recorder:
         self.recorded = self.written = self.dropped = 0  # this process's own, from here
         self.audits_written = self.audits_dropped = 0
         self.drop_reasons = {}
+        self.shadows.clear()
+        self.shadow_counts = {"written": 0, "dropped": 0, "refused": 0}
         self.put = self._put_first  # the writer starts again on the first record here

@@ -149,6 +149,8 @@ class Runtime:
         # budget sync); and the pool that runs sync calls under a timeout
         self.workers: dict[str, Any] = {}
         self.pool: Any = None
+        # shadow candidates' pool and tasks (a shadowing.ShadowPool), created on first use
+        self.shadow_pool: Any = None
         # OpenTelemetry: (provider, tracer) and (provider, instruments), per provider
         self.tracer: tuple[Any, Any] | None = None
         self.meters: tuple[Any, Any] | None = None

@@ -220,6 +220,12 @@ class Meters:
         self.fallbacks = self._counter(
             meter, "aiguard.fallbacks", "{call}", "Guarded calls served by a fallback handler."
         )
+        self.shadow = self._counter(
+            meter,
+            "aiguard.shadow.calls",
+            "{call}",
+            "Shadow candidate calls, by outcome (ran, failed, timeout, skipped, dropped).",
+        )
         self.cache_tokens = self._counter(
             meter,
             "aiguard.cache.tokens",
