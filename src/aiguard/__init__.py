@@ -12,68 +12,215 @@ Example:
     <Reason.LOW_CONFIDENCE: 'low_confidence'>
 """
 
-from ._bucketing import Bucketing
-from ._engine.finish import last_outcome
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .breaker import Breaker, BreakerState
-from .budget import Budget, BudgetFigures, budget_figures
-from .cache import Cache
-from .canvas import AdoptionWeek, Canvas
-from .card import SystemCard, card
-from .check import CheckResult, TargetResult, check
-from .config import AiguardConfig, FeatureConfig, configure, load_config
-from .control import (
-    ControlFile,
-    ControlSource,
-    ControlState,
-    FeatureControl,
-    kill,
-    kill_all,
-    revive,
-    revive_all,
-    set_rollout,
+
+if TYPE_CHECKING:
+    from ._bucketing import Bucketing
+    from ._engine.finish import last_outcome
+    from .breaker import Breaker, BreakerState
+    from .budget import Budget, BudgetFigures, budget_figures
+    from .cache import Cache
+    from .canvas import AdoptionWeek, Canvas
+    from .card import SystemCard, card
+    from .check import CheckResult, TargetResult, check
+    from .config import AiguardConfig, FeatureConfig, configure, load_config
+    from .control import (
+        ControlFile,
+        ControlSource,
+        ControlState,
+        FeatureControl,
+        kill,
+        kill_all,
+        revive,
+        revive_all,
+        set_rollout,
+    )
+    from .events import ControlEvent, EventKind, recent_events
+    from .exceptions import (
+        AiguardError,
+        ConfigError,
+        EscalationRejected,
+        ModelTimeout,
+        NotServed,
+        ReviewError,
+        ReviewPending,
+        StoreError,
+        StreamInterrupted,
+        UnknownCall,
+    )
+    from .fallbacks import Default, Escalate, Fallback, FallbackContext, HumanReview, Rules
+    from .feedback import Feedback, FeedbackKind, afeedback, edit_distance, feedback
+    from .guard import AsyncGuarded, Guarded, guard
+    from .limits import Limits
+    from .outcome import Attempt, Outcome, Reason, Source
+    from .pricing import ModelPrice, PriceTable
+    from .quality import (
+        AuditBand,
+        AuditFigures,
+        Calibration,
+        Drift,
+        ReliabilityBin,
+        audit_figures,
+        calibration,
+        drift,
+        save_baseline,
+    )
+    from .records import flush
+    from .report import FeatureFigures, Report, SegmentGap, parse_since, report, wilson
+    from .retry import Retry
+    from .review import ReviewQueue
+    from .rollout import Rollout
+    from .shadow import ShadowFigures
+    from .stats import Stats, stats
+    from .store import ReviewItem, SQLiteStore, Store, open_store
+    from .targets import Target
+    from .tuning import ThresholdRow, Tuning, tune
+    from .usage import Usage, read_usage
+
+_FROM: dict[str, tuple[str, ...]] = {
+    "._bucketing": ("Bucketing",),
+    "._engine.finish": ("last_outcome",),
+    ".breaker": ("Breaker", "BreakerState"),
+    ".budget": ("Budget", "BudgetFigures", "budget_figures"),
+    ".cache": ("Cache",),
+    ".canvas": ("AdoptionWeek", "Canvas"),
+    ".card": ("SystemCard", "card"),
+    ".check": ("CheckResult", "TargetResult", "check"),
+    ".config": ("AiguardConfig", "FeatureConfig", "configure", "load_config"),
+    ".control": (
+        "ControlFile",
+        "ControlSource",
+        "ControlState",
+        "FeatureControl",
+        "kill",
+        "kill_all",
+        "revive",
+        "revive_all",
+        "set_rollout",
+    ),
+    ".events": ("ControlEvent", "EventKind", "recent_events"),
+    ".exceptions": (
+        "AiguardError",
+        "ConfigError",
+        "EscalationRejected",
+        "ModelTimeout",
+        "NotServed",
+        "ReviewError",
+        "ReviewPending",
+        "StoreError",
+        "StreamInterrupted",
+        "UnknownCall",
+    ),
+    ".fallbacks": ("Default", "Escalate", "Fallback", "FallbackContext", "HumanReview", "Rules"),
+    ".feedback": ("Feedback", "FeedbackKind", "afeedback", "edit_distance", "feedback"),
+    ".guard": ("AsyncGuarded", "Guarded", "guard"),
+    ".limits": ("Limits",),
+    ".outcome": ("Attempt", "Outcome", "Reason", "Source"),
+    ".pricing": ("ModelPrice", "PriceTable"),
+    ".quality": (
+        "AuditBand",
+        "AuditFigures",
+        "Calibration",
+        "Drift",
+        "ReliabilityBin",
+        "audit_figures",
+        "calibration",
+        "drift",
+        "save_baseline",
+    ),
+    ".records": ("flush",),
+    ".report": ("FeatureFigures", "Report", "SegmentGap", "parse_since", "report", "wilson"),
+    ".retry": ("Retry",),
+    ".review": ("ReviewQueue",),
+    ".rollout": ("Rollout",),
+    ".shadow": ("ShadowFigures",),
+    ".stats": ("Stats", "stats"),
+    ".store": ("ReviewItem", "SQLiteStore", "Store", "open_store"),
+    ".targets": ("Target",),
+    ".tuning": ("ThresholdRow", "Tuning", "tune"),
+    ".usage": ("Usage", "read_usage"),
+}
+"""The public names, by the module that defines them: each module is imported the first time
+one of its names is used, so ``import aiguard`` loads none of pydantic, the stores, the report
+or the command line (see the performance page)."""
+
+_WHERE = {name: module for module, names in _FROM.items() for name in names}
+_SUBMODULES = frozenset(
+    (
+        "breaker",
+        "budget",
+        "cache",
+        "canvas",
+        "card",
+        "check",
+        "cli",
+        "config",
+        "control",
+        "events",
+        "exceptions",
+        "export",
+        "fallbacks",
+        "feedback",
+        "guard",
+        "limits",
+        "openfeature",
+        "outcome",
+        "postgres",
+        "pricing",
+        "quality",
+        "records",
+        "redis",
+        "report",
+        "retry",
+        "review",
+        "rollout",
+        "shadow",
+        "stats",
+        "store",
+        "targets",
+        "testing",
+        "tuning",
+        "usage",
+    )
 )
-from .events import ControlEvent, EventKind, recent_events
-from .exceptions import (
-    AiguardError,
-    ConfigError,
-    EscalationRejected,
-    ModelTimeout,
-    NotServed,
-    ReviewError,
-    ReviewPending,
-    StoreError,
-    StreamInterrupted,
-    UnknownCall,
-)
-from .fallbacks import Default, Escalate, Fallback, FallbackContext, HumanReview, Rules
-from .feedback import Feedback, FeedbackKind, afeedback, edit_distance, feedback
-from .guard import AsyncGuarded, Guarded, guard
-from .limits import Limits
-from .outcome import Attempt, Outcome, Reason, Source
-from .pricing import ModelPrice, PriceTable
-from .quality import (
-    AuditBand,
-    AuditFigures,
-    Calibration,
-    Drift,
-    ReliabilityBin,
-    audit_figures,
-    calibration,
-    drift,
-    save_baseline,
-)
-from .records import flush
-from .report import FeatureFigures, Report, SegmentGap, parse_since, report, wilson
-from .retry import Retry
-from .review import ReviewQueue
-from .rollout import Rollout
-from .shadow import ShadowFigures
-from .stats import Stats, stats
-from .store import ReviewItem, SQLiteStore, Store, open_store
-from .targets import Target
-from .tuning import ThresholdRow, Tuning, tune
-from .usage import Usage, read_usage
+"""The public submodules, also reachable as attributes (``aiguard.records.counts()``)."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module, __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, *_SUBMODULES})
+
+
+class _Package(types.ModuleType):
+    """The package's module: when a submodule whose name is also a public name of it (``guard``,
+    ``report``, ``check``, ``feedback``...) is imported, Python sets the package's attribute to
+    the submodule; the public name keeps its meaning instead."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _WHERE.get(name) == f".{name}":
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "AdoptionWeek",
