@@ -14,10 +14,11 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import sys as _sys
+import types as _types
+from typing import TYPE_CHECKING
+from typing import Any as _Any
 
 from ._version import __version__
 
@@ -193,12 +194,12 @@ _SUBMODULES = frozenset(
 """The public submodules, also reachable as attributes (``aiguard.records.counts()``)."""
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     module = _WHERE.get(name)
     if module is not None:
-        value = getattr(importlib.import_module(module, __name__), name)
+        value = getattr(_importlib.import_module(module, __name__), name)
     elif name in _SUBMODULES:
-        value = importlib.import_module(f"{__name__}.{name}")
+        value = _importlib.import_module(f"{__name__}.{name}")
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value
@@ -209,18 +210,19 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *__all__, *_SUBMODULES})
 
 
-class _Package(types.ModuleType):
+class _Package(_types.ModuleType):
     """The package's module: when a submodule whose name is also a public name of it (``guard``,
     ``report``, ``check``, ``feedback``...) is imported, Python sets the package's attribute to
     the submodule; the public name keeps its meaning instead."""
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _WHERE.get(name) == f".{name}":
+    def __setattr__(self, name: str, value: _Any) -> None:
+        if isinstance(value, _types.ModuleType) and _WHERE.get(name) == f".{name}":
             value = getattr(value, name)
         super().__setattr__(name, value)
 
 
-sys.modules[__name__].__class__ = _Package
+_sys.modules[__name__].__class__ = _Package
+del TYPE_CHECKING, annotations  # names of this module's own code, not aiguard's
 
 __all__ = [
     "AdoptionWeek",

@@ -181,8 +181,13 @@ class Outcome(Generic[T]):
 
     @property
     def fallback(self) -> bool:
-        """True when a fallback handler produced the value."""
-        return self.source is not None and self.source is not Source.MODEL
+        """True when a fallback handler produced the value (an answer from the cache is the
+        model's, served again: not a fallback)."""
+        return (
+            self.source is not None
+            and self.source is not Source.MODEL
+            and (self.source is not Source.CACHE)
+        )
 
     @property
     def escalated(self) -> bool:

@@ -5,12 +5,14 @@ WAL mode, ``synchronous=FULL``: an item is on disk before ``add_review`` returns
 versioned in the ``aiguard_meta`` table; a database written by a newer aiguard is refused with a
 clear error rather than written to.
 
-Schema, version 7 (version 1 had ``review_items``; 2 added ``stage_figures``; 3 added
+Schema, version 8 (version 1 had ``review_items``; 2 added ``stage_figures``; 3 added
 ``call_records`` and ``feedback``; 4 added the claim columns of ``review_items``; 5 added the
 cache-write columns of ``call_records``, NULL in the rows written before; 6 its ``segments`` and
-``label`` and the ``baselines`` table; 7 the ``call_issuers`` table)::
+``label`` and the ``baselines`` table; 7 the ``call_issuers`` table and each call's feedback
+figures, kept by triggers; 8 ``unit``, ``escalated`` and ``saved_pico``, and the
+``shadow_calls`` table)::
 
-    aiguard_meta(key TEXT PRIMARY KEY, value TEXT)          -- 'schema_version' -> '7'
+    aiguard_meta(key TEXT PRIMARY KEY, value TEXT)          -- 'schema_version' -> '8'
     review_items(
         id TEXT PRIMARY KEY, feature TEXT, call_id TEXT, reason TEXT,
         arguments TEXT,            -- JSON, by the rule in aiguard._runtime.serialize
@@ -34,7 +36,12 @@ cache-write columns of ``call_records``, NULL in the rows written before; 6 its 
         latency REAL, model_latency REAL, trace_id TEXT, span_id TEXT,
         inputs TEXT, output TEXT,  -- JSON, only when capture is on (redacted, capped)
         detail TEXT,
-        cache_write_tokens INTEGER, cache_write_1h_tokens INTEGER)  -- the 1-hour part
+        cache_write_tokens INTEGER, cache_write_1h_tokens INTEGER,  -- the 1-hour part
+        segments TEXT, label TEXT,
+        fb_decision TEXT, fb_distance REAL, fb_verdict INTEGER,  -- the call's feedback,
+        fb_score_sum REAL, fb_score_n INTEGER, fb_attributes TEXT,  -- kept by triggers
+        unit TEXT,                 -- a hash of the rollout unit, never the key
+        escalated INTEGER, saved_pico INTEGER)  -- an Escalate ran; what a cache hit saved
     feedback(                      -- every piece of feedback, kept (the latest counts)
         id INTEGER PRIMARY KEY, call_id TEXT, feature TEXT, kind TEXT,
         accepted INTEGER, score REAL, label TEXT, edited TEXT, edit_distance REAL,
@@ -43,6 +50,10 @@ cache-write columns of ``call_records``, NULL in the rows written before; 6 its 
     call_issuers(                  -- each process's call ids: the highest counter issued, as of
         process TEXT PRIMARY KEY,  -- its writer's last write ('ag_' + 16 hex digits)
         issued INTEGER, updated_at REAL)
+    shadow_calls(                  -- a shadow candidate's run on a call, never served
+        call_id TEXT, feature TEXT, candidate TEXT, started_at REAL, latency REAL, model TEXT,
+        input_tokens INTEGER, output_tokens INTEGER, cost_pico INTEGER, confidence REAL,
+        agreed INTEGER, error TEXT, PRIMARY KEY (call_id, candidate))
 """
 
 from __future__ import annotations
